@@ -1,0 +1,1 @@
+"""agentsite: a Django Channels site running a graph-of-nodes conversational agent."""

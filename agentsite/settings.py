@@ -1,0 +1,164 @@
+"""Django settings for agentsite, driven by the environment (see `.env.example`).
+
+Embedded defaults: SQLite, the in-memory channel layer, the `builtin` model and
+the demo `eras` database. Real deployments set DATABASE_URL, REDIS_URL,
+LLM_BASE_URL / LLM_API_KEY / LLM_MODEL and ERAS_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from agentsite import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env.load_dotenv(BASE_DIR / ".env")
+
+DEBUG = env.flag("DEBUG", True)
+VAR_DIR = Path(env.text("AGENTSITE_VAR_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env.text("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "graphs",
+    "traces",
+    "runtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "agentsite.urls"
+ASGI_APPLICATION = "agentsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env.text("DATABASE_URL", f"sqlite:///{VAR_DIR / 'agentsite.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several async tasks write through worker threads; wait for the lock
+    # rather than failing at once with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.text("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "agentsite": {"handlers": ["console"], "level": env.text("LOG_LEVEL", "INFO")},
+        "runtime": {"handlers": ["console"], "level": env.text("LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- the agent -------------------------------------------------------------
+
+# LLM: `builtin` is the deterministic, rule-based offline model (the default);
+# `openai` speaks to any OpenAI-compatible endpoint at LLM_BASE_URL.
+LLM_BASE_URL = env.text("LLM_BASE_URL")
+LLM_PROVIDER = env.text("LLM_PROVIDER", "openai" if LLM_BASE_URL else "builtin")
+LLM_API_KEY = env.text("LLM_API_KEY")
+LLM_MODEL = env.text("LLM_MODEL", "builtin" if LLM_PROVIDER == "builtin" else "gpt-4o-mini")
+LLM_TIMEOUT = env.number("LLM_TIMEOUT", 60.0)
+LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0)
+LLM_MAX_RETRIES = int(env.number("LLM_MAX_RETRIES", 3))
+LLM_RETRY_BACKOFF = env.number("LLM_RETRY_BACKOFF", 0.5)
+# Milliseconds the builtin model waits per call, to imitate a real model's latency.
+BUILTIN_LLM_LATENCY_MS = env.number("BUILTIN_LLM_LATENCY_MS", 0.0)
+if LLM_PROVIDER not in {"builtin", "openai"}:
+    raise ImproperlyConfigured(f"LLM_PROVIDER must be 'builtin' or 'openai', got {LLM_PROVIDER!r}")
+if LLM_PROVIDER == "openai" and not LLM_BASE_URL:
+    raise ImproperlyConfigured("LLM_PROVIDER=openai needs LLM_BASE_URL.")
+
+AGENTSITE_LLM_PROVIDERS = {
+    "builtin": "runtime.llm.builtin.BuiltinProvider",
+    "openai": "runtime.llm.openai.OpenAIProvider",
+}
+
+AGENTSITE_NODE_TYPES = {
+    "input": "runtime.nodes.input.InputNode",
+    "director": "runtime.nodes.director.DirectorNode",
+    "thinker": "runtime.nodes.thinker.ThinkerNode",
+    "interpreter": "runtime.nodes.interpreter.InterpreterNode",
+    "memorizer": "runtime.nodes.memorizer.MemorizerNode",
+    "ui": "runtime.nodes.ui.UINode",
+    "output": "runtime.nodes.output.OutputNode",
+}
+
+# The graph a new conversation starts on.
+AGENTSITE_DEFAULT_GRAPH = env.text("AGENTSITE_DEFAULT_GRAPH", "v3-framed")
+# A message whose graph runs more frames than this is stopped with an error.
+AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
+# A pipeline that has held a conversation's busy flag this long is presumed dead.
+AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 300.0)
+# How many past messages the input node summarises as context.
+AGENTSITE_HISTORY_WINDOW = int(env.number("AGENTSITE_HISTORY_WINDOW", 12))
+
+# The demo domain database: a generated SQLite file unless ERAS_DATABASE_URL is set.
+ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")
+ERAS_ROW_LIMIT = int(env.number("ERAS_ROW_LIMIT", 200))
+ERAS_TIME_LIMIT_S = env.number("ERAS_TIME_LIMIT_S", 5.0)

@@ -1,0 +1,1 @@
+"""Graph definitions as data: graphs, nodes and edges."""

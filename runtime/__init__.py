@@ -1,0 +1,1 @@
+"""The frame engine, nodes, LLM providers and per-conversation state."""

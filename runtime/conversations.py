@@ -1,0 +1,173 @@
+"""Services and selectors for conversations: ownership, busy flag, state, history."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from graphs.selectors import graph_spec_get
+from runtime import machines as m
+from runtime.errors import ConversationBusy
+from runtime.memory import memory_normalize, memory_reset
+from runtime.models import Conversation, Message
+from runtime.nodes.sensor import situation_text
+from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """A snapshot of a conversation as a pipeline needs it."""
+
+    id: int
+    """The conversation's id."""
+    graph_name: str
+    """The active graph."""
+    memory: dict[str, Any]
+    """The memory state."""
+    ui: dict[str, Any]
+    """The UI state."""
+    history: tuple[dict[str, str], ...]
+    """Recent messages, oldest first."""
+    last_message_at: datetime | None
+    """When the user last wrote."""
+
+
+def conversation_get_or_create(
+    *, user=None, session_key: str = "", chat: str = "main"
+) -> Conversation:
+    """The caller's conversation for `chat`, created on first use.
+
+    A signed-in user owns conversations by user; an anonymous visitor by session
+    key. Nothing is ever shared between two owners.
+    """
+    if user is not None and getattr(user, "is_authenticated", False):
+        owner = {"user": user}
+    elif session_key:
+        owner = {"user": None, "session_key": session_key}
+    else:
+        raise ValueError("a conversation needs a signed-in user or a session key")
+    conversation, _ = Conversation.objects.get_or_create(
+        **owner, chat=chat,
+        defaults={"graph_name": settings.AGENTSITE_DEFAULT_GRAPH,
+                  "memory": memory_normalize({}), "ui_state": ui_empty()},
+    )
+    return conversation
+
+
+def conversation_state(*, conversation_id: int) -> ConversationState:
+    """The conversation's state and its last messages."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    window = settings.AGENTSITE_HISTORY_WINDOW
+    recent = list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .order_by("-id").values("role", "text")[:window]
+    )
+    return ConversationState(
+        id=conversation.id,
+        graph_name=conversation.graph_name,
+        memory=memory_normalize(conversation.memory),
+        ui=ui_normalize(conversation.ui_state),
+        history=tuple({"role": r["role"], "text": r["text"]} for r in reversed(recent)),
+        last_message_at=conversation.last_message_at,
+    )
+
+
+def conversation_acquire(*, conversation_id: int, now: datetime | None = None) -> str:
+    """Take the conversation's busy flag; return its token or raise ConversationBusy.
+
+    One conditional UPDATE does it, so the database guarantees that two
+    pipelines never hold the flag at once. A flag older than the busy timeout
+    belongs to a pipeline that died and may be taken over.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
+    token = uuid.uuid4().hex
+    taken = Conversation.objects.filter(
+        Q(busy_since__isnull=True) | Q(busy_since__lt=stale), pk=conversation_id
+    ).update(busy_since=now, busy_token=token)
+    if not taken:
+        raise ConversationBusy("a message is already being answered in this conversation")
+    return token
+
+
+def conversation_release(*, conversation_id: int, token: str) -> None:
+    """Give the busy flag back (only if this token still holds it)."""
+    Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
+        busy_since=None, busy_token=""
+    )
+
+
+@transaction.atomic
+def conversation_record_turn(
+    *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
+    memory: dict[str, Any] | None, ui: dict[str, Any] | None, controls: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Persist one exchange: both messages, and memory / UI state when they changed."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.USER, text=text)
+    Message.objects.create(
+        conversation=conversation, message_id=message_id, role=Message.Role.ASSISTANT,
+        text=answer, controls=controls,
+        status=Message.Status.ERROR if failed else Message.Status.OK,
+    )
+    if memory is not None:
+        conversation.memory = memory
+    if ui is not None:
+        conversation.ui_state = ui
+    conversation.last_message_at = now
+    conversation.save(update_fields=["memory", "ui_state", "last_message_at", "updated_at"])
+
+
+def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
+    """Refresh the memory's `situation` (the sensor's job) and return it."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        memory = memory_normalize(conversation.memory)
+        memory["situation"] = situation_text(now=now, last_message_at=conversation.last_message_at)
+        conversation.memory = memory
+        conversation.save(update_fields=["memory", "updated_at"])
+    return memory["situation"]
+
+
+@transaction.atomic
+def conversation_clear(*, conversation_id: int) -> None:
+    """Forget history, memory (except `situation`) and UI state."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    Message.objects.filter(conversation=conversation).delete()
+    conversation.memory = memory_reset(conversation.memory)
+    conversation.ui_state = ui_empty()
+    conversation.save(update_fields=["memory", "ui_state", "updated_at"])
+
+
+@transaction.atomic
+def conversation_switch_graph(*, conversation_id: int, graph_name: str) -> None:
+    """Run the conversation on another graph from its next message; memory and history stay."""
+    graph_spec_get(name=graph_name)  # raises GraphError naming the known graphs
+    Conversation.objects.filter(pk=conversation_id).update(graph_name=graph_name)
+
+
+@transaction.atomic
+def conversation_click(*, conversation_id: int, machine_id: str, action: str
+                       ) -> list[dict[str, Any]]:
+    """Click a machine button: the machine moves at once, no model call. Returns the controls."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    ui = ui_normalize(conversation.ui_state)
+    ui["machines"] = m.click(ui["machines"], machine_id=machine_id, action=action)
+    conversation.ui_state = ui
+    conversation.save(update_fields=["ui_state", "updated_at"])
+    return current_controls(ui)
+
+
+def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Message]:
+    """The last `limit` messages, oldest first."""
+    rows = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
+    return list(reversed(rows))

@@ -1,0 +1,79 @@
+"""The runtime's exceptions: failures with stable codes, and control flow kept apart."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """A failure of the agent, with a stable `code` and a message fit for a person."""
+
+    code = "agent_error"
+
+
+class LLMError(AgentError):
+    """The model could not be reached or answered with something unusable."""
+
+    code = "llm_error"
+
+
+class LLMTimeout(LLMError):
+    """The model did not answer in time."""
+
+    code = "llm_timeout"
+
+
+class LLMRateLimited(LLMError):
+    """The model's endpoint kept answering 429 after every retry."""
+
+    code = "llm_rate_limited"
+
+
+class LLMStreamBroken(LLMError):
+    """A streamed answer broke off before it finished."""
+
+    code = "llm_stream_broken"
+
+
+class GraphError(AgentError):
+    """A graph definition is invalid or cannot be run."""
+
+    code = "graph_error"
+
+
+class FrameLimitExceeded(AgentError):
+    """A message ran more frames than the configured limit."""
+
+    code = "frame_limit"
+
+
+class NodeFailed(AgentError):
+    """A node raised while running; the original exception is its `__cause__`."""
+
+    code = "node_failed"
+
+    def __init__(self, node: str, frame: int, error: BaseException) -> None:
+        self.node = node
+        self.frame = frame
+        self.error = error
+        super().__init__(f"node {node!r} failed in frame {frame}: {type(error).__name__}: {error}")
+
+
+class DatabaseToolError(AgentError):
+    """A query through the shared db module was refused or failed."""
+
+    code = "db_error"
+
+
+class ControlFlow(Exception):
+    """Not a failure: a signal that changes what the runtime does next."""
+
+
+class ConversationBusy(ControlFlow):
+    """A pipeline is already running for this conversation."""
+
+    code = "busy"
+
+
+class Cancelled(ControlFlow):
+    """The user or the system cancelled a running pipeline or process."""
+
+    code = "cancelled"

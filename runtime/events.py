@@ -1,0 +1,84 @@
+"""The events a pipeline sends to whoever listens (CLI, sockets, tests), typed.
+
+HUD events and frame traces are defined in `runtime.types`; these are the
+chat events a user sees. Every one has a literal `type` and `as_dict()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class Event(Protocol):
+    """Anything sent to listeners."""
+
+    type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict."""
+        ...
+
+
+EventSink = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    """A piece of the streamed answer."""
+
+    message_id: str
+    """The message being answered."""
+    text: str
+    """The piece of text."""
+    type: str = "delta"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ControlsEvent:
+    """The controls the user can click now."""
+
+    message_id: str
+    """The message whose answer set them."""
+    controls: list[dict[str, Any]] = field(default_factory=list)
+    """`{label, action, go, payload, machine}` each."""
+    machines: dict[str, Any] = field(default_factory=dict)
+    """The machines, for widgets."""
+    type: str = "controls"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The answer is complete (or failed with a clear message)."""
+
+    message_id: str
+    """The message answered."""
+    answer: str
+    """The whole answer."""
+    failed: bool
+    """True when a failure replaced the answer with an explanation."""
+    path: str
+    """The frames that ran."""
+    frames: int
+    """How many frames ran."""
+    ms: float
+    """Wall time of the message."""
+    type: str = "done"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+async def discard(event: Event) -> None:
+    """A sink that drops every event, for callers that only want the result."""
+    return None

@@ -1,0 +1,605 @@
+"""The builtin model: a deterministic, offline, rule-based stand-in for an LLM.
+
+It is a real product feature (the offline default), not a test double. It
+reads the same prompts a real model gets: it recognises which node is asking
+by the prompt's "You are the <node>" line, reads the `## Section` blocks of
+the user message, and answers in the contract that node expects (JSON for
+input, director and memorizer; text or a `TOOL` line for the thinker; text
+for the interpreter and the output voice). It understands what the demo and
+the suites need and nothing more: greetings, names, facts, moods, topics,
+counter / toggle / checklist machines, and simple questions about the `eras`
+database, turned into SQL from the schema text it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.llm.base import Completion, DeltaCallback, LLMRequest, Usage
+
+_ROLE = re.compile(r"You are the (\w+)")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+GREETING = re.compile(
+    r"^\s*(hi|hello|hey|hiya|howdy|greetings|good (morning|afternoon|evening)|hallo|moin|servus|"
+    r"bonjour|hola)\b", re.I)
+THANKS = re.compile(r"\b(thanks|thank you|thx|cheers|danke|merci)\b", re.I)
+FAREWELL = re.compile(r"^\s*(bye|goodbye|good night|see you|ciao|tsch(ü|ue)ss)\b", re.I)
+INTRO = re.compile(r"\b(?:my name is|call me|ich hei(?:ß|ss)e)\s+([A-Za-zÀ-ÿ][\w'-]*)", re.I)
+ASK_NAME = re.compile(r"\b(what(?:'s| is) my name|who am i|do you know my name)\b", re.I)
+REMEMBER = re.compile(r"\bremember(?: that)?[:,]?\s+(.+?)[.!]?\s*$", re.I)
+MOODS = (
+    "happy", "sad", "tired", "angry", "excited", "bored", "stressed", "anxious", "great",
+    "good", "fine", "okay", "upset", "frustrated", "calm", "relaxed", "down", "curious",
+    "annoyed", "worried", "nervous", "glad", "lonely", "sleepy", "cheerful", "grumpy",
+)
+NEGATIVE_MOODS = {"sad", "tired", "angry", "bored", "stressed", "anxious", "upset", "frustrated",
+                  "down", "annoyed", "worried", "nervous", "lonely", "sleepy", "grumpy"}
+MOOD = re.compile(
+    r"\bi(?:'m| am| feel|'m feeling| am feeling)(?: so| very| really| a bit| quite| rather)?\s+("
+    + "|".join(MOODS) + r")\b", re.I)
+TOPIC = re.compile(
+    r"\b(?:let'?s|let us|can we|could we) (?:talk|chat) about\s+(.+?)[.!?]*\s*$|"
+    r"\bchange (?:the )?topic to\s+(.+?)[.!?]*\s*$|\bnew topic:?\s+(.+?)[.!?]*\s*$", re.I)
+ASK_MOOD = re.compile(r"\b(how am i feeling|what(?:'s| is) my mood)\b", re.I)
+ASK_TOPIC = re.compile(r"\b(what are we talking about|what(?:'s| is) the topic)\b", re.I)
+ASK_MEMORY = re.compile(r"\bwhat do you (?:know|remember) about me\b", re.I)
+ASK_MY = re.compile(r"\bwhat(?:'s| is| are) my ([\w ]+?)\s*\??$", re.I)
+ASK_TIME = re.compile(r"\bwhat (?:time|day) is it\b|\bwhat(?:'s| is) the (?:time|date)\b", re.I)
+HELP = re.compile(r"\b(help|what can you do)\b", re.I)
+SHOULD = re.compile(r"^\s*(should|shall) i\b", re.I)
+STYLE_BRIEF = re.compile(r"\b(be brief|keep it short|shorter answers?)\b", re.I)
+STYLE_DETAIL = re.compile(r"\b(more detail|explain more|longer answers?)\b", re.I)
+GERMAN = re.compile(r"\b(hallo|ich|bitte|danke|wie geht|guten (tag|morgen))\b", re.I)
+FRENCH = re.compile(r"\b(bonjour|merci|je suis|s'il vous)\b", re.I)
+
+MACHINE_KIND = re.compile(r"\b(counter|toggle|switch|checklist|check list|to-?do list|"
+                          r"shopping list)\b", re.I)
+RESET = re.compile(r"\breset\b", re.I)
+DESTROY = re.compile(r"\b(remove|delete|destroy|close|get rid of|drop)\b", re.I)
+START_AT = re.compile(r"\b(?:start(?:ing)? (?:at|from)|from)\s+(-?\d+)", re.I)
+ITEMS = re.compile(r"\b(?:for|with|of|:)\s+(.+?)[.!?]*\s*$", re.I)
+
+DOMAIN = re.compile(r"\b(customers?|projects?|employees?|invoices?|invoice lines?|time entr(?:y|ies)|"
+                    r"departments?|hours|database|eras)\b", re.I)
+STATUS_WORDS = ("active", "completed", "on hold", "on_hold", "open", "paid", "overdue")
+TOP_N = re.compile(r"\btop\s+(\d+)\b|\b(\d+)\s+(?:largest|biggest|highest|most)\b", re.I)
+BY_COLUMN = re.compile(r"\bby\s+(\w+(?:\s\w+)?)", re.I)
+AGGREGATE = re.compile(r"\b(total|sum of|average|mean|maximum|max|minimum|min)\b\s*(?:of\s+)?(\w+)?",
+                       re.I)
+
+
+def sections(text: str) -> dict[str, str]:
+    """The `## Title` blocks of a prompt, keyed by lower-case title."""
+    out: dict[str, str] = {}
+    title = ""
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            if title:
+                out[title] = "\n".join(lines).strip()
+            title, lines = line[3:].strip().lower(), []
+        else:
+            lines.append(line)
+    if title:
+        out[title] = "\n".join(lines).strip()
+    return out
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic token count: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
+def _json(section: str) -> dict[str, Any]:
+    try:
+        value = json.loads(section)
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _known_name(summary: str) -> str:
+    match = re.search(r"the user's name is ([^;.\n]+)", summary)
+    return match.group(1).strip() if match else ""
+
+
+def _cap(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+# --- perceive ----------------------------------------------------------------
+
+def perceive(message: str) -> dict[str, str]:
+    """The input node's perception of a message."""
+    text = message.strip()
+    if INTRO.search(text):
+        intent = "introduction"
+    elif GREETING.search(text):
+        intent = "greeting"
+    elif FAREWELL.search(text):
+        intent = "farewell"
+    elif THANKS.search(text) and len(text.split()) <= 6:
+        intent = "thanks"
+    elif text.endswith("?") or re.match(r"^(what|who|how|why|when|where|which|is|are|do|does|can|"
+                                        r"could|should|shall|will)\b", text, re.I):
+        intent = "question"
+    elif re.match(r"^(give|make|create|show|list|reset|remove|delete|add|start|set|please|"
+                  r"remember|let|change|be|tell|count)\b", text, re.I):
+        intent = "request"
+    else:
+        intent = "statement"
+    route = "reflex" if intent in {"greeting", "thanks", "farewell", "introduction"} else "director"
+    if GERMAN.search(text):
+        language = "de"
+    elif FRENCH.search(text):
+        language = "fr"
+    else:
+        language = "en"
+    mood = MOOD.search(text)
+    if re.search(r"\b(urgent|asap|immediately)\b", text, re.I):
+        tone = "urgent"
+    elif mood and mood.group(1).lower() in NEGATIVE_MOODS:
+        tone = "negative"
+    elif mood or THANKS.search(text) or GREETING.search(text):
+        tone = "positive"
+    else:
+        tone = "neutral"
+    return {"intent": intent, "language": language, "tone": tone, "topic": topic_of(text),
+            "route": route}
+
+
+def topic_of(text: str) -> str:
+    """A few words naming what a message is about."""
+    match = TOPIC.search(text)
+    if match:
+        return next(g for g in match.groups() if g).strip().lower()
+    for pattern in (MACHINE_KIND, DOMAIN):
+        found = pattern.search(text)
+        if found:
+            return found.group(1).lower()
+    if GREETING.search(text) or FAREWELL.search(text) or THANKS.search(text):
+        return "small talk"
+    if INTRO.search(text) or ASK_NAME.search(text):
+        return "introductions"
+    if MOOD.search(text):
+        return "feelings"
+    return "general"
+
+
+# --- direct ------------------------------------------------------------------
+
+def _machine_kind(text: str) -> str:
+    match = MACHINE_KIND.search(text)
+    if not match:
+        return ""
+    word = match.group(1).lower()
+    if word in {"switch", "toggle"}:
+        return "toggle"
+    if word == "counter":
+        return "counter"
+    return "checklist"
+
+
+def _existing_machine(machines: str, kind: str) -> str:
+    ids = re.findall(r"^- ([\w-]+) \(", machines, re.M)
+    for mid in ids:
+        if kind and kind in mid:
+            return mid
+    return ids[0] if ids else kind
+
+
+def counter_calls(text: str) -> list[dict[str, Any]]:
+    """add_state calls that make a counter."""
+    start = START_AT.search(text)
+    count = int(start.group(1)) if start else 0
+    return [{"name": "add_state", "args": {
+        "machine_id": "counter", "name": "Counter", "state": "counting", "initial": True,
+        "text": "Count: {count}", "data": {"count": count},
+        "buttons": [
+            {"label": "+1", "action": "inc", "go": "counting", "payload": {"add": {"count": 1}}},
+            {"label": "-1", "action": "dec", "go": "counting", "payload": {"add": {"count": -1}}},
+            {"label": "Reset", "action": "reset", "go": "counting", "payload": {"reset": True}},
+        ]}}]
+
+
+def toggle_calls() -> list[dict[str, Any]]:
+    """add_state calls that make an on/off toggle."""
+    return [
+        {"name": "add_state", "args": {
+            "machine_id": "toggle", "name": "Toggle", "state": "off", "initial": True,
+            "text": "The switch is off.",
+            "buttons": [{"label": "Turn on", "action": "turn_on", "go": "on"}]}},
+        {"name": "add_state", "args": {
+            "machine_id": "toggle", "state": "on", "text": "The switch is on.",
+            "buttons": [{"label": "Turn off", "action": "turn_off", "go": "off"}]}},
+    ]
+
+
+def checklist_items(text: str) -> list[str]:
+    """The items named in a checklist request, or three placeholders."""
+    match = ITEMS.search(MACHINE_KIND.split(text, maxsplit=1)[-1]) if MACHINE_KIND.search(text) else None
+    if not match:
+        return ["first", "second", "third"]
+    raw = re.split(r",|\band\b", match.group(1))
+    items = [item.strip().strip("'\"").lower() for item in raw if item.strip()]
+    return items[:8] or ["first", "second", "third"]
+
+
+def checklist_calls(text: str) -> list[dict[str, Any]]:
+    """add_state calls that make a checklist."""
+    items = checklist_items(text)
+    buttons = [{"label": f"Tick {item}", "action": "tick-" + re.sub(r"\W+", "-", item),
+                "go": "open", "payload": {"toggle": f"items.{item}"}} for item in items]
+    buttons.append({"label": "Clear ticks", "action": "clear", "go": "open",
+                    "payload": {"reset": True}})
+    return [{"name": "add_state", "args": {
+        "machine_id": "checklist", "name": "Checklist", "state": "open", "initial": True,
+        "text": "Checklist: {items}", "data": {"items": {item: False for item in items}},
+        "buttons": buttons}}]
+
+
+def direct(message: str, parts: dict[str, str]) -> dict[str, Any]:
+    """The director's plan and machine tool calls for a message."""
+    kind = _machine_kind(message)
+    machines = parts.get("machines", "")
+    if kind and RESET.search(message):
+        mid = _existing_machine(machines, kind)
+        return {"plan": "answer", "goal": f"confirm the {kind} was reset",
+                "tool_calls": [{"name": "reset_machine", "args": {"machine_id": mid}}]}
+    if kind and DESTROY.search(message):
+        mid = _existing_machine(machines, kind)
+        return {"plan": "answer", "goal": f"confirm the {kind} was removed",
+                "tool_calls": [{"name": "destroy_machine", "args": {"machine_id": mid}}]}
+    if kind:
+        calls = {"counter": lambda: counter_calls(message), "toggle": toggle_calls,
+                 "checklist": lambda: checklist_calls(message)}[kind]()
+        return {"plan": "answer", "goal": f"present the new {kind}", "tool_calls": calls}
+    if DOMAIN.search(message):
+        return {"plan": "query", "goal": "answer from the eras database", "tool_calls": []}
+    return {"plan": "answer", "goal": "answer the user", "tool_calls": []}
+
+
+# --- SQL from a schema -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Table:
+    """A table as read from DESCRIBE text."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+def parse_schema(text: str) -> list[Table]:
+    """Tables and column names from the schema text the thinker is given."""
+    tables: list[Table] = []
+    name, columns = "", []
+    for line in text.splitlines():
+        head = re.match(r"^(\w+)\s*\(", line)
+        if head and not line.startswith((" ", "\t")):
+            if name:
+                tables.append(Table(name, tuple(columns)))
+            name, columns = head.group(1), []
+            continue
+        col = re.match(r"^\s+(\w+)\s", line + " ")
+        if col and name:
+            columns.append(col.group(1))
+    if name:
+        tables.append(Table(name, tuple(columns)))
+    return tables
+
+
+def _table_words(table: str) -> list[str]:
+    words = table.replace("_", " ")
+    singular = re.sub(r"ies$", "y", words) if words.endswith("ies") else re.sub(r"s$", "", words)
+    return [words, singular]
+
+
+def _find_table(message: str, tables: list[Table]) -> Table | None:
+    best: tuple[int, int, Table] | None = None
+    lowered = message.lower()
+    for table in tables:
+        for word in _table_words(table.name):
+            for match in re.finditer(r"\b" + re.escape(word) + r"\b", lowered):
+                key = (match.start(), -len(word), table)
+                if best is None or key[:2] < best[:2]:
+                    best = key
+    return best[2] if best else None
+
+
+def _column(table: Table, words: str) -> str:
+    wanted = words.lower().replace(" ", "_")
+    for col in table.columns:
+        if col == wanted or col.rstrip("s") == wanted.rstrip("s"):
+            return col
+    for col in table.columns:
+        if wanted.split("_")[0] in col:
+            return col
+    return ""
+
+
+def _label_columns(table: Table) -> list[str]:
+    preferred = [c for c in ("name", "description", "title") if c in table.columns]
+    return preferred[:1] + [c for c in ("status", "city", "role", "industry") if c in table.columns][:1] \
+        or list(table.columns[:3])
+
+
+def sql_for(message: str, schema_text: str) -> str:
+    """A read-only SQL query answering `message` over the described tables."""
+    tables = parse_schema(schema_text)
+    table = _find_table(message, tables)
+    if table is None:
+        return "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    where = ""
+    lowered = message.lower()
+    if "status" in table.columns:
+        for word in STATUS_WORDS:
+            if re.search(r"\b" + word.replace("_", " ") + r"\b", lowered):
+                where = f" WHERE status = '{word.replace(' ', '_')}'"
+                break
+    if re.search(r"\b(how many|number of|count)\b", lowered):
+        return f"SELECT COUNT(*) AS count FROM {table.name}{where}"
+    aggregate = AGGREGATE.search(message)
+    if aggregate and aggregate.group(2):
+        col = _column(table, aggregate.group(2))
+        if col:
+            fn = {"total": "SUM", "sum of": "SUM", "average": "AVG", "mean": "AVG",
+                  "maximum": "MAX", "max": "MAX", "minimum": "MIN",
+                  "min": "MIN"}[aggregate.group(1).lower()]
+            return f"SELECT {fn}({col}) AS {fn.lower()}_{col} FROM {table.name}{where}"
+    labels = _label_columns(table)
+    top = TOP_N.search(message)
+    by = BY_COLUMN.search(message)
+    if top:
+        limit = int(top.group(1) or top.group(2))
+        col = _column(table, by.group(1)) if by else ""
+        col = col or next((c for c in ("amount", "budget", "hours", "hourly_rate") if c in
+                           table.columns), table.columns[0])
+        return (f"SELECT {', '.join(dict.fromkeys([*labels, col]))} FROM {table.name}{where} "
+                f"ORDER BY {col} DESC LIMIT {limit}")
+    order = labels[0]
+    return f"SELECT {', '.join(labels)} FROM {table.name}{where} ORDER BY {order} LIMIT 20"
+
+
+# --- think -------------------------------------------------------------------
+
+def _your(fact: str) -> str:
+    return re.sub(r"\bmy\b", "your", re.sub(r"\bI am\b|\bI'm\b", "you are", fact, flags=re.I),
+                  flags=re.I)
+
+
+def think(message: str, parts: dict[str, str]) -> str:
+    """The thinker's answer (text, optionally a BUTTONS line) or a `TOOL` line."""
+    if parts.get("plan") == "query" and parts.get("database schema"):
+        return f"TOOL query_db: {sql_for(message, parts['database schema'])}"
+    memory = _json(parts.get("memory", ""))
+    kind = _machine_kind(message)
+    if kind and RESET.search(message):
+        return f"Done — the {kind} is back at its start."
+    if kind and DESTROY.search(message):
+        return f"I removed the {kind}."
+    if kind:
+        return {"counter": "Here is your counter. Use the buttons to count.",
+                "toggle": "Here is a switch. Click to turn it on or off.",
+                "checklist": "Here is your checklist. Tick items off as you go."}[kind]
+    if parts.get("plan") == "query":
+        return "I cannot reach the database right now, so I cannot look that up."
+    if ASK_NAME.search(message):
+        name = memory.get("user_name")
+        return (f"Your name is {name}." if name
+                else "I don't know your name yet. Tell me with \"my name is …\".")
+    remembered = REMEMBER.search(message)
+    if remembered:
+        return f"Got it — I'll remember that {_your(remembered.group(1))}."
+    mood = MOOD.search(message)
+    if mood:
+        word = mood.group(1).lower()
+        if word in NEGATIVE_MOODS:
+            return f"I'm sorry you're feeling {word}. Do you want to talk about it?"
+        return f"Glad to hear you're feeling {word}!"
+    topic = TOPIC.search(message)
+    if topic:
+        subject = next(g for g in topic.groups() if g).strip()
+        return f"Sure, let's talk about {subject}. What would you like to know?"
+    if ASK_MOOD.search(message):
+        mood_now = memory.get("user_mood")
+        return (f"You told me you're feeling {mood_now}." if mood_now
+                else "You haven't told me how you feel yet.")
+    if ASK_TOPIC.search(message):
+        return (f"We are talking about {memory['topic']}." if memory.get("topic")
+                else "We haven't settled on a topic yet.")
+    if ASK_MEMORY.search(message):
+        known = []
+        if memory.get("user_name"):
+            known.append(f"your name is {memory['user_name']}")
+        if memory.get("user_mood"):
+            known.append(f"you feel {memory['user_mood']}")
+        known.extend(_your(f) for f in memory.get("facts", []))
+        return ("I know that " + "; ".join(known) + "." if known
+                else "I don't know anything about you yet.")
+    if ASK_TIME.search(message):
+        situation = memory.get("situation") or "unknown to me"
+        return f"It is {situation.split(';')[0]}."
+    asked = ASK_MY.search(message)
+    if asked:
+        subject = asked.group(1).strip().lower()
+        for fact in reversed(memory.get("facts", [])):
+            if subject in fact.lower():
+                return f"You told me that {_your(fact)}."
+        return f"You haven't told me your {subject} yet."
+    if SHOULD.search(message):
+        return ("That depends on what matters most to you. Shall we weigh it up together?\n"
+                'BUTTONS: [{"label": "Yes, let\'s", "action": "weigh_up"}, '
+                '{"label": "No thanks", "action": "skip"}]')
+    if HELP.search(message):
+        return ("I can remember your name, facts and mood, follow topic changes, make counters, "
+                "switches and checklists, and answer questions about the eras database.\n"
+                'BUTTONS: [{"label": "Give me a counter", "action": "give me a counter"}, '
+                '{"label": "How many customers are there?", '
+                '"action": "how many customers are there?"}]')
+    name = memory.get("user_name")
+    suffix = f", {name}" if name else ""
+    return (f"I hear you{suffix}. I am the builtin offline model, so I keep to simple things: "
+            "names, facts, moods, topics, counters, switches, checklists and questions about "
+            "the eras database.")
+
+
+# --- interpret ---------------------------------------------------------------
+
+def interpret(parts: dict[str, str]) -> str:
+    """A plain-language reading of a pipe-table result."""
+    question = parts.get("question", "")
+    lines = [line for line in parts.get("result", "").splitlines() if line.strip()]
+    if not lines:
+        return "The query returned nothing."
+    header = [c.strip() for c in lines[0].split("|")]
+    truncated = any(line.startswith("(the result was cut off") for line in lines)
+    rows = [[v.strip() for v in line.split("|")] for line in lines[1:]
+            if not line.startswith(("... ", "(the result"))]
+    more = next((int(m.group(1)) for line in lines if (m := re.match(r"\.\.\. (\d+) more", line))),
+                0)
+    if not rows:
+        return "The query found nothing matching that."
+    if len(rows) == 1 and len(header) == 1:
+        value = rows[0][0]
+        many = re.search(r"how many\s+(.+?)(?:\s+(?:are|is|do|does|did|have|has|were|in|there)\b|\?|$)",
+                         question, re.I)
+        if many:
+            return f"There are {value} {many.group(1).strip()}."
+        return f"The answer is {value}."
+    shown = [" — ".join(v for v in row if v) for row in rows[:10]]
+    total = len(rows) + more
+    text = f"I found {total} result{'s' if total != 1 else ''}:\n" + "\n".join(f"- {s}" for s in shown)
+    if total > len(shown):
+        text += f"\n…and {total - len(shown)} more."
+    if truncated:
+        text += "\n(The list was cut off at the row limit.)"
+    return text
+
+
+# --- remember ----------------------------------------------------------------
+
+def memorize(parts: dict[str, str]) -> dict[str, Any]:
+    """The updated memory after an exchange."""
+    memory = _json(parts.get("memory", ""))
+    message = parts.get("message", "")
+    intro = INTRO.search(message)
+    if intro:
+        memory["user_name"] = _cap(intro.group(1))
+    mood = MOOD.search(message)
+    if mood:
+        memory["user_mood"] = mood.group(1).lower()
+    topic = TOPIC.search(message)
+    if topic:
+        subject = next(g for g in topic.groups() if g).strip().lower()
+        if subject != memory.get("topic"):
+            memory["topic"] = subject
+            memory["topic_history"] = [*memory.get("topic_history", []), subject]
+    remembered = REMEMBER.search(message)
+    if remembered:
+        fact = remembered.group(1).strip()
+        if fact not in memory.get("facts", []):
+            memory["facts"] = [*memory.get("facts", []), fact]
+    if GERMAN.search(message):
+        memory["language"] = "de"
+    elif FRENCH.search(message):
+        memory["language"] = "fr"
+    if STYLE_BRIEF.search(message):
+        memory["style_hint"] = "brief"
+    elif STYLE_DETAIL.search(message):
+        memory["style_hint"] = "detailed"
+    return memory
+
+
+# --- speak -------------------------------------------------------------------
+
+def speak(parts: dict[str, str]) -> str:
+    """The output voice's short social answer."""
+    message = parts.get("message", "")
+    perception = _json(parts.get("perception", ""))
+    name = _known_name(parts.get("context summary", ""))
+    intro = INTRO.search(message)
+    if intro:
+        return f"Nice to meet you, {_cap(intro.group(1))}!"
+    suffix = f", {name}" if name else ""
+    intent = perception.get("intent") or perceive(message)["intent"]
+    if perception.get("language") == "de":
+        return f"Hallo{suffix}! Wie kann ich helfen?"
+    if intent == "thanks":
+        return f"You're welcome{suffix}!"
+    if intent == "farewell":
+        return f"Goodbye{suffix} — talk to you soon!"
+    return f"Hello{suffix}! How can I help you today?"
+
+
+def respond(request: LLMRequest) -> str:
+    """The builtin model's answer to a request."""
+    system = next((m.content for m in request.messages if m.role == "system"), "")
+    user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    role = _ROLE.search(system)
+    parts = sections(user)
+    message = parts.get("message", user)
+    node = role.group(1).lower() if role else ""
+    if node == "input":
+        return json.dumps(perceive(message))
+    if node == "director":
+        return json.dumps(direct(message, parts))
+    if node == "thinker":
+        return think(message, parts)
+    if node == "interpreter":
+        return interpret(parts)
+    if node == "memorizer":
+        return json.dumps(memorize(parts))
+    if node == "output":
+        return speak(parts)
+    if request.json_output:
+        return json.dumps({"error": "the builtin model does not know this prompt"})
+    return ("I am the builtin offline model and do not recognise this prompt; "
+            "configure LLM_BASE_URL to use a real model.")
+
+
+class BuiltinProvider:
+    """The offline provider: same interface as a real one, answers from `respond`."""
+
+    name = "builtin"
+
+    def __init__(self, *, latency_ms: float = 0.0, model: str = "builtin") -> None:
+        self.latency_ms = latency_ms
+        self.model = model
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BuiltinProvider:
+        """A provider configured by BUILTIN_LLM_LATENCY_MS."""
+        return cls(latency_ms=float(settings.BUILTIN_LLM_LATENCY_MS))
+
+    def _usage(self, request: LLMRequest, text: str) -> Usage:
+        return Usage(prompt_tokens=sum(count_tokens(m.content) for m in request.messages),
+                     completion_tokens=count_tokens(text))
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """The whole answer."""
+        t0 = time.perf_counter()
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000.0)
+        text = respond(request)
+        return Completion(text=text, provider=self.name, model=request.model or self.model,
+                          usage=self._usage(request, text),
+                          ms=(time.perf_counter() - t0) * 1000.0)
+
+    async def stream(self, request: LLMRequest, on_delta: DeltaCallback) -> Completion:
+        """The answer word by word."""
+        t0 = time.perf_counter()
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000.0)
+        text = respond(request)
+        for piece in _PIECE.findall(text):
+            await on_delta(piece)
+        return Completion(text=text, provider=self.name, model=request.model or self.model,
+                          usage=self._usage(request, text),
+                          ms=(time.perf_counter() - t0) * 1000.0)

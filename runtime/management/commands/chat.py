@@ -1,0 +1,142 @@
+"""`manage.py chat ["message"]`: talk to the agent in process, from the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from runtime import conversations as conv
+from runtime.errors import AgentError, ConversationBusy
+from runtime.events import DeltaEvent, Event
+from runtime.machines import MachineError
+from runtime.pipeline import pipeline_run
+
+HELP_TEXT = """Type a message and press Enter. Commands:
+  /click ACTION     click a control (machine button or offered button) by its action or label
+  /controls         show the current controls
+  /clear            forget history and memory (the situation stays)
+  /graph NAME       switch graph
+  /quit             leave (or Ctrl-D)"""
+
+
+class Command(BaseCommand):
+    help = ("Send a message to the agent and print the streamed answer, the controls and a "
+            "one-line trace summary. Without a message, chat interactively.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("message", nargs="?", help="the message; omit to chat interactively")
+        parser.add_argument("--user", default="cli",
+                            help="the user whose conversation to use (created if missing)")
+        parser.add_argument("--chat", default="main", help="which of the user's chats")
+        parser.add_argument("--graph", help="switch the conversation to this graph first")
+
+    def handle(self, *args, **options) -> None:
+        user, _ = get_user_model().objects.get_or_create(username=options["user"])
+        conversation = conv.conversation_get_or_create(user=user, chat=options["chat"])
+        self.conversation_id = conversation.id
+        if options["graph"]:
+            self._switch(options["graph"])
+        if options["message"] is not None:
+            if not self._send(options["message"]):
+                raise CommandError("the message could not be answered (see above)")
+            return
+        self._interactive()
+
+    def _interactive(self) -> None:
+        self.stdout.write(HELP_TEXT)
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                self.stdout.write("")
+                return
+            line = line.strip()
+            if not line:
+                continue
+            if line in {"/quit", "/exit"}:
+                return
+            if line == "/clear":
+                conv.conversation_clear(conversation_id=self.conversation_id)
+                self.stdout.write("(cleared: history and memory forgotten, situation kept)")
+            elif line == "/controls":
+                self._print_controls(self._controls())
+            elif line.startswith("/graph "):
+                self._switch(line.split(maxsplit=1)[1])
+            elif line.startswith("/click "):
+                self._click(line.split(maxsplit=1)[1])
+            elif line.startswith("/"):
+                self.stderr.write(f"unknown command {line.split()[0]!r}\n{HELP_TEXT}")
+            else:
+                self._send(line)
+
+    def _send(self, text: str) -> bool:
+        self.stdout.write("agent> ", ending="")
+
+        async def on_event(event: Event) -> None:
+            if isinstance(event, DeltaEvent):
+                self.stdout.write(event.text, ending="")
+                self.stdout.flush()
+
+        try:
+            result = asyncio.run(
+                pipeline_run(conversation_id=self.conversation_id, text=text, on_event=on_event)
+            )
+        except (AgentError, ConversationBusy) as exc:
+            self.stdout.write("")
+            self.stderr.write(f"error: {exc}")
+            return False
+        streamed_all = result.answer and not result.failed
+        if not streamed_all:
+            # A failure's explanation (or an answer not streamed) is printed whole.
+            self.stdout.write("\n" + result.answer, ending="")
+        self.stdout.write("")
+        self._print_controls(result.controls)
+        trace = result.trace
+        status = "FAILED " if result.failed else ""
+        self.stdout.write(self.style.HTTP_INFO(
+            f"[{status}{trace.graph} path {trace.path} | {trace.total_frames} frames | "
+            f"{trace.total_ms:.0f} ms]"))
+        return not result.failed
+
+    def _controls(self) -> list[dict]:
+        from runtime.nodes.ui import current_controls
+
+        state = conv.conversation_state(conversation_id=self.conversation_id)
+        return current_controls(state.ui)
+
+    def _print_controls(self, controls: list[dict]) -> None:
+        if controls:
+            self.stdout.write("controls: " + "  ".join(
+                f"[{c['label']}] ({(c['machine'] + ':') if c['machine'] else ''}{c['action']})"
+                for c in controls))
+
+    def _click(self, which: str) -> None:
+        control = next((c for c in self._controls()
+                        if which in {c["action"], c["label"], f"{c['machine']}:{c['action']}"}),
+                       None)
+        if control is None:
+            self.stderr.write(f"no control {which!r}; /controls lists them")
+            return
+        if not control["machine"]:
+            # An offered button answers as if the user had said its label.
+            self.stdout.write(f"you> {control['label']}")
+            self._send(control["label"])
+            return
+        try:
+            controls = conv.conversation_click(conversation_id=self.conversation_id,
+                                               machine_id=control["machine"],
+                                               action=control["action"])
+        except MachineError as exc:
+            self.stderr.write(f"error: {exc}")
+            return
+        state = conv.conversation_state(conversation_id=self.conversation_id)
+        from runtime.machines import render_text
+
+        machine = state.ui["machines"][control["machine"]]
+        self.stdout.write(f"{machine['name']}: {render_text(machine)}")
+        self._print_controls(controls)
+
+

@@ -1,0 +1,75 @@
+"""Per-conversation state: everything a pipeline needs, persisted."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Conversation(models.Model):
+    """One user's chat: history, memory, UI state, machines, graph and busy flag."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="conversations",
+    )
+    session_key = models.CharField(
+        max_length=64, blank=True, help_text="Owner of an anonymous conversation."
+    )
+    chat = models.CharField(max_length=80, default="main")
+    graph_name = models.CharField(max_length=80)
+    memory = models.JSONField(default=dict, blank=True)
+    ui_state = models.JSONField(default=dict, blank=True)
+    busy_since = models.DateTimeField(null=True, blank=True)
+    busy_token = models.CharField(max_length=64, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "chat"], condition=Q(user__isnull=False),
+                name="runtime_conversation_user_chat",
+            ),
+            models.UniqueConstraint(
+                fields=["session_key", "chat"], condition=Q(user__isnull=True),
+                name="runtime_conversation_session_chat",
+            ),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | ~Q(session_key=""),
+                name="runtime_conversation_has_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.user.get_username() if self.user_id else f"anonymous {self.session_key[:8]}"
+        return f"{owner} / {self.chat}"
+
+
+class Message(models.Model):
+    """One message of a conversation's history."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="messages")
+    message_id = models.UUIDField(db_index=True)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    text = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    controls = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"

@@ -1,0 +1,225 @@
+"""One message through one conversation: busy flag, engine, persistence, events.
+
+This is the service every surface calls (CLI now; sockets, REST and workers
+later). It owns the order of things: take the busy flag, refresh the
+situation, run the graph, store the turn and the trace in the database, then
+tell listeners, then give the flag back whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from graphs.selectors import graph_spec_get
+from runtime import conversations as conv
+from runtime.db import ErasDatabase
+from runtime.engine import EngineResult, run_graph
+from runtime.errors import AgentError, FrameLimitExceeded, LLMError, NodeFailed
+from runtime.events import ControlsEvent, DeltaEvent, DoneEvent, EventSink, discard
+from runtime.llm import provider_from_settings
+from runtime.llm.base import LLMProvider
+from runtime.nodes.base import EngineEnv, Turn
+from runtime.nodes.ui import current_controls
+from runtime.types import FrameTrace, HudEvent
+from traces.services import trace_store
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 8000
+
+
+class InvalidMessage(AgentError):
+    """The message cannot be processed as given (empty or too long)."""
+
+    code = "bad_input"
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """The outcome of one message."""
+
+    message_id: str
+    """The message's id."""
+    answer: str
+    """The answer shown to the user."""
+    failed: bool
+    """True when the answer explains a failure."""
+    controls: list[dict[str, Any]]
+    """The controls after this answer."""
+    trace: FrameTrace
+    """What the engine did."""
+
+
+def failure_answer(error: AgentError) -> str:
+    """A clear answer for the user when a message could not be completed."""
+    if isinstance(error, NodeFailed):
+        cause = error.error
+        if isinstance(cause, LLMError):
+            what = f"the model could not answer the {error.node} step ({cause})"
+        else:
+            what = f"the {error.node} step failed ({type(cause).__name__}: {cause})"
+    elif isinstance(error, FrameLimitExceeded):
+        what = f"the graph did not finish ({error})"
+    else:
+        what = str(error)
+    return (f"Sorry, I could not finish answering that: {what}. "
+            "Nothing was lost; you can send your message again.")
+
+
+def validate_text(text: Any) -> str:
+    """The message text, stripped; InvalidMessage says what is wrong."""
+    if not isinstance(text, str):
+        raise InvalidMessage("the message text must be a string")
+    text = text.strip()
+    if not text:
+        raise InvalidMessage("the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidMessage(
+            f"the message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}"
+        )
+    return text
+
+
+def engine_env(
+    *, on_event: EventSink, message_id: str, llm: LLMProvider | None = None,
+    clock: Callable[[], float] | None = None,
+) -> EngineEnv:
+    """The engine's environment from settings, sending HUD events and deltas to `on_event`."""
+
+    async def on_hud(event: HudEvent) -> None:
+        await on_event(event)
+
+    async def on_delta(text: str) -> None:
+        await on_event(DeltaEvent(message_id=message_id, text=text))
+
+    return EngineEnv(
+        llm=llm or provider_from_settings(),
+        default_model=settings.LLM_MODEL,
+        on_hud=on_hud,
+        on_delta=on_delta,
+        database=ErasDatabase.from_settings,
+        clock=clock or time.perf_counter,
+        frame_limit=settings.AGENTSITE_FRAME_LIMIT,
+    )
+
+
+def _trace(*, turn: Turn, result: EngineResult, total_ms: float) -> FrameTrace:
+    return FrameTrace(
+        message_id=turn.message_id,
+        conversation=turn.conversation_id,
+        graph=turn.graph.name,
+        message=turn.message,
+        path=result.path,
+        total_frames=len(result.frames),
+        total_ms=round(total_ms, 3),
+        frames=result.records,
+        error=str(result.error) if result.error else "",
+    )
+
+
+def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
+             failed: bool, now: datetime) -> list[dict[str, Any]]:
+    """Store the exchange and its trace; return the controls now shown."""
+    memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
+    ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
+    controls = current_controls(ui if ui is not None else dict(turn.ui))
+    conv.conversation_record_turn(
+        conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
+        answer=answer, failed=failed, memory=memory, ui=ui, controls=controls, now=now,
+    )
+    trace_store(trace=trace, answer=answer)
+    return controls
+
+
+def _node_of(turn: Turn, node_type: str) -> str:
+    return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
+
+
+async def pipeline_run(
+    *,
+    conversation_id: int,
+    text: str,
+    on_event: EventSink = discard,
+    llm: LLMProvider | None = None,
+    clock: Callable[[], float] | None = None,
+    now: datetime | None = None,
+    message_id: str | None = None,
+) -> PipelineResult:
+    """Answer one message in one conversation.
+
+    Args:
+        conversation_id: the conversation, already resolved for its owner.
+        text: the user's message.
+        on_event: receives deltas and HUD events live, then controls, the frame
+            trace and done after the turn is stored.
+        llm, clock, now, message_id: replacements for tests and benchmarks.
+
+    Returns:
+        The answer, controls and trace. A node failure does not raise: it
+        becomes a clear answer and is recorded in the trace.
+
+    Raises:
+        InvalidMessage: empty or oversized text (nothing is stored).
+        ConversationBusy: another message of this conversation is running.
+    """
+    text = validate_text(text)
+    now = now or timezone.now()
+    message_id = message_id or str(uuid.uuid4())
+    token = await database_sync_to_async(conv.conversation_acquire)(
+        conversation_id=conversation_id, now=now
+    )
+    t0 = time.perf_counter()
+    try:
+        await database_sync_to_async(conv.conversation_update_situation)(
+            conversation_id=conversation_id, now=now
+        )
+        state = await database_sync_to_async(conv.conversation_state)(
+            conversation_id=conversation_id
+        )
+        graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
+        turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
+                    graph=graph, history=state.history, memory=state.memory, ui=state.ui,
+                    now=now)
+        env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock)
+        try:
+            result = await run_graph(turn=turn, env=env)
+        except asyncio.CancelledError:
+            # The user's message is kept even when its answer was cancelled.
+            logger.info("message %s cancelled", message_id)
+            await database_sync_to_async(conv.conversation_record_turn)(
+                conversation_id=conversation_id, message_id=message_id, text=text,
+                answer="(cancelled before the answer was complete)", failed=True,
+                memory=None, ui=None, controls=[], now=now,
+            )
+            raise
+        failed = result.status != "done"
+        output_node = _node_of(turn, "output")
+        answer = (failure_answer(result.error) if failed and result.error
+                  else result.outputs.get(output_node, {}).get("text", ""))
+        trace = _trace(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
+        controls = await database_sync_to_async(_persist)(
+            turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now
+        )
+    finally:
+        await database_sync_to_async(conv.conversation_release)(
+            conversation_id=conversation_id, token=token
+        )
+    ui_after = result.outputs.get(_node_of(turn, "ui"), {}).get("ui") or dict(turn.ui)
+    await on_event(ControlsEvent(message_id=message_id, controls=controls,
+                                 machines=ui_after.get("machines", {})))
+    await on_event(trace)
+    await on_event(DoneEvent(message_id=message_id, answer=answer, failed=failed,
+                             path=trace.path, frames=trace.total_frames, ms=trace.total_ms))
+    return PipelineResult(message_id=message_id, answer=answer, failed=failed,
+                          controls=controls, trace=trace)

@@ -1,0 +1,158 @@
+"""The engine's typed records: HUD events, frame records, frame traces.
+
+Everything a node says while it works and everything the engine records is one
+of these frozen dataclasses; nothing is a loose dict with a string `type`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class HudEventType(enum.StrEnum):
+    """What a node can say while it works."""
+
+    THINKING = "thinking"
+    PERCEIVED = "perceived"
+    DECIDED = "decided"
+    ROUTED = "routed"
+    STREAMING = "streaming"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    PROGRESS = "progress"
+    INTERPRETED = "interpreted"
+    UPDATED = "updated"
+    CONTROLS = "controls"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class HudEvent:
+    """One HUD event, as broadcast to trace observers."""
+
+    conversation: int
+    """The conversation's id."""
+    message_id: str
+    """The id of the message being processed."""
+    frame: int
+    """The frame the node ran in (1-based)."""
+    node: str
+    """The node's id in the graph."""
+    event: HudEventType
+    """What happened."""
+    data: dict[str, Any]
+    """Event details (JSON-serialisable)."""
+    ts: float
+    """Milliseconds since the message started."""
+    type: str = "hud"
+    """The wire type, always `hud`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict."""
+        out = asdict(self)
+        out["event"] = self.event.value
+        return out
+
+
+@dataclass(frozen=True)
+class LLMCallRecord:
+    """The model calls one node made in one frame, summed."""
+
+    provider: str
+    """The provider's name."""
+    model: str
+    """The model that answered."""
+    prompt_tokens: int
+    """Prompt tokens, summed over the node's calls."""
+    completion_tokens: int
+    """Completion tokens, summed over the node's calls."""
+    ms: float
+    """Time spent waiting on the model, summed."""
+    calls: int = 1
+    """How many calls were made."""
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    """The last call's prompt messages."""
+    answer: str = ""
+    """The last call's answer."""
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """What one node did in one frame."""
+
+    frame: int
+    """The frame number (1-based)."""
+    node: str
+    """The node's id in the graph."""
+    node_type: str
+    """The node's type (input, director, ...)."""
+    started_ms: float
+    """When the node started, in ms since the message started."""
+    duration_ms: float
+    """How long the node ran."""
+    input: dict[str, Any]
+    """What the node was given (summarised)."""
+    output: dict[str, Any]
+    """What the node returned."""
+    decision: str
+    """The node's decision in a word or a phrase (route, plan, tool...)."""
+    llm: LLMCallRecord | None
+    """Its model calls, if any."""
+    error: str = ""
+    """The error it raised, if any."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FrameTrace:
+    """Everything the engine did for one message."""
+
+    message_id: str
+    """The message's id."""
+    conversation: int
+    """The conversation's id."""
+    graph: str
+    """The graph's name."""
+    message: str
+    """The user's message text."""
+    path: str
+    """The nodes that ran, frame by frame, e.g. `input>director>thinker>output`."""
+    total_frames: int
+    """How many frames ran."""
+    total_ms: float
+    """Wall time of the whole message."""
+    frames: tuple[FrameRecord, ...]
+    """One record per node per frame, in frame order then graph order."""
+    error: str = ""
+    """The failure that stopped the message, if any."""
+    type: str = "frame_trace"
+    """The wire type, always `frame_trace`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The trace as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A button offered to the user, normalised."""
+
+    label: str
+    """What the button says."""
+    action: str
+    """The action sent back when it is clicked."""
+    go: str = ""
+    """For a machine button, the state it moves the machine to."""
+    payload: dict[str, Any] = field(default_factory=dict)
+    """Data sent with the action (for machines: data operations)."""
+    machine: str = ""
+    """The machine the button belongs to; empty for a thinker button."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The control as a JSON-ready dict."""
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Stored frame traces, frames and (later) test runs."""

@@ -1,0 +1,10 @@
+"""Django app config for traces."""
+
+from django.apps import AppConfig
+
+
+class TracesConfig(AppConfig):
+    """Traces: one row per message trace and one per frame record."""
+
+    name = "traces"
+    default_auto_field = "django.db.models.BigAutoField"
