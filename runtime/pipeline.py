@@ -31,7 +31,7 @@ from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
 from runtime.nodes.base import EngineEnv, Turn
 from runtime.nodes.ui import current_controls
-from runtime.types import FrameTrace, HudEvent
+from runtime.types import FrameTrace, HudEvent, HudEventType
 from traces.services import trace_store
 
 logger = logging.getLogger(__name__)
@@ -181,9 +181,16 @@ async def pipeline_run(
     )
     t0 = time.perf_counter()
     try:
-        await database_sync_to_async(conv.conversation_update_situation)(
+        situation = await database_sync_to_async(conv.conversation_update_situation)(
             conversation_id=conversation_id, now=now
         )
+        # The sensor's update is part of the message's story: observers replaying HUD
+        # events onto the state before the message must arrive at the state after it.
+        await on_event(HudEvent(
+            conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
+            event=HudEventType.UPDATED, data={"changed": ["situation"], "situation": situation},
+            ts=0.0,
+        ))
         state = await database_sync_to_async(conv.conversation_state)(
             conversation_id=conversation_id
         )

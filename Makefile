@@ -1,0 +1,39 @@
+# agentsite: `make run` to chat, `make test` to check everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench setup migrate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py loadgraphs
+	$(BIN)/python manage.py make_eras
+	$(BIN)/python manage.py demodata
+
+run: setup
+	@echo ""
+	@echo "  agentsite is at http://127.0.0.1:8000/"
+	@echo "  admin: http://127.0.0.1:8000/admin/  (user: admin, password: admin; local development only)"
+	@echo "  or chat in the terminal: $(BIN)/python manage.py chat"
+	@echo ""
+	$(BIN)/daphne -b 127.0.0.1 -p 8000 agentsite.asgi:application
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python manage.py bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,261 @@
+"""`manage.py bench`: messages per second and engine overhead per frame, per v3 path.
+
+Every message goes through the real pipeline (busy flag, situation, engine,
+history and trace stored in the database) with the builtin model at zero
+latency, so what is measured is the engine and the database, not a model.
+Each path runs in its own conversation owned by a fresh `bench-<path>-<n>`
+user; those users (and, by cascade, their conversations and traces) are
+deleted at the end. It only prints figures: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from graphs.selectors import graph_spec_get
+from runtime import conversations as conv
+from runtime.errors import AgentError
+from runtime.llm.builtin import BuiltinProvider
+from runtime.pipeline import pipeline_run
+from runtime.types import FrameTrace
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    """One path of the graph: its name, its expected frame count and messages that take it."""
+
+    name: str
+    frames: int
+    messages: tuple[str, ...]
+
+
+PATHS = (
+    BenchPath("reflex", 2, ("hello", "thanks!", "my name is Ada")),
+    BenchPath("director", 4, ("what is my name?", "give me a counter", "let's talk about cooking")),
+    BenchPath("interpreter", 5, ("how many customers are there?", "how many projects are active?")),
+)
+LLM_LABEL = "builtin, 0 ms latency"
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """The figures of one path."""
+
+    path: str
+    frames: int
+    trace_path: str
+    messages: int
+    wall_s: float
+    msg_per_s: float
+    median_ms_per_msg: float
+    median_overhead_ms_per_frame: float
+    p90_overhead_ms_per_frame: float
+
+
+def overhead_per_frame(trace: FrameTrace) -> float:
+    """The message's time not spent in the model, per frame, in ms."""
+    llm_ms = sum(record.llm.ms for record in trace.frames if record.llm)
+    return (trace.total_ms - llm_ms) / trace.total_frames
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile (the value itself for a single sample)."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the pipeline per path of the graph with the builtin model at zero "
+        "latency: messages per second, median ms per message, and engine overhead per "
+        "frame (trace time minus model time, per frame). Traces are stored as usual; the "
+        "bench users and their conversations are deleted at the end."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--messages", type=int, default=200, help="counted messages per path (default 200)"
+        )
+        parser.add_argument(
+            "--warmup",
+            type=int,
+            default=10,
+            help="messages per path sent first and not counted (default 10)",
+        )
+        parser.add_argument(
+            "--graph", default="v3-framed", help="the graph to run (default v3-framed)"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print one JSON object instead of the table"
+        )
+
+    def handle(self, *args, **options) -> None:
+        messages, warmup, graph = options["messages"], options["warmup"], options["graph"]
+        if messages < 1:
+            raise CommandError("--messages must be at least 1")
+        if warmup < 0:
+            raise CommandError("--warmup must not be negative")
+        try:
+            graph_spec_get(name=graph)
+        except AgentError as exc:
+            raise CommandError(str(exc)) from exc
+
+        users = self._create_users()
+        try:
+            results = asyncio.run(
+                self._bench(users=users, graph=graph, messages=messages, warmup=warmup)
+            )
+        finally:
+            self._progress("cleaning up the bench users, their conversations and traces")
+            get_user_model().objects.filter(pk__in=[u.pk for u in users.values()]).delete()
+
+        header = {
+            "database": settings.DATABASES["default"]["ENGINE"],
+            "llm": LLM_LABEL,
+            "python": platform.python_version(),
+            "graph": graph,
+            "warmup": warmup,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps({**header, "paths": [asdict(r) for r in results]}))
+        else:
+            self._print_table(header, results)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _create_users(self) -> dict[str, Any]:
+        """A fresh user per path, `bench-<path>-<n>` with the first n for which none exists."""
+        user_model = get_user_model()
+        n = 1
+        while user_model.objects.filter(
+            username__in=[f"bench-{p.name}-{n}" for p in PATHS]
+        ).exists():
+            n += 1
+        users = {}
+        for path in PATHS:
+            user = user_model(username=f"bench-{path.name}-{n}")
+            user.set_unusable_password()
+            user.save()
+            users[path.name] = user
+        return users
+
+    # -- measuring --------------------------------------------------------------------------
+
+    async def _bench(
+        self, *, users: dict[str, Any], graph: str, messages: int, warmup: int
+    ) -> list[PathResult]:
+        llm = BuiltinProvider(latency_ms=0.0)
+        results = []
+        for path in PATHS:
+            self._progress(
+                f"{path.name}: {warmup} warm-up + {messages} messages "
+                f"({path.frames} frames each expected)"
+            )
+            conversation = await database_sync_to_async(conv.conversation_get_or_create)(
+                user=users[path.name], chat="main"
+            )
+            await database_sync_to_async(conv.conversation_switch_graph)(
+                conversation_id=conversation.id, graph_name=graph
+            )
+            for i in range(warmup):
+                await self._send(conversation.id, path, path.messages[i % len(path.messages)], llm)
+            traces = []
+            t0 = time.perf_counter()
+            for i in range(messages):
+                traces.append(
+                    await self._send(
+                        conversation.id, path, path.messages[i % len(path.messages)], llm
+                    )
+                )
+            wall_s = time.perf_counter() - t0
+            overheads = [overhead_per_frame(t) for t in traces]
+            results.append(
+                PathResult(
+                    path=path.name,
+                    frames=path.frames,
+                    trace_path=traces[0].path,
+                    messages=messages,
+                    wall_s=round(wall_s, 4),
+                    msg_per_s=round(messages / wall_s, 2),
+                    median_ms_per_msg=round(statistics.median(t.total_ms for t in traces), 3),
+                    median_overhead_ms_per_frame=round(statistics.median(overheads), 3),
+                    p90_overhead_ms_per_frame=round(p90(overheads), 3),
+                )
+            )
+        return results
+
+    async def _send(
+        self, conversation_id: int, path: BenchPath, text: str, llm: BuiltinProvider
+    ) -> FrameTrace:
+        """One message through the pipeline; CommandError unless it took the expected path."""
+        result = await pipeline_run(conversation_id=conversation_id, text=text, llm=llm)
+        trace = result.trace
+        if result.failed:
+            raise CommandError(
+                f"{path.name} path: the message {text!r} failed ({trace.error or result.answer}); "
+                "no figures are reported"
+            )
+        if trace.total_frames != path.frames:
+            raise CommandError(
+                f"{path.name} path: the message {text!r} ran {trace.total_frames} frames "
+                f"({trace.path}) on graph {trace.graph!r}, expected {path.frames}; the bench "
+                "would measure the wrong path, so no figures are reported"
+            )
+        return trace
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _progress(self, text: str) -> None:
+        self.stderr.write(f"bench: {text}", style_func=lambda s: s)
+
+    def _print_table(self, header: dict[str, Any], results: list[PathResult]) -> None:
+        self.stdout.write(
+            f"graph {header['graph']} | database {header['database']} | "
+            f"LLM {header['llm']} | Python {header['python']} "
+            f"({sys.implementation.name}) | warm-up {header['warmup']}/path"
+        )
+        columns = (
+            "path",
+            "frames",
+            "messages",
+            "msg/s",
+            "median ms/msg",
+            "median overhead ms/frame",
+            "p90 overhead ms/frame",
+        )
+        rows = [
+            (
+                r.path,
+                str(r.frames),
+                str(r.messages),
+                f"{r.msg_per_s:.1f}",
+                f"{r.median_ms_per_msg:.2f}",
+                f"{r.median_overhead_ms_per_frame:.3f}",
+                f"{r.p90_overhead_ms_per_frame:.3f}",
+            )
+            for r in results
+        ]
+        widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+
+        def line(cells: tuple[str, ...]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+            return "  ".join((first, *rest))
+
+        self.stdout.write(line(columns))
+        self.stdout.write("  ".join("-" * w for w in widths))
+        for row in rows:
+            self.stdout.write(line(row))
