@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from runtime import conversations as conv
-from runtime.errors import AgentError, ConversationBusy
+from runtime.errors import AgentError, ConversationBusy, GraphError
 from runtime.events import DeltaEvent, Event
 from runtime.machines import MachineError
 from runtime.pipeline import pipeline_run
@@ -63,7 +62,10 @@ class Command(BaseCommand):
             elif line == "/controls":
                 self._print_controls(self._controls())
             elif line.startswith("/graph "):
-                self._switch(line.split(maxsplit=1)[1])
+                try:
+                    self._switch(line.split(maxsplit=1)[1])
+                except CommandError as exc:
+                    self.stderr.write(f"error: {exc}")
             elif line.startswith("/click "):
                 self._click(line.split(maxsplit=1)[1])
             elif line.startswith("/"):
@@ -80,8 +82,9 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
         try:
-            result = asyncio.run(
-                pipeline_run(conversation_id=self.conversation_id, text=text, on_event=on_event)
+            # async_to_sync keeps the ORM on this thread (and its connection), unlike asyncio.run.
+            result = async_to_sync(pipeline_run)(
+                conversation_id=self.conversation_id, text=text, on_event=on_event
             )
         except (AgentError, ConversationBusy) as exc:
             self.stdout.write("")
@@ -99,6 +102,14 @@ class Command(BaseCommand):
             f"[{status}{trace.graph} path {trace.path} | {trace.total_frames} frames | "
             f"{trace.total_ms:.0f} ms]"))
         return not result.failed
+
+    def _switch(self, graph_name: str) -> None:
+        try:
+            conv.conversation_switch_graph(conversation_id=self.conversation_id,
+                                           graph_name=graph_name)
+        except GraphError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"(now on graph {graph_name}; memory and history kept)")
 
     def _controls(self) -> list[dict]:
         from runtime.nodes.ui import current_controls

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -38,5 +37,5 @@ class Command(BaseCommand):
             self.stdout.write("demo conversation already present")
             return
         for text in DEMO_MESSAGES:
-            result = asyncio.run(pipeline_run(conversation_id=conversation.id, text=text))
+            result = async_to_sync(pipeline_run)(conversation_id=conversation.id, text=text)
             self.stdout.write(f"demo: {text!r} -> {result.trace.path}")

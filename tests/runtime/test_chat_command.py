@@ -1,0 +1,54 @@
+"""`manage.py chat`: in-process messages with the streamed answer, controls and a summary."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+
+def chat(*args, stdin: str | None = None, monkeypatch=None) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("chat", *args, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+def test_one_message_prints_answer_and_summary(graphs):
+    """A message argument prints the answer and a one-line trace summary."""
+    out = chat("hello")
+    assert "agent> Hello! How can I help you today?" in out
+    assert "[v3-framed path input>output+memorizer+ui | 2 frames |" in out
+
+
+def test_controls_are_printed(graphs):
+    """Controls offered after an answer are listed with their actions."""
+    out = chat("give me a counter")
+    assert "controls: [+1] (counter:inc)" in out
+    assert "4 frames" in out
+
+
+def test_interactive_session(graphs, monkeypatch):
+    """Without a message the command reads lines: messages, clicks, clear, quit."""
+    lines = iter(["my name is Ada", "give me a counter", "/click +1", "/click inc",
+                  "/nonsense", "/clear", "what is my name?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    out = chat("--user", "interactive")
+    assert "Nice to meet you, Ada!" in out
+    assert "Counter: Count: 1" in out
+    assert "Counter: Count: 2" in out
+    assert "unknown command '/nonsense'" in out
+    assert "(cleared" in out
+    assert "don't know your name" in out
+
+
+def test_bad_message_is_a_clear_error(graphs):
+    """An empty message is refused with the reason and a non-zero exit."""
+    with pytest.raises(CommandError):
+        chat("   ")
+
+
+def test_unknown_graph_is_a_clear_error(graphs):
+    """Switching to a graph that does not exist names the known graphs."""
+    with pytest.raises(CommandError, match="known graphs: v3-framed"):
+        chat("--graph", "nope", "hello")
