@@ -8,7 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 
-def chat(*args, stdin: str | None = None, monkeypatch=None) -> str:
+def chat(*args: str) -> str:
+    """Run the chat command; return what it printed on stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
     call_command("chat", *args, stdout=out, stderr=err)
     return out.getvalue() + err.getvalue()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from tests.helpers import send
 from traces.models import FrameRow, MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
-from tests.helpers import send
 
 
 def test_trace_and_frames_are_stored(conversation):
