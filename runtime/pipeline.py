@@ -105,7 +105,7 @@ def engine_env(
 
     return EngineEnv(
         llm=llm or provider_from_settings(),
-        default_model=settings.LLM_MODEL,
+        default_model="",  # the provider's own configured model (LLM_MODEL)
         on_hud=on_hud,
         on_delta=on_delta,
         database=ErasDatabase.from_settings,

@@ -47,7 +47,7 @@ class EngineEnv:
     llm: LLMProvider
     """The model provider."""
     default_model: str
-    """The model used when a node's config names none."""
+    """The model used when a node's config names none; empty means the provider's default."""
     on_hud: Callable[[HudEvent], Awaitable[None]]
     """Receives every HUD event."""
     on_delta: Callable[[str], Awaitable[None]]

@@ -53,3 +53,22 @@ def test_unknown_graph_is_a_clear_error(graphs):
     """Switching to a graph that does not exist names the known graphs."""
     with pytest.raises(CommandError, match="known graphs: v3-framed"):
         chat("--graph", "nope", "hello")
+
+
+def test_exportgraph_prints_file_format_and_cytoscape(graphs):
+    """exportgraph round-trips the built-in file format and exports Cytoscape elements."""
+    import json
+
+    from graphs.services import builtin_graph_files, graph_spec_read_file
+
+    out = io.StringIO()
+    call_command("exportgraph", "v3-framed", stdout=out)
+    exported = json.loads(out.getvalue())
+    shipped = graph_spec_read_file(path=builtin_graph_files()[0]).as_data()
+    assert exported == shipped
+    out = io.StringIO()
+    call_command("exportgraph", "v3-framed", "--cytoscape", stdout=out)
+    elements = json.loads(out.getvalue())
+    assert len(elements["nodes"]) == 7 and len(elements["edges"]) == 12
+    with pytest.raises(CommandError, match="no graph named 'nope'"):
+        call_command("exportgraph", "nope")
