@@ -19,6 +19,8 @@ env.load_dotenv(BASE_DIR / ".env")
 
 DEBUG = env.flag("DEBUG", True)
 VAR_DIR = Path(env.text("AGENTSITE_VAR_DIR", str(BASE_DIR / "var")))
+# The default SQLite files live here; a fresh clone has no such folder yet.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = env.text("SECRET_KEY")
 if not SECRET_KEY:
