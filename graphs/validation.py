@@ -43,7 +43,8 @@ def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Probl
                         f"Use one of: {', '.join(sorted(node_types))}.", "nodes")
             )
         temperature = node.config.get("temperature")
-        if temperature is not None and not isinstance(temperature, int | float):
+        if temperature is not None and (isinstance(temperature, bool)
+                                        or not isinstance(temperature, int | float)):
             problems.append(
                 Problem("graphs.E008", f"{g}: node {node.id!r}: temperature must be a number",
                         "Write e.g. 0.2.", "nodes")
