@@ -74,15 +74,15 @@ def add_state(
             "state": state,
             "initial": state,
             "states": {},
-            "data": dict(data or {}),
-            "initial_data": dict(data or {}),
+            "data": copy.deepcopy(data or {}),
+            "initial_data": copy.deepcopy(data or {}),
         }
     else:
         if name:
             machine["name"] = name
         if data:
-            machine["data"].update(data)
-            machine["initial_data"].update(data)
+            machine["data"].update(copy.deepcopy(data))
+            machine["initial_data"].update(copy.deepcopy(data))
     normalized = [
         {k: v for k, v in normalize_control(b, machine=mid).as_dict().items() if k != "machine"}
         for b in (buttons or [])

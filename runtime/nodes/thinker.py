@@ -16,7 +16,8 @@ from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
 
 TOOL_PREFIX = "TOOL"
-BUTTONS_MARKER = "\nBUTTONS:"
+BUTTONS_MARKER = "BUTTONS:"
+_BUTTONS_LINE = re.compile(r"\n[ \t]*BUTTONS:")
 _TOOL_LINE = re.compile(r"^\s*TOOL\s+(?P<tool>[a-z_]+)\s*:\s*(?P<arg>.+)$", re.DOTALL)
 # Rows of a tool result kept in the node's output (and so in the trace).
 RESULT_ROWS_KEPT = 50
@@ -56,26 +57,21 @@ class AnswerStream:
 
     async def _flush(self, *, final: bool) -> None:
         text = "\n" + self.buffer  # so a marker on the very first line is found too
-        cut = text.find(BUTTONS_MARKER)
-        if cut >= 0:
-            end = cut
+        marker = _BUTTONS_LINE.search(text)
+        if marker:
+            end = marker.start()
         elif final:
             end = len(text)
         else:
-            end = len(text) - _partial_suffix(text, BUTTONS_MARKER)
+            # Hold back the last line while it could still become a BUTTONS line.
+            last_line = text.rfind("\n")
+            tail = text[last_line + 1 :].lstrip(" \t")
+            end = last_line if BUTTONS_MARKER.startswith(tail) else len(text)
         end -= 1  # back to buffer coordinates
         if end > self.sent:
             chunk = self.buffer[self.sent : end]
             self.sent = end
             await self.sink(chunk)
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest end of `text` that could be the start of `marker`."""
-    for size in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-size:]):
-            return size
-    return 0
 
 
 def parse_answer(text: str) -> tuple[str, list[dict[str, Any]], tuple[str, str] | None]:

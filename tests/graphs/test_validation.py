@@ -249,9 +249,7 @@ def test_spec_from_data_requires_node_list():
         spec_from_data(make_data(nodes={"input": {}}))
 
 
-@pytest.mark.parametrize(
-    "edge", [{"to": "output"}, {"from": "input"}, {"from": "input", "to": 3}]
-)
+@pytest.mark.parametrize("edge", [{"to": "output"}, {"from": "input"}, {"from": "input", "to": 3}])
 def test_spec_from_data_edge_needs_from_and_to(edge):
     """An edge without string `from` and `to` is refused, naming its index."""
     data = make_data(edges=[make_edge("input", "output"), edge])

@@ -1,0 +1,466 @@
+"""The builtin offline model: perception, directing, SQL, thinking, memory and streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from runtime import machines as m
+from runtime.db import Column, ErasDatabase, TableSchema, check_read_only
+from runtime.llm.base import ChatMessage, LLMRequest
+from runtime.llm.builtin import (
+    BuiltinProvider,
+    count_tokens,
+    direct,
+    interpret,
+    memorize,
+    parse_schema,
+    perceive,
+    respond,
+    sections,
+    speak,
+    sql_for,
+    think,
+)
+from runtime.nodes.base import sections as prompt_sections
+from runtime.nodes.interpreter import result_table
+from runtime.nodes.thinker import parse_answer
+
+
+def col(
+    name: str,
+    type_: str = "INTEGER",
+    *,
+    pk: bool = False,
+    ref: str | None = None,
+    nullable: bool = False,
+) -> Column:
+    """A schema column."""
+    return Column(name=name, type=type_, nullable=nullable, primary_key=pk, references=ref)
+
+
+def make_schema_text() -> str:
+    """Schema text as the thinker gets it: TableSchema.as_text() of a few eras-like tables."""
+    tables = [
+        TableSchema(
+            "customers",
+            (
+                col("id", pk=True),
+                col("name", "TEXT"),
+                col("city", "TEXT", nullable=True),
+                col("industry", "TEXT"),
+            ),
+            40,
+        ),
+        TableSchema(
+            "projects",
+            (
+                col("id", pk=True),
+                col("customer_id", ref="customers.id"),
+                col("name", "TEXT"),
+                col("status", "TEXT"),
+                col("budget", "REAL"),
+            ),
+            300,
+        ),
+        TableSchema(
+            "time_entries",
+            (
+                col("id", pk=True),
+                col("project_id", ref="projects.id"),
+                col("hours", "REAL"),
+                col("note", "", nullable=True),
+            ),
+            1,
+        ),
+    ]
+    return "\n".join(t.as_text() for t in tables)
+
+
+def make_request(role_line: str, json_output: bool = False, **parts) -> LLMRequest:
+    """A request as a node builds it: a system prompt and a `## Section` user message."""
+    return LLMRequest(
+        messages=(ChatMessage("system", role_line), ChatMessage("user", prompt_sections(**parts))),
+        json_output=json_output,
+    )
+
+
+def machines_after(*calls: dict) -> dict:
+    """Machines after applying the given director tool calls to none."""
+    machines: dict = {}
+    for call in calls:
+        machines = m.apply_tool_call(machines, call)
+    return machines
+
+
+# --- perceive -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "intent"),
+    [
+        ("hello there", "greeting"),
+        ("Good morning!", "greeting"),
+        ("thanks a lot!", "thanks"),
+        ("bye for now", "farewell"),
+        ("my name is Ada", "introduction"),
+    ],
+)
+def test_perceive_routes_social_messages_to_reflex(message, intent):
+    """Greetings, thanks, farewells and introductions are answered by reflex."""
+    perception = perceive(message)
+    assert (perception["intent"], perception["route"]) == (intent, "reflex")
+
+
+@pytest.mark.parametrize(
+    ("message", "intent"),
+    [
+        ("how many customers are there?", "question"),
+        ("What is my name", "question"),
+        ("give me a counter", "request"),
+        ("make a checklist for milk", "request"),
+        ("I like trains", "statement"),
+    ],
+)
+def test_perceive_routes_questions_and_requests_to_director(message, intent):
+    """Questions, requests and statements go to the director."""
+    perception = perceive(message)
+    assert (perception["intent"], perception["route"]) == (intent, "director")
+
+
+def test_perceive_language_tone_and_topic():
+    """German is detected, a sad mood reads as negative, topics come from the message."""
+    assert perceive("Hallo, wie geht es dir?")["language"] == "de"
+    assert perceive("bonjour mon ami")["language"] == "fr"
+    assert perceive("hello")["language"] == "en"
+    sad = perceive("I'm feeling sad")
+    assert (sad["tone"], sad["topic"]) == ("negative", "feelings")
+    assert perceive("I am so happy")["tone"] == "positive"
+    assert perceive("fix this asap")["tone"] == "urgent"
+    assert perceive("what is the weather")["tone"] == "neutral"
+    assert perceive("how many customers are there?")["topic"] == "customers"
+    assert perceive("let's talk about Jazz music")["topic"] == "jazz music"
+
+
+# --- direct -------------------------------------------------------------------------
+
+
+def test_direct_makes_a_counter():
+    """A counter request is one add_state call with +1/-1/reset buttons and a start value."""
+    plan = direct("give me a counter starting at 5", {})
+    assert plan["plan"] == "answer"
+    [call] = plan["tool_calls"]
+    assert call["name"] == "add_state"
+    assert call["args"]["machine_id"] == "counter"
+    assert call["args"]["data"] == {"count": 5}
+    assert [b["action"] for b in call["args"]["buttons"]] == ["inc", "dec", "reset"]
+    counter = machines_after(call)["counter"]
+    assert m.render_text(counter) == "Count: 5"
+    assert direct("give me a counter", {})["tool_calls"][0]["args"]["data"] == {"count": 0}
+
+
+def test_direct_makes_a_toggle():
+    """A toggle request adds an off and an on state, off first and initial."""
+    plan = direct("I want a switch", {})
+    assert [(c["name"], c["args"]["state"]) for c in plan["tool_calls"]] == [
+        ("add_state", "off"),
+        ("add_state", "on"),
+    ]
+    toggle = machines_after(*plan["tool_calls"])["toggle"]
+    assert (toggle["state"], toggle["initial"]) == ("off", "off")
+    assert (
+        m.click({"toggle": toggle}, machine_id="toggle", action="turn_on")["toggle"]["state"]
+        == "on"
+    )
+
+
+def test_direct_makes_a_checklist_of_the_named_items():
+    """The items of "a checklist for milk, eggs and bread" become the checklist's items."""
+    plan = direct("make a checklist for milk, eggs and bread", {})
+    [call] = plan["tool_calls"]
+    assert call["args"]["data"] == {"items": {"milk": False, "eggs": False, "bread": False}}
+    assert [b["payload"] for b in call["args"]["buttons"][:3]] == [
+        {"toggle": "items.milk"},
+        {"toggle": "items.eggs"},
+        {"toggle": "items.bread"},
+    ]
+    checklist = machines_after(call)["checklist"]
+    assert m.render_text(checklist) == "Checklist: [ ] milk, [ ] eggs, [ ] bread"
+    placeholder = direct("give me a checklist", {})["tool_calls"][0]["args"]["data"]["items"]
+    assert list(placeholder) == ["first", "second", "third"]
+
+
+@pytest.mark.parametrize(
+    ("message", "tool"),
+    [("reset the counter", "reset_machine"), ("remove the counter", "destroy_machine")],
+)
+def test_direct_resets_or_removes_an_existing_machine(message, tool):
+    """Reset/remove of an existing machine names the machine listed in the prompt."""
+    existing = machines_after(*direct("give me a counter", {})["tool_calls"])
+    existing = m.add_state(existing, machine_id="my-counter", state="s", text="Count: {count}")
+    del existing["counter"]
+    summary = m.machines_summary(existing)
+    plan = direct(message, {"machines": summary})
+    assert plan["tool_calls"] == [{"name": tool, "args": {"machine_id": "my-counter"}}]
+    after = m.apply_tool_call(existing, plan["tool_calls"][0])
+    assert ("my-counter" in after) is (tool == "reset_machine")
+
+
+def test_direct_plans_a_query_for_database_questions():
+    """A question about the eras domain gets plan `query` and no tool calls."""
+    assert direct("how many customers are there?", {}) == {
+        "plan": "query",
+        "goal": "answer from the eras database",
+        "tool_calls": [],
+    }
+    assert direct("tell me a joke", {})["plan"] == "answer"
+
+
+# --- SQL ----------------------------------------------------------------------------
+
+
+def test_parse_schema_reads_tables_and_columns_from_as_text():
+    """parse_schema reads TableSchema.as_text() back into tables and column names."""
+    tables = parse_schema(make_schema_text())
+    assert [(t.name, t.columns) for t in tables] == [
+        ("customers", ("id", "name", "city", "industry")),
+        ("projects", ("id", "customer_id", "name", "status", "budget")),
+        ("time_entries", ("id", "project_id", "hours", "note")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "sql"),
+    [
+        ("how many customers are there?", "SELECT COUNT(*) AS count FROM customers"),
+        (
+            "how many active projects are there?",
+            "SELECT COUNT(*) AS count FROM projects WHERE status = 'active'",
+        ),
+        (
+            "show the top 3 projects by budget",
+            "SELECT name, status, budget FROM projects ORDER BY budget DESC LIMIT 3",
+        ),
+        (
+            "the 5 largest projects",
+            "SELECT name, status, budget FROM projects ORDER BY budget DESC LIMIT 5",
+        ),
+        ("list the customers", "SELECT name, city FROM customers ORDER BY name LIMIT 20"),
+        (
+            "list projects on hold",
+            "SELECT name, status FROM projects WHERE status = 'on_hold' ORDER BY name LIMIT 20",
+        ),
+        (
+            "what is the total hours of time entries",
+            "SELECT SUM(hours) AS sum_hours FROM time_entries",
+        ),
+    ],
+)
+def test_sql_for_questions(message, sql):
+    """sql_for turns simple questions into one read-only SELECT over the described tables."""
+    generated = sql_for(message, make_schema_text())
+    assert generated == sql
+    assert check_read_only(generated) == sql
+
+
+def test_sql_for_unknown_table_lists_tables():
+    """A question about no described table asks for the table list instead."""
+    assert sql_for("how many invoices?", make_schema_text()).startswith(
+        "SELECT name FROM sqlite_master"
+    )
+
+
+def test_sql_for_runs_against_the_demo_database(settings):
+    """Over the real eras schema, the count query runs and matches the described row count."""
+    db = ErasDatabase(settings.ERAS_DATABASE_URL)
+    schema = "\n".join(s.as_text() for s in db.describe_all())
+    result = db.query(sql_for("how many customers are there?", schema))
+    assert result.rows == ((db.describe("customers").row_count,),)
+
+
+# --- think --------------------------------------------------------------------------
+
+
+def test_think_answers_name_from_memory():
+    """The thinker answers "what is my name" from memory, or says it does not know."""
+    parts = {"plan": "answer", "memory": json.dumps({"user_name": "Ada"})}
+    assert think("what is my name?", parts) == "Your name is Ada."
+    unknown = think("what is my name?", {"plan": "answer", "memory": json.dumps({"user_name": ""})})
+    assert unknown.startswith("I don't know your name yet")
+
+
+def test_think_returns_a_tool_line_for_a_query_plan():
+    """With plan `query` and a schema the thinker answers with one `TOOL query_db:` line."""
+    parts = {"plan": "query", "database schema": make_schema_text()}
+    answer = think("how many customers are there?", parts)
+    assert answer == "TOOL query_db: SELECT COUNT(*) AS count FROM customers"
+    assert parse_answer(answer)[2] == ("query_db", "SELECT COUNT(*) AS count FROM customers")
+    without_schema = think("how many customers are there?", {"plan": "query"})
+    assert "TOOL" not in without_schema
+
+
+def test_think_offers_buttons_for_should_i():
+    """A "should I ...?" question ends with a BUTTONS line parse_answer understands."""
+    answer = think("should I take the job?", {"plan": "answer"})
+    assert "\nBUTTONS: [" in answer
+    text, buttons, tool = parse_answer(answer)
+    assert tool is None
+    assert "BUTTONS" not in text
+    assert [b["action"] for b in buttons] == ["weigh_up", "skip"]
+
+
+# --- memorize -----------------------------------------------------------------------
+
+
+def make_memory(**fields) -> str:
+    """Memory JSON as the memorizer's prompt holds it."""
+    memory = {
+        "user_name": "",
+        "user_mood": "",
+        "topic": "",
+        "topic_history": [],
+        "situation": "Monday 09:00",
+        "language": "en",
+        "style_hint": "",
+        "facts": [],
+    }
+    memory.update(fields)
+    return json.dumps(memory)
+
+
+@pytest.mark.parametrize(
+    ("message", "changes"),
+    [
+        ("my name is ada", {"user_name": "Ada"}),
+        ("I'm feeling tired today", {"user_mood": "tired"}),
+        ("let's talk about cooking", {"topic": "cooking", "topic_history": ["music", "cooking"]}),
+        ("remember that my cat is called Tom.", {"facts": ["likes tea", "my cat is called Tom"]}),
+        ("please be brief", {"style_hint": "brief"}),
+        ("can you explain more", {"style_hint": "detailed"}),
+        ("ich bin müde", {"language": "de"}),
+    ],
+)
+def test_memorize_updates_one_field_and_keeps_the_rest(message, changes):
+    """Each kind of message changes its memory field(s) and leaves every other one as it was."""
+    before = json.loads(make_memory(topic="music", topic_history=["music"], facts=["likes tea"]))
+    after = memorize({"memory": json.dumps(before), "message": message})
+    assert after == {**before, **changes}
+
+
+def test_memorize_same_topic_is_not_repeated_in_history():
+    """Naming the current topic again does not grow topic_history."""
+    memory = make_memory(topic="cooking", topic_history=["cooking"])
+    after = memorize({"memory": memory, "message": "let's talk about cooking"})
+    assert after["topic_history"] == ["cooking"]
+
+
+# --- interpret / speak ----------------------------------------------------------------
+
+
+def test_interpret_a_count():
+    """A one-cell count result is read out as "There are N <things>."."""
+    result = {"columns": ["count"], "rows": [[40]], "row_count": 1, "truncated": False}
+    parts = {"question": "how many customers are there?", "result": result_table(result)}
+    assert interpret(parts) == "There are 40 customers."
+
+
+def test_interpret_rows_and_nothing():
+    """Several rows are listed with a total; an empty result says so."""
+    result = {
+        "columns": ["name", "city"],
+        "rows": [["Acme", "Oslo"], ["Beta", None]],
+        "row_count": 2,
+        "truncated": False,
+    }
+    assert interpret({"question": "list customers", "result": result_table(result)}) == (
+        "I found 2 results:\n- Acme — Oslo\n- Beta"
+    )
+    assert interpret({"question": "x", "result": ""}) == "The query returned nothing."
+
+
+def test_speak_uses_the_known_name():
+    """The output voice greets by the name in the context summary."""
+    parts = {"message": "hi", "context summary": "the user's name is Ada; mood: fine"}
+    assert speak(parts) == "Hello, Ada! How can I help you today?"
+    assert speak({"message": "thanks!"}) == "You're welcome!"
+
+
+# --- respond ------------------------------------------------------------------------
+
+
+def test_sections_reads_node_prompts():
+    """sections() parses exactly what runtime.nodes.base.sections writes."""
+    body = prompt_sections(context_summary="new user", message="hi\nthere", memory={"a": 1})
+    assert sections(body) == {
+        "context summary": "new user",
+        "message": "hi\nthere",
+        "memory": '{"a": 1}',
+    }
+
+
+def test_respond_dispatches_on_the_role_line():
+    """respond() answers as the node named in "You are the <node>" of the system prompt."""
+    perception = json.loads(respond(make_request("You are the input node.", message="hello")))
+    assert perception["route"] == "reflex"
+    plan = json.loads(respond(make_request("You are the director.", message="give me a counter")))
+    assert plan["tool_calls"][0]["args"]["machine_id"] == "counter"
+    memory = json.loads(
+        respond(
+            make_request(
+                "You are the memorizer.",
+                memory=make_memory(),
+                message="my name is Bo",
+                answer="Hi Bo",
+            )
+        )
+    )
+    assert memory["user_name"] == "Bo"
+    assert memory["situation"] == "Monday 09:00"
+    thought = respond(make_request("You are the thinker.", plan="answer", message="should I go?"))
+    assert "BUTTONS:" in thought
+    assert respond(make_request("You are the output voice.", message="bye")).startswith("Goodbye")
+
+
+def test_respond_to_an_unknown_prompt():
+    """An unrecognised prompt gets a JSON error when JSON was asked for, else a plain note."""
+    assert json.loads(respond(make_request("Be a pirate.", json_output=True, message="x"))) == {
+        "error": "the builtin model does not know this prompt"
+    }
+    assert "do not recognise this prompt" in respond(make_request("Be a pirate.", message="x"))
+
+
+# --- provider -----------------------------------------------------------------------
+
+
+def test_count_tokens_counts_words_and_punctuation():
+    """Tokens are words and punctuation marks, deterministically."""
+    assert count_tokens("Hello, Ada!") == 4
+    assert count_tokens("") == 0
+
+
+def test_builtin_provider_stream_pieces_join_to_the_completion():
+    """stream() delivers pieces that join to the completion text, with deterministic usage."""
+    request = make_request("You are the thinker.", plan="answer", message="should I go?")
+    provider = BuiltinProvider(model="offline")
+
+    async def run():
+        pieces: list[str] = []
+
+        async def on_delta(piece: str) -> None:
+            pieces.append(piece)
+
+        completion = await provider.stream(request, on_delta)
+        return pieces, completion
+
+    pieces, completion = asyncio.run(run())
+    assert len(pieces) > 5
+    assert "".join(pieces) == completion.text == respond(request)
+    assert (completion.provider, completion.model) == ("builtin", "offline")
+    assert completion.usage.completion_tokens == count_tokens(completion.text)
+    assert completion.usage.prompt_tokens == sum(
+        count_tokens(msg.content) for msg in request.messages
+    )
+    again = asyncio.run(provider.complete(request))
+    assert (again.text, again.usage) == (completion.text, completion.usage)

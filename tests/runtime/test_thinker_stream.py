@@ -1,0 +1,159 @@
+"""The thinker's answer stream: what reaches the user, and how an answer is split up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runtime.nodes.thinker import AnswerStream, parse_answer
+
+BUTTONS_LINE = 'BUTTONS: [{"label": "Yes", "action": "yes"}, "No thanks"]'
+
+
+def stream_through(pieces: list[str], *, finish: bool = True) -> list[str]:
+    """Feed the pieces through an AnswerStream; return what it sent on, chunk by chunk."""
+    sent: list[str] = []
+
+    async def sink(chunk: str) -> None:
+        sent.append(chunk)
+
+    async def run() -> None:
+        stream = AnswerStream(sink)
+        for piece in pieces:
+            await stream.feed(piece)
+        if finish:
+            await stream.finish()
+
+    asyncio.run(run())
+    return sent
+
+
+def chars(text: str) -> list[str]:
+    """The text as one-character pieces."""
+    return list(text)
+
+
+def test_plain_text_is_forwarded_as_it_arrives():
+    """Plain answer text is passed on piece by piece, before finish()."""
+    sent = stream_through(["Hello ", "there, ", "Ada."], finish=False)
+    assert sent == ["Hello ", "there, ", "Ada."]
+
+
+def test_plain_text_char_by_char_arrives_whole():
+    """Fed character by character, the whole answer arrives, newlines included."""
+    text = "Two lines:\nfirst\nsecond"
+    assert "".join(stream_through(chars(text))) == text
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["TOOL query_db: SELECT COUNT(*) FROM customers"],
+        ["TO", "OL", " query_db: ", "SELECT 1"],
+        chars("  TOOL query_db: SELECT 1"),
+    ],
+)
+def test_tool_answer_is_held_back_entirely(pieces):
+    """An answer that is a TOOL line never reaches the user, not even at finish()."""
+    assert stream_through(pieces) == []
+
+
+def test_short_undecided_answer_is_flushed_at_finish():
+    """An answer too short to tell from TOOL is sent at finish()."""
+    assert stream_through(["TO"], finish=False) == []
+    assert stream_through(["TO"]) == ["TO"]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["Sure, let's weigh it up.", "\n" + BUTTONS_LINE],
+        ["Sure, let's weigh it up.\n", "BUT", "TONS", ": [", '{"label": "Yes"}]'],
+        chars("Sure, let's weigh it up.\n" + BUTTONS_LINE),
+    ],
+)
+def test_buttons_line_is_never_forwarded(pieces):
+    """No part of a trailing BUTTONS line (nor its newline) is sent, however it is split."""
+    sent_before_finish = stream_through(pieces, finish=False)
+    sent = stream_through(pieces)
+    assert "".join(sent) == "Sure, let's weigh it up."
+    assert "".join(sent_before_finish) == "Sure, let's weigh it up."
+    for chunk in sent:
+        assert "B" not in chunk and "\n" not in chunk
+
+
+def test_partial_marker_is_held_then_released_when_not_buttons():
+    """A newline that might start the marker is held, then sent once it turns out to be text."""
+    pieces = ["Line one", "\n", "BUT", "ter is nice"]
+    assert stream_through(pieces[:3], finish=False) == ["Line one"]
+    assert "".join(stream_through(pieces)) == "Line one\nBUTter is nice"
+
+
+def test_buttons_line_on_the_first_line_is_held_back():
+    """An answer that is only a BUTTONS line sends nothing."""
+    assert stream_through(chars(BUTTONS_LINE)) == []
+
+
+def test_indented_buttons_line_is_not_forwarded():
+    """A BUTTONS line with leading blanks (which parse_answer accepts) is not sent either."""
+    text = "Pick one.\n  " + BUTTONS_LINE
+    assert parse_answer(text)[0] == "Pick one."
+    assert "BUTTONS" not in "".join(stream_through(chars(text)))
+
+
+def test_finish_flushes_held_text():
+    """finish() sends what was held back as a possible marker start."""
+    assert stream_through(["All done\n"], finish=False) == ["All done"]
+    assert "".join(stream_through(["All done\n", "BUTT"])) == "All done\nBUTT"
+
+
+# --- parse_answer -------------------------------------------------------------------
+
+
+def test_parse_answer_plain_text():
+    """Plain text is the answer, with no buttons and no tool."""
+    assert parse_answer("  Hello, Ada!\n") == ("Hello, Ada!", [], None)
+
+
+def test_parse_answer_splits_off_buttons():
+    """A BUTTONS line becomes normalized buttons and leaves the answer text."""
+    answer, buttons, tool = parse_answer("Shall we?\nMore text.\n" + BUTTONS_LINE)
+    assert (answer, tool) == ("Shall we?\nMore text.", None)
+    assert buttons == [
+        {"label": "Yes", "action": "yes", "go": "", "payload": {}, "machine": ""},
+        {"label": "No thanks", "action": "no-thanks", "go": "", "payload": {}, "machine": ""},
+    ]
+
+
+def test_parse_answer_drops_unusable_buttons():
+    """Broken JSON gives no buttons; unusable items are skipped; the line is still removed."""
+    assert parse_answer("Ok.\nBUTTONS: [oops") == ("Ok.", [], None)
+    answer, buttons, _ = parse_answer('Ok.\nBUTTONS: [{}, 3, {"label": "Go"}]')
+    assert answer == "Ok."
+    assert [b["action"] for b in buttons] == ["go"]
+
+
+@pytest.mark.parametrize(
+    ("text", "tool"),
+    [
+        (
+            "TOOL query_db: SELECT COUNT(*) FROM customers",
+            ("query_db", "SELECT COUNT(*) FROM customers"),
+        ),
+        ("  TOOL query_db:SELECT 1\n", ("query_db", "SELECT 1")),
+        ("TOOL query_db: SELECT name\nFROM customers", ("query_db", "SELECT name\nFROM customers")),
+    ],
+)
+def test_parse_answer_tool_call(text, tool):
+    """A TOOL line gives the tool name and its argument, and no answer or buttons."""
+    assert parse_answer(text) == ("", [], tool)
+
+
+def test_parse_answer_tool_word_in_text_is_not_a_call():
+    """Text that merely mentions TOOL later on is an ordinary answer."""
+    assert parse_answer("Use the TOOL query_db: it helps.") == (
+        "Use the TOOL query_db: it helps.",
+        [],
+        None,
+    )
