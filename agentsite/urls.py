@@ -1,16 +1,12 @@
-"""URL routes: the admin and the health check (chat surfaces come with the surfaces issue)."""
+"""URL routes: home, health and the admin (chat surfaces come with the surfaces issue)."""
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-
-def health(request: HttpRequest) -> JsonResponse:
-    """Liveness: the process answers."""
-    return JsonResponse({"status": "ok"})
-
+from agentsite import views
 
 urlpatterns = [
-    path("health", health, name="health"),
+    path("", views.home, name="home"),
+    path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
 ]

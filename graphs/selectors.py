@@ -35,3 +35,14 @@ def graph_spec_get(*, name: str) -> GraphSpec:
 def graph_names() -> list[str]:
     """Names of all stored graphs."""
     return list(Graph.objects.order_by("name").values_list("name", flat=True))
+
+
+def graph_list_with_counts() -> list[Graph]:
+    """All graphs with `node_count` and `edge_count` annotated (one query)."""
+    from django.db.models import Count
+
+    return list(
+        Graph.objects.annotate(
+            node_count=Count("nodes", distinct=True), edge_count=Count("edges", distinct=True)
+        ).order_by("name")
+    )

@@ -24,7 +24,7 @@ from django.utils import timezone
 from graphs.selectors import graph_spec_get
 from runtime import conversations as conv
 from runtime.db import ErasDatabase
-from runtime.engine import EngineResult, run_graph
+from runtime.engine import EngineResult, FrameLoop
 from runtime.errors import AgentError, FrameLimitExceeded, LLMError, NodeFailed
 from runtime.events import ControlsEvent, DeltaEvent, DoneEvent, EventSink, discard
 from runtime.llm import provider_from_settings
@@ -37,6 +37,7 @@ from traces.services import trace_store
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 8000
+CANCELLED_ANSWER = "(cancelled before the answer was complete)"
 
 
 class InvalidMessage(AgentError):
@@ -114,7 +115,7 @@ def engine_env(
     )
 
 
-def _trace(*, turn: Turn, result: EngineResult, total_ms: float) -> FrameTrace:
+def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = "") -> FrameTrace:
     return FrameTrace(
         message_id=turn.message_id,
         conversation=turn.conversation_id,
@@ -124,7 +125,7 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float) -> FrameTrace:
         total_frames=len(result.frames),
         total_ms=round(total_ms, 3),
         frames=result.records,
-        error=str(result.error) if result.error else "",
+        error=error or (str(result.error) if result.error else ""),
     )
 
 
@@ -199,17 +200,22 @@ async def pipeline_run(
                     graph=graph, history=state.history, memory=state.memory, ui=state.ui,
                     now=now)
         env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock)
+        loop = FrameLoop(turn=turn, env=env)
         try:
-            result = await run_graph(turn=turn, env=env)
+            while await loop.tick():
+                pass
         except asyncio.CancelledError:
-            # The user's message is kept even when its answer was cancelled.
-            logger.info("message %s cancelled", message_id)
-            await database_sync_to_async(conv.conversation_record_turn)(
-                conversation_id=conversation_id, message_id=message_id, text=text,
-                answer="(cancelled before the answer was complete)", failed=True,
-                memory=None, ui=None, controls=[], now=now,
+            # The user's message and the frames that did run are kept even when cancelled.
+            logger.info("message %s cancelled in frame %s", message_id, loop.frame)
+            partial = loop.result()
+            trace = _trace(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
+                           error=f"cancelled during frame {loop.frame}")
+            await database_sync_to_async(_persist)(
+                turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER, failed=True,
+                now=now,
             )
             raise
+        result = loop.result()
         failed = result.status != "done"
         output_node = _node_of(turn, "output")
         answer = (failure_answer(result.error) if failed and result.error

@@ -212,3 +212,37 @@ def test_hud_events_replay_onto_the_state_before(conversation):
             controls = event.data["controls"]
     assert memory == after.memory
     assert controls == events.of_type("controls")[0].controls
+
+
+def test_cancelled_message_is_kept_with_its_partial_trace(conversation):
+    """Cancelling mid-answer keeps the user's message, records the frames run, frees the flag."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    from runtime.llm.builtin import BuiltinProvider
+    from runtime.pipeline import CANCELLED_ANSWER, pipeline_run
+
+    async def scenario() -> None:
+        thinking = asyncio.Event()
+
+        async def on_event(event) -> None:
+            if event.type == "hud" and event.node == "director" and event.event == "thinking":
+                thinking.set()
+
+        task = asyncio.ensure_future(pipeline_run(
+            conversation_id=conversation.id, text="what is my name?", on_event=on_event,
+            llm=BuiltinProvider(latency_ms=300)))
+        await asyncio.wait_for(thinking.wait(), timeout=30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async_to_sync(scenario)()
+    stored = Conversation.objects.get(pk=conversation.id)
+    assert stored.busy_since is None
+    assert list(Message.objects.filter(conversation=stored).values_list("role", "text")) == [
+        ("user", "what is my name?"), ("assistant", CANCELLED_ANSWER)]
+    trace = MessageTrace.objects.get(conversation=stored)
+    assert trace.error == "cancelled during frame 2"
+    assert [f.node for f in trace.frames.all()] == ["input"]
