@@ -19,6 +19,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
@@ -129,9 +130,10 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
     )
 
 
+@transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
              failed: bool, now: datetime) -> list[dict[str, Any]]:
-    """Store the exchange and its trace; return the controls now shown."""
+    """Store the exchange and its trace in one transaction; return the controls now shown."""
     memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
     controls = current_controls(ui if ui is not None else dict(turn.ui))
