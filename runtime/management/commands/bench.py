@@ -65,9 +65,20 @@ class PathResult:
 
 
 def overhead_per_frame(trace: FrameTrace) -> float:
-    """The message's time not spent in the model, per frame, in ms."""
-    llm_ms = sum(record.llm.ms for record in trace.frames if record.llm)
-    return (trace.total_ms - llm_ms) / trace.total_frames
+    """The engine's own time per frame, in ms: each frame's wall time less its model time.
+
+    A frame's nodes run concurrently, so its model time is its slowest node's
+    (not the sum); the pipeline's database work before and after the frames
+    is not part of it (it shows in ms/msg and msg/s).
+    """
+    total = 0.0
+    for frame in range(1, trace.total_frames + 1):
+        records = [r for r in trace.frames if r.frame == frame]
+        wall = max(r.started_ms + r.duration_ms for r in records) - min(
+            r.started_ms for r in records)
+        model = max((r.llm.ms for r in records if r.llm), default=0.0)
+        total += max(wall - model, 0.0)
+    return total / trace.total_frames
 
 
 def p90(values: list[float]) -> float:
