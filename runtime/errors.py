@@ -77,3 +77,9 @@ class Cancelled(ControlFlow):
     """The user or the system cancelled a running pipeline or process."""
 
     code = "cancelled"
+
+
+class QueryCancelled(Cancelled):
+    """A running query was cancelled through its handle (a `cancel_process`)."""
+
+    code = "query_cancelled"
