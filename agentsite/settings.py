@@ -149,6 +149,8 @@ AGENTSITE_NODE_TYPES = {
     "memorizer": "runtime.nodes.memorizer.MemorizerNode",
     "ui": "runtime.nodes.ui.UINode",
     "output": "runtime.nodes.output.OutputNode",
+    "pa": "runtime.nodes.pa.PANode",
+    "eras_expert": "runtime.experts.eras.ErasExpert",
 }
 
 # The graph a new conversation starts on.

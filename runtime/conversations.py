@@ -35,6 +35,8 @@ class ConversationState:
     """The UI state."""
     history: tuple[dict[str, str], ...]
     """Recent messages, oldest first."""
+    experts: dict[str, Any]
+    """Per-expert state (schema caches), keyed by expert node id."""
     last_message_at: datetime | None
     """When the user last wrote."""
 
@@ -75,6 +77,7 @@ def conversation_state(*, conversation_id: int) -> ConversationState:
         memory=memory_normalize(conversation.memory),
         ui=ui_normalize(conversation.ui_state),
         history=tuple({"role": r["role"], "text": r["text"]} for r in reversed(recent)),
+        experts=dict(conversation.expert_state or {}),
         last_message_at=conversation.last_message_at,
     )
 
@@ -108,9 +111,9 @@ def conversation_release(*, conversation_id: int, token: str) -> None:
 def conversation_record_turn(
     *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
     memory: dict[str, Any] | None, ui: dict[str, Any] | None, controls: list[dict[str, Any]],
-    now: datetime,
+    now: datetime, experts: dict[str, Any] | None = None,
 ) -> None:
-    """Persist one exchange: both messages, and memory / UI state when they changed."""
+    """Persist one exchange: both messages, and memory / UI / expert state when given."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
     Message.objects.create(conversation=conversation, message_id=message_id,
                            role=Message.Role.USER, text=text)
@@ -123,8 +126,11 @@ def conversation_record_turn(
         conversation.memory = memory
     if ui is not None:
         conversation.ui_state = ui
+    if experts:
+        conversation.expert_state = {**(conversation.expert_state or {}), **experts}
     conversation.last_message_at = now
-    conversation.save(update_fields=["memory", "ui_state", "last_message_at", "updated_at"])
+    conversation.save(update_fields=["memory", "ui_state", "expert_state", "last_message_at",
+                                     "updated_at"])
 
 
 def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
@@ -146,6 +152,22 @@ def conversation_clear(*, conversation_id: int) -> None:
     conversation.memory = memory_reset(conversation.memory)
     conversation.ui_state = ui_empty()
     conversation.save(update_fields=["memory", "ui_state", "updated_at"])
+
+
+@transaction.atomic
+def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -> list[str]:
+    """Forget described schemas (of one expert, or all); return the experts affected."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    state = dict(conversation.expert_state or {})
+    names = [expert] if expert else list(state)
+    touched = []
+    for name in names:
+        if name in state and state[name].get("schemas"):
+            state[name] = {**state[name], "schemas": {}}
+            touched.append(name)
+    conversation.expert_state = state
+    conversation.save(update_fields=["expert_state", "updated_at"])
+    return touched
 
 
 @transaction.atomic

@@ -1,27 +1,66 @@
 """The one shared, read-only way for nodes and experts to reach the domain database.
 
-`ErasDatabase` opens a fresh read-only connection for every call and closes it
-afterwards, so one instance is safe to share between threads. Queries must be a
-single SELECT (or WITH ... SELECT); results are capped at `row_limit` rows and
-stopped after `time_limit_s` seconds. Every failure is a `DatabaseToolError`
-whose message is fit to show a person or a model.
+`ErasDatabase` opens a fresh connection for every call and closes it afterwards,
+so one instance is safe to share between threads. Every query passes
+`runtime.sqlguard.guard_sql` first; results are capped at `row_limit` rows and
+stopped after `time_limit_s` seconds; a `QueryHandle` lets another thread
+cancel a running query. Every failure is a `DatabaseToolError` whose message is
+fit to show a person or a model (and never holds the URL's password); a
+cancelled query raises `QueryCancelled` instead.
+
+Read-only in layers: the guard refuses anything but one reading statement, and
+the connection could not write even if the guard let something through.
+
+- SQLite (`sqlite:///path`): the file is opened `mode=ro` with `query_only`, no
+  database can be attached, and an authorizer lets a query only read tables and
+  call harmless functions. The `sqlite3` module runs one statement per call.
+- PostgreSQL (`postgres://` or `postgresql://`, via psycopg 3): the session
+  starts with `default_transaction_read_only=on` and a `statement_timeout`,
+  everything runs inside a READ ONLY transaction that is always rolled back,
+  and a query runs through a server-side cursor: `DECLARE ... CURSOR FOR`
+  accepts a single SELECT only, and rows come on demand, so a huge result is
+  never built in memory. Tables are those of the `public` schema.
+- MySQL / MariaDB (`mysql://`): not wired up, as no driver ships with agentsite
+  (`pip install mysqlclient`). Whoever adds it should give it the same layers:
+  a user with only SELECT grants on the one schema; `SET SESSION TRANSACTION
+  READ ONLY` and every call inside `START TRANSACTION READ ONLY` ... `ROLLBACK`;
+  a time limit per statement with `SET SESSION max_execution_time = <ms>`
+  (MySQL, SELECT only) or `SET SESSION max_statement_time = <s>` (MariaDB);
+  cancelling with `KILL QUERY <connection id>` from a second connection; and
+  `guard_sql(..., dialect="mysql")`, which is already in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote
+from typing import Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from runtime.errors import DatabaseToolError
+import psycopg
+from psycopg import sql as pgsql
+
+from runtime.errors import DatabaseToolError, QueryCancelled
+from runtime.sqlguard import FORBIDDEN_FUNCTION_PREFIXES, FORBIDDEN_FUNCTIONS, guard_sql
 
 SQLITE_PREFIX = "sqlite:///"
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+MYSQL_SCHEMES = ("mysql", "mariadb")
+DESCRIBE_COLUMNS = ("name", "type", "nullable", "primary_key", "references")
+"""The columns of the rows a `DESCRIBE <table>` query returns, one row per column."""
+
 _HIDDEN_TABLES = ("eras_meta",)
-_PROGRESS_STEPS = 1000  # SQLite VM instructions between two deadline checks
+_PROGRESS_STEPS = 1000  # SQLite VM instructions between two deadline/cancel checks
+_CANCEL_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between repeated cancel requests
+
+Dialect = Literal["sqlite", "postgres", "mysql"]
 
 
 @dataclass(frozen=True)
@@ -68,13 +107,67 @@ class QueryResult:
     """The outcome of one read-only query."""
 
     sql: str
-    """The SQL as run, after `check_read_only` cleaned it."""
+    """The SQL as run, after `guard_sql` accepted and trimmed it."""
     columns: tuple[str, ...]
     rows: tuple[tuple, ...]
     truncated: bool
     """True when the query had more rows than the row limit and only the first were kept."""
     ms: float
     """Wall time of running the query and fetching its rows, in milliseconds."""
+
+
+class QueryHandle:
+    """Lets any thread cancel one query: create it, pass it to `query()`, call `cancel()`.
+
+    A handle serves one query; once cancelled, every query given it stops at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._interrupt: Callable[[], None] | None = None
+        """Stops the running statement; set only while a connection is open for the query."""
+        self._cancelled = False
+        self._finished = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once `cancel()` was called."""
+        with self._lock:
+            return self._cancelled
+
+    @property
+    def running(self) -> bool:
+        """True while the query holds an open connection."""
+        with self._lock:
+            return self._interrupt is not None
+
+    def cancel(self) -> None:
+        """Stop the query now, or as soon as it starts; safe to call from any thread."""
+        with self._lock:
+            self._cancelled = True
+        # A PostgreSQL cancel request that lands between "connected" and "statement
+        # started" is ignored by the server, so repeat it while the query still runs.
+        for pause in (0.0, *_CANCEL_RETRIES):
+            if pause and self._finished.wait(pause):
+                return
+            with self._lock:  # the connection cannot be closed under us meanwhile
+                if self._interrupt is None:
+                    return
+                self._interrupt()
+
+    def _attach(self, interrupt: Callable[[], None]) -> None:
+        """Start serving a query; raises QueryCancelled if it was cancelled already."""
+        with self._lock:
+            if self._cancelled:
+                raise QueryCancelled("query cancelled")
+            self._finished.clear()
+            self._interrupt = interrupt
+
+    def _detach(self) -> None:
+        """The query's connection is about to close: nothing left to interrupt."""
+        with self._lock:
+            self._interrupt = None
+            self._finished.set()
 
 
 def sqlite_path_from_url(url: str) -> Path:
@@ -89,11 +182,7 @@ def sqlite_path_from_url(url: str) -> Path:
             "or sqlite:////abs/path/eras.sqlite3"
         )
     if not url.startswith(SQLITE_PREFIX):
-        scheme = url.split(":", 1)[0] if ":" in url else url
-        raise DatabaseToolError(
-            f"unsupported database URL scheme {scheme!r}: only SQLite is supported by this "
-            "build; PostgreSQL/MySQL come with the SQL expert"
-        )
+        raise DatabaseToolError(f"not a SQLite URL: {_scheme(url)!r}; expected sqlite:///file")
     raw = unquote(url[len(SQLITE_PREFIX) :].split("?", 1)[0])
     if not raw or raw == ":memory:":
         raise DatabaseToolError(f"the SQLite URL {url!r} names no database file")
@@ -101,7 +190,7 @@ def sqlite_path_from_url(url: str) -> Path:
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    """Open `path` read-only (mode=ro and query_only); the caller must close it."""
+    """Open `path` read-only (mode=ro, query_only, nothing attachable); the caller closes it."""
     path = Path(path)
     if not path.is_file():
         raise DatabaseToolError(
@@ -116,104 +205,71 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         conn.close()
         raise DatabaseToolError(f"cannot open the database {path}: {exc}") from exc
+    # ATTACH could open (or create) another file; with a limit of 0 it always fails.
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     return conn
 
 
-def _skip_space_and_comments(sql: str, i: int) -> int:
-    """The index of the first character at or after `i` that is not blank or a comment."""
-    n = len(sql)
-    while i < n:
-        if sql[i].isspace():
-            i += 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        else:
-            break
-    return i
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].lower() if ":" in url else url
 
 
-_CLOSERS = {"'": "'", '"': '"', "`": "`", "[": "]"}
-_WRITE_WORDS = frozenset({"INSERT", "UPDATE", "DELETE"})
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
-def check_read_only(sql: str) -> str:
-    """Return `sql` cleaned for running, or raise DatabaseToolError saying why it is refused.
+def _redact(text: str, url: str) -> str:
+    """`text` with the URL's password (plain or percent-encoded) replaced by ***."""
+    secret = _password(url)
+    if not secret:
+        return text
+    for form in {secret, quote(secret, safe=""), unquote(secret)}:
+        if form:
+            text = text.replace(form, "***")
+    return text
 
-    Accepts exactly one statement that starts with SELECT or WITH (after any
-    leading comments). Trailing whitespace, comments and one `;` are dropped; a
-    `;` anywhere else outside string literals, quoted names and comments is
-    refused, as are INSERT/UPDATE/DELETE used outside parentheses (a WITH
-    ... DELETE). A stricter parser-based check can replace this one later.
-    """
-    text = sql.strip()
-    start = _skip_space_and_comments(text, 0)
-    word_end = start
-    while word_end < len(text) and (text[word_end].isalnum() or text[word_end] == "_"):
-        word_end += 1
-    first = text[start:word_end].upper()
-    if not first:
-        raise DatabaseToolError("the query is empty; send one SELECT statement")
-    if first not in ("SELECT", "WITH"):
-        raise DatabaseToolError(
-            f"only read-only queries are allowed: this statement starts with {first}, "
-            "but it must start with SELECT or WITH"
-        )
 
-    i, depth, n = start, 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in _CLOSERS:
-            end = i + 1
-            while True:
-                end = text.find(_CLOSERS[ch], end)
-                if end < 0:
-                    raise DatabaseToolError(f"the query has an unterminated {ch} quote")
-                # '' inside '...' (and "" inside "...") is an escaped quote, not the end.
-                if ch in "'\"`" and text.startswith(ch * 2, end):
-                    end += 2
-                    continue
-                break
-            i = end + 1
-        elif text.startswith("--", i) or text.startswith("/*", i):
-            i = _skip_space_and_comments(text, i)
-        elif ch == ";":
-            if _skip_space_and_comments(text, i + 1) < n:
-                raise DatabaseToolError(
-                    "only one statement is allowed: the query contains a ';' followed by more SQL"
-                )
-            text = text[:i]
-            break
-        elif ch.isalpha() or ch == "_":
-            end = i
-            while end < n and (text[end].isalnum() or text[end] in "_$"):
-                end += 1
-            if depth == 0 and text[i:end].upper() in _WRITE_WORDS:
-                raise DatabaseToolError(
-                    f"only read-only queries are allowed: the statement contains "
-                    f"{text[i:end].upper()}"
-                )
-            i = end
-        else:
-            depth += ch == "("
-            depth -= ch == ")"
-            i += 1
-    return text.rstrip()
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by ***, fit for logs, reprs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 class ErasDatabase:
-    """Read-only access to the domain database named by a URL (SQLite for now)."""
+    """Read-only access to the domain database named by a URL (SQLite or PostgreSQL)."""
 
     def __init__(self, url: str, *, row_limit: int = 200, time_limit_s: float = 5.0) -> None:
         if row_limit < 1:
             raise ValueError("row_limit must be at least 1")
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be positive")
+        scheme = _scheme(url)
+        self.path: Path | None = None
+        """The SQLite file, or None for a server database."""
+        if scheme == "sqlite":
+            self.path = sqlite_path_from_url(url)
+            self._dialect: Dialect = "sqlite"
+        elif scheme in POSTGRES_SCHEMES:
+            self._dialect = "postgres"
+        elif scheme in MYSQL_SCHEMES:
+            raise DatabaseToolError(
+                "MySQL/MariaDB needs a driver (pip install mysqlclient), and this build does not "
+                "wire one up; use a sqlite:/// or postgres:// URL (runtime/db.py lists the "
+                "read-only settings a MySQL backend must use)"
+            )
+        else:
+            raise DatabaseToolError(
+                f"unsupported database URL scheme {scheme!r}: use sqlite:///file or "
+                "postgres://user:password@host/dbname"
+            )
         self.url = url
-        self.path = sqlite_path_from_url(url)
         self.row_limit = row_limit
         self.time_limit_s = time_limit_s
 
@@ -228,65 +284,191 @@ class ErasDatabase:
             time_limit_s=float(settings.ERAS_TIME_LIMIT_S),
         )
 
+    @property
+    def dialect(self) -> Dialect:
+        """The SQL dialect of the database: "sqlite", "postgres" or "mysql"."""
+        return self._dialect
+
     def __repr__(self) -> str:
-        return f"ErasDatabase(path={str(self.path)!r}, row_limit={self.row_limit})"
+        where = f"path={str(self.path)!r}" if self.path else f"url={redact_url(self.url)!r}"
+        return f"ErasDatabase({where}, row_limit={self.row_limit})"
+
+    # -- public API ---------------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        """The user tables, sorted by name (system tables and eras_meta left out)."""
+        with self._session() as session:
+            return session.tables()
+
+    def describe(self, table: str) -> TableSchema:
+        """One table's columns, foreign keys and row count."""
+        with self._session() as session:
+            tables = session.tables()
+            if table not in tables:
+                raise DatabaseToolError(
+                    f"no table named {table!r}; tables are: {', '.join(tables) or '(none)'}"
+                )
+            return session.describe(table)
+
+    def describe_all(self) -> list[TableSchema]:
+        """Every user table's schema, sorted by table name."""
+        with self._session() as session:
+            return [session.describe(table) for table in session.tables()]
+
+    def query(self, sql: str, *, handle: QueryHandle | None = None) -> QueryResult:
+        """Run one guarded read-only statement and return at most `row_limit` rows of it.
+
+        Args:
+            sql: one SELECT (WITH, UNION...) or `DESCRIBE <table>`.
+            handle: lets another thread cancel the query while it runs.
+
+        Returns:
+            The rows; `DESCRIBE <table>` gives one row per column (see DESCRIBE_COLUMNS).
+        """
+        guarded = guard_sql(sql, dialect=self.dialect)
+        started = time.perf_counter()
+        with self._session(handle) as session:
+            if guarded.kind == "describe":
+                schema = session.describe(_find_table(guarded.tables[0], session.tables()))
+                columns = DESCRIBE_COLUMNS
+                rows = [
+                    (c.name, c.type, c.nullable, c.primary_key, c.references)
+                    for c in schema.columns
+                ]
+            else:
+                columns, rows = session.fetch(guarded.sql, self.row_limit + 1)
+        return QueryResult(
+            sql=guarded.sql,
+            columns=columns,
+            rows=tuple(tuple(r) for r in rows[: self.row_limit]),
+            truncated=len(rows) > self.row_limit,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    # -- sessions -------------------------------------------------------------------
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A fresh read-only connection that gives up after the time limit; closed on exit."""
-        conn = connect_read_only(self.path)
-        deadline = time.monotonic() + self.time_limit_s
-        timed_out = False
-
-        def check_deadline() -> int:
-            nonlocal timed_out
-            if time.monotonic() > deadline:
-                timed_out = True
-                return 1  # non-zero makes SQLite interrupt the statement
-            return 0
-
-        conn.set_progress_handler(check_deadline, _PROGRESS_STEPS)
+    def _session(self, handle: QueryHandle | None = None) -> Iterator[_Session]:
+        """A fresh read-only connection, limited in time and cancellable; closed on exit."""
+        if handle is not None and handle.cancelled:
+            raise QueryCancelled("query cancelled")
+        opener = _SQLiteSession if self.dialect == "sqlite" else _PostgresSession
+        session = opener.open(self, handle)
         try:
-            yield conn
-        except sqlite3.Error as exc:
-            if timed_out:
+            if handle is not None:
+                handle._attach(session.interrupt)
+            yield session
+        except session.driver_errors as exc:
+            if handle is not None and handle.cancelled:
+                raise QueryCancelled("query cancelled") from exc
+            if session.timed_out(exc):
                 raise DatabaseToolError(
                     f"query took longer than {self.time_limit_s:g} s and was stopped"
                 ) from exc
-            raise DatabaseToolError(str(exc)) from exc
+            raise DatabaseToolError(_redact(session.message(exc), self.url)) from exc
         finally:
-            conn.close()
+            if handle is not None:
+                handle._detach()
+            session.close()
+        # A cancel that came too late to stop the statement still wins over its result.
+        if handle is not None and handle.cancelled:
+            raise QueryCancelled("query cancelled")
+
+
+def _find_table(name: str, tables: list[str]) -> str:
+    """The real spelling of table `name` (matched without regard to case)."""
+    if name in tables:
+        return name
+    for table in tables:
+        if table.lower() == name.lower():
+            return table
+    raise DatabaseToolError(f"no table named {name!r}; tables are: {', '.join(tables) or '(none)'}")
+
+
+class _Session:
+    """One open read-only connection of some backend; see the two below."""
+
+    driver_errors: tuple[type[BaseException], ...] = ()
+    """The driver's exceptions, turned into DatabaseToolError or QueryCancelled by _session()."""
+
+    @classmethod
+    def open(cls, db: ErasDatabase, handle: QueryHandle | None) -> _Session:
+        """Connect read-only to `db` with its time limit; a failure is a DatabaseToolError."""
+        raise NotImplementedError
 
     def tables(self) -> list[str]:
-        """The user tables, sorted by name (SQLite's own tables and eras_meta left out)."""
-        with self._connection() as conn:
-            return self._tables(conn)
+        raise NotImplementedError
 
-    @staticmethod
-    def _tables(conn: sqlite3.Connection) -> list[str]:
-        rows = conn.execute(
+    def describe(self, table: str) -> TableSchema:
+        raise NotImplementedError
+
+    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
+        """Run `sql` and return its column names and at most `max_rows` rows."""
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Stop the running statement; called from another thread, under the handle's lock."""
+        raise NotImplementedError
+
+    def timed_out(self, exc: BaseException) -> bool:
+        """True when `exc` is the time limit stopping the statement."""
+        raise NotImplementedError
+
+    def message(self, exc: BaseException) -> str:
+        return str(exc).strip()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def _sqlite_authorizer(action: int, arg1, arg2, _db, _trigger) -> int:
+    """Let a user query read tables and call harmless functions, and nothing else."""
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION:
+        name = (arg2 or "").lower()
+        if name in FORBIDDEN_FUNCTIONS or name.startswith(FORBIDDEN_FUNCTION_PREFIXES):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+class _SQLiteSession(_Session):
+    driver_errors = (sqlite3.Error,)
+
+    def __init__(self, conn: sqlite3.Connection, deadline: float, handle: QueryHandle | None):
+        self.conn = conn
+        self.deadline = deadline
+        self.handle = handle
+        self.deadline_hit = False
+
+    @classmethod
+    def open(cls, db: ErasDatabase, handle: QueryHandle | None) -> _SQLiteSession:
+        assert db.path is not None
+        session = cls(connect_read_only(db.path), time.monotonic() + db.time_limit_s, handle)
+        session.conn.set_progress_handler(session._progress, _PROGRESS_STEPS)
+        return session
+
+    def _progress(self) -> int:
+        # Non-zero makes SQLite abort the statement. The cancel flag is checked here
+        # too: interrupt() is lost if it comes before the statement starts.
+        if self.handle is not None and self.handle.cancelled:
+            return 1
+        if time.monotonic() > self.deadline:
+            self.deadline_hit = True
+            return 1
+        return 0
+
+    def tables(self) -> list[str]:
+        rows = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
         ).fetchall()
         return [name for (name,) in rows if name not in _HIDDEN_TABLES]
 
     def describe(self, table: str) -> TableSchema:
-        """One table's columns, foreign keys and row count."""
-        with self._connection() as conn:
-            tables = self._tables(conn)
-            if table not in tables:
-                raise DatabaseToolError(
-                    f"no table named {table!r}; tables are: {', '.join(tables) or '(none)'}"
-                )
-            return self._describe(conn, table)
+        conn = self.conn
 
-    def describe_all(self) -> list[TableSchema]:
-        """Every user table's schema, sorted by table name."""
-        with self._connection() as conn:
-            return [self._describe(conn, table) for table in self._tables(conn)]
-
-    @staticmethod
-    def _describe(conn: sqlite3.Connection, table: str) -> TableSchema:
         def primary_keys(name: str) -> list[str]:
             rows = conn.execute(
                 "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (name,)
@@ -320,20 +502,154 @@ class ErasDatabase:
         (row_count,) = conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()
         return TableSchema(name=table, columns=columns, row_count=int(row_count))
 
-    def query(self, sql: str) -> QueryResult:
-        """Run one read-only SELECT and return at most `row_limit` rows of it."""
-        cleaned = check_read_only(sql)
-        started = time.perf_counter()
-        with self._connection() as conn:
-            cursor = conn.execute(cleaned)
-            rows = cursor.fetchmany(self.row_limit + 1)
+    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
+        # Only the user's statement runs under the authorizer: the pragma functions
+        # describe() relies on need more than reading.
+        self.conn.set_authorizer(_sqlite_authorizer)
+        try:
+            cursor = self.conn.execute(sql)
+            rows = cursor.fetchmany(max_rows)
             columns = tuple(d[0] for d in cursor.description or ())
             cursor.close()
-        truncated = len(rows) > self.row_limit
-        return QueryResult(
-            sql=cleaned,
-            columns=columns,
-            rows=tuple(tuple(r) for r in rows[: self.row_limit]),
-            truncated=truncated,
-            ms=round((time.perf_counter() - started) * 1000, 2),
+        finally:
+            self.conn.set_authorizer(None)
+        return columns, rows
+
+    def interrupt(self) -> None:
+        self.conn.interrupt()  # the one sqlite3 call that is allowed from another thread
+
+    def timed_out(self, exc: BaseException) -> bool:
+        return self.deadline_hit
+
+    def message(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        if text == "not authorized":
+            return "refused by the database: not authorized (a query may only read tables)"
+        return text
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# Introspection of the `public` schema. information_schema is standard and only
+# shows what the role may see; foreign keys come from pg_catalog, which pairs the
+# columns of a multi-column key directly.
+_PG_TABLES = (
+    "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+)
+_PG_COLUMNS = (
+    "SELECT column_name, upper(data_type), is_nullable = 'YES' "
+    "FROM information_schema.columns "
+    "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position"
+)
+_PG_PRIMARY_KEY = (
+    "SELECT k.column_name FROM information_schema.table_constraints t "
+    "JOIN information_schema.key_column_usage k "
+    "ON k.constraint_schema = t.constraint_schema AND k.constraint_name = t.constraint_name "
+    "AND k.table_name = t.table_name "
+    "WHERE t.table_schema = 'public' AND t.table_name = %s AND t.constraint_type = 'PRIMARY KEY'"
+)
+_PG_FOREIGN_KEYS = (
+    "SELECT a.attname, target.relname, ta.attname "
+    "FROM pg_constraint c "
+    "JOIN pg_class source ON source.oid = c.conrelid "
+    "JOIN pg_namespace n ON n.oid = source.relnamespace "
+    "JOIN pg_class target ON target.oid = c.confrelid "
+    "CROSS JOIN LATERAL unnest(c.conkey, c.confkey) AS k(col, target_col) "
+    "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.col "
+    "JOIN pg_attribute ta ON ta.attrelid = c.confrelid AND ta.attnum = k.target_col "
+    "WHERE c.contype = 'f' AND n.nspname = 'public' AND source.relname = %s "
+    "ORDER BY c.conname, a.attnum"
+)
+
+
+class _PostgresSession(_Session):
+    driver_errors = (psycopg.Error,)
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, db: ErasDatabase, handle: QueryHandle | None) -> _PostgresSession:
+        timeout_ms = max(1, round(db.time_limit_s * 1000))
+        # The server enforces both limits, even if this process hangs. A session left
+        # idle inside its transaction (a stuck caller) is ended after a few limits' time.
+        options = (
+            "-c default_transaction_read_only=on "
+            f"-c statement_timeout={timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={max(1000, 3 * timeout_ms)}"
         )
+        try:
+            conn = psycopg.connect(
+                db.url,
+                connect_timeout=max(2, math.ceil(db.time_limit_s)),
+                options=options,
+                application_name="agentsite-eras",
+            )
+        except psycopg.Error as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise DatabaseToolError(
+                _redact(f"cannot connect to the eras database: {message}", db.url)
+            ) from exc
+        # Every statement runs inside one READ ONLY transaction, rolled back in close().
+        conn.read_only = True
+        return cls(conn)
+
+    def tables(self) -> list[str]:
+        names = [name for (name,) in self.conn.execute(_PG_TABLES).fetchall()]
+        # Sorted here, not by the server: its collation may order "_" differently.
+        return sorted(name for name in names if name not in _HIDDEN_TABLES)
+
+    def describe(self, table: str) -> TableSchema:
+        keys = {name for (name,) in self.conn.execute(_PG_PRIMARY_KEY, (table,))}
+        references = {
+            source: f"{target}.{target_column}"
+            for source, target, target_column in self.conn.execute(_PG_FOREIGN_KEYS, (table,))
+        }
+        columns = tuple(
+            Column(
+                name=name,
+                type=declared,
+                nullable=bool(nullable) and name not in keys,
+                primary_key=name in keys,
+                references=references.get(name),
+            )
+            for name, declared, nullable in self.conn.execute(_PG_COLUMNS, (table,))
+        )
+        count = pgsql.SQL("SELECT count(*) FROM {}.{}").format(
+            pgsql.Identifier("public"), pgsql.Identifier(table)
+        )
+        (row_count,) = self.conn.execute(count).fetchone()
+        return TableSchema(name=table, columns=columns, row_count=int(row_count))
+
+    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
+        # A named (server-side) cursor: DECLARE takes exactly one SELECT, and only
+        # max_rows rows are ever computed and sent.
+        with self.conn.cursor(name="eras_query") as cursor:
+            cursor.execute(sql)
+            rows = cursor.fetchmany(max_rows)
+            columns = tuple(d.name for d in cursor.description or ())
+        return columns, rows
+
+    def interrupt(self) -> None:
+        cancel = getattr(self.conn, "cancel_safe", None)
+        if cancel is not None:
+            cancel(timeout=5.0)
+        else:  # psycopg < 3.2
+            self.conn.cancel()
+
+    def timed_out(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.QueryCanceled) and "timeout" in str(exc)
+
+    def message(self, exc: BaseException) -> str:
+        diag = getattr(exc, "diag", None)
+        primary = getattr(diag, "message_primary", None)
+        return primary or (str(exc).strip().splitlines() or [repr(exc)])[0]
+
+    def close(self) -> None:
+        # Never commit: even a read-only transaction ends in a rollback. A broken
+        # connection cannot roll back, and closing it ends its transaction anyway.
+        with contextlib.suppress(psycopg.Error):
+            self.conn.rollback()
+        self.conn.close()

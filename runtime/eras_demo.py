@@ -1,8 +1,10 @@
-"""The demo `eras` database: a deterministic SQLite file for a fictional consultancy.
+"""The demo `eras` database: a deterministic SQLite file (or PostgreSQL schema) for a fictional consultancy.
 
 Eras is a small consultancy with departments, employees, customers, projects,
-booked time, invoices and invoice lines. `build_eras_database` generates it from a
-seed with `random.Random` only, so the same seed always gives the same rows.
+booked time, invoices and invoice lines. `eras_rows` generates them from a seed
+with `random.Random` only, so the same seed always gives the same rows;
+`build_eras_database` writes them to a SQLite file and `load_eras_into_postgres`
+into a PostgreSQL database, with the same schema and the very same rows.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import contextlib
 import datetime as dt
 import os
 import random
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
+
+import psycopg
 
 ERAS_SCHEMA_VERSION = 1
 """Bumped whenever the schema or the generator changes what a seed produces."""
@@ -101,6 +106,11 @@ TABLES = (
     "invoice_lines",
 )
 """The domain tables, in the order they are filled (parents before children)."""
+
+# The SQLite schema is valid PostgreSQL as it stands, but for REAL, which is a
+# 4-byte float there and would round amounts: DOUBLE PRECISION matches SQLite's REAL.
+_POSTGRES_SCHEMA = re.sub(r"\bREAL\b", "DOUBLE PRECISION", _SCHEMA)
+_POSTGRES_DROP = f"DROP TABLE IF EXISTS {', '.join((*reversed(TABLES), 'eras_meta'))}"
 
 # Counts of generated rows; time entries, invoices and lines are exact too.
 _EMPLOYEES = 60
@@ -228,7 +238,7 @@ def _weekday(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
     return day
 
 
-def _generate(seed: int) -> dict[str, list[tuple]]:
+def eras_rows(seed: int = DEFAULT_SEED) -> dict[str, list[tuple]]:
     """Every table's rows for a seed, in insertion order; the only source of randomness."""
     rng = random.Random(seed)
 
@@ -357,7 +367,7 @@ def build_eras_database(path: Path, *, seed: int = DEFAULT_SEED) -> dict[str, in
     place, so readers never see a half-built database. The parent directory must exist.
     """
     path = Path(path)
-    data = _generate(seed)
+    data = eras_rows(seed)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -405,3 +415,52 @@ def read_eras_meta(path: Path) -> tuple[int, int] | None:
         return None
     finally:
         conn.close()
+
+
+def load_eras_into_postgres(url: str, *, seed: int = DEFAULT_SEED) -> dict[str, int]:
+    """Create the eras tables in the PostgreSQL database at `url`, replacing them, and fill them.
+
+    The tables (with eras_meta) go to the `public` schema, dropped first, and
+    hold exactly the rows of `build_eras_database` for the same seed. It all
+    happens in one transaction: readers see the old tables or the new, never half.
+    Returns the row count per table.
+    """
+    data = eras_rows(seed)
+    # The connection's context manager commits on success and rolls back on error.
+    with psycopg.connect(url, connect_timeout=10, application_name="agentsite-make-eras") as conn:
+        conn.execute("SET LOCAL search_path TO public")
+        # No CASCADE: if anything else depends on these tables, fail rather than drop it.
+        conn.execute(_POSTGRES_DROP)
+        conn.execute(_POSTGRES_SCHEMA)
+        conn.execute(
+            "INSERT INTO eras_meta (schema_version, seed) VALUES (%s, %s)",
+            (ERAS_SCHEMA_VERSION, seed),
+        )
+        with conn.cursor() as cursor:
+            for table in TABLES:
+                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    for row in data[table]:
+                        copy.write_row(row)
+    return {table: len(data[table]) for table in TABLES}
+
+
+def read_postgres_eras_state(url: str) -> tuple[tuple[int, int] | None, list[str]]:
+    """The (schema_version, seed) of the eras data at `url` (or None), and which eras tables exist."""
+    names = [*TABLES, "eras_meta"]
+    with psycopg.connect(url, connect_timeout=10, application_name="agentsite-make-eras") as conn:
+        conn.read_only = True
+        present = sorted(
+            name
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_name = ANY(%s)",
+                (names,),
+            )
+        )
+        meta = None
+        if "eras_meta" in present:
+            row = conn.execute("SELECT schema_version, seed FROM public.eras_meta").fetchone()
+            if row is not None:
+                meta = (int(row[0]), int(row[1]))
+        conn.rollback()
+    return meta, present

@@ -79,6 +79,33 @@ class DoneEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Work in progress the user can see: a thinking message, a tool call, a process."""
+
+    message_id: str
+    """The message being answered."""
+    node: str
+    """The node reporting."""
+    kind: str
+    """`thinking`, `tool` or `process`."""
+    text: str
+    """What to show."""
+    step: int = 0
+    """For tool calls: which call this is (1-based); 0 otherwise."""
+    total: int = 0
+    """For tool calls: how many are planned; 0 otherwise."""
+    pid: str = ""
+    """For processes: the pid to cancel with `cancel_process`."""
+    status: str = ""
+    """For processes: running, done, failed or cancelled."""
+    type: str = "progress"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
 async def discard(event: Event) -> None:
     """A sink that drops every event, for callers that only want the result."""
     return None

@@ -21,6 +21,9 @@ class Conversation(models.Model):
     graph_name = models.CharField(max_length=80)
     memory = models.JSONField(default=dict, blank=True)
     ui_state = models.JSONField(default=dict, blank=True)
+    expert_state = models.JSONField(
+        default=dict, blank=True, help_text="Per-expert caches, e.g. described table schemas."
+    )
     busy_since = models.DateTimeField(null=True, blank=True)
     busy_token = models.CharField(max_length=64, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
@@ -73,3 +76,31 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+
+class Process(models.Model):
+    """A long tool run (a query) with a pid, progress and a way to cancel it."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    pid = models.CharField(max_length=32, unique=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="processes")
+    message_id = models.UUIDField(db_index=True)
+    node = models.CharField(max_length=80)
+    description = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    cancel_requested = models.BooleanField(default=False)
+    detail = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.pid} {self.status}: {self.description[:60]}"

@@ -27,7 +27,14 @@ from runtime import conversations as conv
 from runtime.db import ErasDatabase
 from runtime.engine import EngineResult, FrameLoop
 from runtime.errors import AgentError, FrameLimitExceeded, LLMError, NodeFailed
-from runtime.events import ControlsEvent, DeltaEvent, DoneEvent, EventSink, discard
+from runtime.events import (
+    ControlsEvent,
+    DeltaEvent,
+    DoneEvent,
+    EventSink,
+    ProgressEvent,
+    discard,
+)
 from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
 from runtime.nodes.base import EngineEnv, Turn
@@ -105,6 +112,9 @@ def engine_env(
     async def on_delta(text: str) -> None:
         await on_event(DeltaEvent(message_id=message_id, text=text))
 
+    async def on_progress(event: ProgressEvent) -> None:
+        await on_event(event)
+
     return EngineEnv(
         llm=llm or provider_from_settings(),
         default_model="",  # the provider's own configured model (LLM_MODEL)
@@ -113,6 +123,7 @@ def engine_env(
         database=ErasDatabase.from_settings,
         clock=clock or time.perf_counter,
         frame_limit=settings.AGENTSITE_FRAME_LIMIT,
+        on_progress=on_progress,
     )
 
 
@@ -136,10 +147,14 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
     """Store the exchange and its trace in one transaction; return the controls now shown."""
     memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
+    # Expert caches are kept even when the message failed: what was described stays true.
+    experts = {node: out["expert_state"] for node, out in result.outputs.items()
+               if isinstance(out.get("expert_state"), dict)}
     controls = current_controls(ui if ui is not None else dict(turn.ui))
     conv.conversation_record_turn(
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
         answer=answer, failed=failed, memory=memory, ui=ui, controls=controls, now=now,
+        experts=experts,
     )
     trace_store(trace=trace, answer=answer)
     return controls
@@ -200,7 +215,7 @@ async def pipeline_run(
         graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
         turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
                     graph=graph, history=state.history, memory=state.memory, ui=state.ui,
-                    now=now)
+                    now=now, experts=state.experts)
         env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock)
         loop = FrameLoop(turn=turn, env=env)
         try:

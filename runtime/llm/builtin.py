@@ -116,8 +116,8 @@ def _cap(name: str) -> str:
 
 # --- perceive ----------------------------------------------------------------
 
-def perceive(message: str) -> dict[str, str]:
-    """The input node's perception of a message."""
+def perceive(message: str, routes: tuple[str, str] = ("reflex", "director")) -> dict[str, str]:
+    """The input node's perception of a message; `routes` are (quick, careful)."""
     text = message.strip()
     if INTRO.search(text):
         intent = "introduction"
@@ -135,7 +135,8 @@ def perceive(message: str) -> dict[str, str]:
         intent = "request"
     else:
         intent = "statement"
-    route = "reflex" if intent in {"greeting", "thanks", "farewell", "introduction"} else "director"
+    quick, careful = routes
+    route = quick if intent in {"greeting", "thanks", "farewell", "introduction"} else careful
     if GERMAN.search(text):
         language = "de"
     elif FRENCH.search(text):
@@ -274,24 +275,29 @@ class Table:
 
     name: str
     columns: tuple[str, ...]
+    refs: tuple[tuple[str, str, str], ...] = ()
+    """(column, referenced table, referenced column) for each foreign key."""
 
 
 def parse_schema(text: str) -> list[Table]:
-    """Tables and column names from the schema text the thinker is given."""
+    """Tables, column names and foreign keys from DESCRIBE text."""
     tables: list[Table] = []
-    name, columns = "", []
+    name, columns, refs = "", [], []
     for line in text.splitlines():
         head = re.match(r"^(\w+)\s*\(", line)
         if head and not line.startswith((" ", "\t")):
             if name:
-                tables.append(Table(name, tuple(columns)))
-            name, columns = head.group(1), []
+                tables.append(Table(name, tuple(columns), tuple(refs)))
+            name, columns, refs = head.group(1), [], []
             continue
         col = re.match(r"^\s+(\w+)\s", line + " ")
         if col and name:
             columns.append(col.group(1))
+            ref = re.search(r"-> (\w+)\.(\w+)", line)
+            if ref:
+                refs.append((col.group(1), ref.group(1), ref.group(2)))
     if name:
-        tables.append(Table(name, tuple(columns)))
+        tables.append(Table(name, tuple(columns), tuple(refs)))
     return tables
 
 
@@ -299,6 +305,18 @@ def _table_words(table: str) -> list[str]:
     words = table.replace("_", " ")
     singular = re.sub(r"ies$", "y", words) if words.endswith("ies") else re.sub(r"s$", "", words)
     return [words, singular]
+
+
+def tables_mentioned(message: str, names: list[str]) -> list[str]:
+    """The table names a message mentions, in the order it mentions them."""
+    lowered = message.lower()
+    found: list[tuple[int, str]] = []
+    for name in names:
+        positions = [m.start() for word in _table_words(name)
+                     for m in re.finditer(r"\b" + re.escape(word) + r"\b", lowered)]
+        if positions:
+            found.append((min(positions), name))
+    return [name for _, name in sorted(found)]
 
 
 def _find_table(message: str, tables: list[Table]) -> Table | None:
@@ -330,19 +348,80 @@ def _label_columns(table: Table) -> list[str]:
         or list(table.columns[:3])
 
 
-def sql_for(message: str, schema_text: str) -> str:
-    """A read-only SQL query answering `message` over the described tables."""
-    tables = parse_schema(schema_text)
-    table = _find_table(message, tables)
-    if table is None:
-        return "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-    where = ""
+AMOUNT_COLUMNS = ("amount", "budget", "hours", "hourly_rate", "unit_price", "quantity")
+CITY = re.compile(r"\b(?:in|from)\s+([A-Z][\w-]+(?:\s[A-Z][\w-]+)?)")
+NAMED = re.compile(r"\b(?:named|called)\s+['\"]?([^'\"?]+?)['\"]?\s*(?:\?|$)", re.I)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _filters(message: str, table: Table, alias: str = "") -> list[str]:
+    """WHERE conditions for values the message names: a status, a city or country, a name."""
+    prefix = f"{alias}." if alias else ""
     lowered = message.lower()
+    conditions = []
     if "status" in table.columns:
         for word in STATUS_WORDS:
             if re.search(r"\b" + word.replace("_", " ") + r"\b", lowered):
-                where = f" WHERE status = '{word.replace(' ', '_')}'"
+                conditions.append(f"{prefix}status = {_quote(word.replace(' ', '_'))}")
                 break
+    place = CITY.search(message)
+    if place:
+        where = [f"{prefix}{c} = {_quote(place.group(1))}" for c in ("city", "country")
+                 if c in table.columns]
+        if where:
+            conditions.append("(" + " OR ".join(where) + ")" if len(where) > 1 else where[0])
+    named = NAMED.search(message)
+    if named and "name" in table.columns:
+        conditions.append(f"{prefix}name = {_quote(named.group(1).strip())}")
+    return conditions
+
+
+def _join_sql(message: str, first: Table, second: Table) -> str:
+    """A GROUP BY over a foreign key between two mentioned tables, or empty if none links them."""
+    link = next(((child, parent, col) for child, parent in ((second, first), (first, second))
+                 for col, target, _ in child.refs if target == parent.name), None)
+    if link is None:
+        return ""
+    child, parent, fk = link
+    label = _label_columns(parent)[0]
+    amount = next((c for c in AMOUNT_COLUMNS if c in child.columns
+                   and re.search(r"\b" + c.replace("_", " ") + r"\b", message.lower())), "")
+    measure = (f"SUM(c.{amount}) AS total_{amount}" if amount
+               else f"COUNT(c.id) AS {child.name}")
+    order = f"total_{amount}" if amount else child.name
+    top = TOP_N.search(message)
+    limit = int(top.group(1) or top.group(2)) if top else 10
+    where = _filters(message, parent, "p") + _filters(message, child, "c")
+    return (f"SELECT p.{label}, {measure} FROM {parent.name} p JOIN {child.name} c "
+            f"ON c.{fk} = p.id" + (" WHERE " + " AND ".join(where) if where else "")
+            + f" GROUP BY p.id, p.{label} ORDER BY {order} DESC LIMIT {limit}")
+
+
+def sql_for(message: str, schema_text: str) -> str:
+    """A read-only SQL query answering `message` over the described tables ("" if none fits)."""
+    tables = parse_schema(schema_text)
+    by_name = {t.name: t for t in tables}
+    mentioned = [by_name[n] for n in tables_mentioned(message, list(by_name))]
+    if len(mentioned) >= 2:
+        joined = _join_sql(message, mentioned[0], mentioned[1])
+        if joined:
+            return joined
+    table = mentioned[0] if mentioned else None
+    if table is None:
+        return ""
+    if re.search(r"\b(per|each|by)\b", message, re.I):
+        # "total hours per employee": the measure lives in a table that references this one.
+        for other in tables:
+            if other is not table and any(t == table.name for _, t, _ in other.refs):
+                joined = _join_sql(message, table, other)
+                if joined and "SUM(" in joined:
+                    return joined
+    conditions = _filters(message, table)
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    lowered = message.lower()
     if re.search(r"\b(how many|number of|count)\b", lowered):
         return f"SELECT COUNT(*) AS count FROM {table.name}{where}"
     aggregate = AGGREGATE.search(message)
@@ -359,12 +438,61 @@ def sql_for(message: str, schema_text: str) -> str:
     if top:
         limit = int(top.group(1) or top.group(2))
         col = _column(table, by.group(1)) if by else ""
-        col = col or next((c for c in ("amount", "budget", "hours", "hourly_rate") if c in
-                           table.columns), table.columns[0])
+        col = col or next((c for c in AMOUNT_COLUMNS if c in table.columns), table.columns[0])
         return (f"SELECT {', '.join(dict.fromkeys([*labels, col]))} FROM {table.name}{where} "
                 f"ORDER BY {col} DESC LIMIT {limit}")
-    order = labels[0]
-    return f"SELECT {', '.join(labels)} FROM {table.name}{where} ORDER BY {order} LIMIT 20"
+    return f"SELECT {', '.join(labels)} FROM {table.name}{where} ORDER BY {labels[0]} LIMIT 20"
+
+
+# --- the eras expert's planner and fixer ---------------------------------------
+
+WRITE_REQUEST = re.compile(r"^\s*(?:please\s+)?(delete|drop|update|insert|truncate|remove all)\b",
+                           re.I)
+
+
+def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
+    """The eras expert's plan: describe what is not described yet, else one query."""
+    task = parts.get("task", "")
+    names = [t.strip() for t in parts.get("tables", "").split(",") if t.strip()]
+    wanted = tables_mentioned(task, names)
+    if not wanted:
+        return {"steps": []}
+    write = WRITE_REQUEST.search(task)
+    if write:
+        # A naive model does what it is asked; the read-only layers must refuse it.
+        verb = write.group(1).lower()
+        sql = {"drop": f"DROP TABLE {wanted[0]}", "update": f"UPDATE {wanted[0]} SET id = id",
+               "insert": f"INSERT INTO {wanted[0]} DEFAULT VALUES"}.get(verb,
+                                                                         f"DELETE FROM {wanted[0]}")
+        return {"steps": [{"tool": "query", "args": {"sql": sql}}]}
+    known = {t.name for t in parse_schema(parts.get("described", ""))}
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        return {"steps": [{"tool": "describe", "args": {"table": name}} for name in missing]}
+    return {"steps": [{"tool": "query", "args": {"sql": sql_for(task, parts["described"])}}]}
+
+
+def fix_sql(parts: dict[str, str]) -> dict[str, Any]:
+    """A corrected query from the fresh schemas; a refused write cannot be fixed."""
+    if re.search(r"\brefused\b|only reading|read-only", parts.get("error", ""), re.I):
+        return {"sql": ""}
+    task = parts.get("task", "")
+    return {"sql": sql_for(task, parts.get("described", "")) if parts.get("described") else ""}
+
+
+def route(message: str, parts: dict[str, str]) -> dict[str, Any]:
+    """The PA's routing decision."""
+    experts = dict(re.findall(r"^- ([\w-]+): (.*)$", parts.get("experts", ""), re.M))
+    if "eras" in experts and DOMAIN.search(message):
+        return {"expert": "eras", "task": message.strip(),
+                "reason": "the question is about the eras database",
+                "thinking": "Let me look that up in the eras database…"}
+    named = next((name for name in experts if re.search(r"\b" + re.escape(name) + r"\b",
+                                                         message, re.I)), "")
+    if named:
+        return {"expert": named, "task": message.strip(), "reason": f"it names {named}",
+                "thinking": f"Let me ask the {named} expert…"}
+    return {"expert": "", "task": message.strip(), "reason": "I can answer this myself"}
 
 
 # --- think -------------------------------------------------------------------
@@ -374,12 +502,19 @@ def _your(fact: str) -> str:
                   flags=re.I)
 
 
-def think(message: str, parts: dict[str, str]) -> str:
-    """The thinker's answer (text, optionally a BUTTONS line) or a `TOOL` line."""
+def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
+    """The thinker's (or PA's) answer (text, maybe a BUTTONS line) or a `TOOL` line."""
     if parts.get("plan") == "query" and parts.get("database schema"):
-        return f"TOOL query_db: {sql_for(message, parts['database schema'])}"
+        sql = sql_for(message, parts["database schema"])
+        if sql:
+            return f"TOOL query_db: {sql}"
+        names = ", ".join(t.name for t in parse_schema(parts["database schema"]))
+        return f"I could not tell which table that is about. The tables are: {names}."
     memory = _json(parts.get("memory", ""))
     kind = _machine_kind(message)
+    if kind and not machines:
+        return (f"I can't make a {kind} here: machines live in the v3-framed graph. "
+                "Switch to it and ask again.")
     if kind and RESET.search(message):
         return f"Done — the {kind} is back at its start."
     if kind and DESTROY.search(message):
@@ -547,7 +682,19 @@ def respond(request: LLMRequest) -> str:
     message = parts.get("message", user)
     node = role.group(1).lower() if role else ""
     if node == "input":
-        return json.dumps(perceive(message))
+        options = re.search(r'"route": "([a-z_]+)\|([a-z_]+)"', system)
+        return json.dumps(perceive(message, options.groups() if options else ("reflex",
+                                                                              "director")))
+    if node == "pa":
+        if parts.get("mode") == "answer":
+            return think(message, parts, machines=False)
+        return json.dumps(route(message, parts))
+    if node == "planner":
+        return json.dumps(plan_steps(parts))
+    if node == "fixer":
+        return json.dumps(fix_sql(parts))
+    if node == "answerer":
+        return interpret(parts)
     if node == "director":
         return json.dumps(direct(message, parts))
     if node == "thinker":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from graphs.spec import GraphSpec, NodeSpec
 from runtime.errors import LLMError
+from runtime.events import ProgressEvent
 from runtime.llm.base import ChatMessage, Completion, LLMProvider, LLMRequest
 from runtime.types import HudEvent, HudEventType, LLMCallRecord
 
@@ -38,6 +39,8 @@ class Turn:
     """The UI state before this message."""
     now: datetime
     """The time the message arrived."""
+    experts: Mapping[str, Any] = field(default_factory=dict)
+    """Per-expert conversation state (schema caches), keyed by the expert's node id."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class EngineEnv:
     """Monotonic seconds."""
     frame_limit: int = 12
     """Frames after which a message is stopped."""
+    on_progress: Callable[[ProgressEvent], Awaitable[None]] | None = None
+    """Receives progress the user sees (thinking messages, tool calls, processes)."""
 
 
 @dataclass(frozen=True)
@@ -124,16 +129,34 @@ class NodeContext:
             )
         )
 
+    async def progress(self, kind: str, text: str, **fields: Any) -> None:
+        """Tell the user what is happening (also a HUD `progress` event)."""
+        event = ProgressEvent(message_id=self.turn.message_id, node=self.spec.id, kind=kind,
+                              text=text, **fields)
+        await self.emit(HudEventType.PROGRESS, {k: v for k, v in event.as_dict().items()
+                                                if k not in {"type", "message_id", "node"}})
+        if self.env.on_progress is not None:
+            await self.env.on_progress(event)
+
+    def latest_answer(self) -> tuple[str, str]:
+        """(node id, answer) of the most recent node that wrote an answer; ("", "") if none."""
+        found = ("", "")
+        for node_id, output in self.outputs.items():  # commit order: frame, then graph order
+            if output.get("answer"):
+                found = (node_id, str(output["answer"]))
+        return found
+
     async def delta(self, text: str) -> None:
         """Stream a piece of the answer to the user."""
         if text:
             await self.env.on_delta(text)
 
-    def request(self, user: str, *, json_output: bool = False) -> LLMRequest:
-        """A request with this node's prompt as system message and `user` as the user's."""
+    def request(self, user: str, *, json_output: bool = False, prompt: str = "prompt"
+                ) -> LLMRequest:
+        """A request with the node's prompt (config key `prompt`) as system message."""
         return LLMRequest(
             messages=(
-                ChatMessage(role="system", content=str(self.config.get("prompt", ""))),
+                ChatMessage(role="system", content=str(self.config.get(prompt, ""))),
                 ChatMessage(role="user", content=user),
             ),
             model=str(self.config.get("model") or self.env.default_model),
@@ -141,23 +164,24 @@ class NodeContext:
             json_output=json_output,
         )
 
-    async def complete(self, user: str) -> str:
+    async def complete(self, user: str, *, prompt: str = "prompt") -> str:
         """Ask the model for a whole answer to `user` under this node's prompt."""
-        request = self.request(user)
+        request = self.request(user, prompt=prompt)
         completion = await self.env.llm.complete(request)
         self.calls.append((request, completion))
         return completion.text
 
-    async def complete_json(self, user: str) -> dict[str, Any]:
+    async def complete_json(self, user: str, *, prompt: str = "prompt") -> dict[str, Any]:
         """Ask the model for one JSON object; LLMError if it does not give one."""
-        request = self.request(user, json_output=True)
+        request = self.request(user, json_output=True, prompt=prompt)
         completion = await self.env.llm.complete(request)
         self.calls.append((request, completion))
         return parse_json_object(completion.text)
 
-    async def stream(self, user: str, on_delta: Callable[[str], Awaitable[None]]) -> str:
+    async def stream(self, user: str, on_delta: Callable[[str], Awaitable[None]], *,
+                     prompt: str = "prompt") -> str:
         """Ask the model for an answer, passing each piece to `on_delta`."""
-        request = self.request(user)
+        request = self.request(user, prompt=prompt)
         completion = await self.env.llm.stream(request, on_delta)
         self.calls.append((request, completion))
         return completion.text

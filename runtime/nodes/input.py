@@ -10,10 +10,18 @@ ROUTES = ("reflex", "director")
 
 
 class InputNode(Node):
-    """Perceives intent, language, tone and topic; routes to reflex or the director."""
+    """Perceives intent, language, tone and topic; routes to reflex or the next node.
+
+    The routes come from the node's config (`routes`, default reflex and
+    director; v4-eras uses reflex and pa). The last one is the careful path.
+    """
 
     type_name = "input"
-    routes = ROUTES
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The routes this input node may choose."""
+        return tuple(self.spec.config.get("routes") or ROUTES)
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Ask the model for a perception and validate its route."""

@@ -15,12 +15,7 @@ class MemorizerNode(Node):
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Return the merged memory and which fields changed."""
         current = memory_normalize(dict(ctx.turn.memory))
-        answer = ""
-        for source in ("interpreter", "thinker"):
-            upstream = ctx.latest(source)
-            if upstream and upstream.get("answer"):
-                answer = upstream["answer"]
-                break
+        _, answer = ctx.latest_answer()
         proposal = await ctx.complete_json(
             sections(memory=current, message=ctx.turn.message, answer=answer)
         )

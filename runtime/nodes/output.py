@@ -8,17 +8,16 @@ from runtime.types import HudEventType
 
 
 class OutputNode(Node):
-    """Takes the interpreter's or thinker's answer, or answers a reflex message itself."""
+    """Delivers the answer the last answering node wrote, or answers a reflex message itself."""
 
     type_name = "output"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Return the final answer text."""
-        for source in ("interpreter", "thinker"):
-            upstream = ctx.latest(source)
-            if upstream is not None and upstream.get("answer"):
-                return NodeResult(output={"text": upstream["answer"], "source": source},
-                                  decision=f"from {source}")
+        source, answer = ctx.latest_answer()
+        if answer:
+            return NodeResult(output={"text": answer, "source": source},
+                              decision=f"from {source}")
         await ctx.emit(HudEventType.STREAMING)
         text = await ctx.stream(
             sections(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from io import StringIO
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -14,7 +16,10 @@ from runtime.eras_demo import (
     ERAS_SCHEMA_VERSION,
     TABLES,
     build_eras_database,
+    eras_rows,
+    load_eras_into_postgres,
     read_eras_meta,
+    read_postgres_eras_state,
 )
 
 
@@ -208,3 +213,73 @@ def test_make_eras_rejects_a_non_sqlite_url(settings):
         _make_eras()
     assert "ERAS_DATABASE_URL points elsewhere" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+def test_make_eras_url_must_be_postgres_or_sqlite(tmp_path):
+    """--url takes a postgres:// or sqlite:/// URL; a sqlite:/// one works like --path."""
+    with pytest.raises(CommandError, match="--url must be a postgres://"):
+        _make_eras(url="mysql://u:secret@host/eras")
+    path = tmp_path / "eras.sqlite3"
+    assert "built eras demo database" in _make_eras(url=f"sqlite:///{path}")
+    assert read_eras_meta(path) == (ERAS_SCHEMA_VERSION, 7)
+
+
+def _postgres_contents(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}
+
+
+def test_postgres_load_holds_exactly_the_sqlite_rows(built, empty_postgres_url):
+    """load_eras_into_postgres creates the same tables and rows as the SQLite build, seed included."""
+    path, counts = built
+    assert load_eras_into_postgres(empty_postgres_url) == counts
+    assert _postgres_contents(empty_postgres_url) == _contents(path)
+    assert read_postgres_eras_state(empty_postgres_url) == (
+        (ERAS_SCHEMA_VERSION, 7),
+        sorted([*TABLES, "eras_meta"]),
+    )
+    # Loading again replaces the tables rather than adding rows or failing.
+    assert load_eras_into_postgres(empty_postgres_url, seed=8) == {
+        t: len(rows) for t, rows in eras_rows(8).items()
+    }
+    assert read_postgres_eras_state(empty_postgres_url)[0] == (ERAS_SCHEMA_VERSION, 8)
+
+
+def test_postgres_load_declares_keys_and_references(empty_postgres_url):
+    """The PostgreSQL tables carry the same PRIMARY KEY and REFERENCES as the SQLite ones."""
+    load_eras_into_postgres(empty_postgres_url)
+    with psycopg.connect(empty_postgres_url) as conn:
+        kinds = conn.execute(
+            "SELECT conrelid::regclass::text, contype, count(*) FROM pg_constraint "
+            "WHERE connamespace = 'public'::regnamespace AND contype IN ('p', 'f') "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    primary = {table for table, kind, _ in kinds if kind == "p"}
+    foreign = sum(n for _, kind, n in kinds if kind == "f")
+    assert primary == set(TABLES)
+    assert foreign == 8
+
+
+def test_make_eras_loads_postgres_then_is_up_to_date(empty_postgres_url):
+    """make_eras --url postgres://... loads the demo, then finds it current; the password never shows."""
+    first = _make_eras(url=empty_postgres_url)
+    assert "loaded eras demo data into" in first and "time_entries" in first
+    second = _make_eras(url=empty_postgres_url)
+    assert "eras demo database is up to date" in second
+    forced = _make_eras(url=empty_postgres_url, force=True, seed=3)
+    assert "(seed 3)" in forced
+    password = urlsplit(empty_postgres_url).password
+    if password:
+        assert f":{password}@" not in first + second + forced
+        assert ":***@" in first
+
+
+def test_make_eras_will_not_replace_foreign_postgres_tables(empty_postgres_url):
+    """A database holding a table named like the demo's, but no eras_meta, needs --force."""
+    with psycopg.connect(empty_postgres_url) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, precious TEXT)")
+    with pytest.raises(CommandError, match="is not an eras demo database; use --force"):
+        _make_eras(url=empty_postgres_url)
+    assert read_postgres_eras_state(empty_postgres_url) == (None, ["customers"])
+    _make_eras(url=empty_postgres_url, force=True)
+    assert read_postgres_eras_state(empty_postgres_url)[0] == (ERAS_SCHEMA_VERSION, 7)

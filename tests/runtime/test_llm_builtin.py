@@ -8,7 +8,7 @@ import json
 import pytest
 
 from runtime import machines as m
-from runtime.db import Column, ErasDatabase, TableSchema, check_read_only
+from runtime.db import Column, ErasDatabase, TableSchema
 from runtime.llm.base import ChatMessage, LLMRequest
 from runtime.llm.builtin import (
     BuiltinProvider,
@@ -27,6 +27,7 @@ from runtime.llm.builtin import (
 from runtime.nodes.base import sections as prompt_sections
 from runtime.nodes.interpreter import result_table
 from runtime.nodes.thinker import parse_answer
+from runtime.sqlguard import guard_sql
 
 
 def col(
@@ -262,14 +263,16 @@ def test_sql_for_questions(message, sql):
     """sql_for turns simple questions into one read-only SELECT over the described tables."""
     generated = sql_for(message, make_schema_text())
     assert generated == sql
-    assert check_read_only(generated) == sql
+    assert guard_sql(generated, dialect="sqlite").sql == sql
 
 
-def test_sql_for_unknown_table_lists_tables():
-    """A question about no described table asks for the table list instead."""
-    assert sql_for("how many invoices?", make_schema_text()).startswith(
-        "SELECT name FROM sqlite_master"
-    )
+def test_sql_for_unknown_table_gives_no_query():
+    """A question about no described table gets no query, and the thinker names the tables."""
+    assert sql_for("how many invoices?", make_schema_text()) == ""
+    answer = think("how many invoices?", {"plan": "query",
+                                          "database schema": make_schema_text()})
+    assert answer == ("I could not tell which table that is about. The tables are: "
+                      "customers, projects, time_entries.")
 
 
 def test_sql_for_runs_against_the_demo_database(settings):

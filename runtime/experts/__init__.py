@@ -1,0 +1,1 @@
+"""Experts: stateless specialists the PA routes to (plan, run tools, execute)."""

@@ -1,0 +1,192 @@
+"""The eras expert: a read-only SQL specialist on the eras database, DESCRIBE-first.
+
+It never queries a table it has not described in this conversation: the
+planner sees only table names and the schemas described so far; if it asks
+for descriptions, they run first and the planner is asked again with the
+DESCRIBE output (so a cold cache costs one more planning call, a warm one
+none). A query naming a table that is still undescribed gets it described
+before it runs, whatever the plan said. Described schemas are cached per
+conversation and dropped when the database changes or on request. A failing
+query is retried once, after describing its tables afresh, with the error in
+context; then the failure is told plainly. Every query runs as a process
+with a pid the user can cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from runtime.db import ErasDatabase
+from runtime.errors import DatabaseToolError, QueryCancelled
+from runtime.experts.base import Expert, ExpertRun, parse_plan
+from runtime.nodes.base import NodeContext, sections
+from runtime.nodes.interpreter import result_table
+from runtime.processes import process_run
+from runtime.sqlguard import guard_sql
+from runtime.types import HudEventType, ToolCall, ToolResult
+
+RESULT_ROWS_KEPT = 50
+
+
+def database_identity(db: ErasDatabase) -> str:
+    """A short fingerprint of the database a cache belongs to (no credentials in it)."""
+    return hashlib.sha256(db.url.encode()).hexdigest()[:16]
+
+
+def described(run: ExpertRun) -> dict[str, str]:
+    """The schemas described in this conversation: table -> DESCRIBE text."""
+    return run.state.setdefault("schemas", {})
+
+
+class ErasExpert(Expert):
+    """Answers questions about the eras database with read-only SQL."""
+
+    type_name = "eras_expert"
+    tools = {
+        "describe": "describe(table: str) -> the table's columns, keys, references and row count",
+        "query": "query(sql: str) -> the rows of one read-only SELECT (row- and time-limited)",
+    }
+
+    async def plan(self, ctx: NodeContext, run: ExpertRun) -> list[ToolCall]:
+        """Ask for a plan; run the descriptions it needs first and ask again with them."""
+        db = ctx.env.database()
+        identity = database_identity(db)
+        if run.state.get("db") != identity:
+            run.state.clear()
+            run.state["db"] = identity
+        try:
+            tables = await asyncio.to_thread(db.tables)
+        except DatabaseToolError as exc:
+            run.results.append(ToolResult(tool="tables", args={}, ok=False, data={},
+                                          error=str(exc)))
+            return []
+        run.state["tables"] = tables
+        steps = await self._ask_plan(ctx, run, tables)
+        wanted = [c for c in steps if c.tool == "describe"
+                  and c.args.get("table") not in described(run)]
+        if wanted:
+            run.planned += len(wanted)
+            for call in wanted:
+                await self.call(ctx, run, call)
+            steps = await self._ask_plan(ctx, run, tables)
+        return [c for c in steps if c.tool == "query"]
+
+    async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str]
+                        ) -> list[ToolCall]:
+        raw = await ctx.complete_json(sections(
+            task=run.task,
+            tools="\n".join(f"- {sig}" for sig in self.tools.values()),
+            tables=", ".join(tables),
+            described="\n".join(described(run).values()) or "(none yet)",
+        ))
+        return parse_plan(raw, self.tools)
+
+    def step_text(self, call: ToolCall) -> str:
+        """`describe customers` / `query: SELECT ...`."""
+        if call.tool == "describe":
+            return f"describe {call.args.get('table', '?')}"
+        return f"query: {call.args.get('sql', '')}"
+
+    async def run_tool(self, ctx: NodeContext, run: ExpertRun, call: ToolCall) -> ToolResult:
+        """Describe a table (and cache it) or run a query as a process."""
+        db = ctx.env.database()
+        if call.tool == "describe":
+            table = str(call.args.get("table", ""))
+            try:
+                schema = await asyncio.to_thread(db.describe, table)
+            except DatabaseToolError as exc:
+                return ToolResult(tool="describe", args={"table": table}, ok=False, data={},
+                                  error=str(exc))
+            described(run)[table] = schema.as_text()
+            return ToolResult(tool="describe", args={"table": table}, ok=True,
+                              data={"schema": schema.as_text(), "row_count": 0})
+        return await self._query(ctx, run, db, str(call.args.get("sql", "")))
+
+    async def _query(self, ctx: NodeContext, run: ExpertRun, db: ErasDatabase, sql: str
+                     ) -> ToolResult:
+        args = {"sql": sql}
+        try:
+            guarded = guard_sql(sql, dialect=db.dialect)
+        except DatabaseToolError as exc:
+            return ToolResult(tool="query", args=args, ok=False, data={}, error=str(exc))
+        for table in guarded.tables:
+            if table not in described(run):
+                # DESCRIBE-first holds even when the plan skipped the description.
+                run.planned += 1
+                result = await self.call(ctx, run, ToolCall("describe", {"table": table}))
+                if not result.ok:
+                    return ToolResult(tool="query", args=args, ok=False, data={},
+                                      error=result.error)
+
+        async def announce(pid: str) -> None:
+            await ctx.progress("process", f"running query {pid}", pid=pid, status="running")
+
+        try:
+            pid, result = await process_run(
+                conversation_id=ctx.turn.conversation_id, message_id=ctx.turn.message_id,
+                node=self.spec.id, description=guarded.sql,
+                work=lambda handle: db.query(guarded.sql, handle=handle), on_start=announce)
+        except QueryCancelled:
+            await ctx.progress("process", "query cancelled", status="cancelled")
+            return ToolResult(tool="query", args=args, ok=False, data={"cancelled": True},
+                              error="the query was cancelled")
+        except DatabaseToolError as exc:
+            return ToolResult(tool="query", args=args, ok=False, data={}, error=str(exc))
+        await ctx.progress("process", f"query {pid} done: {len(result.rows)} rows", pid=pid,
+                           status="done")
+        return ToolResult(tool="query", args=args, ok=True, pid=pid, data={
+            "columns": list(result.columns),
+            "rows": [list(row) for row in result.rows[:RESULT_ROWS_KEPT]],
+            "row_count": len(result.rows),
+            "truncated": result.truncated,
+        })
+
+    async def recover(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
+                      failed: ToolResult) -> ToolResult:
+        """Retry a failed query once: describe its tables afresh, then ask for a fix."""
+        if call.tool != "query" or failed.data.get("cancelled") or call.args.get("retry"):
+            return failed
+        db = ctx.env.database()
+        try:
+            tables = guard_sql(str(call.args.get("sql", "")), dialect=db.dialect).tables
+        except DatabaseToolError:
+            tables = ()
+        for table in tables:
+            # A stale cached description is a common reason a query fails: describe afresh.
+            described(run).pop(table, None)
+            run.planned += 1
+            await self.call(ctx, run, ToolCall("describe", {"table": table}))
+        await ctx.emit(HudEventType.THINKING, {"retry": True, "error": failed.error})
+        raw = await ctx.complete_json(sections(
+            task=run.task,
+            described="\n".join(described(run).values()) or "(none)",
+            failed_sql=call.args.get("sql", ""),
+            error=failed.error,
+        ), prompt="fix_prompt")
+        sql = str(raw.get("sql") or "").strip()
+        if not sql:
+            return failed
+        run.planned += 1
+        return await self.call(ctx, run, ToolCall("query", {"sql": sql, "retry": True}))
+
+    async def execute(self, ctx: NodeContext, run: ExpertRun) -> str:
+        """Stream the answer from the last query's rows, or say plainly what went wrong."""
+        last = run.results[-1] if run.results else None
+        if last is None or not last.ok:
+            if last is not None and last.data.get("cancelled"):
+                answer = "I stopped the query, as you asked. Nothing else was changed."
+            elif last is not None:
+                answer = f"I could not answer that from the eras database: {last.error}"
+            else:
+                tables = ", ".join(run.state.get("tables", [])) or "none"
+                answer = ("I could not work out which part of the eras database that is "
+                          f"about. Its tables are: {tables}.")
+            await ctx.delta(answer)
+            return answer
+        await ctx.emit(HudEventType.STREAMING)
+        text = await ctx.stream(sections(
+            question=run.task, sql=last.args["sql"], result=result_table(last.data),
+        ), ctx.delta, prompt="execute_prompt")
+        return text.strip()
+

@@ -1,0 +1,228 @@
+"""The v4-eras graph: PA routing, the DESCRIBE-first eras expert, its cache, retry, processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from runtime import conversations as conv
+from runtime.models import Conversation, Process
+from runtime.processes import ProcessNotFound, process_cancel
+from runtime.types import HudEventType
+from tests.helpers import Events, make_user, send
+from tests.runtime.test_nodes import ScriptedModel
+
+V4_PATHS = [
+    ("hello", "input>output+memorizer+ui", 2),
+    ("what is my name?", "input>pa>output+memorizer+ui", 3),
+    ("how many customers are there?", "input>pa>eras>output+memorizer+ui", 4),
+]
+
+
+@pytest.fixture
+def v4(graphs, user):
+    """A conversation on v4-eras."""
+    c = conv.conversation_get_or_create(user=user)
+    conv.conversation_switch_graph(conversation_id=c.id, graph_name="v4-eras")
+    return c
+
+
+def record(result, node: str):
+    """The frame record of `node` in a result's trace."""
+    return next(r for r in result.trace.frames if r.node == node)
+
+
+def tool_calls(result) -> list[tuple[str, str]]:
+    """The eras expert's tool calls as (tool, table or sql)."""
+    return [(c["tool"], c["args"].get("table") or c["args"].get("sql"))
+            for c in record(result, "eras").output["tool_calls"]]
+
+
+@pytest.mark.parametrize(("message", "path", "frames"), V4_PATHS)
+def test_v4_path_has_fixed_frame_count(v4, message, path, frames):
+    """v4-eras paths always run the same frames: reflex 2, PA itself 3, PA → expert 4."""
+    result = send(v4.id, message)
+    assert not result.failed, result.answer
+    assert result.trace.path == path
+    assert result.trace.total_frames == frames
+
+
+def test_pa_routes_with_a_typed_decision(v4):
+    """The PA's decision names the expert, the task and the reason; small talk stays with it."""
+    routed = record(send(v4.id, "how many invoices are overdue?"), "pa").output
+    assert routed["expert"] == "eras"
+    assert routed["task"] == "how many invoices are overdue?"
+    assert "eras database" in routed["reason"]
+    itself = record(send(v4.id, "I'm feeling happy"), "pa").output
+    assert itself["expert"] == "" and itself["answer"].startswith("Glad to hear")
+
+
+def test_pa_unknown_expert_answers_itself(v4):
+    """A model naming an expert the graph does not have is answered by the PA, with the reason."""
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "astrology", "task": "stars", "reason": "why not"}),
+        "I can't help with the stars, sorry.",
+        json.dumps({}),
+    )
+    result = send(v4.id, "what do the stars say?", llm=model)
+    pa = record(result, "pa").output
+    assert pa["expert"] == "" and "unknown expert 'astrology'" in pa["reason"]
+    assert result.answer == "I can't help with the stars, sorry."
+    assert result.trace.total_frames == 3
+
+
+def test_describe_first_order_from_the_trace(v4):
+    """A table is described before it is queried; the HUD shows describe then query."""
+    events = Events()
+    result = send(v4.id, "how many customers are there?", events)
+    assert result.answer == "There are 120 customers."
+    assert tool_calls(result) == [("describe", "customers"),
+                                  ("query", "SELECT COUNT(*) AS count FROM customers")]
+    hud = [(e.data["tool"], e.data["step"]) for e in events.of_type("hud")
+           if e.event == HudEventType.TOOL_CALL]
+    assert hud == [("describe", 1), ("query", 2)]
+    assert record(result, "eras").llm.calls == 3  # plan, plan with DESCRIBE output, execute
+
+
+def test_join_describes_both_tables_first(v4):
+    """A question joining two tables describes both before the single query."""
+    result = send(v4.id, "which customers have the most projects?")
+    calls = tool_calls(result)
+    assert calls[:2] == [("describe", "customers"), ("describe", "projects")]
+    assert calls[2][0] == "query" and "JOIN projects" in calls[2][1]
+    assert "Summit Broadcasting" in result.answer
+
+
+def test_schema_cache_is_per_conversation_and_invalidated(v4, graphs):
+    """Described schemas are reused in the conversation, not in another; invalidation clears."""
+    send(v4.id, "how many customers are there?")
+    cached = Conversation.objects.get(pk=v4.id).expert_state["eras"]["schemas"]
+    assert list(cached) == ["customers"]
+    second = send(v4.id, "how many customers are in Berlin?")
+    assert tool_calls(second) == [
+        ("query", "SELECT COUNT(*) AS count FROM customers WHERE (city = 'Berlin' OR "
+                  "country = 'Berlin')")]
+    assert record(second, "eras").llm.calls == 2
+    assert second.answer == "There are 7 customers."
+    other = conv.conversation_get_or_create(user=make_user())
+    conv.conversation_switch_graph(conversation_id=other.id, graph_name="v4-eras")
+    assert tool_calls(send(other.id, "how many customers are there?"))[0] == (
+        "describe", "customers")
+    assert conv.conversation_invalidate_schemas(conversation_id=v4.id) == ["eras"]
+    assert tool_calls(send(v4.id, "how many customers are there?"))[0] == (
+        "describe", "customers")
+
+
+def test_cache_belongs_to_one_database(v4, settings, eras_path, tmp_path):
+    """Pointing the expert at another database drops the cached schemas."""
+    send(v4.id, "how many customers are there?")
+    copy = tmp_path / "copy.sqlite3"
+    copy.write_bytes(eras_path.read_bytes())
+    settings.ERAS_DATABASE_URL = f"sqlite:///{copy}"
+    assert tool_calls(send(v4.id, "how many customers are there?"))[0] == (
+        "describe", "customers")
+
+
+def test_failing_query_is_retried_once_with_fresh_schema(v4):
+    """A query written from a stale description fails, is re-described and retried, and works."""
+    Conversation.objects.filter(pk=v4.id).update(expert_state={"eras": {
+        "db": record(send(v4.id, "how many employees are there?"), "eras")
+        .output["expert_state"]["db"],
+        "schemas": {"employees": "employees(60 rows)\n  id INTEGER primary key\n"
+                                 "  fullname TEXT\n  pay_rate REAL"}}})
+    result = send(v4.id, "top 3 employees by pay rate")
+    calls = tool_calls(result)
+    assert calls[0] == ("query",
+                        "SELECT id, fullname, pay_rate FROM employees ORDER BY pay_rate DESC "
+                        "LIMIT 3")
+    assert calls[1] == ("describe", "employees")
+    assert calls[2][0] == "query" and "hourly_rate" in calls[2][1]
+    first = record(result, "eras").output["tool_calls"][0]
+    assert not first["ok"] and "fullname" in first["error"]
+    assert "Jonas Rossi" in result.answer
+
+
+def test_refused_write_is_reported_plainly_and_nothing_changes(v4, eras_path):
+    """A write the model attempts is refused by the read-only layers and told as it is."""
+    before = eras_path.read_bytes()
+    result = send(v4.id, "delete all customers")
+    assert not result.failed
+    assert result.answer.startswith("I could not answer that from the eras database: ")
+    assert "DELETE" in result.answer
+    calls = record(result, "eras").output["tool_calls"]
+    assert [c["tool"] for c in calls] == ["query"]
+    assert eras_path.read_bytes() == before
+    assert "There are 120 customers." == send(v4.id, "how many customers are there?").answer
+
+
+def test_progress_events_in_order(v4):
+    """The PA's thinking message, then one progress event per tool call, then the process."""
+    events = Events()
+    result = send(v4.id, "how many projects are active?", events)
+    progress = [(e.kind, e.step, e.total, e.status) for e in events.of_type("progress")]
+    assert progress == [("thinking", 0, 0, ""), ("tool", 1, 1, ""), ("tool", 2, 2, ""),
+                        ("process", 0, 0, "running"), ("process", 0, 0, "done")]
+    first_delta = events.items.index(events.of_type("delta")[0])
+    assert all(events.items.index(p) < first_delta for p in events.of_type("progress"))
+    pids = {e.pid for e in events.of_type("progress") if e.kind == "process"}
+    process = Process.objects.get(pid=pids.pop())
+    assert process.status == "done" and "projects" in process.description
+    assert result.answer == "There are 157 projects."
+
+
+def test_cancel_process_stops_the_query(v4, settings):
+    """cancel_process stops a running query; the answer says so and the trace records it."""
+    settings.ERAS_TIME_LIMIT_S = 60
+    heavy = ("SELECT COUNT(*) FROM time_entries a, time_entries b, time_entries c")
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "count everything", "reason": "db"}),
+        json.dumps({"steps": [{"tool": "describe", "args": {"table": "time_entries"}}]}),
+        json.dumps({"steps": [{"tool": "query", "args": {"sql": heavy}}]}),
+        json.dumps({}),
+    )
+    events = Events()
+    cancelled = []
+
+    async def on_event(event) -> None:
+        await events(event)
+        if event.type == "progress" and event.kind == "process" and event.status == "running":
+            await database_sync_to_async(process_cancel)(conversation_id=v4.id, pid=event.pid)
+            cancelled.append(event.pid)
+
+    result = send(v4.id, "count everything", on_event, llm=model)
+    assert result.answer == "I stopped the query, as you asked. Nothing else was changed."
+    last = record(result, "eras").output["tool_calls"][-1]
+    assert last["data"] == {"cancelled": True} and last["error"] == "the query was cancelled"
+    assert Process.objects.get(pid=cancelled[0]).status == "cancelled"
+    with pytest.raises(ProcessNotFound, match="already ended"):
+        process_cancel(conversation_id=v4.id, pid=cancelled[0])
+
+
+def test_cancel_is_scoped_to_the_conversation(v4):
+    """Another conversation's pid, or an unknown one, is refused clearly."""
+    send(v4.id, "how many customers are there?")
+    pid = Process.objects.get(conversation=v4).pid
+    stranger = conv.conversation_get_or_create(user=make_user())
+    with pytest.raises(ProcessNotFound, match="no process"):
+        process_cancel(conversation_id=stranger.id, pid=pid)
+
+
+def test_switching_graphs_keeps_memory_and_history(conversation):
+    """A conversation moved from v3-framed to v4-eras and back keeps its memory and history."""
+    send(conversation.id, "my name is Ada")
+    conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="v4-eras")
+    result = send(conversation.id, "what is my name?")
+    assert result.answer == "Your name is Ada." and result.trace.total_frames == 3
+    conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
+    assert send(conversation.id, "what is my name?").trace.total_frames == 4
+    assert len(conv.conversation_state(conversation_id=conversation.id).history) == 6
+
+
+def test_machines_are_not_promised_on_v4(v4):
+    """v4-eras has no director: asked for a counter, the PA says where machines live."""
+    result = send(v4.id, "give me a counter")
+    assert "v3-framed" in result.answer and result.controls == []
