@@ -71,8 +71,12 @@ def process_cancel(*, conversation_id: int, pid: str) -> Process:
 async def process_run(
     *, conversation_id: int, message_id: str, node: str, description: str,
     work: Callable[[QueryHandle], T], on_start: Callable[[str], Any] | None = None,
+    on_tick: Callable[[str, float], Any] | None = None, tick_s: float = 1.0,
 ) -> tuple[str, T]:
     """Run `work(handle)` in a thread as a process; return (pid, its result).
+
+    `on_start(pid)` is awaited once the process exists; `on_tick(pid, elapsed_s)`
+    every `tick_s` seconds while it runs, so a long query shows progress.
 
     Raises QueryCancelled if the process was cancelled (by `process_cancel` or
     because the calling task was cancelled), and whatever `work` raised
@@ -84,12 +88,17 @@ async def process_run(
     if on_start is not None:
         await on_start(pid)
     handle = QueryHandle()
+    loop = asyncio.get_running_loop()
+    started = next_tick = loop.time()
     task = asyncio.ensure_future(asyncio.to_thread(work, handle))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=POLL_S)
             if done:
                 break
+            if on_tick is not None and loop.time() - next_tick >= tick_s:
+                next_tick = loop.time()
+                await on_tick(pid, next_tick - started)
             if await database_sync_to_async(process_cancel_requested)(pid=pid):
                 handle.cancel()
                 await asyncio.wait({task})
@@ -103,6 +112,8 @@ async def process_run(
         # The message itself was cancelled: stop the query too, then record it.
         handle.cancel()
         await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # the work's own ending (QueryCancelled) is superseded by ours
         await database_sync_to_async(process_finish)(pid=pid, status=Process.Status.CANCELLED,
                                                      detail="the message was cancelled")
         raise

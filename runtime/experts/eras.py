@@ -122,11 +122,16 @@ class ErasExpert(Expert):
         async def announce(pid: str) -> None:
             await ctx.progress("process", f"running query {pid}", pid=pid, status="running")
 
+        async def still_running(pid: str, elapsed: float) -> None:
+            await ctx.progress("process", f"query {pid} still running ({elapsed:.0f} s)",
+                               pid=pid, status="running")
+
         try:
             pid, result = await process_run(
                 conversation_id=ctx.turn.conversation_id, message_id=ctx.turn.message_id,
                 node=self.spec.id, description=guarded.sql,
-                work=lambda handle: db.query(guarded.sql, handle=handle), on_start=announce)
+                work=lambda handle: db.query(guarded.sql, handle=handle), on_start=announce,
+                on_tick=still_running)
         except QueryCancelled:
             await ctx.progress("process", "query cancelled", status="cancelled")
             return ToolResult(tool="query", args=args, ok=False, data={"cancelled": True},
