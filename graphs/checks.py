@@ -35,7 +35,7 @@ def check_stored_graphs(app_configs=None, databases=None, **kwargs) -> list[chec
     """Every stored graph validates (run with `manage.py check --database default`)."""
     if not databases:
         return []
-    from django.db import connections
+    from django.db import DatabaseError, connections
 
     from graphs.models import Graph
     from graphs.selectors import graph_spec_from_row
@@ -45,7 +45,13 @@ def check_stored_graphs(app_configs=None, databases=None, **kwargs) -> list[chec
         # `migrate` runs database checks before the tables exist.
         if Graph._meta.db_table not in connections[alias].introspection.table_names():
             return []
-    for graph in Graph.objects.prefetch_related("nodes", "edges"):
+    try:
+        graphs = list(Graph.objects.prefetch_related("nodes", "edges"))
+    except DatabaseError as exc:
+        return [checks.Warning(
+            f"stored graphs were not checked: {exc}", id="graphs.W001",
+            hint="Run `python manage.py migrate`.")]
+    for graph in graphs:
         spec = graph_spec_from_row(graph=graph)
         messages.extend(
             _as_messages(validate_spec(spec, node_types=node_type_names()), f"graph {graph.name}")

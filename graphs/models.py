@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -11,7 +12,12 @@ class Graph(models.Model):
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
     builtin = models.BooleanField(default=False, help_text="Loaded from a file in graphs/builtin.")
-    digest = models.CharField(max_length=64, blank=True, help_text="Hash of the loaded definition.")
+    digest = models.CharField(max_length=64, blank=True,
+                              help_text="Hash of the stored definition.")
+    file_digest = models.CharField(
+        max_length=64, blank=True,
+        help_text="Hash of the built-in file version last loaded; differs from `digest` "
+                  "once the graph is edited here.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -55,3 +61,25 @@ class GraphEdge(models.Model):
     def __str__(self) -> str:
         suffix = f" [{self.condition}]" if self.condition else ""
         return f"{self.source} -> {self.target}{suffix}"
+
+
+class GraphRevision(models.Model):
+    """A saved version of a graph, in the file format: every save keeps one."""
+
+    graph = models.ForeignKey(Graph, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    data = models.JSONField()
+    digest = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="+")
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["graph", "number"], name="graphs_revision_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.graph.name} r{self.number}"

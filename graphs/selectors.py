@@ -46,3 +46,27 @@ def graph_list_with_counts() -> list[Graph]:
             node_count=Count("nodes", distinct=True), edge_count=Count("edges", distinct=True)
         ).order_by("name")
     )
+
+
+def graph_revision_diff(*, graph: Graph, a: int, b: int) -> list[tuple[str, str]]:
+    """A unified diff between two revisions' JSON, as (kind, line) with kind in
+    `add`, `del`, `hunk` or `same`; GraphError names a missing revision."""
+    import difflib
+    import json
+
+    revisions = {r.number: r for r in graph.revisions.filter(number__in=[a, b])}
+    for number in (a, b):
+        if number not in revisions:
+            raise GraphError(f"graph {graph.name!r} has no revision {number}")
+
+    def lines(number: int) -> list[str]:
+        return json.dumps(revisions[number].data, indent=2, ensure_ascii=False).splitlines()
+
+    out = []
+    for line in difflib.unified_diff(lines(a), lines(b), f"revision {a}", f"revision {b}",
+                                     lineterm="", n=3):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+        out.append((kind, line))
+    return out

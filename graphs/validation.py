@@ -21,6 +21,12 @@ class Problem:
     """How to fix it."""
     field: str
     """Where it is: `nodes`, `edges` or `name`."""
+    node: str = ""
+    """The node at fault, if one is."""
+    edge: int = -1
+    """The index of the edge at fault in `spec.edges`, if one is."""
+    attr: str = ""
+    """The attribute at fault: node_id, type, config, source, target or condition."""
 
 
 def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Problem]:
@@ -31,52 +37,45 @@ def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Probl
     seen: set[str] = set()
     for node_id in ids:
         if node_id in seen:
-            problems.append(
-                Problem("graphs.E007", f"{g}: duplicate node id {node_id!r}",
-                        "Give every node a unique id.", "nodes")
-            )
+            problems.append(Problem("graphs.E007", f"{g}: duplicate node id {node_id!r}",
+                                    "Give every node a unique id.", "nodes",
+                                    node=node_id, attr="node_id"))
         seen.add(node_id)
     for node in spec.nodes:
         if node.type not in node_types:
-            problems.append(
-                Problem("graphs.E002", f"{g}: node {node.id!r} has unknown type {node.type!r}",
-                        f"Use one of: {', '.join(sorted(node_types))}.", "nodes")
-            )
+            problems.append(Problem(
+                "graphs.E002", f"{g}: node {node.id!r} has unknown type {node.type!r}",
+                f"Use one of: {', '.join(sorted(node_types))}.", "nodes",
+                node=node.id, attr="type"))
         temperature = node.config.get("temperature")
         if temperature is not None and (isinstance(temperature, bool)
                                         or not isinstance(temperature, int | float)):
-            problems.append(
-                Problem("graphs.E008", f"{g}: node {node.id!r}: temperature must be a number",
-                        "Write e.g. 0.2.", "nodes")
-            )
-    for edge in spec.edges:
-        for end in (edge.source, edge.target):
+            problems.append(Problem(
+                "graphs.E008", f"{g}: node {node.id!r}: temperature must be a number",
+                "Write e.g. 0.2.", "nodes", node=node.id, attr="config"))
+    for index, edge in enumerate(spec.edges):
+        for attr, end in (("source", edge.source), ("target", edge.target)):
             if end not in seen:
-                problems.append(
-                    Problem("graphs.E001",
-                            f"{g}: dangling edge {edge.source} -> {edge.target}: "
-                            f"no node {end!r}",
-                            "Point the edge at an existing node or add the node.", "edges")
-                )
+                problems.append(Problem(
+                    "graphs.E001",
+                    f"{g}: dangling edge {edge.source} -> {edge.target}: no node {end!r}",
+                    "Point the edge at an existing node or add the node.", "edges",
+                    edge=index, attr=attr))
         try:
             parse_condition(edge.condition)
         except GraphError as exc:
-            problems.append(
-                Problem("graphs.E006", f"{g}: edge {edge.source} -> {edge.target}: {exc}",
-                        "Fix the condition syntax.", "edges")
-            )
+            problems.append(Problem(
+                "graphs.E006", f"{g}: edge {edge.source} -> {edge.target}: {exc}",
+                "Fix the condition syntax.", "edges", edge=index, attr="condition"))
     inputs = [node.id for node in spec.nodes if node.type == "input"]
     if len(inputs) != 1:
-        problems.append(
-            Problem("graphs.E005",
-                    f"{g}: needs exactly one input node, found {len(inputs)}",
-                    "Add one node of type `input` (where every message enters).", "nodes")
-        )
+        problems.append(Problem(
+            "graphs.E005", f"{g}: needs exactly one input node, found {len(inputs)}",
+            "Add one node of type `input` (where every message enters).", "nodes"))
     if not any(node.type == "output" for node in spec.nodes):
-        problems.append(
-            Problem("graphs.E004", f"{g}: missing output node",
-                    "Add a node of type `output` (where every answer leaves).", "nodes")
-        )
+        problems.append(Problem(
+            "graphs.E004", f"{g}: missing output node",
+            "Add a node of type `output` (where every answer leaves).", "nodes"))
     if len(inputs) == 1:
         reachable = {inputs[0]}
         frontier = [inputs[0]]
@@ -88,9 +87,8 @@ def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Probl
                     frontier.append(edge.target)
         for node_id in ids:
             if node_id not in reachable:
-                problems.append(
-                    Problem("graphs.E003", f"{g}: node {node_id!r} is unreachable from "
-                            f"{inputs[0]!r}",
-                            "Add an edge leading to it, or remove it.", "nodes")
-                )
+                problems.append(Problem(
+                    "graphs.E003", f"{g}: node {node_id!r} is unreachable from {inputs[0]!r}",
+                    "Add an edge leading to it, or remove it.", "nodes",
+                    node=node_id, attr="node_id"))
     return problems

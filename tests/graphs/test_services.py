@@ -123,19 +123,34 @@ def test_graph_save_invalid_keeps_the_stored_version():
 
 
 def test_graph_load_builtin_is_idempotent():
-    """Loading built-ins creates them, then leaves them unchanged; a stale digest updates."""
+    """Loading built-ins creates them, then leaves them unchanged while the files are the same."""
     names = builtin_names()
     assert "v3-framed" in names
     assert graph_load_builtin() == dict.fromkeys(names, "created")
     assert graph_load_builtin() == dict.fromkeys(names, "unchanged")
     assert Graph.objects.filter(builtin=True).count() == len(names)
-    Graph.objects.filter(name="v3-framed").update(digest="stale")
+
+
+def test_graph_load_builtin_updates_when_the_file_changed():
+    """A built-in whose file changed since it was loaded, and that nobody edited, is updated."""
+    graph_load_builtin()
+    Graph.objects.filter(name="v3-framed").update(digest="old-file", file_digest="old-file")
     report = graph_load_builtin()
     assert report["v3-framed"] == "updated"
     assert [what for name, what in report.items() if name != "v3-framed"] == ["unchanged"] * (
-        len(names) - 1
+        len(builtin_names()) - 1
     )
-    assert Graph.objects.get(name="v3-framed").digest != "stale"
+    assert Graph.objects.get(name="v3-framed").digest != "old-file"
+    assert graph_load_builtin()["v3-framed"] == "unchanged"
+
+
+def test_graph_load_builtin_keeps_local_edits_unless_forced():
+    """A built-in edited here is not overwritten by a changed file, except with force."""
+    graph_load_builtin()
+    Graph.objects.filter(name="v3-framed").update(digest="local-edit", file_digest="old-file")
+    assert graph_load_builtin()["v3-framed"].startswith("kept local edits")
+    assert Graph.objects.get(name="v3-framed").digest == "local-edit"
+    assert graph_load_builtin(force=True)["v3-framed"] == "updated"
     assert graph_load_builtin()["v3-framed"] == "unchanged"
 
 
