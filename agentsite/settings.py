@@ -161,6 +161,8 @@ AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 300.0)
 # How many past messages the input node summarises as context.
 AGENTSITE_HISTORY_WINDOW = int(env.number("AGENTSITE_HISTORY_WINDOW", 12))
+# `manage.py prunetraces` deletes traces older than this many days unless told otherwise.
+AGENTSITE_TRACE_RETENTION_DAYS = env.number("AGENTSITE_TRACE_RETENTION_DAYS", 30.0)
 
 # The demo domain database: a generated SQLite file unless ERAS_DATABASE_URL is set.
 ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")

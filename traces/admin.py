@@ -1,32 +1,199 @@
-"""Read-only admin for traces (the full trace browser comes with the admin issue)."""
+"""The trace browser: a filterable read-only list of message traces and a page per trace."""
+
+from __future__ import annotations
+
+import re
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+from django.utils.timezone import localtime
 
-from traces.models import FrameRow, MessageTrace
+from traces.models import MessageTrace
+from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page
+
+# The changelist link "all traces of this conversation" filters by this lookup.
+CONVERSATION_LOOKUP = "conversation__id__exact"
 
 
-class FrameRowInline(admin.TabularInline):
-    model = FrameRow
-    extra = 0
-    can_delete = False
-    fields = ["frame", "node", "decision", "duration_ms", "prompt_tokens", "completion_tokens",
-              "error"]
-    readonly_fields = fields
+class TraceUserFilter(admin.SimpleListFilter):
+    """By the conversation's owner: the users who have conversations, or anonymous visitors."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+    title = "user"
+    parameter_name = "user"
+    ANONYMOUS = "anonymous"
+
+    def lookups(self, request, model_admin):
+        return [*trace_filter_users(), (self.ANONYMOUS, "anonymous")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == self.ANONYMOUS:
+            return queryset.filter(conversation__user__isnull=True)
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"user must be an id or {self.ANONYMOUS!r}")
+        return queryset.filter(conversation__user_id=int(value))
+
+
+class TraceErrorFilter(admin.SimpleListFilter):
+    """Traces whose message failed somewhere, or did not."""
+
+    title = "has error"
+    parameter_name = "has_error"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(error="")
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
 
 
 @admin.register(MessageTrace)
 class MessageTraceAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "graph", "path", "total_frames", "total_ms", "error"]
-    list_filter = ["graph"]
-    search_fields = ["message"]
-    list_select_related = ["conversation"]
-    inlines = [FrameRowInline]
+    """Read-only: traces are written by the pipeline; superusers may delete them."""
+
+    list_display = [
+        "created",
+        "owner",
+        "graph",
+        "frame_path",
+        "frames",
+        "ms",
+        "tokens",
+        "error_marker",
+        "message_text",
+    ]
+    list_display_links = ["created", "message_text"]
+    list_filter = [
+        "graph",
+        "path",
+        TraceUserFilter,
+        TraceErrorFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["message", "answer"]
+    # One joined query for the page's rows, however many there are.
+    list_select_related = ["conversation__user"]
+    # An unfiltered count is one query; a filtered one would need a second, full one.
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ["-created_at", "-id"]
+    change_list_template = "admin/traces/messagetrace/change_list.html"
+    trace_template = "admin/traces/messagetrace/trace.html"
+
+    def get_queryset(self, request):
+        # Annotated so that the tokens column sorts in the database.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(tokens_total=F("prompt_tokens") + F("completion_tokens"))
+        )
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, trace: MessageTrace) -> str:
+        # To the second: several traces a minute are common, a locale's long date is not.
+        return date_format(localtime(trace.created_at), "Y-m-d H:i:s")
+
+    @admin.display(description="user", ordering="conversation__user__username")
+    def owner(self, trace: MessageTrace) -> str:
+        user = trace.conversation.user
+        return user.get_username() if user else "anonymous"
+
+    @admin.display(description="path", ordering="path")
+    def frame_path(self, trace: MessageTrace) -> str:
+        # A path has no spaces; let the browser wrap it between nodes, not inside a name.
+        return format_html_join("", "{}<wbr>", ((part,) for part in _path_parts(trace.path)))
+
+    @admin.display(description="frames", ordering="total_frames")
+    def frames(self, trace: MessageTrace) -> int:
+        return trace.total_frames
+
+    @admin.display(description="ms", ordering="total_ms")
+    def ms(self, trace: MessageTrace) -> str:
+        return f"{trace.total_ms:.1f}"
+
+    @admin.display(description="tokens", ordering="tokens_total")
+    def tokens(self, trace: MessageTrace) -> int:
+        return trace.prompt_tokens + trace.completion_tokens
+
+    @admin.display(description="error")
+    def error_marker(self, trace: MessageTrace) -> str:
+        if not trace.error:
+            return ""
+        return format_html(
+            '<strong class="trace-error" title="{}">&#9888; error</strong>',
+            Truncator(trace.error).chars(300),
+        )
+
+    @admin.display(description="message")
+    def message_text(self, trace: MessageTrace) -> str:
+        return Truncator(trace.message).chars(60)
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # Django already allows a foreign key to a primary key; named here because
+        # the trace page links to it and the list shows it as a banner.
+        if lookup == CONVERSATION_LOOKUP:
+            return True
+        return super().lookup_allowed(lookup, value, request)
 
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def changelist_view(self, request, extra_context=None):
+        value = request.GET.get(CONVERSATION_LOOKUP, "")
+        context = dict(extra_context or {})
+        if value.isdigit():
+            # Named in a banner: an id in the filter sidebar would say nothing.
+            others = request.GET.copy()
+            others.pop(CONVERSATION_LOOKUP)
+            context |= {
+                "filter_conversation_id": int(value),
+                "filter_conversation": trace_filter_conversation(conversation_id=int(value)),
+                "filter_conversation_clear": f"?{others.urlencode()}",
+            }
+        return super().changelist_view(request, extra_context=context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The trace page: facts, a timeline and every frame record; nothing to change."""
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        page = trace_page(trace_id=int(object_id)) if object_id.isdigit() else None
+        if page is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        request.current_app = self.admin_site.name
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Trace {page.trace.id}",
+            "page": page,
+            "trace": page.trace,
+            "has_delete_permission": self.has_delete_permission(request, page.trace),
+            "conversation_filter": f"{CONVERSATION_LOOKUP}={page.trace.conversation_id}",
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.trace_template, context)
+
+
+def _path_parts(path: str) -> list[str]:
+    """`input>thinker+ui` as `["input>", "thinker+", "ui"]`: the places a path may wrap."""
+    return re.findall(r"[^>+]*[>+]|[^>+]+$", path)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from traces.models import MessageTrace
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+
+from runtime.models import Conversation
+from traces.models import FrameRow, MessageTrace
+
+# A bar narrower than this (percent of the timeline) could not be seen or hovered.
+TIMELINE_MIN_BAR_PCT = 0.5
 
 
 def trace_list_for_conversation(*, conversation_id: int, last: int = 20) -> QuerySet[MessageTrace]:
@@ -19,3 +29,167 @@ def trace_list_for_conversation(*, conversation_id: int, last: int = 20) -> Quer
 def trace_get(*, message_id: str) -> MessageTrace | None:
     """One trace by message id, with its frames."""
     return MessageTrace.objects.prefetch_related("frames").filter(message_id=message_id).first()
+
+
+@dataclass(frozen=True)
+class TimelineBar:
+    """One frame record drawn to scale on its trace's timeline."""
+
+    record: FrameRow
+    """The frame record the bar stands for."""
+    left_pct: float
+    """Where the bar starts, in percent of the timeline's width."""
+    width_pct: float
+    """How wide the bar is, in percent of the timeline's width (at least the minimum)."""
+
+    @property
+    def style(self) -> str:
+        """The bar's inline CSS position, independent of the locale's decimal separator."""
+        return f"left: {self.left_pct:.2f}%; width: {self.width_pct:.2f}%"
+
+    @property
+    def llm_style(self) -> str:
+        """The inline CSS width of the bar's share spent waiting on the model."""
+        duration = self.record.duration_ms
+        share = min(self.record.llm_ms / duration * 100, 100.0) if duration > 0 else 0.0
+        return f"width: {share:.2f}%"
+
+
+@dataclass(frozen=True)
+class TimelineFrame:
+    """The bars of one frame, one row per record, in graph order."""
+
+    frame: int
+    """The frame number (1-based)."""
+    bars: tuple[TimelineBar, ...]
+    """One bar per node that ran in this frame."""
+
+
+@dataclass(frozen=True)
+class FrameDetail:
+    """One frame record with its JSON payloads ready to show."""
+
+    record: FrameRow
+    """The stored frame record."""
+    input_json: str
+    """The node's input, pretty-printed."""
+    output_json: str
+    """The node's output, pretty-printed."""
+
+
+@dataclass(frozen=True)
+class TracePage:
+    """Everything the admin's trace page shows, fetched in a constant number of queries."""
+
+    trace: MessageTrace
+    """The trace, with its conversation and the conversation's user."""
+    frames: tuple[FrameDetail, ...]
+    """Its frame records in stored order."""
+    timeline: tuple[TimelineFrame, ...]
+    """The records grouped by frame and drawn to scale."""
+    scale_ms: float
+    """The milliseconds the timeline's full width stands for."""
+    previous_id: int | None
+    """The conversation's trace just before this one, if any."""
+    next_id: int | None
+    """The conversation's trace just after this one, if any."""
+
+    @property
+    def ticks(self) -> tuple[tuple[int, float], ...]:
+        """(percent, ms) marks for the timeline's axis: 0, a quarter, ... the whole."""
+        return tuple((pct, self.scale_ms * pct / 100) for pct in (0, 25, 50, 75, 100))
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens of the whole message."""
+        return self.trace.prompt_tokens + self.trace.completion_tokens
+
+
+def trace_page(*, trace_id: int) -> TracePage | None:
+    """The trace page's data: the trace, its frames, its timeline and its neighbours (4 queries)."""
+    trace = (
+        MessageTrace.objects.select_related("conversation__user")
+        .prefetch_related("frames")
+        .filter(id=trace_id)
+        .first()
+    )
+    if trace is None:
+        return None
+    records = list(trace.frames.all())
+    scale_ms = _timeline_scale(trace, records)
+    return TracePage(
+        trace=trace,
+        frames=tuple(
+            FrameDetail(record=r, input_json=_pretty(r.input), output_json=_pretty(r.output))
+            for r in records
+        ),
+        timeline=_timeline(records, scale_ms),
+        scale_ms=scale_ms,
+        previous_id=_neighbour_id(trace, newer=False),
+        next_id=_neighbour_id(trace, newer=True),
+    )
+
+
+def trace_count_older_than(*, older_than: datetime) -> tuple[int, int]:
+    """How many traces were created before `older_than`, and how many frame rows they hold."""
+    traces = MessageTrace.objects.filter(created_at__lt=older_than).count()
+    frames = FrameRow.objects.filter(trace__created_at__lt=older_than).count()
+    return traces, frames
+
+
+def trace_filter_users() -> list[tuple[int, str]]:
+    """(id, username) of the users who have conversations, by username, for the admin filter."""
+    user_model = get_user_model()
+    owners = Conversation.objects.filter(user__isnull=False).values("user_id")
+    return list(
+        user_model.objects.filter(pk__in=owners)
+        .order_by(user_model.USERNAME_FIELD)
+        .values_list("pk", user_model.USERNAME_FIELD)
+    )
+
+
+def trace_filter_conversation(*, conversation_id: int) -> Conversation | None:
+    """The conversation a trace list is filtered by, with its user, to name it."""
+    return Conversation.objects.select_related("user").filter(id=conversation_id).first()
+
+
+def _timeline_scale(trace: MessageTrace, records: list[FrameRow]) -> float:
+    # total_ms is the message's wall time; a record measured on another clock can
+    # end a hair later, and a bar must never stick out of the timeline.
+    ends = [r.started_ms + r.duration_ms for r in records]
+    scale = max([trace.total_ms, *ends])
+    return scale if scale > 0 else 1.0
+
+
+def _timeline(records: list[FrameRow], scale_ms: float) -> tuple[TimelineFrame, ...]:
+    groups: dict[int, list[TimelineBar]] = {}
+    for record in records:
+        width = max(record.duration_ms / scale_ms * 100, TIMELINE_MIN_BAR_PCT)
+        width = min(width, 100.0)
+        # A bar widened to the minimum at the very end is moved left to stay inside.
+        left = min(max(record.started_ms / scale_ms * 100, 0.0), 100.0 - width)
+        groups.setdefault(record.frame, []).append(
+            TimelineBar(record=record, left_pct=left, width_pct=width)
+        )
+    return tuple(TimelineFrame(frame=f, bars=tuple(bars)) for f, bars in sorted(groups.items()))
+
+
+def _neighbour_id(trace: MessageTrace, *, newer: bool) -> int | None:
+    # Same order as the list: (created_at, id), the id breaking ties between
+    # traces stored in the same instant. Served by the (conversation, -created_at) index.
+    if newer:
+        after = Q(created_at__gt=trace.created_at) | Q(created_at=trace.created_at, id__gt=trace.id)
+        order = ["created_at", "id"]
+    else:
+        after = Q(created_at__lt=trace.created_at) | Q(created_at=trace.created_at, id__lt=trace.id)
+        order = ["-created_at", "-id"]
+    return (
+        MessageTrace.objects.filter(after, conversation_id=trace.conversation_id)
+        .order_by(*order)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

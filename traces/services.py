@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from django.db import transaction
 
 from runtime.types import FrameTrace
@@ -48,3 +51,39 @@ def trace_store(*, trace: FrameTrace, answer: str = "") -> MessageTrace:
         for index, record in enumerate(trace.frames)
     )
     return row
+
+
+def trace_prune(
+    *,
+    older_than: datetime,
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Delete the traces created before `older_than` with their frames; return how many.
+
+    Each batch of at most `batch_size` traces is deleted in its own transaction,
+    so a large prune never holds the write lock (SQLite's is database-wide) for
+    long and a running pipeline can store its trace in between. `on_batch` is
+    called after each batch with the traces and frame rows it deleted.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                MessageTrace.objects.filter(created_at__lt=older_than)
+                .order_by("created_at", "id")
+                .values_list("id", flat=True)[:batch_size]
+            )
+            if not ids:
+                return deleted
+            # QuerySet.delete() rather than a raw DELETE: it cascades to the frames (one
+            # DELETE ... WHERE trace_id IN) and honours the on_delete of anything else
+            # that points at a trace.
+            _, per_model = MessageTrace.objects.filter(id__in=ids).delete()
+        traces = per_model.get(MessageTrace._meta.label, 0)
+        frames = per_model.get(FrameRow._meta.label, 0)
+        deleted += traces
+        if on_batch is not None:
+            on_batch(traces, frames)
