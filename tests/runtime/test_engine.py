@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from graphs.services import graph_save
@@ -47,7 +49,8 @@ def test_same_input_gives_same_trace(graphs):
     traces = []
     for _ in range(2):
         c = conv.conversation_get_or_create(user=make_user())
-        result = send(c.id, "how many projects are active?", clock=lambda: 0.0)
+        result = send(c.id, "how many projects are active?", clock=lambda: 0.0,
+                      now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
         traces.append([
             (r.frame, r.node, r.decision, _without_timings(r.output),
              r.llm.prompt_tokens if r.llm else 0)
