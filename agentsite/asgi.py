@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django; WebSocket routes arrive with the surfaces issue."""
+"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks."""
 
 import os
 
@@ -7,6 +7,22 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+# Imported after Django is set up: they load models.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from runtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws", ChatConsumer.as_asgi()),
+    path("ws/trace", TraceConsumer.as_asgi()),
+    path("ws/test", TestConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(
+        websocket_urlpatterns))),
+})

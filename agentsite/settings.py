@@ -164,6 +164,11 @@ AGENTSITE_HISTORY_WINDOW = int(env.number("AGENTSITE_HISTORY_WINDOW", 12))
 # `manage.py prunetraces` deletes traces older than this many days unless told otherwise.
 AGENTSITE_TRACE_RETENTION_DAYS = env.number("AGENTSITE_TRACE_RETENTION_DAYS", 30.0)
 
+# Anonymous visitors may chat (keyed by their session) only when this is on.
+AGENTSITE_ALLOW_ANONYMOUS = env.flag("AGENTSITE_ALLOW_ANONYMOUS", DEBUG)
+# A message still running after this long is stopped (its partial trace is kept).
+AGENTSITE_PIPELINE_TIMEOUT_S = env.number("AGENTSITE_PIPELINE_TIMEOUT_S", 300.0)
+
 # The demo domain database: a generated SQLite file unless ERAS_DATABASE_URL is set.
 ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")
 ERAS_ROW_LIMIT = int(env.number("ERAS_ROW_LIMIT", 200))

@@ -109,3 +109,29 @@ class ProgressEvent:
 async def discard(event: Event) -> None:
     """A sink that drops every event, for callers that only want the result."""
     return None
+
+
+@dataclass(frozen=True)
+class ClearedEvent:
+    """The conversation was cleared (history, memory but situation, machines)."""
+
+    type: str = "cleared"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Something the client asked for could not be done; `code` is stable."""
+
+    code: str
+    """e.g. bad_request, busy, not_found, forbidden, node_failed."""
+    message: str
+    """What went wrong, for a person."""
+    type: str = "error"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)

@@ -27,6 +27,8 @@ class Conversation(models.Model):
     busy_since = models.DateTimeField(null=True, blank=True)
     busy_token = models.CharField(max_length=64, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    event_seq = models.PositiveBigIntegerField(
+        default=0, help_text="The last sequence number given to a chat event.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -104,3 +106,23 @@ class Process(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pid} {self.status}: {self.description[:60]}"
+
+
+class ChatEvent(models.Model):
+    """An event sent on a conversation's chat socket, kept so a client can resume."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="events")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=32)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="runtime_event_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq} {self.type}"

@@ -1,0 +1,282 @@
+"""WebSocket consumers: `/ws` (chat), `/ws/trace` and `/ws/test` (staff observers).
+
+Thin edges: decode a frame, call one service, send the result. The pipeline
+runs in a task the chat consumer owns, so a `cancel_process`, an action or a
+disconnect is handled while it runs; on disconnect the running answer is let
+finish (bounded by the pipeline timeout) so it is stored for `resume`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from runtime import conversations as conv
+from runtime.chatlog import chat_events_after, chat_last_seq
+from runtime.errors import ConversationBusy
+from runtime.events import ControlsEvent, ErrorEvent, Event
+from runtime.machines import MachineError
+from runtime.messages import (
+    ActionIn,
+    BadMessage,
+    CancelProcessIn,
+    MessageIn,
+    ResumeIn,
+    parse_inbound,
+)
+from runtime.pipeline import InvalidMessage, pipeline_run
+from runtime.processes import ProcessNotFound, process_cancel
+from runtime.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat, publish_trace
+
+logger = logging.getLogger(__name__)
+CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+def _session_alive(session_key: str | None, user_id: int | None) -> bool:
+    """Whether the socket's session still exists, is unexpired and (if any) holds the user."""
+    if not session_key:
+        return user_id is None
+    row = Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now()).first()
+    if row is None:
+        return False
+    if user_id is None:
+        return True
+    return str(row.get_decoded().get("_auth_user_id")) == str(user_id)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One browser tab (or API client) chatting in one conversation."""
+
+    conversation_id: int = 0
+    task: asyncio.Task | None = None
+    closed: bool = False
+
+    async def connect(self) -> None:
+        """Find the caller's conversation; refuse callers who may not chat."""
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        chat = self._query().get("chat", "main")
+        if not CHAT_NAME.match(chat):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        if user is not None and user.is_authenticated:
+            owner: dict[str, Any] = {"user": user}
+        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None:
+            if not session.session_key:
+                await database_sync_to_async(session.save)()
+            owner = {"session_key": session.session_key}
+        else:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conversation = await database_sync_to_async(conv.conversation_get_or_create)(
+            **owner, chat=chat)
+        self.conversation_id = conversation.id
+        await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
+        await self.accept()
+        last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
+        await self._send({"type": "ready", "conversation": self.conversation_id,
+                          "graph": conversation.graph_name, "last_seq": last, "seq": None})
+
+    async def disconnect(self, code: int) -> None:
+        """Stop listening; let a running answer finish so a resumed client gets it whole."""
+        self.closed = True
+        if self.conversation_id:
+            await self.channel_layer.group_discard(chat_group(self.conversation_id),
+                                                   self.channel_name)
+        if self.task is not None and not self.task.done():
+            done, _ = await asyncio.wait({self.task},
+                                         timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
+            if not done:
+                self.task.cancel()
+                await asyncio.wait({self.task})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
+                      ) -> None:
+        """Decode one frame and act on it; bad input gets a clear error, the socket stays."""
+        if not await self._still_signed_in():
+            await self._error("unauthenticated", "your session has expired or you signed out; "
+                              "sign in again")
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            message = parse_inbound(text_data if bytes_data is None else bytes_data)
+        except BadMessage as exc:
+            await self._error(exc.code, str(exc))
+            return
+        if isinstance(message, MessageIn):
+            await self._start(message.text)
+        elif isinstance(message, ActionIn):
+            await self._action(message)
+        elif isinstance(message, CancelProcessIn):
+            await self._cancel(message.pid)
+        elif isinstance(message, ResumeIn):
+            await self._resume(message.after_seq)
+
+    # --- message handlers ------------------------------------------------------
+
+    async def _start(self, text: str) -> None:
+        if self.task is not None and not self.task.done():
+            await self._error("busy", "a message is already being answered; wait for its "
+                              "`done` or cancel its process")
+            return
+        self.task = asyncio.create_task(self._run(text))
+        self.task.add_done_callback(_log_task_failure)
+
+    async def _run(self, text: str) -> None:
+        async def on_event(event: Event) -> None:
+            payload = event.as_dict()
+            if payload["type"] in ("hud", "frame_trace"):
+                await publish_trace(event=payload)
+            await self._send(await publish_chat(conversation_id=self.conversation_id,
+                                                event=payload, origin=self.channel_name))
+
+        try:
+            await asyncio.wait_for(
+                pipeline_run(conversation_id=self.conversation_id, text=text,
+                             on_event=on_event),
+                timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
+        except InvalidMessage as exc:
+            await self._error("bad_request", str(exc))
+        except ConversationBusy as exc:
+            await self._error("busy", str(exc))
+        except TimeoutError:
+            await self._error("timeout", "the answer took longer than "
+                              f"{settings.AGENTSITE_PIPELINE_TIMEOUT_S:g} s and was stopped")
+
+    async def _action(self, message: ActionIn) -> None:
+        machine = message.data.get("machine")
+        if machine:
+            try:
+                controls = await database_sync_to_async(conv.conversation_click)(
+                    conversation_id=self.conversation_id, machine_id=str(machine),
+                    action=message.action)
+            except MachineError as exc:
+                await self._error("not_found", str(exc))
+                return
+            state = await database_sync_to_async(conv.conversation_state)(
+                conversation_id=self.conversation_id)
+            event = ControlsEvent(message_id="", controls=controls,
+                                  machines=state.ui["machines"])
+            await self._send(await publish_chat(conversation_id=self.conversation_id,
+                                                event=event.as_dict(), origin=self.channel_name))
+            return
+        state = await database_sync_to_async(conv.conversation_state)(
+            conversation_id=self.conversation_id)
+        label = state.ui["bindings"].get(message.action)
+        if label is None:
+            offered = ", ".join(state.ui["bindings"]) or "none"
+            await self._error("not_found", f"no control with action {message.action!r}; "
+                              f"offered actions are: {offered}")
+            return
+        await self._start(label)
+
+    async def _cancel(self, pid: str) -> None:
+        try:
+            await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
+                                                         pid=pid)
+        except ProcessNotFound as exc:
+            await self._error("not_found", str(exc))
+
+    async def _resume(self, after_seq: int) -> None:
+        events = await database_sync_to_async(chat_events_after)(
+            conversation_id=self.conversation_id, after_seq=after_seq)
+        for event in events:
+            await self._send(event)
+
+    # --- fan-out from other sockets of the same conversation --------------------
+
+    async def chat_event(self, message: dict[str, Any]) -> None:
+        """An event of this conversation caused by another socket."""
+        if message.get("origin") != self.channel_name:
+            await self._send(message["event"])
+
+    # --- helpers ---------------------------------------------------------------
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        if not self.closed:
+            await self.send(text_data=json.dumps(payload, default=str))
+
+    async def _error(self, code: str, message: str) -> None:
+        # Answers to this socket's own requests: not conversation events, so no seq.
+        await self._send({**ErrorEvent(code=code, message=message).as_dict(), "seq": None})
+
+    def _query(self) -> dict[str, str]:
+        from urllib.parse import parse_qs
+
+        raw = self.scope.get("query_string", b"").decode()
+        return {k: v[-1] for k, v in parse_qs(raw).items()}
+
+    async def _still_signed_in(self) -> bool:
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        user_id = user.pk if user is not None and user.is_authenticated else None
+        if user_id is None and session is None:
+            return True  # token-authenticated sockets carry no session
+        return await database_sync_to_async(_session_alive)(
+            getattr(session, "session_key", None), user_id)
+
+
+class StaffObserverConsumer(AsyncWebsocketConsumer):
+    """A staff-only socket that relays one group's events and accepts no messages."""
+
+    group = ""
+
+    async def connect(self) -> None:
+        """Staff only."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not user.is_staff:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the group."""
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
+                      ) -> None:
+        """Observers only listen: say so clearly."""
+        await self.send(text_data=json.dumps(ErrorEvent(
+            code="bad_request", message="this socket only sends events; it accepts no "
+                                        "messages").as_dict()))
+
+
+class TraceConsumer(StaffObserverConsumer):
+    """`/ws/trace`: HUD and frame_trace events of every conversation, for staff."""
+
+    group = TRACE_GROUP
+
+    async def trace_event(self, message: dict[str, Any]) -> None:
+        """Relay one HUD or frame_trace event."""
+        await self.send(text_data=json.dumps(message["event"], default=str))
+
+
+class TestConsumer(StaffObserverConsumer):
+    """`/ws/test`: live test-runner progress (suite_start, step_result, suite_end)."""
+
+    __test__ = False  # not a pytest test class
+    group = TEST_GROUP
+
+    async def test_event(self, message: dict[str, Any]) -> None:
+        """Relay one test-runner event."""
+        await self.send(text_data=json.dumps(message["event"], default=str))
+
+
+def _log_task_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("chat pipeline task failed", exc_info=task.exception())

@@ -1,0 +1,382 @@
+"""The chat, trace and test sockets, driven with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from agentsite.asgi import application
+from runtime import conversations as conv
+from runtime.models import Conversation
+from runtime.publish import publish_test
+from traces.models import MessageTrace
+
+ORIGIN = (b"origin", b"http://testserver")
+
+
+def cookie_for(user) -> tuple[bytes, bytes]:
+    """A session cookie header for a signed-in `user`."""
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def communicator(path: str = "/ws", user=None, headers=None) -> WebsocketCommunicator:
+    """A communicator on `path` with the test Origin and `user`'s session."""
+    hdrs = [ORIGIN] if headers is None else headers
+    if user is not None:
+        hdrs = [*hdrs, user.ws_cookie]
+    return WebsocketCommunicator(application, path, headers=hdrs)
+
+
+async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float = 10) -> list:
+    """Every event up to and including the first of type `kind`."""
+    events = []
+    while True:
+        event = json.loads(await comm.receive_from(timeout=timeout))
+        events.append(event)
+        if event["type"] == kind:
+            return events
+
+
+async def open_chat(user) -> tuple[WebsocketCommunicator, dict]:
+    comm = communicator(user=user)
+    connected, _ = await comm.connect()
+    assert connected
+    ready = await comm.receive_json_from()
+    return comm, ready
+
+
+def run(scenario):
+    """Run an async test body on the test's thread (so the ORM shares its connection)."""
+    return async_to_sync(scenario)()
+
+
+def signed_in(username: str, **extra):
+    """A user with a session cookie ready for sockets (made here, not in async code)."""
+    user = get_user_model().objects.create_user(username, password="pw", **extra)
+    user.ws_cookie = cookie_for(user)
+    return user
+
+
+@pytest.fixture
+def ada(graphs):
+    return signed_in("ada")
+
+
+@pytest.fixture
+def bob(graphs):
+    return signed_in("bob")
+
+
+def test_message_streams_with_sequence_numbers(ada):
+    """A message gets deltas, HUD events, controls, frame_trace and done, numbered in order."""
+    async def scenario():
+        comm, ready = await open_chat(ada)
+        assert ready["type"] == "ready" and ready["last_seq"] == 0
+        await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
+        events = await receive_until(comm, "done")
+        await comm.disconnect()
+        return events
+
+    events = run(scenario)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(events) + 1))
+    text = "".join(e["text"] for e in events if e["type"] == "delta")
+    assert text == events[-1]["answer"] == "There are 120 customers."
+    kinds = {e["type"] for e in events}
+    assert {"delta", "hud", "controls", "frame_trace", "done"} <= kinds
+
+
+BAD_INPUT = [
+    ("not json", "not JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"type": "shout"}', "unknown message type 'shout'"),
+    ('{"type": "message"}', "needs the field 'text'"),
+    ('{"type": "message", "text": 5}', "'text' must be text"),
+    ('{"type": "action"}', "needs the field 'action'"),
+    ('{"type": "cancel_process"}', "needs the field 'pid'"),
+    ('{"type": "resume", "after_seq": "x"}', "'after_seq' must be int"),
+    (json.dumps({"type": "message", "text": "x" * 1_000_000}), "the limit is 65536"),
+    (json.dumps({"type": "message", "text": "x" * 9000}), "the limit is 8000"),
+    (json.dumps({"type": "message", "text": "   "}), "the message is empty"),
+]
+
+
+@pytest.mark.parametrize(("frame", "reason"), BAD_INPUT)
+def test_bad_input_gets_a_clear_error_and_the_socket_stays(ada, frame, reason):
+    """Each malformed frame is answered with a clear error; the next good message works."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_to(text_data=frame)
+        error = json.loads(await comm.receive_from(timeout=10))
+        await comm.send_json_to({"type": "message", "text": "hello"})
+        events = await receive_until(comm, "done")
+        await comm.disconnect()
+        return error, events
+
+    error, events = run(scenario)
+    assert error["type"] == "error" and error["code"] == "bad_request"
+    assert reason in error["message"] and error["seq"] is None
+    assert events[-1]["answer"].startswith("Hello")
+
+
+def test_binary_frame_is_refused_clearly(ada):
+    """A binary frame is refused with a clear error and the socket stays usable."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_to(bytes_data=b"\x00\x01")
+        error = await comm.receive_json_from()
+        await comm.send_json_to({"type": "message", "text": "hello"})
+        done = (await receive_until(comm, "done"))[-1]
+        await comm.disconnect()
+        return error, done
+
+    error, done = run(scenario)
+    assert "binary frames are not accepted" in error["message"]
+    assert done["failed"] is False
+
+
+def test_second_message_while_running_is_busy(ada, settings):
+    """A message sent while another is being answered gets a clear busy error."""
+    settings.BUILTIN_LLM_LATENCY_MS = 300
+
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "what is my name?"})
+        await receive_until(comm, "hud")  # the first is running
+        await comm.send_json_to({"type": "message", "text": "hello"})
+        events = await receive_until(comm, "done", timeout=30)
+        await comm.disconnect()
+        return events
+
+    events = run(scenario)
+    busy = [e for e in events if e["type"] == "error"]
+    assert busy and busy[0]["code"] == "busy" and "already being answered" in busy[0]["message"]
+    assert "don't know your name" in events[-1]["answer"]
+
+
+def test_resume_after_a_dropped_socket_gives_the_whole_answer(ada):
+    """Dropping the socket mid-answer and resuming gives the rest, in order, no duplicates."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
+        before = await receive_until(comm, "delta")
+        await comm.disconnect()  # the answer finishes and is stored meanwhile
+        comm, ready = await open_chat(ada)
+        await comm.send_json_to({"type": "resume", "after_seq": before[-1]["seq"]})
+        after = await receive_until(comm, "done")
+        await comm.disconnect()
+        return before, ready, after
+
+    before, ready, after = run(scenario)
+    assert ready["last_seq"] == after[-1]["seq"]
+    seqs = [e["seq"] for e in before + after]
+    assert seqs == list(range(1, len(seqs) + 1))
+    text = "".join(e["text"] for e in before + after if e["type"] == "delta")
+    assert text == after[-1]["answer"] == "There are 120 customers."
+
+
+def test_machine_action_transitions_without_a_model(ada):
+    """Clicking a machine button moves the machine at once; no message is traced."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "give me a counter"})
+        await receive_until(comm, "done")
+        await comm.send_json_to({"type": "action", "action": "inc",
+                                 "data": {"machine": "counter"}})
+        controls = await comm.receive_json_from()
+        await comm.send_json_to({"type": "action", "action": "nope",
+                                 "data": {"machine": "counter"}})
+        error = await comm.receive_json_from()
+        await comm.disconnect()
+        return controls, error
+
+    traces = MessageTrace.objects.count
+    controls, error = run(scenario)
+    assert controls["type"] == "controls" and controls["seq"] > 0
+    assert controls["machines"]["counter"]["data"]["count"] == 1
+    assert error["code"] == "not_found" and "actions are: inc, dec, reset" in error["message"]
+    assert traces() == 1
+
+
+def test_thinker_button_action_sends_its_label(ada):
+    """Clicking an offered (thinker) button sends its label as the next message."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "help"})
+        await receive_until(comm, "done")
+        await comm.send_json_to({"type": "action", "action": "give me a counter"})
+        done = (await receive_until(comm, "done"))[-1]
+        await comm.send_json_to({"type": "action", "action": "unknown"})
+        error = await comm.receive_json_from()
+        await comm.disconnect()
+        return done, error
+
+    done, error = run(scenario)
+    assert done["answer"].startswith("Here is your counter")
+    assert error["code"] == "not_found"
+
+
+def test_cancel_unknown_or_foreign_process_is_refused(ada, bob):
+    """cancel_process with a pid of another conversation is refused as not found."""
+    async def scenario():
+        a, _ = await open_chat(ada)
+        await a.send_json_to({"type": "message", "text": "how many customers are there?"})
+        events = await receive_until(a, "done")
+        await a.disconnect()
+        pid = next(e["pid"] for e in events if e["type"] == "progress" and e.get("pid"))
+        return pid
+
+    conv.conversation_switch_graph(
+        conversation_id=conv.conversation_get_or_create(user=ada).id, graph_name="v4-eras")
+    pid = run(scenario)
+
+    async def as_bob():
+        b, _ = await open_chat(bob)
+        await b.send_json_to({"type": "cancel_process", "pid": pid})
+        error = await b.receive_json_from()
+        await b.disconnect()
+        return error
+
+    error = run(as_bob)
+    assert error["code"] == "not_found" and "no process" in error["message"]
+
+
+def test_users_see_nothing_of_each_other(ada, bob):
+    """Bob's socket gets none of Ada's events, not by fan-out and not by resume."""
+    async def scenario():
+        a, _ = await open_chat(ada)
+        b, ready_b = await open_chat(bob)
+        await a.send_json_to({"type": "message", "text": "my name is Ada"})
+        await receive_until(a, "done")
+        assert await b.receive_nothing(timeout=0.2)
+        await b.send_json_to({"type": "resume", "after_seq": 0})
+        assert await b.receive_nothing(timeout=0.2)
+        await a.disconnect()
+        await b.disconnect()
+        return ready_b
+
+    ready_b = run(scenario)
+    assert ready_b["last_seq"] == 0
+    assert Conversation.objects.get(user=ada).id != ready_b["conversation"]
+
+
+def test_second_tab_of_the_same_conversation_sees_the_answer(ada):
+    """Events fan out to the conversation's other sockets (a second tab)."""
+    async def scenario():
+        one, _ = await open_chat(ada)
+        two, _ = await open_chat(ada)
+        await one.send_json_to({"type": "message", "text": "hello"})
+        mine = await receive_until(one, "done")
+        theirs = await receive_until(two, "done")
+        await one.disconnect()
+        await two.disconnect()
+        return mine, theirs
+
+    mine, theirs = run(scenario)
+    assert [e["seq"] for e in mine] == [e["seq"] for e in theirs]
+
+
+def test_socket_survives_a_graph_switch(ada):
+    """Switching the conversation's graph applies to the next message on the same socket."""
+    async def scenario():
+        comm, ready = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "what is my name?"})
+        first = (await receive_until(comm, "done"))[-1]
+        from channels.db import database_sync_to_async
+        await database_sync_to_async(conv.conversation_switch_graph)(
+            conversation_id=ready["conversation"], graph_name="v4-eras")
+        await comm.send_json_to({"type": "message", "text": "what is my name?"})
+        second = (await receive_until(comm, "done"))[-1]
+        await comm.disconnect()
+        return first, second
+
+    first, second = run(scenario)
+    assert (first["frames"], second["frames"]) == (4, 3)
+
+
+def test_anonymous_chat_only_when_allowed(graphs, settings):
+    """Without a signed-in user the socket is closed unless anonymous chat is allowed."""
+    settings.AGENTSITE_ALLOW_ANONYMOUS = False
+
+    async def refused():
+        comm = communicator()
+        connected, code = await comm.connect()
+        return connected, code
+
+    assert run(refused) == (False, 4401)
+    settings.AGENTSITE_ALLOW_ANONYMOUS = True
+
+    async def allowed():
+        comm = communicator(headers=[ORIGIN])  # a visitor without a session gets one
+        connected, _ = await comm.connect()
+        ready = await comm.receive_json_from()
+        await comm.disconnect()
+        return connected, ready
+
+    connected, ready = run(allowed)
+    assert connected and ready["type"] == "ready"
+    assert Conversation.objects.get(pk=ready["conversation"]).user is None
+
+
+def test_foreign_origin_is_refused(ada):
+    """A socket opened from another site's page is refused."""
+    async def scenario():
+        comm = communicator(user=ada, headers=[(b"origin", b"http://evil.example")])
+        connected, _ = await comm.connect()
+        return connected
+
+    assert run(scenario) is False
+
+
+def test_signed_out_socket_is_closed(ada):
+    """After the session ends, the socket's next message gets an error and it is closed."""
+    from django.contrib.sessions.models import Session
+
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        from channels.db import database_sync_to_async
+        await database_sync_to_async(lambda: Session.objects.all().delete())()
+        await comm.send_json_to({"type": "message", "text": "hello"})
+        error = await comm.receive_json_from()
+        closed = await comm.receive_output(timeout=5)
+        return error, closed
+
+    error, closed = run(scenario)
+    assert error["code"] == "unauthenticated"
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+def test_trace_and_test_sockets_are_staff_only(ada):
+    """Non-staff users are refused the observer sockets; staff receive their events."""
+    staff = signed_in("root", is_staff=True)
+
+    async def scenario():
+        for path in ("/ws/trace", "/ws/test"):
+            comm = communicator(path, user=ada)
+            assert await comm.connect() == (False, 4403)
+        trace = communicator("/ws/trace", user=staff)
+        tests = communicator("/ws/test", user=staff)
+        assert (await trace.connect())[0] and (await tests.connect())[0]
+        chat, _ = await open_chat(ada)
+        await chat.send_json_to({"type": "message", "text": "hello"})
+        await receive_until(chat, "done")
+        seen = await receive_until(trace, "frame_trace")
+        await publish_test(event={"type": "suite_start", "suite": "smoketest"})
+        suite = await tests.receive_json_from()
+        await trace.send_json_to({"type": "message", "text": "hi"})
+        refusal = await trace.receive_json_from()
+        for comm in (trace, tests, chat):
+            await comm.disconnect()
+        return seen, suite, refusal
+
+    seen, suite, refusal = run(scenario)
+    assert seen[0]["type"] == "hud" and seen[-1]["path"] == "input>output+memorizer+ui"
+    assert suite == {"type": "suite_start", "suite": "smoketest"}
+    assert refusal["code"] == "bad_request"
