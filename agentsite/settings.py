@@ -173,3 +173,27 @@ AGENTSITE_PIPELINE_TIMEOUT_S = env.number("AGENTSITE_PIPELINE_TIMEOUT_S", 300.0)
 ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")
 ERAS_ROW_LIMIT = int(env.number("ERAS_ROW_LIMIT", 200))
 ERAS_TIME_LIMIT_S = env.number("ERAS_TIME_LIMIT_S", 5.0)
+
+# --- Auth --------------------------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "runtime.oidc.SubjectOIDCBackend",  # does nothing unless OIDC is configured
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+# OIDC (any OpenID Connect provider): on when the discovery URL and client id are set.
+OIDC_DISCOVERY_URL = env.text("OIDC_DISCOVERY_URL")
+OIDC_RP_CLIENT_ID = env.text("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env.text("OIDC_RP_CLIENT_SECRET")
+# Explicit endpoints override what discovery says (all four, or none).
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.text("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env.text("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env.text("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env.text("OIDC_OP_JWKS_ENDPOINT")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_ALLOW_UNSECURED_JWT = False
+OIDC_RP_SCOPES = env.text("OIDC_RP_SCOPES", "openid email profile")
+OIDC_TIMEOUT = env.number("OIDC_TIMEOUT", 10.0)
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?oidc=failed"

@@ -126,3 +126,21 @@ class ChatEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.seq} {self.type}"
+
+
+class OIDCIdentity(models.Model):
+    """A user's identity at an OIDC provider: users are matched on (issuer, sub)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="oidc_identities")
+    issuer = models.CharField(max_length=255)
+    sub = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "sub"], name="runtime_oidc_identity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sub} @ {self.issuer}"
