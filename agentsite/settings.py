@@ -168,6 +168,8 @@ AGENTSITE_TRACE_RETENTION_DAYS = env.number("AGENTSITE_TRACE_RETENTION_DAYS", 30
 AGENTSITE_ALLOW_ANONYMOUS = env.flag("AGENTSITE_ALLOW_ANONYMOUS", DEBUG)
 # A message still running after this long is stopped (its partial trace is kept).
 AGENTSITE_PIPELINE_TIMEOUT_S = env.number("AGENTSITE_PIPELINE_TIMEOUT_S", 300.0)
+# How often a chat socket checks that its session is still signed in.
+AGENTSITE_SESSION_CHECK_S = env.number("AGENTSITE_SESSION_CHECK_S", 30.0)
 
 # The demo domain database: a generated SQLite file unless ERAS_DATABASE_URL is set.
 ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")

@@ -60,6 +60,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     conversation_id: int = 0
     task: asyncio.Task | None = None
+    watchdog: asyncio.Task | None = None
     closed: bool = False
 
     async def connect(self) -> None:
@@ -87,10 +88,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
         await self._send({"type": "ready", "conversation": self.conversation_id,
                           "graph": conversation.graph_name, "last_seq": last, "seq": None})
+        self.watchdog = asyncio.create_task(self._watch_session())
+        self.watchdog.add_done_callback(_log_task_failure)
+
+    async def _watch_session(self) -> None:
+        """Close the socket soon after its session expires or its user signs out."""
+        while not self.closed:
+            await asyncio.sleep(settings.AGENTSITE_SESSION_CHECK_S)
+            if not self.closed and not await self._still_signed_in():
+                await self._error("unauthenticated", "your session has expired or you signed "
+                                  "out; sign in again")
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
 
     async def disconnect(self, code: int) -> None:
         """Stop listening; let a running answer finish so a resumed client gets it whole."""
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            await asyncio.gather(self.watchdog, return_exceptions=True)
         if self.conversation_id:
             await self.channel_layer.group_discard(chat_group(self.conversation_id),
                                                    self.channel_name)

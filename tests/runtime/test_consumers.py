@@ -380,3 +380,22 @@ def test_trace_and_test_sockets_are_staff_only(ada):
     assert seen[0]["type"] == "hud" and seen[-1]["path"] == "input>output+memorizer+ui"
     assert suite == {"type": "suite_start", "suite": "smoketest"}
     assert refusal["code"] == "bad_request"
+
+
+def test_socket_is_closed_when_its_session_ends_while_idle(ada, settings):
+    """Without any message, a socket is closed soon after its session is deleted."""
+    from channels.db import database_sync_to_async
+    from django.contrib.sessions.models import Session
+
+    settings.AGENTSITE_SESSION_CHECK_S = 0.05
+
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await database_sync_to_async(lambda: Session.objects.all().delete())()
+        error = await comm.receive_json_from(timeout=5)
+        closed = await comm.receive_output(timeout=5)
+        return error, closed
+
+    error, closed = run(scenario)
+    assert error["code"] == "unauthenticated"
+    assert closed == {"type": "websocket.close", "code": 4401}
