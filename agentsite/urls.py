@@ -1,4 +1,4 @@
-"""URL routes: home, health and the admin (chat surfaces come with the surfaces issue)."""
+"""URL routes: the chat page, the tests page, health, the admin, OIDC and the REST API."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -7,7 +7,8 @@ from agentsite import views
 from runtime.oidc import OIDCCallbackView, OIDCLoginView
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.chat, name="chat"),
+    path("tests", views.tests_page, name="tests"),
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
     path("oidc/authenticate/", OIDCLoginView.as_view(), name="oidc_authentication_init"),
