@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from runtime.auth import BearerTokenMiddleware  # noqa: E402
 from runtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
 
 websocket_urlpatterns = [
@@ -23,6 +24,7 @@ websocket_urlpatterns = [
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(
-        websocket_urlpatterns))),
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(
+        # Inside the session stack, so a token's user overrides the session's.
+        BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))),
 })

@@ -1,3 +1,10 @@
-"""URL routes of the REST API (filled by the REST API work)."""
+"""URL routes of the REST API, generated from the one endpoint table in `runtime.api_schema`."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from runtime import api
+from runtime.api_schema import ROUTES
+
+urlpatterns = [
+    path(route.path.lstrip("/"), api.as_view(route), name=route.name) for route in ROUTES
+]

@@ -234,11 +234,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return {k: v[-1] for k, v in parse_qs(raw).items()}
 
     async def _still_signed_in(self) -> bool:
+        if self.scope.get("auth") == "token":
+            return True  # a bearer token was checked when the socket connected
         user = self.scope.get("user")
         session = self.scope.get("session")
         user_id = user.pk if user is not None and user.is_authenticated else None
         if user_id is None and session is None:
-            return True  # token-authenticated sockets carry no session
+            return True
         return await database_sync_to_async(_session_alive)(
             getattr(session, "session_key", None), user_id)
 

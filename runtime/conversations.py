@@ -19,6 +19,7 @@ from runtime.memory import memory_normalize, memory_reset
 from runtime.models import Conversation, Message
 from runtime.nodes.sensor import situation_text
 from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
+from traces.models import MessageTrace
 
 
 @dataclass(frozen=True)
@@ -193,3 +194,30 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
     """The last `limit` messages, oldest first."""
     rows = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
     return list(reversed(rows))
+
+
+def conversation_busy(*, conversation_id: int) -> bool:
+    """Whether the conversation's busy flag is held (and not stale)."""
+    stale = timezone.now() - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
+    return Conversation.objects.filter(pk=conversation_id, busy_since__gte=stale).exists()
+
+
+def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
+    """The stored answer of a message of this conversation, with its trace's path and frames."""
+    answer = Message.objects.filter(
+        conversation_id=conversation_id, message_id=message_id, role=Message.Role.ASSISTANT
+    ).first()
+    if answer is None:
+        return None
+    trace = (
+        MessageTrace.objects.filter(conversation_id=conversation_id, message_id=message_id)
+        .values("path", "total_frames")
+        .first()
+    ) or {"path": "", "total_frames": 0}
+    return {
+        "status": "failed" if answer.status == Message.Status.ERROR else "done",
+        "answer": answer.text,
+        "controls": answer.controls,
+        "path": trace["path"],
+        "frames": trace["total_frames"],
+    }

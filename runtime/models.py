@@ -144,3 +144,23 @@ class OIDCIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sub} @ {self.issuer}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for API clients; only its SHA-256 hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    name = models.CharField(max_length=80, blank=True, help_text="What the token is for.")
+    key_hash = models.CharField(max_length=64, unique=True,
+                                help_text="SHA-256 hex digest of the token.")
+    prefix = models.CharField(max_length=8, help_text="The token's first characters, to "
+                                                      "recognise it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"

@@ -1,0 +1,764 @@
+"""REST views of DESIGN §4: thin edges over the conversation services, JSON in and out.
+
+Every route is a row of `runtime.api_schema.ROUTES`; `as_view(route)` turns a
+row into a Django view that checks the method (405 JSON), resolves the caller
+(`runtime.auth`), keeps CSRF protection for cookie-authenticated POSTs,
+decodes and checks the JSON body against the row's schema, finds the caller's
+conversation from `?chat=`, then calls the row's handler below. Handlers
+decode their query, call one service or selector, and encode the result.
+Every error is `{"error": {"code", "message"}}`.
+
+The views are `async def`. Under ASGI (daphne, `make run`) the event loop is
+the server's and lives as long as the process, so `/api/send` starts the
+pipeline as a task on it, owned by `pipeline_tasks()`, and answers 202 at once;
+the SSE stream waits with `asyncio.sleep` instead of holding a thread. Under
+WSGI there is no loop that outlives a request (Django runs an async view in a
+fresh loop that is closed, cancelling its tasks, when the view returns), so
+there `/api/send` answers the message before it returns the same 202: slower,
+but the contract (an id, then `/api/result` or the event log) is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from graphs.selectors import graph_list_with_counts, graph_spec_get
+from graphs.spec import cytoscape
+from runtime import conversations as conv
+from runtime.api_schema import Operation, Route, openapi_document
+from runtime.auth import (
+    AuthFailed,
+    Caller,
+    Forbidden,
+    caller_resolve,
+    csrf_failure,
+    user_from_bearer,
+)
+from runtime.chatlog import chat_events_after, chat_last_seq
+from runtime.consumers import CHAT_NAME
+from runtime.errors import ConversationBusy, GraphError
+from runtime.events import ClearedEvent, ErrorEvent, Event
+from runtime.nodes.ui import current_controls
+from runtime.oidc import oidc_enabled
+from runtime.pipeline import InvalidMessage, pipeline_run, validate_text
+from runtime.publish import publish_chat, publish_test, publish_trace
+from traces.models import MessageTrace
+from traces.selectors import trace_get, trace_list_for_conversation
+from traces.testruns import test_run_list_with_trend
+
+logger = logging.getLogger(__name__)
+
+SSE_POLL_S = 0.2
+SSE_KEEPALIVE_S = 15.0
+SSE_MAX_TIMEOUT_S = 3600.0
+MAX_BODY_BYTES = 64 * 1024
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message"}}` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> JsonResponse:
+    """The JSON error every API failure is answered with."""
+    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def bad_request(message: str) -> ApiError:
+    """A 400 with a clear message."""
+    return ApiError(400, "bad_request", message)
+
+
+# --- the task registry -----------------------------------------------------------------
+
+
+@dataclass
+class RunningMessage:
+    """A message `/api/send` is answering in this process."""
+
+    conversation_id: int
+    """Whose it is (a result is only shown to its own conversation)."""
+    task: asyncio.Task
+    """The pipeline task."""
+
+
+class PipelineTasks:
+    """The pipeline tasks `/api/send` started in this process, by message id.
+
+    Owned, not fire-and-forget: a task is kept until it ends, given the
+    pipeline timeout, and its failure is logged with the traceback and kept
+    (the last `FAILURES_KEPT`) so `/api/result` can say why a message never
+    produced an answer. One instance per process, from `pipeline_tasks()`.
+    """
+
+    FAILURES_KEPT = 1000
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, RunningMessage] = {}
+        self.failures: OrderedDict[str, tuple[int, str]] = OrderedDict()
+
+    def start(
+        self, *, conversation_id: int, message_id: str, work: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task:
+        """Run `work()` as this message's task on the running loop."""
+        task = asyncio.get_running_loop().create_task(work(), name=f"message {message_id}")
+        self.tasks[message_id] = RunningMessage(conversation_id=conversation_id, task=task)
+        task.add_done_callback(functools.partial(self._finished, message_id))
+        return task
+
+    def fail(self, *, conversation_id: int, message_id: str, reason: str) -> None:
+        """Remember why a message ended without a stored answer."""
+        self.failures[message_id] = (conversation_id, reason)
+        while len(self.failures) > self.FAILURES_KEPT:
+            self.failures.popitem(last=False)
+
+    def running(self, *, conversation_id: int, message_id: str | None = None) -> bool:
+        """Whether a message (or any message) of the conversation runs in this process."""
+        return any(
+            entry.conversation_id == conversation_id
+            and not entry.task.done()
+            and (message_id is None or mid == message_id)
+            for mid, entry in self.tasks.items()
+        )
+
+    def failure(self, *, conversation_id: int, message_id: str) -> str | None:
+        """Why the message failed before storing an answer, if it did (own conversation only)."""
+        entry = self.failures.get(message_id)
+        return entry[1] if entry and entry[0] == conversation_id else None
+
+    def _finished(self, message_id: str, task: asyncio.Task) -> None:
+        entry = self.tasks.pop(message_id, None)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.error("message %s failed", message_id, exc_info=error)
+            if entry is not None:
+                self.fail(
+                    conversation_id=entry.conversation_id,
+                    message_id=message_id,
+                    reason=f"{type(error).__name__}: {error}",
+                )
+
+
+@functools.cache
+def pipeline_tasks() -> PipelineTasks:
+    """This process's registry of `/api/send` tasks, made on first use (`cache_clear()` in tests)."""
+    return PipelineTasks()
+
+
+async def _answer(*, conversation_id: int, message_id: str, text: str) -> None:
+    """Answer one message as the socket does: every event through the conversation's log."""
+
+    async def on_event(event: Event) -> None:
+        payload = event.as_dict()
+        if payload["type"] in ("hud", "frame_trace"):
+            await publish_trace(event=payload)
+        await publish_chat(conversation_id=conversation_id, event=payload)
+
+    try:
+        await asyncio.wait_for(
+            pipeline_run(
+                conversation_id=conversation_id, text=text, on_event=on_event, message_id=message_id
+            ),
+            timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S,
+        )
+    except (InvalidMessage, ConversationBusy, TimeoutError) as exc:
+        code = getattr(exc, "code", "timeout")
+        reason = str(exc) or (
+            f"the answer took longer than "
+            f"{settings.AGENTSITE_PIPELINE_TIMEOUT_S:g} s and was stopped"
+        )
+        pipeline_tasks().fail(conversation_id=conversation_id, message_id=message_id, reason=reason)
+        await publish_chat(
+            conversation_id=conversation_id,
+            event={**ErrorEvent(code=code, message=reason).as_dict(), "message_id": message_id},
+        )
+
+
+# --- reads the API needs that the conversation selectors do not offer yet -------------
+
+
+def _trace_readable(*, trace: MessageTrace, caller: Caller) -> bool:
+    """Whether the caller owns the trace's conversation, or is staff."""
+    if caller.is_staff:
+        return True
+    owner = trace.conversation
+    if caller.user is not None:
+        return owner.user_id == caller.user.pk
+    return owner.user_id is None and owner.session_key == caller.session_key
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def trace_as_dict(trace: MessageTrace) -> dict[str, Any]:
+    """A stored trace in the shape of a `frame_trace` event (FrameTrace.as_dict)."""
+    return {
+        "type": "frame_trace",
+        "message_id": str(trace.message_id),
+        "conversation": trace.conversation_id,
+        "graph": trace.graph,
+        "message": trace.message,
+        "answer": trace.answer,
+        "path": trace.path,
+        "total_frames": trace.total_frames,
+        "total_ms": trace.total_ms,
+        "error": trace.error,
+        "created_at": trace.created_at.isoformat(),
+        "frames": [
+            {
+                "frame": f.frame,
+                "node": f.node,
+                "node_type": f.node_type,
+                "started_ms": f.started_ms,
+                "duration_ms": f.duration_ms,
+                "input": f.input,
+                "output": f.output,
+                "decision": f.decision,
+                "error": f.error,
+                "llm": {
+                    "provider": f.llm_provider,
+                    "model": f.llm_model,
+                    "prompt_tokens": f.prompt_tokens,
+                    "completion_tokens": f.completion_tokens,
+                    "ms": f.llm_ms,
+                }
+                if f.llm_provider
+                else None,
+            }
+            for f in trace.frames.all()
+        ],
+    }
+
+
+def _user_dict(user) -> dict[str, Any] | None:
+    if user is None or not user.is_authenticated:
+        return None
+    return {"id": user.pk, "username": user.get_username(), "is_staff": user.is_staff}
+
+
+def _state(*, conversation_id: int) -> dict[str, Any]:
+    state = conv.conversation_state(conversation_id=conversation_id)
+    return {
+        "conversation": conversation_id,
+        "graph": state.graph_name,
+        "memory": state.memory,
+        "ui": {"machines": state.ui["machines"], "controls": current_controls(state.ui)},
+        "busy": conv.conversation_busy(conversation_id=conversation_id),
+        "last_seq": chat_last_seq(conversation_id=conversation_id),
+    }
+
+
+def _state_hash(*, conversation_id: int) -> str:
+    last = chat_last_seq(conversation_id=conversation_id)
+    graph = conv.conversation_state(conversation_id=conversation_id).graph_name
+    return hashlib.sha256(f"{last}:{graph}".encode()).hexdigest()[:16]
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+_JSON_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "object": (dict,),
+    "array": (list,),
+    "boolean": (bool,),
+}
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "an object",
+    "array": "a list",
+    "boolean": "true or false",
+}
+
+
+def _decode_body(request: HttpRequest, schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object body, checked against the route's schema (required, types, enums)."""
+    if len(request.body) > MAX_BODY_BYTES:
+        raise bad_request(f"the body is {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        data = json.loads(request.body or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object")
+    for name in schema.get("required", []):
+        if name not in data:
+            raise bad_request(f"the field {name!r} is required")
+    for name, rule in schema.get("properties", {}).items():
+        if name not in data:
+            continue
+        value, kind = data[name], rule["type"]
+        wrong_bool = isinstance(value, bool) and kind in ("integer", "number")
+        if wrong_bool or not isinstance(value, _JSON_TYPES[kind]):
+            raise bad_request(f"{name!r} must be {_TYPE_WORDS[kind]}, got {type(value).__name__}")
+        if "enum" in rule and value not in rule["enum"]:
+            raise bad_request(f"{name!r} must be one of: {', '.join(rule['enum'])}")
+    return data
+
+
+def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name!r} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise bad_request(f"{name!r} must be between {low} and {high}")
+    return value
+
+
+def _message_id_param(request: HttpRequest) -> str:
+    raw = request.GET.get("id", "")
+    if not raw:
+        raise bad_request("the query parameter 'id' (a message id) is required")
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise bad_request(f"{raw!r} is not a message id") from None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One decoded API request, as handlers receive it."""
+
+    request: HttpRequest
+    """The Django request (query parameters, headers)."""
+    caller: Caller | None
+    """Who is calling (None for routes without auth)."""
+    conversation_id: int
+    """The caller's conversation chosen by `?chat=` (0 for unscoped routes)."""
+    body: dict[str, Any]
+    """The decoded JSON body ({} without one)."""
+
+
+def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
+    """A Django view serving one row of the endpoint table."""
+    allowed = ", ".join(sorted(route.operations))
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        op = route.operations.get(request.method or "")
+        if op is None:
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {route.path}; use {allowed}",
+                Allow=allowed,
+            )
+        try:
+            call = await _decode(request, op)
+            return await HANDLERS[op.handler](call)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        except AuthFailed as exc:
+            return error_response(401, exc.code, str(exc))
+        except Forbidden as exc:
+            return error_response(403, exc.code, str(exc))
+
+    view.__name__ = route.name.replace("-", "_")
+    view.__doc__ = next(iter(route.operations.values())).summary
+    # CSRF is enforced in `_decode` for every cookie-authenticated request; a bearer-token
+    # request carries no cookie an attacker's page could ride on.
+    return csrf_exempt(view)
+
+
+async def _decode(request: HttpRequest, op: Operation) -> Call:
+    caller = None
+    if op.auth != "none":
+        caller = await database_sync_to_async(caller_resolve)(request)
+        if op.auth == "staff" and not caller.is_staff:
+            raise Forbidden("only staff may use this endpoint")
+        if request.method == "POST" and caller.via != "token":
+            reason = await database_sync_to_async(csrf_failure)(request)
+            if reason:
+                raise ApiError(
+                    403,
+                    "csrf_failed",
+                    f"CSRF check failed ({reason}); send the "
+                    "csrftoken cookie's value as the X-CSRFToken header",
+                )
+    body = _decode_body(request, op.body) if op.body is not None else {}
+    conversation_id = 0
+    if op.scoped and caller is not None:
+        chat = request.GET.get("chat", "main")
+        if not CHAT_NAME.match(chat):
+            raise bad_request(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
+        conversation = await database_sync_to_async(conv.conversation_get_or_create)(
+            **caller.owner(), chat=chat
+        )
+        conversation_id = conversation.id
+    return Call(request=request, caller=caller, conversation_id=conversation_id, body=body)
+
+
+def _json(data: Any, status: int = 200) -> JsonResponse:
+    return JsonResponse(data, status=status, safe=False, json_dumps_params={"default": str})
+
+
+# --- handlers --------------------------------------------------------------------------
+
+
+async def auth_config(call: Call) -> HttpResponse:
+    """How to sign in, and who the caller is."""
+    header = call.request.headers.get("Authorization")
+    if header and header.lower().startswith("bearer"):
+        user = await database_sync_to_async(user_from_bearer)(header)
+        if user is None:
+            raise AuthFailed("the bearer token is unknown or revoked")
+    else:
+        user = await call.request.auser()
+    enabled = oidc_enabled()
+    return _json(
+        {
+            "anonymous_allowed": settings.AGENTSITE_ALLOW_ANONYMOUS,
+            "login_url": "/oidc/authenticate/" if enabled else "/admin/login/",
+            "oidc": enabled,
+            "user": _user_dict(user),
+        }
+    )
+
+
+async def _refuse_if_busy(conversation_id: int) -> None:
+    busy = pipeline_tasks().running(conversation_id=conversation_id) or (
+        await database_sync_to_async(conv.conversation_busy)(conversation_id=conversation_id)
+    )
+    if busy:
+        raise ApiError(
+            409,
+            "busy",
+            "a message is already being answered in this conversation; wait for its result",
+        )
+
+
+def _valid_text(call: Call) -> str:
+    try:
+        return validate_text(call.body["text"])
+    except InvalidMessage as exc:
+        raise bad_request(str(exc)) from None
+
+
+async def send_check(call: Call) -> HttpResponse:
+    """Validate a message without sending it."""
+    _valid_text(call)
+    await _refuse_if_busy(call.conversation_id)
+    return _json({"ok": True})
+
+
+async def send(call: Call) -> HttpResponse:
+    """Queue a message; 202 with its id and the last seq before its events."""
+    text = _valid_text(call)
+    await _refuse_if_busy(call.conversation_id)
+    message_id = str(uuid.uuid4())
+    after_seq = await database_sync_to_async(chat_last_seq)(conversation_id=call.conversation_id)
+    work = functools.partial(
+        _answer, conversation_id=call.conversation_id, message_id=message_id, text=text
+    )
+    if isinstance(call.request, ASGIRequest):
+        pipeline_tasks().start(
+            conversation_id=call.conversation_id, message_id=message_id, work=work
+        )
+    else:
+        await work()  # WSGI: no loop outlives this request (see the module docstring)
+    return _json({"id": message_id, "after_seq": after_seq}, status=202)
+
+
+async def result(call: Call) -> HttpResponse:
+    """A message's status and answer."""
+    message_id = _message_id_param(call.request)
+    tasks = pipeline_tasks()
+    stored = await database_sync_to_async(conv.conversation_message_result)(
+        conversation_id=call.conversation_id, message_id=message_id
+    )
+    if stored is not None:
+        return _json(stored)
+    empty = {"answer": "", "controls": [], "path": "", "frames": 0}
+    if tasks.running(conversation_id=call.conversation_id, message_id=message_id):
+        return _json({"status": "running", **empty})
+    reason = tasks.failure(conversation_id=call.conversation_id, message_id=message_id)
+    if reason is not None:
+        return _json({"status": "failed", **empty, "answer": reason})
+    raise ApiError(404, "not_found", f"no message {message_id} in this conversation")
+
+
+async def clear(call: Call) -> HttpResponse:
+    """Forget the conversation; a `cleared` event tells every listener."""
+    await _refuse_if_busy(call.conversation_id)
+    await database_sync_to_async(conv.conversation_clear)(conversation_id=call.conversation_id)
+    await publish_chat(conversation_id=call.conversation_id, event=ClearedEvent().as_dict())
+    return _json({"ok": True})
+
+
+async def state(call: Call) -> HttpResponse:
+    """The conversation's state."""
+    return _json(await database_sync_to_async(_state)(conversation_id=call.conversation_id))
+
+
+def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": str(m.message_id),
+            "role": m.role,
+            "text": m.text,
+            "status": m.status,
+            "controls": m.controls,
+            "created_at": m.created_at.isoformat(),
+        }
+        for m in conv.conversation_history(conversation_id=conversation_id, limit=limit)
+    ]
+
+
+async def history(call: Call) -> HttpResponse:
+    """The last messages, oldest first."""
+    limit = _int_param(call.request, "limit", default=50, low=1, high=500)
+    return _json(
+        {
+            "messages": await database_sync_to_async(_history)(
+                conversation_id=call.conversation_id, limit=limit
+            )
+        }
+    )
+
+
+def _frames(*, conversation_id: int, last: int) -> list[dict[str, Any]]:
+    rows = trace_list_for_conversation(conversation_id=conversation_id, last=last)
+    return [trace_as_dict(row) for row in reversed(list(rows))]
+
+
+async def frames(call: Call) -> HttpResponse:
+    """The conversation's last traces, oldest first."""
+    last = _int_param(call.request, "last", default=20, low=1, high=100)
+    return _json(
+        {
+            "traces": await database_sync_to_async(_frames)(
+                conversation_id=call.conversation_id, last=last
+            )
+        }
+    )
+
+
+def _readable_trace(*, message_id: str, caller: Caller) -> dict[str, Any] | None:
+    row = trace_get(message_id=message_id)
+    if row is None or not _trace_readable(trace=row, caller=caller):
+        return None
+    return trace_as_dict(row)
+
+
+async def trace(call: Call) -> HttpResponse:
+    """One trace: the caller's own, or anyone's for staff."""
+    message_id = _message_id_param(call.request)
+    found = await database_sync_to_async(_readable_trace)(message_id=message_id, caller=call.caller)
+    if found is None:
+        # Someone else's trace is reported exactly like a missing one: ids leak nothing.
+        raise ApiError(404, "not_found", f"no trace {message_id} that you may read")
+    return _json(found)
+
+
+async def poll(call: Call) -> HttpResponse:
+    """The state, only when it changed since the client's hash."""
+    since = call.request.GET.get("since", "")
+    current = await database_sync_to_async(_state_hash)(conversation_id=call.conversation_id)
+    changed = since != current
+    body = (
+        await database_sync_to_async(_state)(conversation_id=call.conversation_id)
+        if changed
+        else None
+    )
+    return _json({"hash": current, "changed": changed, "state": body})
+
+
+async def events(call: Call) -> HttpResponse:
+    """The conversation's event log as Server-Sent Events, then new events as they come."""
+    after = _int_param(call.request, "after_seq", default=0, low=0, high=2**62)
+    last_event_id = call.request.headers.get("Last-Event-ID")
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise bad_request(f"Last-Event-ID must be a seq number, got {last_event_id!r}")
+        after = int(last_event_id)
+    raw_timeout = call.request.GET.get("timeout", "300")
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        raise bad_request(f"'timeout' must be a number of seconds, got {raw_timeout!r}") from None
+    if not 0 < timeout <= SSE_MAX_TIMEOUT_S:
+        raise bad_request(f"'timeout' must be more than 0 and at most {SSE_MAX_TIMEOUT_S:g}")
+    response = StreamingHttpResponse(
+        _event_stream(conversation_id=call.conversation_id, after=after, timeout=timeout),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def _event_stream(*, conversation_id: int, after: int, timeout: float):
+    """Poll the log every SSE_POLL_S; a comment every SSE_KEEPALIVE_S keeps proxies open."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    next_ping = loop.time() + SSE_KEEPALIVE_S
+    yield "retry: 1000\n\n"
+    while True:
+        batch = await database_sync_to_async(chat_events_after)(
+            conversation_id=conversation_id, after_seq=after, limit=500
+        )
+        for event in batch:
+            after = event["seq"]
+            yield f"id: {after}\ndata: {json.dumps(event, default=str)}\n\n"
+        now = loop.time()
+        if now >= deadline:
+            return
+        if now >= next_ping:
+            next_ping = now + SSE_KEEPALIVE_S
+            yield ": keep-alive\n\n"
+        if len(batch) < 500:  # a full batch means more is waiting: read again at once
+            await asyncio.sleep(min(SSE_POLL_S, deadline - now))
+
+
+def _graph_dict(name: str, *, elements: bool) -> dict[str, Any]:
+    spec = graph_spec_get(name=name)
+    out: dict[str, Any] = {"name": spec.name, "description": spec.description}
+    if elements:
+        out["elements"] = cytoscape(spec)
+    return out
+
+
+def _active_graph(*, conversation_id: int) -> dict[str, Any]:
+    name = conv.conversation_state(conversation_id=conversation_id).graph_name
+    return _graph_dict(name, elements=True)
+
+
+async def graph_active(call: Call) -> HttpResponse:
+    """The conversation's graph."""
+    return _json(await database_sync_to_async(_active_graph)(conversation_id=call.conversation_id))
+
+
+def _graphs(*, elements: bool) -> list[dict[str, Any]]:
+    rows = graph_list_with_counts()
+    if elements:
+        return [_graph_dict(g.name, elements=True) for g in rows]
+    return [{"name": g.name, "description": g.description} for g in rows]
+
+
+async def graph_list(call: Call) -> HttpResponse:
+    """Every graph."""
+    elements = call.request.GET.get("elements", "") in ("1", "true")
+    return _json({"graphs": await database_sync_to_async(_graphs)(elements=elements)})
+
+
+async def graph_switch(call: Call) -> HttpResponse:
+    """Switch the conversation's graph."""
+    name = call.body["graph"]
+    try:
+        await database_sync_to_async(conv.conversation_switch_graph)(
+            conversation_id=call.conversation_id, graph_name=name
+        )
+    except GraphError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return _json({"ok": True, "graph": name})
+
+
+def _latest_run() -> dict[str, Any] | None:
+    latest = test_run_list_with_trend(limit=1)
+    if not latest:
+        return None
+    run = latest[0].run
+    return {
+        "id": run.pk,
+        "graph": run.graph,
+        "target": run.target,
+        "status": run.status,
+        "passed": run.passed,
+        "failed": run.failed,
+        "total": run.total,
+        "score": run.score,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+async def test_status(call: Call) -> HttpResponse:
+    """The latest test run."""
+    return _json({"run": await database_sync_to_async(_latest_run)()})
+
+
+async def test_event(call: Call) -> HttpResponse:
+    """Publish one runner event to `/ws/test` (not stored: `runtests` stores its runs)."""
+    await publish_test(event=call.body)
+    return _json({"ok": True}, status=202)
+
+
+def _suites() -> list[dict[str, Any]]:
+    folder = settings.BASE_DIR / "testcases"
+    if not folder.is_dir():
+        return []
+    return [
+        {"name": p.stem, "file": p.name, "size": p.stat().st_size}
+        for p in sorted(folder.glob("*.md"))
+    ]
+
+
+async def tests(call: Call) -> HttpResponse:
+    """The Markdown test suites."""
+    return _json({"suites": _suites()})
+
+
+async def openapi(call: Call) -> HttpResponse:
+    """The OpenAPI document."""
+    return _json(openapi_document())
+
+
+HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
+    f.__name__: f
+    for f in (
+        auth_config,
+        send_check,
+        send,
+        result,
+        clear,
+        state,
+        history,
+        frames,
+        trace,
+        poll,
+        events,
+        graph_active,
+        graph_list,
+        graph_switch,
+        test_status,
+        test_event,
+        tests,
+        openapi,
+    )
+}
+"""Handlers by the name the endpoint table gives them."""

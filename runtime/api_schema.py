@@ -1,0 +1,416 @@
+"""The REST API's one table of endpoints, and the OpenAPI 3.1 document built from it.
+
+`runtime.api_urls` routes exactly these paths, `runtime.api` enforces their
+methods, auth and request bodies from the same rows, and `/api/openapi.json`
+is generated from them: the documentation cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.pipeline import MAX_MESSAGE_CHARS
+
+TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter."""
+
+    name: str
+    """Its name in the query string."""
+    type: str
+    """Its JSON Schema type (`string`, `integer`, `number`)."""
+    description: str
+    """What it does, with its default."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method of one path."""
+
+    handler: str
+    """The name of the handler function in `runtime.api`."""
+    summary: str
+    """One line for the documentation."""
+    responses: dict[int, str]
+    """Status codes and what each means."""
+    auth: str = "caller"
+    """`caller` (token, session or allowed anonymous), `staff`, or `none`."""
+    scoped: bool = True
+    """Whether it acts on the caller's conversation chosen by `?chat=`."""
+    body: dict[str, Any] | None = None
+    """The JSON Schema of the request body (an object), if it takes one."""
+    params: tuple[Param, ...] = ()
+    """Query parameters besides `chat`."""
+    content_type: str = "application/json"
+    """The media type of its success response."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One path and its methods."""
+
+    path: str
+    """The URL path, from the site root."""
+    name: str
+    """The URL name (for `reverse`)."""
+    operations: dict[str, Operation] = field(default_factory=dict)
+    """Operations by HTTP method (upper case)."""
+
+
+CHAT = Param("chat", "string", 'The conversation, `[a-z0-9_-]{1,80}` (default "main").')
+TEXT_BODY = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {
+            "type": "string",
+            "maxLength": MAX_MESSAGE_CHARS,
+            "description": "The message, not empty once stripped.",
+        }
+    },
+}
+COMMON = {400: "Bad input", 401: "Not signed in, or a bad token"}
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "/auth/config",
+        "api-auth-config",
+        {
+            "GET": Operation(
+                "auth_config",
+                "How to sign in, and who the caller is (null when nobody).",
+                {200: "The sign-in configuration", 401: "A bad bearer token"},
+                auth="none",
+                scoped=False,
+            )
+        },
+    ),
+    Route(
+        "/api/send/check",
+        "api-send-check",
+        {
+            "POST": Operation(
+                "send_check",
+                "Validate a message without sending it.",
+                {
+                    200: "It would be accepted",
+                    **COMMON,
+                    403: "CSRF check failed",
+                    409: "The conversation is busy",
+                },
+                body=TEXT_BODY,
+            )
+        },
+    ),
+    Route(
+        "/api/send",
+        "api-send",
+        {
+            "POST": Operation(
+                "send",
+                "Queue a message; its events go to the conversation's log (sockets, SSE).",
+                {
+                    202: "Queued: `{id, after_seq}`",
+                    **COMMON,
+                    403: "CSRF check failed",
+                    409: "The conversation is busy",
+                },
+                body=TEXT_BODY,
+            )
+        },
+    ),
+    Route(
+        "/api/result",
+        "api-result",
+        {
+            "GET": Operation(
+                "result",
+                "A message's status and, once done, its answer, controls, path, frames.",
+                {200: "The result", **COMMON, 404: "No such message in this conversation"},
+                params=(Param("id", "string", "The message id from /api/send."),),
+            )
+        },
+    ),
+    Route(
+        "/api/clear",
+        "api-clear",
+        {
+            "POST": Operation(
+                "clear",
+                "Forget history, memory (but the situation) and machines.",
+                {
+                    200: "Cleared",
+                    **COMMON,
+                    403: "CSRF check failed",
+                    409: "A message is being answered",
+                },
+            )
+        },
+    ),
+    Route(
+        "/api/state",
+        "api-state",
+        {
+            "GET": Operation(
+                "state",
+                "Memory, UI (machines, controls), graph, busy flag and last event seq.",
+                {200: "The state", **COMMON},
+            )
+        },
+    ),
+    Route(
+        "/api/history",
+        "api-history",
+        {
+            "GET": Operation(
+                "history",
+                "The last messages, oldest first.",
+                {200: "The messages", **COMMON},
+                params=(Param("limit", "integer", "How many messages (1-500, default 50)."),),
+            )
+        },
+    ),
+    Route(
+        "/api/frames",
+        "api-frames",
+        {
+            "GET": Operation(
+                "frames",
+                "The conversation's last frame traces, oldest first.",
+                {200: "The traces", **COMMON},
+                params=(Param("last", "integer", "How many traces (1-100, default 20)."),),
+            )
+        },
+    ),
+    Route(
+        "/api/trace",
+        "api-trace",
+        {
+            "GET": Operation(
+                "trace",
+                "One message's frame trace (staff may read anyone's).",
+                {200: "The trace", **COMMON, 404: "No such trace you may read"},
+                params=(Param("id", "string", "The message id."),),
+            )
+        },
+    ),
+    Route(
+        "/api/poll",
+        "api-poll",
+        {
+            "GET": Operation(
+                "poll",
+                "Cheap polling: the state only when its hash changed.",
+                {200: "`{hash, changed, state}` (state null when unchanged)", **COMMON},
+                params=(Param("since", "string", "The hash from the previous poll."),),
+            )
+        },
+    ),
+    Route(
+        "/api/events",
+        "api-events",
+        {
+            "GET": Operation(
+                "events",
+                "The conversation's events as Server-Sent Events (`id: <seq>`).",
+                {200: "An event stream", **COMMON},
+                content_type="text/event-stream",
+                params=(
+                    Param(
+                        "after_seq",
+                        "integer",
+                        "Send events after this seq (default 0); the Last-Event-ID header wins.",
+                    ),
+                    Param(
+                        "timeout",
+                        "number",
+                        "Close the stream after this many seconds (default 300, at most 3600).",
+                    ),
+                ),
+            )
+        },
+    ),
+    Route(
+        "/api/graph/active",
+        "api-graph-active",
+        {
+            "GET": Operation(
+                "graph_active",
+                "The conversation's graph with its Cytoscape elements.",
+                {200: "The graph", **COMMON},
+            )
+        },
+    ),
+    Route(
+        "/api/graph/list",
+        "api-graph-list",
+        {
+            "GET": Operation(
+                "graph_list",
+                "Every graph's name and description.",
+                {200: "The graphs", **COMMON},
+                scoped=False,
+                params=(Param("elements", "integer", "1 to include Cytoscape elements."),),
+            )
+        },
+    ),
+    Route(
+        "/api/graph/switch",
+        "api-graph-switch",
+        {
+            "POST": Operation(
+                "graph_switch",
+                "Run the conversation on another graph from its next message.",
+                {200: "Switched", **COMMON, 403: "CSRF check failed", 404: "No such graph"},
+                body={
+                    "type": "object",
+                    "required": ["graph"],
+                    "properties": {"graph": {"type": "string"}},
+                },
+            )
+        },
+    ),
+    Route(
+        "/api/test/status",
+        "api-test-status",
+        {
+            "GET": Operation(
+                "test_status",
+                "The latest test run and its counts (null when none).",
+                {200: "The latest run", 401: COMMON[401], 403: "Staff only"},
+                auth="staff",
+                scoped=False,
+            ),
+            "POST": Operation(
+                "test_event",
+                "Publish one test-runner event to `/ws/test` observers.",
+                {202: "Published", **COMMON, 403: "Staff only, or CSRF check failed"},
+                auth="staff",
+                scoped=False,
+                body={
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"type": "string", "enum": list(TEST_EVENT_TYPES)}},
+                },
+            ),
+        },
+    ),
+    Route(
+        "/api/tests",
+        "api-tests",
+        {
+            "GET": Operation(
+                "tests",
+                "The Markdown test suites (`testcases/*.md`): name and size.",
+                {200: "The suites", 401: COMMON[401]},
+                scoped=False,
+            )
+        },
+    ),
+    Route(
+        "/api/openapi.json",
+        "api-openapi",
+        {
+            "GET": Operation(
+                "openapi", "This document.", {200: "OpenAPI 3.1"}, auth="none", scoped=False
+            )
+        },
+    ),
+)
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def route_for(path: str) -> Route:
+    """The table's row for `path`."""
+    return next(route for route in ROUTES if route.path == path)
+
+
+def _operation_doc(op: Operation) -> dict[str, Any]:
+    params = ((CHAT,) if op.scoped else ()) + op.params
+    doc: dict[str, Any] = {
+        "operationId": op.handler,
+        "summary": op.summary,
+        "parameters": [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": False,
+                "description": p.description,
+                "schema": {"type": p.type},
+            }
+            for p in params
+        ],
+        "responses": {
+            str(code): {
+                "description": text,
+                "content": {
+                    (op.content_type if code < 300 else "application/json"): {
+                        "schema": ERROR_SCHEMA
+                    }
+                    if code >= 400
+                    else {}
+                },
+            }
+            for code, text in sorted(op.responses.items())
+        },
+    }
+    if op.body is not None:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": op.body}},
+        }
+    if op.auth == "none":
+        doc["security"] = []
+    elif op.auth == "staff":
+        doc["description"] = "Staff only."
+    return doc
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route in the table."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "agentsite REST API",
+            "version": "1",
+            "description": 'Every error is `{"error": {"code", "message"}}`.',
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`python manage.py createtoken USERNAME`",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "sessionid",
+                    "description": "Django session; POSTs need X-CSRFToken.",
+                },
+            },
+            "schemas": {"Error": ERROR_SCHEMA},
+        },
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            route.path: {
+                method.lower(): _operation_doc(op) for method, op in route.operations.items()
+            }
+            for route in ROUTES
+        },
+    }
