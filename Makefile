@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench setup migrate clean
+.PHONY: run test lint bench setup migrate clean browser-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ setup: $(STAMP)
 	$(BIN)/python manage.py loadgraphs
 	$(BIN)/python manage.py make_eras
 	$(BIN)/python manage.py demodata
+	$(BIN)/python manage.py collectstatic --noinput -v 0
 
 run: setup
 	@echo ""
@@ -31,6 +32,11 @@ lint: $(STAMP)
 
 test: setup lint
 	$(BIN)/pytest
+
+# The real-browser test alone: Playwright (a dev extra) driving Debian's Chromium
+# (`apt-get install -y chromium`; never `playwright install`).
+browser-test: setup
+	$(BIN)/pytest tests/agentsite/test_browser.py
 
 bench: setup
 	$(BIN)/python manage.py bench

@@ -105,6 +105,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Production serves cache-busted names (chat.3f2a91c.js) from STATIC_ROOT, so a
+# deploy never leaves a browser on a stale script. The manifest storage needs
+# `collectstatic` (`make setup` runs it) and raises for any file missing from
+# the manifest, so DEBUG and the tests keep the plain storage, which serves the
+# files as they are from static/ (nginx.conf sends no-cache for them then).
+# STATIC_MANIFEST=true forces the manifest storage, e.g. to try a production build.
+STATIC_MANIFEST = env.flag("STATIC_MANIFEST", not DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": (
+        "django.contrib.staticfiles.storage.ManifestStaticFilesStorage" if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage")},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,7 @@
 """URL routes: the chat page, the tests page, health, the admin, OIDC and the REST API."""
 
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from agentsite import views
@@ -15,3 +16,6 @@ urlpatterns = [
     path("oidc/callback/", OIDCCallbackView.as_view(), name="oidc_authentication_callback"),
     path("", include("runtime.api_urls")),
 ]
+# Static files in development only (an empty list unless DEBUG): `make run` serves
+# with plain daphne, which does not serve them; production serves them from nginx.
+urlpatterns += staticfiles_urlpatterns()

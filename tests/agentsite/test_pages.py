@@ -1,10 +1,21 @@
-"""The site's pages: home, health, admin pages for the stored rows."""
+"""The site's pages: health, the chat page, the tests page, admin pages for the stored rows."""
 
 from __future__ import annotations
 
+import pytest
 from django.contrib.auth import get_user_model
 
-from tests.helpers import send
+from runtime import conversations as conv
+from tests.helpers import make_user, send
+
+
+@pytest.fixture(autouse=True)
+def _plain_static(settings):
+    """Pages render without `collectstatic`, whatever DEBUG the environment set."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def test_health(client):
@@ -14,13 +25,59 @@ def test_health(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_home_lists_graphs(client, graphs):
-    """The home page names the model and lists the loaded graphs with their sizes."""
+def test_chat_page_for_a_signed_in_user(client, graphs, user):
+    """The chat page draws the conversation's graph, links its static files and boots the script."""
+    client.force_login(user)
     response = client.get("/")
     body = response.content.decode()
     assert response.status_code == 200
-    assert "v3-framed" in body and "<td>7</td><td>12</td>" in body
-    assert "rule-based offline model" in body
+    assert '<g class="node" data-node="director">' in body  # the v3-framed picture, inline
+    assert 'data-graph="v4-eras" hidden' in body  # the other graph is there for the switcher
+    for name in ("chat.css", "chat.js", "markdown.js"):
+        assert f"/static/agentsite/{name}" in body
+    assert 'id="boot"' in body and '"graph": "v3-framed"' in body
+    assert "csrftoken" in response.cookies  # the page's POSTs need it
+
+
+def test_chat_page_shows_the_history_safely(client, graphs, user):
+    """Past messages come with the page as JSON data, never as markup."""
+    conversation = conv.conversation_get_or_create(user=user)
+    send(conversation.id, "remember that <img src=x onerror=alert(1)>")
+    client.force_login(user)
+    body = client.get("/").content.decode()
+    assert "<img" not in body
+    assert "\\u003Cimg src=x onerror=alert(1)\\u003E" in body
+
+
+def test_anonymous_is_redirected_when_not_allowed(client, graphs, settings):
+    """Without anonymous chat, a visitor is sent to the login page and back."""
+    settings.AGENTSITE_ALLOW_ANONYMOUS = False
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/"
+
+
+def test_anonymous_chat_page_when_allowed(client, graphs, settings):
+    """With anonymous chat on, a visitor gets the page and a session the socket will find."""
+    settings.AGENTSITE_ALLOW_ANONYMOUS = True
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "sessionid" in response.cookies
+    key = response.cookies["sessionid"].value
+    assert conv.conversation_get_or_create(session_key=key).user is None
+
+
+def test_tests_page_is_staff_only(client, graphs):
+    """/tests redirects anonymous and non-staff users to the login; staff get the page."""
+    assert client.get("/tests").status_code == 302
+    client.force_login(make_user())
+    assert client.get("/tests").status_code == 302
+    staff = get_user_model().objects.create_user("staffer", password="pw", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/tests")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "/static/agentsite/tests.js" in body and "/api/test/status" in body
 
 
 def test_admin_shows_conversations_and_traces(client, conversation):

@@ -1,0 +1,258 @@
+"""The chat page in a real browser: Playwright driving Debian's Chromium against a live daphne.
+
+The server is a real `daphne` process on a free loopback port, with its own
+migrated SQLite database in a temporary folder (graphs loaded, one user made),
+so the test sees exactly what `make run` serves: the page, its static files,
+the `/ws` socket and the builtin model. Chromium is the system one
+(`apt-get install -y chromium`); `playwright install` is never used. Without
+Chromium the test is skipped locally and fails under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+USERNAME, PASSWORD = "ada", "a-browser-test-password"
+SCREENSHOT = Path("/tmp/chat.png")
+XSS = "<img src=x onerror=alert(1)>"
+STREAMING = re.compile(r"\bstreaming\b")
+VISITED = re.compile(r"\bvisited\b")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the browser test", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def live_server_url(tmp_path_factory) -> Iterator[str]:
+    """A daphne server on a free port with a fresh database, graphs and a user; its base URL."""
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("the playwright package is missing (pip install -e '.[dev]')")
+    var = tmp_path_factory.mktemp("live")
+    env = {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("LLM_", "REDIS_", "DATABASE_", "ERAS_", "OIDC_"))},
+        "DEBUG": "true",
+        "SECRET_KEY": "browser-test-secret",
+        "AGENTSITE_VAR_DIR": str(var),
+        "DATABASE_URL": f"sqlite:///{var / 'agentsite.sqlite3'}",
+        "AGENTSITE_ALLOW_ANONYMOUS": "false",
+        "LLM_PROVIDER": "builtin",
+        "BUILTIN_LLM_LATENCY_MS": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "STATIC_MANIFEST": "false",
+        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+    }
+    _manage(env, "migrate", "--no-input", "-v", "0")
+    _manage(env, "loadgraphs")
+    _manage(env, "createsuperuser", "--no-input", "--username", USERNAME,
+            "--email", "ada@example.com")
+    port = _free_port()
+    log = (var / "daphne.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "agentsite.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("daphne did not start: "
+                                       + (var / "daphne.log").read_text()[-2000:]) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(live_server_url):
+    """Debian's Chromium, headless, through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def sign_in(page, base: str, then: str = "/") -> None:
+    """Through the admin's login form, as a person would."""
+    page.goto(f"{base}/admin/login/?next={then}")
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(base + then)
+
+
+def test_tests_page_shows_live_results_and_falls_back_to_polling(browser, live_server_url):
+    """Runner events reach /tests over /ws/test; a socket that fails switches it to polling."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    sign_in(page, live_server_url, "/tests")
+    expect(page.locator("#mode")).to_have_text("live socket")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    publish = """async (event) => {
+        const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+        const r = await fetch('/api/test/status', {method: 'POST', credentials: 'same-origin',
+          headers: {'Content-Type': 'application/json', 'X-CSRFToken': token},
+          body: JSON.stringify(event)});
+        return r.status;
+    }"""
+    for event in ({"type": "suite_start", "suite": "smoketest", "steps": 2},
+                  {"type": "step_result", "suite": "smoketest", "step": 1,
+                   "check": "reply contains Hello", "passed": True},
+                  {"type": "step_result", "suite": "smoketest", "step": 2,
+                   "check": "frames == 4", "passed": False, "detail": "got 5"},
+                  {"type": "suite_end", "suite": "smoketest", "passed": 1, "total": 2}):
+        assert page.evaluate(publish, event) == 202
+    suite = page.locator(".suite")
+    expect(suite.locator(".results li")).to_have_count(2)
+    expect(suite.locator(".verdict")).to_have_text(["PASS", "FAIL"])
+    expect(suite.locator(".score")).to_have_text("score 1/2")
+    page.screenshot(path=str(SCREENSHOT.with_name("tests.png")))
+
+    # A socket that cannot get through (as behind a proxy that breaks it): polling.
+    page = browser.new_page()
+    page.route_web_socket("**/ws/test", lambda ws: ws.close(code=1011))
+    sign_in(page, live_server_url, "/tests")
+    expect(page.locator("#mode")).to_contain_text("polling every 500 ms")
+    expect(page.locator("#latest-run")).to_contain_text("No test run yet")
+
+
+def test_chat_page_in_a_real_browser(browser, live_server_url):
+    """Sign in, stream an answer, watch the HUD, click a counter, and never render model HTML."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1360, "height": 860})
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    deltas: list[str] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda frame: deltas.append(frame) if '"delta"' in str(frame) else None))
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+
+    # Signed out, the page sends us to the login form and back.
+    page.goto(live_server_url + "/")
+    assert page.url == live_server_url + "/admin/login/?next=/"
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(live_server_url + "/")
+    # From here on (the admin's login page asks for a /favicon.ico the site does not have).
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+
+    # hello: a streamed answer, and the HUD's frames.
+    page.fill("#message", "hello")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body")).to_have_text("Hello! How can I help you today?")
+    expect(answer).not_to_have_class(STREAMING)
+    assert len(deltas) > 1, "the answer arrived in more than one delta"
+    expect(page.locator("#frames-summary")).to_contain_text("2 frames")
+    expect(page.locator("#frames tr")).to_have_count(4)  # input; output, memorizer, ui
+    expect(page.locator("#frames")).to_contain_text("route=reflex")
+    expect(page.locator('.picture:not([hidden]) g.node[data-node="output"]')).to_have_class(VISITED)
+    expect(page.locator('.picture:not([hidden]) g.node[data-node="director"]')).not_to_have_class(
+        VISITED)
+
+    # A counter: the click moves it at once, before the server answers.
+    page.fill("#message", "give me a counter")
+    page.keyboard.press("Enter")
+    counter = page.locator('.machine[data-machine="counter"]')
+    expect(counter.locator(".machine-text")).to_have_text("Count: 0")
+    expect(page.locator("#frames-summary")).to_contain_text("4 frames")
+    seq_before = page.evaluate("window.agentChat.lastSeq()")
+    shown = page.evaluate("""() => {
+        const card = document.querySelector('.machine[data-machine="counter"]');
+        const plus = [...card.querySelectorAll('button')].find(b => b.textContent === '+1');
+        plus.click();
+        return card.isConnected ? card.querySelector('.machine-text').textContent
+             : document.querySelector('.machine[data-machine="counter"] .machine-text').textContent;
+    }""")
+    assert shown == "Count: 1", "the click was applied locally, in the same tick"
+    page.wait_for_function(f"window.agentChat.lastSeq() > {seq_before}")  # the server's controls
+    expect(counter.locator(".machine-text")).to_have_text("Count: 1")
+
+    # Model output that looks like HTML is shown as text and makes no element.
+    page.fill("#message", f"remember that {XSS}")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body")).to_have_text(f"Got it — I'll remember that {XSS}.")
+    expect(page.locator("#memory")).to_contain_text(XSS)
+    assert page.locator("img").count() == 0
+    rendered = page.evaluate("""() => {
+        const box = document.createElement('div');
+        box.appendChild(window.AgentMarkdown.render(
+          '**bold** *it* `<b>x</b>` [bad](javascript:alert(1)) [good](https://example.com)\\n' +
+          '<script>alert(1)</script>\\n\\n- one\\n- two\\n\\n```\\n<img src=x>\\n```'));
+        return {html: box.innerHTML, links: [...box.querySelectorAll('a')].map(
+          a => [a.getAttribute('href'), a.rel]), tags: [...box.querySelectorAll('*')].map(
+          e => e.tagName)};
+    }""")
+    assert rendered["links"] == [["https://example.com", "noopener noreferrer"]]
+    assert set(rendered["tags"]) <= {"P", "STRONG", "EM", "CODE", "A", "BR", "UL", "LI", "PRE"}
+    assert "<script>" not in rendered["html"] and "&lt;script&gt;" in rendered["html"]
+
+    # A dropped socket reconnects and resumes: the next answer is shown exactly once.
+    bubbles = page.locator(".msg.assistant").count()
+    page.evaluate("window.agentChat.socket().close()")
+    expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    page.fill("#message", "what is my name?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant")).to_have_count(bubbles + 1)
+    expect(page.locator(".msg.assistant").last).not_to_have_class(STREAMING)
+
+    page.screenshot(path=str(SCREENSHOT), full_page=False)
+    assert dialogs == [], "no script from model output ran"
+    assert failed == [] and console_errors == []
