@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from runtime.models import Conversation, Message
 from runtime.nodes.sensor import situation_text
 from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
 from traces.models import MessageTrace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,27 +114,42 @@ def conversation_release(*, conversation_id: int, token: str) -> None:
 @transaction.atomic
 def conversation_record_turn(
     *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
-    memory: dict[str, Any] | None, ui: dict[str, Any] | None, controls: list[dict[str, Any]],
-    now: datetime, experts: dict[str, Any] | None = None,
-) -> None:
-    """Persist one exchange: both messages, and memory / UI / expert state when given."""
+    memory: dict[str, Any] | None, ui: dict[str, Any] | None, now: datetime,
+    experts: dict[str, Any] | None = None, machine_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Persist one exchange: both messages, and memory / UI / expert state when given.
+
+    Machines may have been clicked while the message ran, so they are not taken
+    from `ui` (computed from the state before the message): the message's
+    machine tool calls are applied again to the machines as they are now.
+    Returns the UI state after the exchange.
+    """
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    current = ui_normalize(conversation.ui_state)
+    if ui is not None:
+        machines = current["machines"]
+        for call in machine_calls or []:
+            try:
+                machines = m.apply_tool_call(machines, call)
+            except m.MachineError as exc:  # e.g. the machine was removed meanwhile
+                logger.warning("machine call %s not applied: %s", call.get("name"), exc)
+        current = {**ui_normalize(ui), "machines": machines}
+        conversation.ui_state = current
     Message.objects.create(conversation=conversation, message_id=message_id,
                            role=Message.Role.USER, text=text)
     Message.objects.create(
         conversation=conversation, message_id=message_id, role=Message.Role.ASSISTANT,
-        text=answer, controls=controls,
+        text=answer, controls=current_controls(current),
         status=Message.Status.ERROR if failed else Message.Status.OK,
     )
     if memory is not None:
         conversation.memory = memory
-    if ui is not None:
-        conversation.ui_state = ui
     if experts:
         conversation.expert_state = {**(conversation.expert_state or {}), **experts}
     conversation.last_message_at = now
     conversation.save(update_fields=["memory", "ui_state", "expert_state", "last_message_at",
                                      "updated_at"])
+    return current
 
 
 def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:

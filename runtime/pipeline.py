@@ -143,21 +143,23 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
 
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
-             failed: bool, now: datetime) -> list[dict[str, Any]]:
-    """Store the exchange and its trace in one transaction; return the controls now shown."""
+             failed: bool, now: datetime) -> dict[str, Any]:
+    """Store the exchange and its trace in one transaction; return the UI state now."""
     memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
+    machine_calls = [] if failed else [
+        call for node, out in result.outputs.items()
+        if turn.graph.node(node).type == "director" for call in out.get("tool_calls", [])]
     # Expert caches are kept even when the message failed: what was described stays true.
     experts = {node: out["expert_state"] for node, out in result.outputs.items()
                if isinstance(out.get("expert_state"), dict)}
-    controls = current_controls(ui if ui is not None else dict(turn.ui))
-    conv.conversation_record_turn(
+    stored_ui = conv.conversation_record_turn(
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
-        answer=answer, failed=failed, memory=memory, ui=ui, controls=controls, now=now,
-        experts=experts,
+        answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
+        machine_calls=machine_calls,
     )
     trace_store(trace=trace, answer=answer)
-    return controls
+    return stored_ui
 
 
 def _node_of(turn: Turn, node_type: str) -> str:
@@ -238,16 +240,16 @@ async def pipeline_run(
         answer = (failure_answer(result.error) if failed and result.error
                   else result.outputs.get(output_node, {}).get("text", ""))
         trace = _trace(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
-        controls = await database_sync_to_async(_persist)(
+        ui_after = await database_sync_to_async(_persist)(
             turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now
         )
     finally:
         await database_sync_to_async(conv.conversation_release)(
             conversation_id=conversation_id, token=token
         )
-    ui_after = result.outputs.get(_node_of(turn, "ui"), {}).get("ui") or dict(turn.ui)
+    controls = current_controls(ui_after)
     await on_event(ControlsEvent(message_id=message_id, controls=controls,
-                                 machines=ui_after.get("machines", {})))
+                                 machines=ui_after["machines"]))
     await on_event(trace)
     await on_event(DoneEvent(message_id=message_id, answer=answer, failed=failed,
                              path=trace.path, frames=trace.total_frames, ms=trace.total_ms))

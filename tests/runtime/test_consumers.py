@@ -399,3 +399,32 @@ def test_socket_is_closed_when_its_session_ends_while_idle(ada, settings):
     error, closed = run(scenario)
     assert error["code"] == "unauthenticated"
     assert closed == {"type": "websocket.close", "code": 4401}
+
+
+def test_action_is_handled_while_an_answer_runs(ada, settings):
+    """A machine click is answered at once even while a message is still being answered."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "give me a counter"})
+        await receive_until(comm, "done")
+        settings.BUILTIN_LLM_LATENCY_MS = 300
+        await comm.send_json_to({"type": "message", "text": "what is my name?"})
+        await receive_until(comm, "hud")
+        await comm.send_json_to({"type": "action", "action": "inc",
+                                 "data": {"machine": "counter"}})
+        events = await receive_until(comm, "done", timeout=30)
+        await comm.disconnect()
+        return events
+
+    events = run(scenario)
+    kinds = [e["type"] for e in events]
+    click = next(i for i, e in enumerate(events)
+                 if e["type"] == "controls" and e["message_id"] == "")
+    assert click < kinds.index("done")
+    assert events[click]["machines"]["counter"]["data"]["count"] == 1
+    # The answer that was running when the click came does not undo it.
+    assert events[-2]["type"] == "frame_trace"
+    final = [e for e in events if e["type"] == "controls"][-1]
+    assert final["machines"]["counter"]["data"]["count"] == 1
+    state = conv.conversation_state(conversation_id=Conversation.objects.get(user=ada).id)
+    assert state.ui["machines"]["counter"]["data"]["count"] == 1
