@@ -64,7 +64,24 @@ class FrameRow(models.Model):
         return f"frame {self.frame} {self.node}"
 
 
-class TestRun(models.Model):
+class ScoreMixin:
+    """`score` and `rate` from the `passed` and `total` counters of a run or a suite."""
+
+    passed: int
+    total: int
+
+    @property
+    def score(self) -> str:
+        """Checks passed over checks run, as `passed/total`."""
+        return f"{self.passed}/{self.total}"
+
+    @property
+    def rate(self) -> float | None:
+        """Share of checks passed (0..1), None when no check ran."""
+        return self.passed / self.total if self.total else None
+
+
+class TestRun(ScoreMixin, models.Model):
     """One run of Markdown test suites (`manage.py runtests`) against a graph."""
 
     # Not a pytest test class, whatever its name: keep pytest from collecting it
@@ -109,22 +126,12 @@ class TestRun(models.Model):
         return f"{self.graph} {self.started_at:%Y-%m-%d %H:%M} {self.score}"
 
     @property
-    def score(self) -> str:
-        """Checks passed over checks run, as `passed/total`."""
-        return f"{self.passed}/{self.total}"
-
-    @property
-    def rate(self) -> float | None:
-        """Share of checks passed (0..1), None when no check ran."""
-        return self.passed / self.total if self.total else None
-
-    @property
     def duration(self) -> timedelta | None:
         """Wall time of the run, None while it runs."""
         return self.finished_at - self.started_at if self.finished_at else None
 
 
-class TestSuiteResult(models.Model):
+class TestSuiteResult(ScoreMixin, models.Model):
     """One suite (a `testcases/*.md` file) within a test run."""
 
     __test__ = False
@@ -149,16 +156,6 @@ class TestSuiteResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.score}"
-
-    @property
-    def score(self) -> str:
-        """Checks passed over checks run, as `passed/total`."""
-        return f"{self.passed}/{self.total}"
-
-    @property
-    def rate(self) -> float | None:
-        """Share of checks passed (0..1), None when no check ran."""
-        return self.passed / self.total if self.total else None
 
 
 class TestCheckResult(models.Model):
