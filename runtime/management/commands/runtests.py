@@ -1,0 +1,118 @@
+"""`manage.py runtests [suite ...]`: run Markdown test suites against the agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from runtime.publish import publish_test
+from runtime.suites.parser import Suite, SuiteError, load_suite
+from runtime.suites.runner import InProcessTarget, junit_xml, run_suites
+from traces import testruns
+from traces.models import TestRun
+
+
+def suite_paths(names: list[str]) -> list[Path]:
+    """Suite files for names (`smoketest`), file names or paths; all of testcases/ if none."""
+    folder = Path(settings.BASE_DIR) / "testcases"
+    if not names:
+        return sorted(p for p in folder.glob("*.md") if p.name.lower() != "readme.md")
+    paths = []
+    for name in names:
+        candidates = [Path(name), folder / name, folder / f"{name}.md"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            known = ", ".join(p.stem for p in folder.glob("*.md") if p.stem.lower() != "readme")
+            raise CommandError(f"no suite {name!r}; suites are: {known or 'none'}")
+        paths.append(found)
+    return paths
+
+
+def parse_fail_under(value: str) -> float:
+    """0.9, 90 or 90% -> 0.9."""
+    text = value.strip().rstrip("%")
+    try:
+        number = float(text)
+    except ValueError:
+        raise CommandError(f"--fail-under takes a score like 0.9 or 90%, not {value!r}") from None
+    fraction = number / 100 if number > 1 or value.strip().endswith("%") else number
+    if not 0 <= fraction <= 1:
+        raise CommandError(f"--fail-under must be between 0 and 1 (or 0% and 100%), not {value}")
+    return fraction
+
+
+class Command(BaseCommand):
+    help = ("Run Markdown test suites (testcases/*.md) in process, printing each check as it "
+            "finishes, a score per suite and a closing `N passed, N failed`.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("suites", nargs="*", help="suite names or files (default: all)")
+        parser.add_argument("--graph", default="", help="run every suite on this graph")
+        parser.add_argument("--repeat", type=int, default=1,
+                            help="run everything N times and report each check's pass rate")
+        parser.add_argument("--junit", default="", help="write JUnit XML to this file")
+        parser.add_argument("--fail-under", default="",
+                            help="exit non-zero when the share of passed checks is below this")
+        parser.add_argument("--user", default="runtests",
+                            help="the user whose conversations the suites run in")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["repeat"] < 1:
+            raise CommandError("--repeat must be 1 or more")
+        threshold = parse_fail_under(options["fail_under"]) if options["fail_under"] else None
+        try:
+            suites: list[Suite] = [load_suite(p) for p in suite_paths(options["suites"])]
+        except SuiteError as exc:
+            raise CommandError(str(exc)) from exc
+        if not suites:
+            raise CommandError("no suites to run (testcases/ holds none)")
+        user, _ = get_user_model().objects.get_or_create(username=options["user"])
+        run = testruns.test_run_start(graph=options["graph"] or "per suite",
+                                      target="in-process", repeat=options["repeat"], user=user)
+        stored: dict[tuple[str, int], Any] = {}
+
+        def on_result(event: dict[str, Any]) -> None:
+            key = (event["suite"], event.get("round", 1))
+            if event["type"] == "suite_start":
+                stored[key] = testruns.test_suite_start(run=run, name=event["suite"])
+                self.stdout.write(self.style.MIGRATE_HEADING(
+                    f"{event['suite']} ({event['steps']} steps on {event['graph']})"))
+            elif event["type"] == "step_result":
+                testruns.test_check_record(
+                    suite=stored[key], step=f"{event['step']} ({event['action']})",
+                    check=event["check"], passed=event["passed"], detail=event["detail"],
+                    trace_message_id=event["message_id"] or None, duration_ms=event["ms"])
+                mark = self.style.SUCCESS("PASS") if event["passed"] else self.style.ERROR("FAIL")
+                line = f"  {mark}  {event['step']} › {event['check']}"
+                if not event["passed"]:
+                    line += f"\n        {event['detail']}"
+                self.stdout.write(line)
+            else:
+                self.stdout.write(f"{event['suite']}: {event['score']}")
+            async_to_sync(publish_test)(event={**event, "run": run.pk})
+
+        try:
+            summary = run_suites(suites=suites, target=InProcessTarget(user=user),
+                                 graph=options["graph"], repeat=options["repeat"],
+                                 on_result=on_result)
+        except BaseException:
+            testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
+            raise
+        testruns.test_run_finish(run=run)
+        if options["repeat"] > 1:
+            self.stdout.write("pass rate per check:")
+            for tally in summary.tallies.values():
+                self.stdout.write(f"  {tally.passed}/{tally.runs}  {tally.suite} › {tally.step} "
+                                  f"› {tally.check}")
+        if options["junit"]:
+            Path(options["junit"]).write_text(junit_xml(summary), encoding="utf-8")
+            self.stdout.write(f"JUnit report: {options['junit']}")
+        self.stdout.write(f"{summary.passed} passed, {summary.failed} failed")
+        if threshold is not None and summary.rate < threshold:
+            raise CommandError(f"score {summary.rate:.1%} is under --fail-under "
+                               f"{threshold:.1%}")

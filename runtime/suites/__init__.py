@@ -1,0 +1,1 @@
+"""Markdown test suites: parser, checks and runner (see testcases/README.md)."""

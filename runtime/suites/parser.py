@@ -1,0 +1,205 @@
+"""Parse a Markdown suite into steps and checks; errors name the file and line.
+
+    # Suite title
+    graph: v3-framed            (optional, before the first step)
+
+    ## A step's title
+    > send: how many customers are there?
+    - response contains: "120" or "one hundred twenty"
+    - trace frames: 5
+
+Actions (`> `): send, click, clear, graph. Checks (`- `): see CHECK_KINDS.
+Anything else is prose and ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import AgentError
+
+ACTIONS = ("send", "click", "clear", "graph")
+CHECK_KINDS = {
+    "response contains": "the answer contains one of the texts",
+    "response not contains": "the answer contains none of the texts",
+    "response matches": "the answer matches one of the regular expressions",
+    "trace ran": "one of the nodes ran (frame_trace first, else the last 40 HUD events)",
+    "trace path": "the path equals one of the values",
+    "trace frames": "the frame count equals one of the numbers",
+    "trace event": "one of the HUD events was emitted (`event` or `node.event`)",
+    "trace routed": "the PA routed to one of the experts",
+    "controls match": "every comma-separated pattern matches some control's action or label "
+                      "(a pattern may be `a or b`)",
+    "memory": "`memory FIELD: value`: the field equals, or for lists contains, the value",
+    "progress": "the progress events' kinds, in order, are exactly these (comma-separated)",
+    "sql matches": "a database query run for the message matches one of the expressions",
+}
+_ACTION = re.compile(r"^>\s*(?P<verb>[a-z]+)\s*(?::\s*(?P<arg>.*))?$")
+_CHECK = re.compile(r"^-\s*(?P<subject>[a-z][a-z _.]*?)\s*:\s*(?P<value>.*)$")
+_QUOTED = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*(?:or\s+|$)')
+
+
+class SuiteError(AgentError):
+    """A suite file that cannot be parsed; the message names the file and line."""
+
+    code = "suite_error"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation about a step's outcome."""
+
+    kind: str
+    """One of CHECK_KINDS (for memory, `memory`)."""
+    values: tuple[str, ...]
+    """The alternatives (any may match), or the ordered items for progress."""
+    text: str
+    """The line as written."""
+    line: int
+    """Its line number."""
+    field: str = ""
+    """For memory checks: the field."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """An action and the checks on its outcome."""
+
+    title: str
+    """The step's heading."""
+    action: str
+    """send, click, clear or graph."""
+    argument: str
+    """The message, the control, or the graph name."""
+    checks: tuple[Check, ...]
+    """What must hold afterwards."""
+    line: int
+    """The action's line number."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    """The file's stem, e.g. `smoketest`."""
+    title: str
+    """The `#` heading."""
+    path: str
+    """The file it came from."""
+    graph: str
+    """The graph to run on (may be empty: the caller's choice)."""
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+    """The steps, in order."""
+
+
+def split_alternatives(value: str) -> tuple[str, ...]:
+    """`"a" or "b"` -> (a, b); an unquoted value is one alternative as written."""
+    value = value.strip()
+    if not value.startswith('"'):
+        return (value,)
+    found, rest = [], value
+    while rest:
+        match = _QUOTED.match(rest)
+        if not match:
+            raise ValueError(f"cannot read the alternatives in {value!r}: write "
+                             '"one" or "other", each in double quotes')
+        found.append(match.group(1).replace('\\"', '"'))
+        rest = rest[match.end():]
+    return tuple(found)
+
+
+def parse_suite(text: str, *, path: str = "<suite>") -> Suite:
+    """Parse a suite; SuiteError says `path:line: what is wrong`."""
+    title, graph = "", ""
+    steps: list[Step] = []
+    current: dict | None = None
+
+    def fail(lineno: int, message: str) -> SuiteError:
+        return SuiteError(f"{path}:{lineno}: {message}")
+
+    def close(lineno: int) -> None:
+        if current is None:
+            return
+        if not current["action"]:
+            raise fail(current["line"], f"step {current['title']!r} has no action "
+                       f"(`> send: …`, `> click: …`, `> clear`, `> graph: …`)")
+        steps.append(Step(title=current["title"], action=current["action"],
+                          argument=current["argument"], checks=tuple(current["checks"]),
+                          line=current["action_line"]))
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("## "):
+            close(lineno)
+            current = {"title": line[3:].strip(), "line": lineno, "action": "", "argument": "",
+                       "action_line": lineno, "checks": []}
+        elif line.startswith("# ") and not title:
+            title = line[2:].strip()
+        elif line.startswith("graph:") and current is None:
+            graph = line.split(":", 1)[1].strip()
+        elif line.startswith(">"):
+            if current is None:
+                raise fail(lineno, "an action before the first `## step` heading")
+            match = _ACTION.match(line)
+            if not match or match["verb"] not in ACTIONS:
+                raise fail(lineno, f"unknown action {line!r}; actions are: "
+                           f"{', '.join(ACTIONS)}")
+            if current["action"]:
+                raise fail(lineno, "a step has one action; start a new `## step` for another")
+            argument = (match["arg"] or "").strip()
+            if match["verb"] != "clear" and not argument:
+                raise fail(lineno, f"`> {match['verb']}` needs a value after the colon")
+            current.update(action=match["verb"], argument=argument, action_line=lineno)
+        elif line.startswith("- "):
+            if current is None or not current["action"]:
+                raise fail(lineno, "a check must follow a step's action")
+            current["checks"].append(_parse_check(line, lineno, fail))
+    close(len(text.splitlines()))
+    if not steps:
+        raise SuiteError(f"{path}: no steps (a step starts with `## title`)")
+    return Suite(name=Path(path).stem, title=title or Path(path).stem, path=path, graph=graph,
+                 steps=tuple(steps))
+
+
+def _parse_check(line: str, lineno: int, fail) -> Check:
+    match = _CHECK.match(line)
+    if not match:
+        raise fail(lineno, f"cannot read the check {line!r}; write `- kind: value`")
+    subject, value = match["subject"].strip(), match["value"].strip()
+    if not value:
+        raise fail(lineno, f"the check {subject!r} needs a value")
+    field_name = ""
+    if subject.startswith("memory "):
+        subject, field_name = "memory", subject.split(" ", 1)[1].strip()
+    if subject not in CHECK_KINDS:
+        raise fail(lineno, f"unknown check {subject!r}; checks are: "
+                   f"{', '.join(sorted(CHECK_KINDS))}")
+    if subject in ("progress", "controls match"):
+        values = tuple(v.strip() for v in value.split(",") if v.strip())
+    else:
+        try:
+            values = split_alternatives(value)
+        except ValueError as exc:
+            raise fail(lineno, str(exc)) from None
+    if subject in ("response matches", "sql matches"):
+        for pattern in values:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise fail(lineno, f"bad regular expression {pattern!r}: {exc}") from None
+    if subject == "trace frames" and not all(v.isdigit() for v in values):
+        raise fail(lineno, "`trace frames` takes whole numbers")
+    return Check(kind=subject, values=values, text=line[2:].strip(), line=lineno,
+                 field=field_name)
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and parse a suite file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read: {exc}") from exc
+    return parse_suite(text, path=str(path))

@@ -1,0 +1,214 @@
+"""Run parsed suites against the agent, check by check, reporting each result as it finishes.
+
+A `Target` runs one step and returns its Outcome: `InProcessTarget` calls the
+pipeline directly (the default). Each suite gets a conversation of its own,
+so suites never see each other's memory or machines. Results go to an
+`on_result` callback as they finish (the command prints them, publishes them
+to `/ws/test` and stores them as a test run).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from xml.etree import ElementTree as ET
+
+from asgiref.sync import async_to_sync
+
+from runtime import conversations as conv
+from runtime.errors import AgentError
+from runtime.events import Event
+from runtime.nodes.ui import current_controls
+from runtime.pipeline import pipeline_run
+from runtime.suites.checks import Outcome, evaluate
+from runtime.suites.parser import Step, Suite
+
+ResultSink = Callable[[dict[str, Any]], None]
+
+
+class Target(Protocol):
+    """Somewhere steps run: one conversation per suite."""
+
+    def open(self, *, chat: str, graph: str) -> None:
+        """Start a fresh conversation on `graph`."""
+        ...
+
+    def run(self, step: Step) -> Outcome:
+        """Run one step's action; AgentError for a step that cannot run."""
+        ...
+
+
+class InProcessTarget:
+    """Runs steps through the pipeline in this process, as `user`."""
+
+    def __init__(self, *, user) -> None:
+        self.user = user
+        self.conversation_id = 0
+
+    def open(self, *, chat: str, graph: str) -> None:
+        """A new conversation for the suite."""
+        conversation = conv.conversation_get_or_create(user=self.user, chat=chat)
+        conv.conversation_clear(conversation_id=conversation.id)
+        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
+        self.conversation_id = conversation.id
+
+    def run(self, step: Step) -> Outcome:
+        """Send, click, clear or switch graph."""
+        if step.action == "send":
+            return self._send(step.argument)
+        if step.action == "clear":
+            conv.conversation_clear(conversation_id=self.conversation_id)
+            return self._after([])
+        if step.action == "graph":
+            conv.conversation_switch_graph(conversation_id=self.conversation_id,
+                                           graph_name=step.argument)
+            return self._after([])
+        return self._click(step.argument)
+
+    def _send(self, text: str) -> Outcome:
+        events: list[dict[str, Any]] = []
+
+        async def collect(event: Event) -> None:
+            events.append(event.as_dict())
+
+        result = async_to_sync(pipeline_run)(conversation_id=self.conversation_id, text=text,
+                                             on_event=collect)
+        return self._after(events, answer=result.answer, message_id=result.message_id)
+
+    def _click(self, which: str) -> Outcome:
+        state = conv.conversation_state(conversation_id=self.conversation_id)
+        wanted = which.strip().lower()
+        control = next((c for c in current_controls(state.ui)
+                        if wanted in (c["label"].lower(), c["action"].lower())), None)
+        if control is None:
+            offered = ", ".join(c["label"] for c in current_controls(state.ui)) or "none"
+            raise AgentError(f"no control {which!r} to click; controls are: {offered}")
+        if not control["machine"]:
+            return self._send(control["label"])
+        conv.conversation_click(conversation_id=self.conversation_id,
+                                machine_id=control["machine"], action=control["action"])
+        return self._after([])
+
+    def _after(self, events: list[dict[str, Any]], answer: str = "", message_id: str = ""
+               ) -> Outcome:
+        state = conv.conversation_state(conversation_id=self.conversation_id)
+        trace = next((e for e in events if e.get("type") == "frame_trace"), None)
+        return Outcome(answer=answer, events=tuple(events), trace=trace,
+                       controls=tuple(current_controls(state.ui)), memory=dict(state.memory),
+                       message_id=message_id)
+
+
+@dataclass
+class CheckTally:
+    """How often one check passed over the repeats."""
+
+    suite: str
+    step: str
+    check: str
+    passed: int = 0
+    runs: int = 0
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a whole run."""
+
+    passed: int = 0
+    failed: int = 0
+    suites: list[dict[str, Any]] = field(default_factory=list)
+    tallies: dict[tuple[str, int, int], CheckTally] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Checks run."""
+        return self.passed + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Share of checks passed (1.0 for an empty run)."""
+        return self.passed / self.total if self.total else 1.0
+
+
+def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: int = 1,
+               on_result: ResultSink) -> RunSummary:
+    """Run every suite `repeat` times; every check's result goes to `on_result` at once."""
+    summary = RunSummary()
+    run_key = uuid.uuid4().hex[:8]
+    for round_ in range(1, repeat + 1):
+        for suite in suites:
+            suite_graph = graph or suite.graph or "v3-framed"
+            on_result({"type": "suite_start", "suite": suite.name, "title": suite.title,
+                       "graph": suite_graph, "steps": len(suite.steps), "round": round_})
+            passed = failed = 0
+            try:
+                target.open(chat=f"suite-{suite.name}-{run_key}-{round_}"[:80],
+                            graph=suite_graph)
+            except AgentError as exc:
+                steps = ()
+                failed += 1
+                on_result(_result(suite, None, None, False, f"cannot start: {exc}", "", 0.0,
+                                  round_))
+            else:
+                steps = suite.steps
+            for step_index, step in enumerate(steps):
+                started = time.perf_counter()
+                try:
+                    outcome = target.run(step)
+                    error = ""
+                except AgentError as exc:
+                    outcome, error = Outcome(), str(exc)
+                ms = (time.perf_counter() - started) * 1000
+                for check_index, check in enumerate(step.checks):
+                    ok, detail = (False, f"the step failed: {error}") if error else evaluate(
+                        check, outcome)
+                    passed, failed = passed + ok, failed + (not ok)
+                    tally = summary.tallies.setdefault(
+                        (suite.name, step_index, check_index),
+                        CheckTally(suite=suite.name, step=step.title, check=check.text))
+                    tally.passed += ok
+                    tally.runs += 1
+                    result = _result(suite, step, check.text, ok, detail, outcome.message_id,
+                                     ms, round_)
+                    summary.results.append(result)
+                    on_result(result)
+            summary.passed += passed
+            summary.failed += failed
+            end = {"type": "suite_end", "suite": suite.name, "passed": passed,
+                   "failed": failed, "total": passed + failed,
+                   "score": f"{passed}/{passed + failed}", "round": round_}
+            summary.suites.append(end)
+            on_result(end)
+    return summary
+
+
+def _result(suite: Suite, step: Step | None, check: str | None, ok: bool, detail: str,
+            message_id: str, ms: float, round_: int) -> dict[str, Any]:
+    return {"type": "step_result", "suite": suite.name,
+            "step": step.title if step else "(suite)",
+            "action": f"{step.action}: {step.argument}".rstrip(": ") if step else "",
+            "check": check or "(start)", "passed": ok, "detail": detail,
+            "message_id": message_id, "ms": round(ms, 1), "round": round_}
+
+
+def junit_xml(summary: RunSummary) -> str:
+    """The run as JUnit XML: a testsuite per suite round, a testcase per check."""
+    root = ET.Element("testsuites", tests=str(summary.total), failures=str(summary.failed))
+    by_suite: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for result in summary.results:
+        by_suite.setdefault((result["suite"], result["round"]), []).append(result)
+    for (name, round_), results in by_suite.items():
+        element = ET.SubElement(
+            root, "testsuite", name=name if round_ == 1 else f"{name} (round {round_})",
+            tests=str(len(results)), failures=str(sum(not r["passed"] for r in results)))
+        for result in results:
+            case = ET.SubElement(element, "testcase", classname=name,
+                                 name=f"{result['step']} › {result['check']}",
+                                 time=f"{result['ms'] / 1000:.3f}")
+            if not result["passed"]:
+                failure = ET.SubElement(case, "failure", message=result["detail"][:500])
+                failure.text = result["detail"]
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
