@@ -52,7 +52,8 @@ from runtime.auth import (
 from runtime.chatlog import chat_events_after, chat_last_seq
 from runtime.consumers import CHAT_NAME
 from runtime.errors import ConversationBusy, GraphError
-from runtime.events import ClearedEvent, ErrorEvent, Event
+from runtime.events import ClearedEvent, ControlsEvent, ErrorEvent, Event
+from runtime.machines import MachineError
 from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
 from runtime.pipeline import InvalidMessage, pipeline_run, validate_text
@@ -480,6 +481,11 @@ async def send(call: Call) -> HttpResponse:
     """Queue a message; 202 with its id and the last seq before its events."""
     text = _valid_text(call)
     await _refuse_if_busy(call.conversation_id)
+    return _json(await _queue(call, text), status=202)
+
+
+async def _queue(call: Call, text: str) -> dict[str, Any]:
+    """Start answering `text` in the caller's conversation: `{id, after_seq}`."""
     message_id = str(uuid.uuid4())
     after_seq = await database_sync_to_async(chat_last_seq)(conversation_id=call.conversation_id)
     work = functools.partial(
@@ -491,7 +497,52 @@ async def send(call: Call) -> HttpResponse:
         )
     else:
         await work()  # WSGI: no loop outlives this request (see the module docstring)
-    return _json({"id": message_id, "after_seq": after_seq}, status=202)
+    return {"id": message_id, "after_seq": after_seq}
+
+
+def _click(*, conversation_id: int, machine_id: str, action: str) -> dict[str, Any]:
+    controls = conv.conversation_click(
+        conversation_id=conversation_id, machine_id=machine_id, action=action
+    )
+    machines = conv.conversation_state(conversation_id=conversation_id).ui["machines"]
+    return ControlsEvent(message_id="", controls=controls, machines=machines).as_dict()
+
+
+async def action(call: Call) -> HttpResponse:
+    """Click a control, as the socket's `action` message does.
+
+    With `data.machine` it is a machine button: the machine moves at once (no
+    model call), a `controls` event goes to the conversation's log and the
+    answer is 200 `{ok, controls, seq}`. Otherwise it is an offered (thinker)
+    button: its label is sent as a message, exactly like `/api/send`, and the
+    answer is 202 `{id, after_seq, text}`.
+    """
+    name = call.body["action"]
+    machine = call.body.get("data", {}).get("machine")
+    if machine:
+        if not isinstance(machine, str):
+            raise bad_request("'data.machine' must be text")
+        try:
+            event = await database_sync_to_async(_click)(
+                conversation_id=call.conversation_id, machine_id=machine, action=name
+            )
+        except MachineError as exc:
+            raise ApiError(404, "not_found", str(exc)) from None
+        wire = await publish_chat(conversation_id=call.conversation_id, event=event)
+        return _json({"ok": True, "controls": wire["controls"], "seq": wire["seq"]})
+    state = await database_sync_to_async(conv.conversation_state)(
+        conversation_id=call.conversation_id
+    )
+    label = state.ui["bindings"].get(name)
+    if label is None:
+        offered = ", ".join(state.ui["bindings"]) or "none"
+        raise ApiError(
+            404,
+            "not_found",
+            f"no control with action {name!r}; offered actions are: {offered}",
+        )
+    await _refuse_if_busy(call.conversation_id)
+    return _json({**await _queue(call, label), "text": label}, status=202)
 
 
 async def result(call: Call) -> HttpResponse:
@@ -744,6 +795,7 @@ HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
         auth_config,
         send_check,
         send,
+        action,
         result,
         clear,
         state,

@@ -124,6 +124,37 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
+        "/api/action",
+        "api-action",
+        {
+            "POST": Operation(
+                "action",
+                "Click a control as the socket's `action` does: a machine button "
+                "(`data.machine`) moves at once and logs a `controls` event; an offered "
+                "button's label is sent as a message, like /api/send.",
+                {
+                    200: "A machine button was clicked: `{ok, controls, seq}`",
+                    202: "An offered button's label was queued: `{id, after_seq, text}`",
+                    **COMMON,
+                    403: "CSRF check failed",
+                    404: "No such control",
+                    409: "The conversation is busy",
+                },
+                body={
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"type": "string", "description": "The control's action."},
+                        "data": {
+                            "type": "object",
+                            "description": "`{machine}` for a machine button.",
+                        },
+                    },
+                },
+            )
+        },
+    ),
+    Route(
         "/api/result",
         "api-result",
         {

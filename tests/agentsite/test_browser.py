@@ -1,6 +1,6 @@
 """The chat page in a real browser: Playwright driving Debian's Chromium against a live daphne.
 
-The server is a real `daphne` process on a free loopback port, with its own
+The server is a real `daphne` process from `tests.live`, with its own
 migrated SQLite database in a temporary folder (graphs loaded, one user made),
 so the test sees exactly what `make run` serves: the page, its static files,
 the `/ws` socket and the builtin model. Chromium is the system one
@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.live import PASSWORD, USERNAME, live_daphne
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-USERNAME, PASSWORD = "ada", "a-browser-test-password"
 SCREENSHOT = Path("/tmp/chat.png")
 XSS = "<img src=x onerror=alert(1)>"
 STREAMING = re.compile(r"\bstreaming\b")
@@ -40,17 +35,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def live_server_url(tmp_path_factory) -> Iterator[str]:
     """A daphne server on a free port with a fresh database, graphs and a user; its base URL."""
@@ -60,52 +44,8 @@ def live_server_url(tmp_path_factory) -> Iterator[str]:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("the playwright package is missing (pip install -e '.[dev]')")
-    var = tmp_path_factory.mktemp("live")
-    env = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith(("LLM_", "REDIS_", "DATABASE_", "ERAS_", "OIDC_"))},
-        "DEBUG": "true",
-        "SECRET_KEY": "browser-test-secret",
-        "AGENTSITE_VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var / 'agentsite.sqlite3'}",
-        "AGENTSITE_ALLOW_ANONYMOUS": "false",
-        "LLM_PROVIDER": "builtin",
-        "BUILTIN_LLM_LATENCY_MS": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "STATIC_MANIFEST": "false",
-        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
-    }
-    _manage(env, "migrate", "--no-input", "-v", "0")
-    _manage(env, "loadgraphs")
-    _manage(env, "createsuperuser", "--no-input", "--username", USERNAME,
-            "--email", "ada@example.com")
-    port = _free_port()
-    log = (var / "daphne.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "agentsite.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not start: "
-                                       + (var / "daphne.log").read_text()[-2000:]) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with live_daphne(tmp_path_factory.mktemp("live")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

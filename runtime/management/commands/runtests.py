@@ -1,4 +1,14 @@
-"""`manage.py runtests [suite ...]`: run Markdown test suites against the agent."""
+"""`manage.py runtests [suite ...]`: run Markdown test suites against the agent.
+
+In process (the default) the suites run through the pipeline as `--user`,
+each result is published to `/ws/test` in this process and the run is stored
+(admin → Test runs). With `--server URL --token TOKEN` they run against that
+server over its REST API (`runtime.suites.remote`) as the token's user; each
+result is POSTed to the server's `/api/test/status` so its `/tests` page
+shows it live, and nothing is stored locally (the traces the results point
+to live on the server, and no local database is needed). The token is read
+from the option only, never from the environment or settings.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +20,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from runtime.errors import AgentError
 from runtime.publish import publish_test
 from runtime.suites.parser import Suite, SuiteError, load_suite
-from runtime.suites.runner import InProcessTarget, junit_xml, run_suites
+from runtime.suites.remote import RemoteTarget
+from runtime.suites.runner import InProcessTarget, RunSummary, junit_xml, run_suites
 from traces import testruns
 from traces.models import TestRun
 
@@ -47,8 +59,9 @@ def parse_fail_under(value: str) -> float:
 
 
 class Command(BaseCommand):
-    help = ("Run Markdown test suites (testcases/*.md) in process, printing each check as it "
-            "finishes, a score per suite and a closing `N passed, N failed`.")
+    help = ("Run Markdown test suites (testcases/*.md) in process or against --server, "
+            "printing each check as it finishes, a score per suite and a closing "
+            "`N passed, N failed`.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("suites", nargs="*", help="suite names or files (default: all)")
@@ -59,7 +72,14 @@ class Command(BaseCommand):
         parser.add_argument("--fail-under", default="",
                             help="exit non-zero when the share of passed checks is below this")
         parser.add_argument("--user", default="runtests",
-                            help="the user whose conversations the suites run in")
+                            help="the user whose conversations the suites run in (in process)")
+        parser.add_argument("--server", default="",
+                            help="run against this server's REST API (http://host:port) instead "
+                                 "of in process; results go to its /ws/test, nothing is stored "
+                                 "here")
+        parser.add_argument("--token", default="",
+                            help="the bearer token for --server (manage.py createtoken USER on "
+                                 "the server; a staff user's, so results reach /ws/test)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["repeat"] < 1:
@@ -71,39 +91,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not suites:
             raise CommandError("no suites to run (testcases/ holds none)")
-        user, _ = get_user_model().objects.get_or_create(username=options["user"])
-        run = testruns.test_run_start(graph=options["graph"] or "per suite",
-                                      target="in-process", repeat=options["repeat"], user=user)
-        stored: dict[tuple[str, int], Any] = {}
-
-        def on_result(event: dict[str, Any]) -> None:
-            key = (event["suite"], event.get("round", 1))
-            if event["type"] == "suite_start":
-                stored[key] = testruns.test_suite_start(run=run, name=event["suite"])
-                self.stdout.write(self.style.MIGRATE_HEADING(
-                    f"{event['suite']} ({event['steps']} steps on {event['graph']})"))
-            elif event["type"] == "step_result":
-                testruns.test_check_record(
-                    suite=stored[key], step=f"{event['step']} ({event['action']})",
-                    check=event["check"], passed=event["passed"], detail=event["detail"],
-                    trace_message_id=event["message_id"] or None, duration_ms=event["ms"])
-                mark = self.style.SUCCESS("PASS") if event["passed"] else self.style.ERROR("FAIL")
-                line = f"  {mark}  {event['step']} › {event['check']}"
-                if not event["passed"]:
-                    line += f"\n        {event['detail']}"
-                self.stdout.write(line)
-            else:
-                self.stdout.write(f"{event['suite']}: {event['score']}")
-            async_to_sync(publish_test)(event={**event, "run": run.pk})
-
-        try:
-            summary = run_suites(suites=suites, target=InProcessTarget(user=user),
-                                 graph=options["graph"], repeat=options["repeat"],
-                                 on_result=on_result)
-        except BaseException:
-            testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
-            raise
-        testruns.test_run_finish(run=run)
+        if options["server"]:
+            summary = self._run_remote(suites, options)
+        else:
+            summary = self._run_local(suites, options)
         if options["repeat"] > 1:
             self.stdout.write("pass rate per check:")
             for tally in summary.tallies.values():
@@ -116,3 +107,85 @@ class Command(BaseCommand):
         if threshold is not None and summary.rate < threshold:
             raise CommandError(f"score {summary.rate:.1%} is under --fail-under "
                                f"{threshold:.1%}")
+
+    def _print(self, event: dict[str, Any]) -> None:
+        if event["type"] == "suite_start":
+            self.stdout.write(self.style.MIGRATE_HEADING(
+                f"{event['suite']} ({event['steps']} steps on {event['graph']})"))
+        elif event["type"] == "step_result":
+            mark = self.style.SUCCESS("PASS") if event["passed"] else self.style.ERROR("FAIL")
+            line = f"  {mark}  {event['step']} › {event['check']}"
+            if not event["passed"]:
+                line += f"\n        {event['detail']}"
+            self.stdout.write(line)
+        else:
+            self.stdout.write(f"{event['suite']}: {event['score']}")
+
+    def _run_local(self, suites: list[Suite], options: dict[str, Any]) -> RunSummary:
+        """In process: published to this process's /ws/test and stored as a test run."""
+        user, _ = get_user_model().objects.get_or_create(username=options["user"])
+        run = testruns.test_run_start(graph=options["graph"] or "per suite",
+                                      target="in-process", repeat=options["repeat"], user=user)
+        stored: dict[tuple[str, int], Any] = {}
+
+        def on_result(event: dict[str, Any]) -> None:
+            key = (event["suite"], event.get("round", 1))
+            if event["type"] == "suite_start":
+                stored[key] = testruns.test_suite_start(run=run, name=event["suite"])
+            elif event["type"] == "step_result":
+                testruns.test_check_record(
+                    suite=stored[key], step=f"{event['step']} ({event['action']})",
+                    check=event["check"], passed=event["passed"], detail=event["detail"],
+                    trace_message_id=event["message_id"] or None, duration_ms=event["ms"])
+            self._print(event)
+            async_to_sync(publish_test)(event={**event, "run": run.pk})
+
+        try:
+            summary = run_suites(suites=suites, target=InProcessTarget(user=user),
+                                 graph=options["graph"], repeat=options["repeat"],
+                                 on_result=on_result)
+        except BaseException:
+            testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
+            raise
+        testruns.test_run_finish(run=run)
+        return summary
+
+    def _run_remote(self, suites: list[Suite], options: dict[str, Any]) -> RunSummary:
+        """Against --server: each result is POSTed to its /api/test/status; nothing stored."""
+        server = options["server"].rstrip("/")
+        if not server.startswith(("http://", "https://")):
+            raise CommandError(f"--server takes a URL like http://127.0.0.1:8000, not {server!r}")
+        target = RemoteTarget(server, options["token"])
+        try:
+            try:
+                caller = target.whoami()
+            except AgentError as exc:
+                raise CommandError(f"cannot use {server}: {exc}") from None
+            if caller is None:
+                raise CommandError(f"{server} needs a bearer token: pass --token "
+                                   "(manage.py createtoken USER on the server)")
+            publishing = bool(caller.get("is_staff"))
+            if not publishing:
+                self.stderr.write(f"{server}: the token's user is not staff, so results are not "
+                                  "sent to its /ws/test")
+            published = 0
+
+            def on_result(event: dict[str, Any]) -> None:
+                nonlocal publishing, published
+                self._print(event)
+                if not publishing:
+                    return
+                try:
+                    target.publish({**event, "run": None, "target": server})
+                    published += 1
+                except AgentError as exc:
+                    publishing = False
+                    self.stderr.write(f"results are no longer sent to {server}: {exc}")
+
+            summary = run_suites(suites=suites, target=target, graph=options["graph"],
+                                 repeat=options["repeat"], on_result=on_result)
+        finally:
+            target.close()
+        if published:
+            self.stdout.write(f"{published} results sent to {server}/api/test/status")
+        return summary

@@ -1,0 +1,123 @@
+"""`runtests --server URL --token T`: suites run against a live daphne over the REST API.
+
+The server is a real daphne (`tests.live`) with its own database; this test
+process never touches it except over HTTP, and the remote run stores nothing
+locally (the tests here have no database access at all).
+"""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+
+from runtime.errors import AgentError
+from runtime.suites.parser import Step
+from runtime.suites.remote import RemoteTarget
+from tests.live import USERNAME, LiveServer, live_daphne
+
+FAILING = """# Failing on purpose
+graph: v3-framed
+
+## Greeting is not a farewell
+> send: hello
+- response contains: Goodbye
+- trace frames: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, eras_path) -> LiveServer:
+    """A live daphne with graphs, a staff user and the session's demo eras database."""
+    folder = tmp_path_factory.mktemp("remote")
+    with live_daphne(folder, ERAS_DATABASE_URL=f"sqlite:///{eras_path}") as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def token(server) -> str:
+    """A bearer token of the server's staff user."""
+    return server.manage("createtoken", USERNAME).strip()
+
+
+def runtests(*args: str) -> str:
+    out = io.StringIO()
+    call_command("runtests", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_fast_suite_passes_over_the_server_and_results_reach_it(server, token):
+    """The same checks pass remotely; every result was accepted by /api/test/status (202)."""
+    output = runtests("fast", "--server", server.url, "--token", token)
+    assert "FAIL" not in output, output
+    assert output.rstrip().endswith("10 passed, 0 failed"), output
+    # suite_start + 10 step results + suite_end, each POSTed and answered 202
+    assert f"12 results sent to {server.url}/api/test/status" in output
+
+
+def test_a_failing_check_is_reported_over_the_server(server, token, tmp_path):
+    """A check that does not hold is a FAIL with the remote answer in its detail."""
+    suite = tmp_path / "failing.md"
+    suite.write_text(FAILING, encoding="utf-8")
+    output = runtests(str(suite), "--server", server.url, "--token", token)
+    assert "FAIL  Greeting is not a farewell › response contains: Goodbye" in output
+    assert "answer: 'Hello! How can I help you today?'" in output
+    assert "PASS  Greeting is not a farewell › trace frames: 2" in output
+    assert output.rstrip().endswith("1 passed, 1 failed"), output
+
+
+def test_a_bad_token_or_no_server_is_a_clear_command_error(server):
+    """A refused token and an unreachable server stop the run before any suite."""
+    with pytest.raises(CommandError, match=r"answered 401: .*(token|unknown)"):
+        runtests("fast", "--server", server.url, "--token", "not-a-token")
+    with pytest.raises(CommandError, match="needs a bearer token"):
+        runtests("fast", "--server", server.url)
+    with pytest.raises(CommandError, match="cannot connect"):
+        runtests("fast", "--server", "http://127.0.0.1:9", "--token", "x")
+
+
+def test_action_endpoint_clicks_machines_and_is_documented(server, token):
+    """POST /api/action moves a machine, refuses unknown controls as JSON, is in OpenAPI."""
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        doc = client.get("/api/openapi.json").json()
+        assert "post" in doc["paths"]["/api/action"]
+        missing = client.post("/api/action?chat=act", json={"action": "nope"})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+        bad = client.post("/api/action?chat=act", json={"data": {}})
+        assert bad.status_code == 400 and "'action' is required" in bad.json()["error"]["message"]
+        wrong = client.post(
+            "/api/action?chat=act", json={"action": "inc", "data": {"machine": "counter"}}
+        )
+        assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "not_found"
+
+
+def step(action: str, argument: str = "") -> Step:
+    return Step(title=action, action=action, argument=argument, checks=(), line=1)
+
+
+def test_remote_target_outcomes_have_the_in_process_shape(server, token):
+    """Sends and offered-button clicks give answer, events, trace, controls and memory."""
+    target = RemoteTarget(server.url, token)
+    try:
+        target.open(chat="shape", graph="v3-framed")
+        sent = target.run(step("send", "should I learn Rust?"))
+        assert sent.message_id and sent.answer
+        assert sent.trace is not None and sent.trace["message_id"] == sent.message_id
+        assert sent.events[-1]["type"] == "done" and "seq" not in sent.events[-1]
+        assert any(e["type"] == "hud" for e in sent.events)
+        offered = [c for c in sent.controls if not c["machine"]]
+        assert offered, sent.controls
+        clicked = target.run(step("click", offered[-1]["label"]))
+        assert clicked.message_id not in ("", sent.message_id) and clicked.answer
+        assert clicked.trace["message"] == offered[-1]["label"]
+        with pytest.raises(AgentError, match="no control 'nothing' to click; controls are: "):
+            target.run(step("click", "nothing"))
+        with pytest.raises(AgentError, match="answered 404: "):
+            target.run(step("graph", "no-such-graph"))
+    finally:
+        target.close()
