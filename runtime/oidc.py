@@ -136,33 +136,28 @@ class SubjectOIDCBackend(OIDCAuthenticationBackend):
         return user
 
 
-class OIDCLoginView(OIDCAuthenticationRequestView):
-    """Starts an OIDC login (404 when OIDC is not configured)."""
+class OIDCViewMixin:
+    """OIDC views: 404 while OIDC is not configured; endpoints may come from discovery."""
+
+    @staticmethod
+    def get_settings(attr: str, *args: Any) -> Any:
+        return oidc_setting(attr, *args)
+
+    def dispatch(self, request, *args: Any, **kwargs: Any):
+        """Refuse plainly when OIDC is off."""
+        if not oidc_enabled():
+            raise Http404("OIDC login is not configured")
+        return super().dispatch(request, *args, **kwargs)
+
+
+class OIDCLoginView(OIDCViewMixin, OIDCAuthenticationRequestView):
+    """Starts an OIDC login: a redirect to the provider with state, nonce and PKCE."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The parent reads the provider's endpoints here, which fails while OIDC is off.
         if oidc_enabled():
             super().__init__(*args, **kwargs)
 
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return oidc_setting(attr, *args)
 
-    def get(self, request):
-        """Redirect to the provider."""
-        if not oidc_enabled():
-            raise Http404("OIDC login is not configured")
-        return super().get(request)
-
-
-class OIDCCallbackView(OIDCAuthenticationCallbackView):
-    """Finishes an OIDC login (404 when OIDC is not configured)."""
-
-    @staticmethod
-    def get_settings(attr: str, *args: Any) -> Any:
-        return oidc_setting(attr, *args)
-
-    def get(self, request):
-        """Check the provider's answer and sign the user in, or go to the failure page."""
-        if not oidc_enabled():
-            raise Http404("OIDC login is not configured")
-        return super().get(request)
+class OIDCCallbackView(OIDCViewMixin, OIDCAuthenticationCallbackView):
+    """Finishes an OIDC login: signs the user in, or goes to the failure page."""
