@@ -39,3 +39,19 @@ def chat_last_seq(*, conversation_id: int) -> int:
     """The last sequence number given in the conversation."""
     return Conversation.objects.filter(pk=conversation_id).values_list(
         "event_seq", flat=True).get()
+
+
+def chat_event_prune(*, older_than, batch_size: int = 1000) -> int:
+    """Delete stored chat events older than `older_than`, in batches; return how many.
+
+    A client offline for longer than that can no longer resume; it reloads the
+    conversation's state and history instead.
+    """
+    deleted = 0
+    while True:
+        ids = list(ChatEvent.objects.filter(created_at__lt=older_than)
+                   .values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            deleted += ChatEvent.objects.filter(pk__in=ids).delete()[0]

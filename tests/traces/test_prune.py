@@ -110,6 +110,7 @@ def test_deletes_in_batches(chat):
         "batch 1: deleted 2 traces (2 frames)",
         "batch 2: deleted 2 traces (2 frames)",
         "batch 3: deleted 1 traces (1 frames)",
+        "deleted 0 stored chat events (kept for resume) older than the cutoff",
         out.splitlines()[-1],
     ]
     assert out.splitlines()[-1].startswith("deleted 5 traces (5 frames) older than ")
@@ -131,7 +132,7 @@ def test_service_reports_each_batch(chat):
 def test_nothing_to_delete(chat):
     """With nothing old enough the command says so and deletes nothing."""
     make_traces(chat, 2, age=timedelta(hours=1))
-    assert prune().startswith("deleted 0 traces (0 frames) older than ")
+    assert prune().splitlines()[-1].startswith("deleted 0 traces (0 frames) older than ")
     assert MessageTrace.objects.count() == 2
 
 
@@ -153,7 +154,7 @@ def test_default_comes_from_the_setting(chat, settings):
     ten_days = make_traces(chat, 1, age=timedelta(days=10))
     make_traces(chat, 1, age=timedelta(days=3))
     settings.AGENTSITE_TRACE_RETENTION_DAYS = 30
-    assert prune().startswith("deleted 0 traces")
+    assert prune().splitlines()[-1].startswith("deleted 0 traces")
     settings.AGENTSITE_TRACE_RETENTION_DAYS = 7
     last_line = prune().splitlines()[-1]
     assert last_line.startswith("deleted 1 traces (3 frames) older than ")
@@ -168,3 +169,21 @@ def test_setting_must_be_positive(chat, settings):
     settings.AGENTSITE_TRACE_RETENTION_DAYS = 0
     with pytest.raises(CommandError, match="AGENTSITE_TRACE_RETENTION_DAYS must be positive"):
         prune()
+
+
+def test_prune_also_drops_old_chat_events(conversation):
+    """Stored chat events older than the cutoff go too; recent ones stay resumable."""
+    import io
+
+    from django.core.management import call_command
+
+    from runtime.chatlog import chat_event_append
+    from runtime.models import ChatEvent
+
+    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "old"})
+    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "new"})
+    ChatEvent.objects.filter(seq=1).update(created_at=timezone.now() - timedelta(days=40))
+    out = io.StringIO()
+    call_command("prunetraces", "--older-than", "30d", stdout=out)
+    assert "deleted 1 stored chat events (kept for resume)" in out.getvalue()
+    assert list(ChatEvent.objects.values_list("seq", flat=True)) == [2]

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from runtime.chatlog import chat_event_prune
 from traces.selectors import trace_count_older_than
 from traces.services import trace_prune
 
@@ -85,6 +86,9 @@ class Command(BaseCommand):
             self.stdout.write(f"batch {batch_no}: deleted {traces} traces ({frames} frames)")
 
         deleted = trace_prune(older_than=cutoff, batch_size=batch_size, on_batch=report)
+        events = chat_event_prune(older_than=cutoff, batch_size=batch_size)
+        self.stdout.write(f"deleted {events} stored chat events (kept for resume) older than "
+                          "the cutoff")
         self.stdout.write(
             self.style.SUCCESS(
                 f"deleted {deleted} traces ({frames_total} frames) older than {cutoff.isoformat()}"
