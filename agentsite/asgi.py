@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks."""
+"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks;
+the `pipeline` channel for `manage.py runworker pipeline` (runtime.worker)."""
 
 import os
 
@@ -9,12 +10,14 @@ django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: they load models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from runtime.auth import BearerTokenMiddleware  # noqa: E402
 from runtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
+from runtime.dispatch import PIPELINE_CHANNEL  # noqa: E402
+from runtime.worker import PipelineConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws", ChatConsumer.as_asgi()),
@@ -27,4 +30,5 @@ application = ProtocolTypeRouter({
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(
         # Inside the session stack, so a token's user overrides the session's.
         BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))),
+    "channel": ChannelNameRouter({PIPELINE_CHANNEL: PipelineConsumer.as_asgi()}),
 })

@@ -38,10 +38,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
     "graphs",
     "traces",
-    "runtime",
+    "runtime",  # before channels: its `runworker` is the pipeline worker
+    "channels",
 ]
 
 MIDDLEWARE = [
@@ -86,7 +86,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # Room for a burst of streamed deltas; a socket that still falls behind
+                # fills the gap from the conversation's event log (runtime.consumers).
+                "capacity": 1000,
+                "expiry": int(env.number("AGENTSITE_QUEUE_TIMEOUT_S", 60.0)),
+            },
         }
     }
 else:
@@ -170,8 +176,17 @@ AGENTSITE_NODE_TYPES = {
 AGENTSITE_DEFAULT_GRAPH = env.text("AGENTSITE_DEFAULT_GRAPH", "v3-framed")
 # A message whose graph runs more frames than this is stopped with an error.
 AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
-# A pipeline that has held a conversation's busy flag this long is presumed dead.
-AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 300.0)
+# A running message's process beats every fifth of this; silent this long, it is presumed
+# dead and the message is stored as failed (the user can send again).
+AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 15.0)
+# A message no pipeline worker has taken after this long is stored as failed; it is also the
+# channel layer's message expiry.
+AGENTSITE_QUEUE_TIMEOUT_S = env.number("AGENTSITE_QUEUE_TIMEOUT_S", 60.0)
+# Where pipelines run: in `manage.py runworker pipeline` processes (on with REDIS_URL) or in
+# the web process that received the message.
+AGENTSITE_PIPELINE_WORKERS = env.flag("AGENTSITE_PIPELINE_WORKERS", bool(REDIS_URL))
+# How many messages one worker process answers at once (it takes no more from the queue).
+AGENTSITE_WORKER_CONCURRENCY = int(env.number("AGENTSITE_WORKER_CONCURRENCY", 20))
 # How many past messages the input node summarises as context.
 AGENTSITE_HISTORY_WINDOW = int(env.number("AGENTSITE_HISTORY_WINDOW", 12))
 # `manage.py prunetraces` deletes traces older than this many days unless told otherwise.

@@ -8,9 +8,12 @@ conversation from `?chat=`, then calls the row's handler below. Handlers
 decode their query, call one service or selector, and encode the result.
 Every error is `{"error": {"code", "message"}}`.
 
-The views are `async def`. Under ASGI (daphne, `make run`) the event loop is
-the server's and lives as long as the process, so `/api/send` starts the
-pipeline as a task on it, owned by `pipeline_tasks()`, and answers 202 at once;
+The views are `async def`. `/api/send` hands the message to
+`runtime.dispatch.message_submit`: with pipeline workers (`REDIS_URL`) it goes
+to the channel layer and the view answers 202 at once. Otherwise this process
+answers it: under ASGI (daphne, `make run`) the event loop is the server's and
+lives as long as the process, so the pipeline runs as a task on it, owned by
+`runtime.dispatch.pipeline_tasks()`, and the view answers 202 at once;
 the SSE stream waits with `asyncio.sleep` instead of holding a thread. Under
 WSGI there is no loop that outlives a request (Django runs an async view in a
 fresh loop that is closed, cancelling its tasks, when the view returns), so
@@ -21,12 +24,10 @@ but the contract (an id, then `/api/result` or the event log) is unchanged.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,13 +52,14 @@ from runtime.auth import (
 )
 from runtime.chatlog import chat_events_after, chat_last_seq
 from runtime.consumers import CHAT_NAME
-from runtime.errors import ConversationBusy, GraphError
-from runtime.events import ClearedEvent, ControlsEvent, ErrorEvent, Event
+from runtime.dispatch import message_submit
+from runtime.errors import ConversationBusy, DispatchFailed, GraphError
+from runtime.events import ClearedEvent, ControlsEvent
 from runtime.machines import MachineError
 from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
-from runtime.pipeline import InvalidMessage, pipeline_run, validate_text
-from runtime.publish import publish_chat, publish_test, publish_trace
+from runtime.pipeline import InvalidMessage, validate_text
+from runtime.publish import publish_chat, publish_test
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
 from traces.testruns import test_run_list_with_trend
@@ -97,110 +99,6 @@ def bad_request(message: str) -> ApiError:
 
 
 # --- the task registry -----------------------------------------------------------------
-
-
-@dataclass
-class RunningMessage:
-    """A message `/api/send` is answering in this process."""
-
-    conversation_id: int
-    """Whose it is (a result is only shown to its own conversation)."""
-    task: asyncio.Task
-    """The pipeline task."""
-
-
-class PipelineTasks:
-    """The pipeline tasks `/api/send` started in this process, by message id.
-
-    Owned, not fire-and-forget: a task is kept until it ends, given the
-    pipeline timeout, and its failure is logged with the traceback and kept
-    (the last `FAILURES_KEPT`) so `/api/result` can say why a message never
-    produced an answer. One instance per process, from `pipeline_tasks()`.
-    """
-
-    FAILURES_KEPT = 1000
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, RunningMessage] = {}
-        self.failures: OrderedDict[str, tuple[int, str]] = OrderedDict()
-
-    def start(
-        self, *, conversation_id: int, message_id: str, work: Callable[[], Awaitable[None]]
-    ) -> asyncio.Task:
-        """Run `work()` as this message's task on the running loop."""
-        task = asyncio.get_running_loop().create_task(work(), name=f"message {message_id}")
-        self.tasks[message_id] = RunningMessage(conversation_id=conversation_id, task=task)
-        task.add_done_callback(functools.partial(self._finished, message_id))
-        return task
-
-    def fail(self, *, conversation_id: int, message_id: str, reason: str) -> None:
-        """Remember why a message ended without a stored answer."""
-        self.failures[message_id] = (conversation_id, reason)
-        while len(self.failures) > self.FAILURES_KEPT:
-            self.failures.popitem(last=False)
-
-    def running(self, *, conversation_id: int, message_id: str | None = None) -> bool:
-        """Whether a message (or any message) of the conversation runs in this process."""
-        return any(
-            entry.conversation_id == conversation_id
-            and not entry.task.done()
-            and (message_id is None or mid == message_id)
-            for mid, entry in self.tasks.items()
-        )
-
-    def failure(self, *, conversation_id: int, message_id: str) -> str | None:
-        """Why the message failed before storing an answer, if it did (own conversation only)."""
-        entry = self.failures.get(message_id)
-        return entry[1] if entry and entry[0] == conversation_id else None
-
-    def _finished(self, message_id: str, task: asyncio.Task) -> None:
-        entry = self.tasks.pop(message_id, None)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            logger.error("message %s failed", message_id, exc_info=error)
-            if entry is not None:
-                self.fail(
-                    conversation_id=entry.conversation_id,
-                    message_id=message_id,
-                    reason=f"{type(error).__name__}: {error}",
-                )
-
-
-@functools.cache
-def pipeline_tasks() -> PipelineTasks:
-    """This process's registry of `/api/send` tasks, made on first use (`cache_clear()` in tests)."""
-    return PipelineTasks()
-
-
-async def _answer(*, conversation_id: int, message_id: str, text: str) -> None:
-    """Answer one message as the socket does: every event through the conversation's log."""
-
-    async def on_event(event: Event) -> None:
-        payload = event.as_dict()
-        if payload["type"] in ("hud", "frame_trace"):
-            await publish_trace(event=payload)
-        await publish_chat(conversation_id=conversation_id, event=payload)
-
-    try:
-        await asyncio.wait_for(
-            pipeline_run(
-                conversation_id=conversation_id, text=text, on_event=on_event, message_id=message_id
-            ),
-            timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S,
-        )
-    except (InvalidMessage, ConversationBusy, TimeoutError) as exc:
-        code = getattr(exc, "code", "timeout")
-        reason = str(exc) or (
-            f"the answer took longer than "
-            f"{settings.AGENTSITE_PIPELINE_TIMEOUT_S:g} s and was stopped"
-        )
-        pipeline_tasks().fail(conversation_id=conversation_id, message_id=message_id, reason=reason)
-        await publish_chat(
-            conversation_id=conversation_id,
-            event={**ErrorEvent(code=code, message=reason).as_dict(), "message_id": message_id},
-        )
 
 
 # --- reads the API needs that the conversation selectors do not offer yet -------------
@@ -451,16 +349,15 @@ async def auth_config(call: Call) -> HttpResponse:
     )
 
 
+def _busy() -> ApiError:
+    return ApiError(
+        409, "busy", "a message is already being answered in this conversation; wait for its "
+        "result")
+
+
 async def _refuse_if_busy(conversation_id: int) -> None:
-    busy = pipeline_tasks().running(conversation_id=conversation_id) or (
-        await database_sync_to_async(conv.conversation_busy)(conversation_id=conversation_id)
-    )
-    if busy:
-        raise ApiError(
-            409,
-            "busy",
-            "a message is already being answered in this conversation; wait for its result",
-        )
+    if await database_sync_to_async(conv.conversation_busy)(conversation_id=conversation_id):
+        raise _busy()
 
 
 def _valid_text(call: Call) -> str:
@@ -486,17 +383,17 @@ async def send(call: Call) -> HttpResponse:
 
 async def _queue(call: Call, text: str) -> dict[str, Any]:
     """Start answering `text` in the caller's conversation: `{id, after_seq}`."""
-    message_id = str(uuid.uuid4())
     after_seq = await database_sync_to_async(chat_last_seq)(conversation_id=call.conversation_id)
-    work = functools.partial(
-        _answer, conversation_id=call.conversation_id, message_id=message_id, text=text
-    )
-    if isinstance(call.request, ASGIRequest):
-        pipeline_tasks().start(
-            conversation_id=call.conversation_id, message_id=message_id, work=work
-        )
-    else:
-        await work()  # WSGI: no loop outlives this request (see the module docstring)
+    try:
+        message_id = await message_submit(
+            conversation_id=call.conversation_id, text=text,
+            inline=not isinstance(call.request, ASGIRequest))  # WSGI: see the module docstring
+    except InvalidMessage as exc:
+        raise bad_request(str(exc)) from None
+    except ConversationBusy:
+        raise _busy() from None
+    except DispatchFailed as exc:
+        raise ApiError(503, exc.code, str(exc)) from None
     return {"id": message_id, "after_seq": after_seq}
 
 
@@ -546,20 +443,17 @@ async def action(call: Call) -> HttpResponse:
 
 
 async def result(call: Call) -> HttpResponse:
-    """A message's status and answer."""
+    """A message's status and answer (`running` while it is answered or waits for a worker)."""
     message_id = _message_id_param(call.request)
-    tasks = pipeline_tasks()
     stored = await database_sync_to_async(conv.conversation_message_result)(
         conversation_id=call.conversation_id, message_id=message_id
     )
     if stored is not None:
         return _json(stored)
-    empty = {"answer": "", "controls": [], "path": "", "frames": 0}
-    if tasks.running(conversation_id=call.conversation_id, message_id=message_id):
-        return _json({"status": "running", **empty})
-    reason = tasks.failure(conversation_id=call.conversation_id, message_id=message_id)
-    if reason is not None:
-        return _json({"status": "failed", **empty, "answer": reason})
+    if await database_sync_to_async(conv.conversation_running)(
+            conversation_id=call.conversation_id, message_id=message_id):
+        return _json({"status": "running", "answer": "", "controls": [], "path": "",
+                      "frames": 0})
     raise ApiError(404, "not_found", f"no message {message_id} in this conversation")
 
 

@@ -8,3 +8,7 @@ class RuntimeConfig(AppConfig):
 
     name = "runtime"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the system checks."""
+        from runtime import checks  # noqa: F401

@@ -1,9 +1,12 @@
 """WebSocket consumers: `/ws` (chat), `/ws/trace` and `/ws/test` (staff observers).
 
-Thin edges: decode a frame, call one service, send the result. The pipeline
-runs in a task the chat consumer owns, so a `cancel_process`, an action or a
-disconnect is handled while it runs; on disconnect the running answer is let
-finish (bounded by the pipeline timeout) so it is stored for `resume`.
+Thin edges: decode a frame, call one service, send the result. A message is
+handed to `runtime.dispatch.message_submit` (answered in this process or by a
+pipeline worker) and its events come back like every other conversation
+event: through the conversation's channel-layer group, numbered by `seq`. The
+socket sends them in order, once each, filling any gap from the stored log,
+so an answer arrives whole whichever process produced it. A disconnect does
+not stop the answer; a resumed client gets it from the log.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from django.utils import timezone
 
 from runtime import conversations as conv
 from runtime.chatlog import chat_events_after, chat_last_seq
-from runtime.errors import ConversationBusy
-from runtime.events import ControlsEvent, ErrorEvent, Event
+from runtime.dispatch import message_submit, reap_and_publish
+from runtime.errors import ConversationBusy, DispatchFailed
+from runtime.events import ControlsEvent, ErrorEvent
 from runtime.machines import MachineError
 from runtime.messages import (
     ActionIn,
@@ -33,9 +37,9 @@ from runtime.messages import (
     ResumeIn,
     parse_inbound,
 )
-from runtime.pipeline import InvalidMessage, pipeline_run
+from runtime.pipeline import InvalidMessage
 from runtime.processes import ProcessNotFound, process_cancel
-from runtime.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat, publish_trace
+from runtime.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
 
 logger = logging.getLogger(__name__)
 CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
@@ -59,7 +63,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab (or API client) chatting in one conversation."""
 
     conversation_id: int = 0
-    task: asyncio.Task | None = None
+    sent_seq: int = 0
+    """The last conversation event this socket has sent (events come in `seq` order)."""
     watchdog: asyncio.Task | None = None
     closed: bool = False
 
@@ -83,9 +88,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation = await database_sync_to_async(conv.conversation_get_or_create)(
             **owner, chat=chat)
         self.conversation_id = conversation.id
+        # A message whose process died is recorded as failed before the client looks.
+        await reap_and_publish(conversation_id=self.conversation_id)
         await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
         await self.accept()
         last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
+        self.sent_seq = last
         await self._send({"type": "ready", "conversation": self.conversation_id,
                           "graph": conversation.graph_name, "last_seq": last, "seq": None})
         self.watchdog = asyncio.create_task(self._watch_session())
@@ -102,7 +110,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
 
     async def disconnect(self, code: int) -> None:
-        """Stop listening; let a running answer finish so a resumed client gets it whole."""
+        """Stop listening; a running answer goes on and is stored for `resume`."""
         self.closed = True
         if self.watchdog is not None:
             self.watchdog.cancel()
@@ -110,12 +118,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation_id:
             await self.channel_layer.group_discard(chat_group(self.conversation_id),
                                                    self.channel_name)
-        if self.task is not None and not self.task.done():
-            done, _ = await asyncio.wait({self.task},
-                                         timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
-            if not done:
-                self.task.cancel()
-                await asyncio.wait({self.task})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
                       ) -> None:
@@ -142,33 +144,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- message handlers ------------------------------------------------------
 
     async def _start(self, text: str) -> None:
-        if self.task is not None and not self.task.done():
-            await self._error("busy", "a message is already being answered; wait for its "
-                              "`done` or cancel its process")
-            return
-        self.task = asyncio.create_task(self._run(text))
-        self.task.add_done_callback(_log_task_failure)
-
-    async def _run(self, text: str) -> None:
-        async def on_event(event: Event) -> None:
-            payload = event.as_dict()
-            if payload["type"] in ("hud", "frame_trace"):
-                await publish_trace(event=payload)
-            await self._send(await publish_chat(conversation_id=self.conversation_id,
-                                                event=payload, origin=self.channel_name))
-
         try:
-            await asyncio.wait_for(
-                pipeline_run(conversation_id=self.conversation_id, text=text,
-                             on_event=on_event),
-                timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
+            await message_submit(conversation_id=self.conversation_id, text=text)
         except InvalidMessage as exc:
             await self._error("bad_request", str(exc))
-        except ConversationBusy as exc:
-            await self._error("busy", str(exc))
-        except TimeoutError:
-            await self._error("timeout", "the answer took longer than "
-                              f"{settings.AGENTSITE_PIPELINE_TIMEOUT_S:g} s and was stopped")
+        except ConversationBusy:
+            await self._error("busy", "a message is already being answered; wait for its "
+                              "`done` or cancel its process")
+        except DispatchFailed as exc:
+            await self._error(exc.code, str(exc))
 
     async def _action(self, message: ActionIn) -> None:
         machine = message.data.get("machine")
@@ -184,8 +168,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id)
             event = ControlsEvent(message_id="", controls=controls,
                                   machines=state.ui["machines"])
-            await self._send(await publish_chat(conversation_id=self.conversation_id,
-                                                event=event.as_dict(), origin=self.channel_name))
+            await self._send_event(await publish_chat(conversation_id=self.conversation_id,
+                                                      event=event.as_dict()))
             return
         state = await database_sync_to_async(conv.conversation_state)(
             conversation_id=self.conversation_id)
@@ -209,13 +193,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id=self.conversation_id, after_seq=after_seq)
         for event in events:
             await self._send(event)
+            self.sent_seq = max(self.sent_seq, event["seq"])
 
-    # --- fan-out from other sockets of the same conversation --------------------
+    # --- the conversation's events, from whichever process caused them ----------
 
     async def chat_event(self, message: dict[str, Any]) -> None:
-        """An event of this conversation caused by another socket."""
-        if message.get("origin") != self.channel_name:
-            await self._send(message["event"])
+        """An event of this conversation, from the channel layer."""
+        await self._send_event(message["event"])
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        """Send a numbered event once, in order; fill a gap from the stored log first.
+
+        Events of one conversation may come from several processes (a worker's
+        answer, another tab's click) and the channel layer may drop a message
+        for a slow socket; the log has them all.
+        """
+        seq = event["seq"]
+        if seq <= self.sent_seq:
+            return  # sent already (by a resume, a gap fill, or this socket itself)
+        if seq > self.sent_seq + 1:
+            missing = await database_sync_to_async(chat_events_after)(
+                conversation_id=self.conversation_id, after_seq=self.sent_seq,
+                limit=seq - self.sent_seq - 1)
+            for earlier in missing:
+                await self._send(earlier)
+        await self._send(event)
+        self.sent_seq = seq
 
     # --- helpers ---------------------------------------------------------------
 
@@ -297,4 +300,4 @@ class TestConsumer(StaffObserverConsumer):
 
 def _log_task_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("chat pipeline task failed", exc_info=task.exception())
+        logger.error("socket task failed", exc_info=task.exception())

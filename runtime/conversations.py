@@ -15,12 +15,14 @@ from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
 from runtime import machines as m
-from runtime.errors import ConversationBusy
+from runtime.errors import ConversationBusy, MessageLost
 from runtime.memory import memory_normalize, memory_reset
 from runtime.models import Conversation, Message
 from runtime.nodes.sensor import situation_text
 from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
+from runtime.types import FrameTrace
 from traces.models import MessageTrace
+from traces.services import trace_store
 
 logger = logging.getLogger(__name__)
 
@@ -86,29 +88,147 @@ def conversation_state(*, conversation_id: int) -> ConversationState:
     )
 
 
-def conversation_acquire(*, conversation_id: int, now: datetime | None = None) -> str:
-    """Take the conversation's busy flag; return its token or raise ConversationBusy.
+def conversation_acquire(
+    *, conversation_id: int, now: datetime | None = None, message_id: str = "",
+    text: str = "", worker: str = "",
+) -> str:
+    """Take the conversation's busy flag for one message; return its token or raise ConversationBusy.
 
-    One conditional UPDATE does it, so the database guarantees that two
-    pipelines never hold the flag at once. A flag older than the busy timeout
-    belongs to a pipeline that died and may be taken over.
+    One conditional UPDATE does it, so the database (SQLite's write lock,
+    PostgreSQL's row lock) guarantees that two pipelines never hold the flag at
+    once, whichever process they run in. `worker` names the process that will
+    answer (host:pid); empty means the message waits for a pipeline worker to
+    `conversation_claim` it. A flag whose holder is gone is not taken over
+    here: `conversation_reap` records that message as failed first.
     """
     now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
     token = uuid.uuid4().hex
-    taken = Conversation.objects.filter(
-        Q(busy_since__isnull=True) | Q(busy_since__lt=stale), pk=conversation_id
-    ).update(busy_since=now, busy_token=token)
+    taken = Conversation.objects.filter(pk=conversation_id, busy_token="").update(
+        busy_since=now, busy_beat=now, busy_token=token, busy_message_id=message_id,
+        busy_text=text, busy_worker=worker[:200])
     if not taken:
         raise ConversationBusy("a message is already being answered in this conversation")
     return token
 
 
+def conversation_claim(*, conversation_id: int, token: str, worker: str,
+                       now: datetime | None = None) -> bool:
+    """A worker takes a submitted message; False when it was reaped or claimed already."""
+    return bool(Conversation.objects.filter(
+        pk=conversation_id, busy_token=token, busy_worker="").update(
+        busy_worker=worker[:200], busy_beat=now or timezone.now()))
+
+
+def conversation_beat(*, conversation_id: int, token: str, now: datetime | None = None) -> bool:
+    """The answering process is alive; False when its flag was taken from it."""
+    return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
+        busy_beat=now or timezone.now()))
+
+
 def conversation_release(*, conversation_id: int, token: str) -> None:
     """Give the busy flag back (only if this token still holds it)."""
     Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_since=None, busy_token=""
-    )
+        busy_since=None, busy_beat=None, busy_token="", busy_message_id="", busy_text="",
+        busy_worker="")
+
+
+def _lost_filter(now: datetime) -> Q:
+    """Flags whose message will never be answered.
+
+    Claimed: the answering process has not beaten for `AGENTSITE_BUSY_TIMEOUT_S`.
+    Unclaimed: no worker took it within `AGENTSITE_QUEUE_TIMEOUT_S` (by then the
+    channel layer has dropped it too).
+    """
+    silent = now - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
+    unclaimed = now - timedelta(seconds=settings.AGENTSITE_QUEUE_TIMEOUT_S)
+    claimed = ~Q(busy_worker="") & (Q(busy_beat__lt=silent) | Q(busy_beat__isnull=True))
+    waiting = Q(busy_worker="") & Q(busy_since__lt=unclaimed)
+    return ~Q(busy_token="") & (claimed | waiting)
+
+
+@dataclass(frozen=True)
+class LostMessage:
+    """A message whose pipeline was lost; it is now stored as failed."""
+
+    conversation_id: int
+    """Its conversation."""
+    message_id: str
+    """Its id."""
+    reason: str
+    """The answer stored for it: what happened, for a person."""
+
+
+def lost_reason(*, worker: str) -> str:
+    """What the user is told about a message whose pipeline was lost."""
+    if worker:
+        what = (f"the process answering it ({worker}) stopped responding for "
+                f"{settings.AGENTSITE_BUSY_TIMEOUT_S:g} s")
+    else:
+        what = (f"no pipeline worker took it within {settings.AGENTSITE_QUEUE_TIMEOUT_S:g} s "
+                "(are the `runworker pipeline` processes running?)")
+    return (f"Sorry, I could not finish answering that: {what}. "
+            "Nothing else was lost; you can send your message again.")
+
+
+def conversation_reap(*, conversation_id: int | None = None, now: datetime | None = None
+                      ) -> list[LostMessage]:
+    """Record every lost message (of one conversation, or all) as failed and free its flag.
+
+    Safe to run in every process at once: each flag is freed by a conditional
+    check under the row lock, so one caller records each lost message. The
+    user's text is kept and the answer says what happened; a trace with the
+    reason is stored so the admin shows it.
+    """
+    now = now or timezone.now()
+    rows = Conversation.objects.filter(_lost_filter(now))
+    if conversation_id is not None:
+        rows = rows.filter(pk=conversation_id)
+    lost = []
+    for pk, token in rows.values_list("pk", "busy_token")[:500]:
+        with transaction.atomic():
+            row = (Conversation.objects.select_for_update()
+                   .filter(_lost_filter(now), pk=pk, busy_token=token).first())
+            if row is None:
+                continue  # answered, released or reaped meanwhile
+            reason = lost_reason(worker=row.busy_worker)
+            message_id = row.busy_message_id
+            if message_id:
+                conversation_record_failure(
+                    conversation_id=pk, message_id=message_id, text=row.busy_text,
+                    reason=reason, graph=row.graph_name, worker=row.busy_worker, now=now)
+            conversation_release(conversation_id=pk, token=token)
+        logger.warning("conversation %s: message %s lost (%s)", pk, message_id or "?", reason)
+        if message_id:
+            lost.append(LostMessage(conversation_id=pk, message_id=message_id, reason=reason))
+    return lost
+
+
+@transaction.atomic
+def conversation_record_failure(
+    *, conversation_id: int, message_id: str, text: str, reason: str, graph: str = "",
+    worker: str = "", now: datetime | None = None,
+) -> bool:
+    """Store a message that never got an answer as failed (unless it was stored already).
+
+    The user's text is kept; `reason` becomes the assistant's answer and the
+    error of a frameless trace. Returns whether anything was stored.
+    """
+    if Message.objects.filter(conversation_id=conversation_id, message_id=message_id).exists():
+        return False
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.USER, text=text)
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.ASSISTANT, text=reason,
+                           controls=current_controls(ui_normalize(conversation.ui_state)),
+                           status=Message.Status.ERROR)
+    conversation.last_message_at = now or timezone.now()
+    conversation.save(update_fields=["last_message_at", "updated_at"])
+    trace_store(trace=FrameTrace(
+        message_id=message_id, conversation=conversation_id,
+        graph=graph or conversation.graph_name, message=text, path="", total_frames=0,
+        total_ms=0.0, frames=(), error=reason), answer=reason, worker=worker)
+    return True
 
 
 @transaction.atomic
@@ -116,15 +236,20 @@ def conversation_record_turn(
     *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
     memory: dict[str, Any] | None, ui: dict[str, Any] | None, now: datetime,
     experts: dict[str, Any] | None = None, machine_calls: list[dict[str, Any]] | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Persist one exchange: both messages, and memory / UI / expert state when given.
 
     Machines may have been clicked while the message ran, so they are not taken
     from `ui` (computed from the state before the message): the message's
     machine tool calls are applied again to the machines as they are now.
+    With `token`, the turn is stored only while that busy flag still holds
+    (MessageLost otherwise: the message was recorded as failed meanwhile).
     Returns the UI state after the exchange.
     """
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    if token is not None and conversation.busy_token != token:
+        raise MessageLost(f"message {message_id} was recorded as lost before it finished")
     current = ui_normalize(conversation.ui_state)
     if ui is not None:
         machines = current["machines"]
@@ -215,9 +340,15 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
 
 
 def conversation_busy(*, conversation_id: int) -> bool:
-    """Whether the conversation's busy flag is held (and not stale)."""
-    stale = timezone.now() - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
-    return Conversation.objects.filter(pk=conversation_id, busy_since__gte=stale).exists()
+    """Whether a message of the conversation is being answered (or waits for a worker)."""
+    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
+            .exclude(_lost_filter(timezone.now())).exists())
+
+
+def conversation_running(*, conversation_id: int, message_id: str) -> bool:
+    """Whether this message holds its conversation's busy flag."""
+    return Conversation.objects.filter(pk=conversation_id,
+                                       busy_message_id=message_id).exclude(busy_token="").exists()
 
 
 def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:

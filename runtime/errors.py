@@ -73,6 +73,23 @@ class ConversationBusy(ControlFlow):
     code = "busy"
 
 
+class MessageLost(AgentError):
+    """The message's busy flag was taken from its pipeline (its process was presumed dead).
+
+    The failure was already recorded and announced by whoever took the flag, so
+    the pipeline stores nothing and says nothing more.
+    """
+
+    code = "message_lost"
+
+
+class DispatchFailed(AgentError):
+    """A message could not be handed to a pipeline worker; nothing was stored."""
+
+    code = "unavailable"
+
+
+
 class Cancelled(ControlFlow):
     """The user or the system cancelled a running pipeline or process."""
 

@@ -130,8 +130,13 @@ class ErrorEvent:
     """e.g. bad_request, busy, not_found, forbidden, node_failed."""
     message: str
     """What went wrong, for a person."""
+    message_id: str = ""
+    """The message it concerns, when it concerns one (e.g. a lost or timed-out answer)."""
     type: str = "error"
 
     def as_dict(self) -> dict[str, Any]:
-        """As a dict."""
-        return asdict(self)
+        """As a dict; `message_id` only when set."""
+        data = asdict(self)
+        if not self.message_id:
+            del data["message_id"]
+        return data

@@ -24,8 +24,18 @@ class Conversation(models.Model):
     expert_state = models.JSONField(
         default=dict, blank=True, help_text="Per-expert caches, e.g. described table schemas."
     )
-    busy_since = models.DateTimeField(null=True, blank=True)
+    # The busy flag: one message at a time per conversation (see runtime.conversations).
+    busy_since = models.DateTimeField(null=True, blank=True,
+                                      help_text="When the running message was submitted.")
     busy_token = models.CharField(max_length=64, blank=True)
+    busy_message_id = models.CharField(max_length=36, blank=True,
+                                       help_text="The message being answered.")
+    busy_text = models.TextField(blank=True, help_text="Its text, kept if its worker is lost.")
+    busy_worker = models.CharField(
+        max_length=200, blank=True,
+        help_text="The process answering it (host:pid); empty while it waits for a worker.")
+    busy_beat = models.DateTimeField(null=True, blank=True,
+                                     help_text="The answering process's last sign of life.")
     last_message_at = models.DateTimeField(null=True, blank=True)
     event_seq = models.PositiveBigIntegerField(
         default=0, help_text="The last sequence number given to a chat event.")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -24,13 +26,16 @@ from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
 from runtime import conversations as conv
+from runtime.conversations import LostMessage
 from runtime.db import ErasDatabase
 from runtime.engine import EngineResult, FrameLoop
-from runtime.errors import AgentError, FrameLimitExceeded, LLMError, NodeFailed
+from runtime.errors import AgentError, FrameLimitExceeded, LLMError, MessageLost, NodeFailed
 from runtime.events import (
     ControlsEvent,
     DeltaEvent,
     DoneEvent,
+    ErrorEvent,
+    Event,
     EventSink,
     ProgressEvent,
     discard,
@@ -143,7 +148,7 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
 
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
-             failed: bool, now: datetime) -> dict[str, Any]:
+             failed: bool, now: datetime, token: str, worker: str) -> dict[str, Any]:
     """Store the exchange and its trace in one transaction; return the UI state now."""
     memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
@@ -156,14 +161,38 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
     stored_ui = conv.conversation_record_turn(
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
         answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
-        machine_calls=machine_calls,
+        machine_calls=machine_calls, token=token,
     )
-    trace_store(trace=trace, answer=answer)
+    trace_store(trace=trace, answer=answer, worker=worker)
     return stored_ui
 
 
 def _node_of(turn: Turn, node_type: str) -> str:
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
+
+
+def worker_name() -> str:
+    """This process, as busy flags and traces name it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lost_events(lost: LostMessage, code: str = "worker_lost") -> list[Event]:
+    """What listeners are told about a message that failed unanswered: an error, then done."""
+    return [ErrorEvent(code=code, message=lost.reason, message_id=lost.message_id),
+            DoneEvent(message_id=lost.message_id, answer=lost.reason, failed=True, path="",
+                      frames=0, ms=0.0)]
+
+
+async def _heartbeat(*, conversation_id: int, token: str) -> None:
+    """Beat on the busy flag while the message runs, so no reaper takes it for dead."""
+    interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
+    while True:
+        await asyncio.sleep(interval)
+        if not await database_sync_to_async(conv.conversation_beat)(
+                conversation_id=conversation_id, token=token):
+            logger.warning("conversation %s: the busy flag was taken from a running message",
+                           conversation_id)
+            return
 
 
 async def pipeline_run(
@@ -175,6 +204,8 @@ async def pipeline_run(
     clock: Callable[[], float] | None = None,
     now: datetime | None = None,
     message_id: str | None = None,
+    token: str | None = None,
+    worker: str = "",
 ) -> PipelineResult:
     """Answer one message in one conversation.
 
@@ -184,6 +215,15 @@ async def pipeline_run(
         on_event: receives deltas and HUD events live, then controls, the frame
             trace and done after the turn is stored.
         llm, clock, now, message_id: replacements for tests and benchmarks.
+        token: the busy flag, when the message was submitted with it already
+            taken (runtime.dispatch); otherwise a lost message of the
+            conversation is recorded as failed (its events go to `on_event`)
+            and the flag is taken here.
+        worker: the process answering, for the flag and the trace (default:
+            this one).
+
+    The flag is beaten on every fifth of `AGENTSITE_BUSY_TIMEOUT_S` while the
+    message runs, and the turn is stored only while the flag still holds.
 
     Returns:
         The answer, controls and trace. A node failure does not raise: it
@@ -192,13 +232,21 @@ async def pipeline_run(
     Raises:
         InvalidMessage: empty or oversized text (nothing is stored).
         ConversationBusy: another message of this conversation is running.
+        MessageLost: the flag was taken from this message (recorded as failed
+            by whoever took it); nothing more is stored.
     """
     text = validate_text(text)
     now = now or timezone.now()
     message_id = message_id or str(uuid.uuid4())
-    token = await database_sync_to_async(conv.conversation_acquire)(
-        conversation_id=conversation_id, now=now
-    )
+    worker = worker or worker_name()
+    if token is None:
+        for lost in await database_sync_to_async(conv.conversation_reap)(
+                conversation_id=conversation_id):
+            for event in lost_events(lost):
+                await on_event(event)
+        token = await database_sync_to_async(conv.conversation_acquire)(
+            conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
+    beat = asyncio.create_task(_heartbeat(conversation_id=conversation_id, token=token))
     t0 = time.perf_counter()
     try:
         situation = await database_sync_to_async(conv.conversation_update_situation)(
@@ -229,10 +277,14 @@ async def pipeline_run(
             partial = loop.result()
             trace = _trace(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
                            error=f"cancelled during frame {loop.frame}")
-            await database_sync_to_async(_persist)(
-                turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER, failed=True,
-                now=now,
-            )
+            try:
+                await database_sync_to_async(_persist)(
+                    turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
+                    failed=True, now=now, token=token, worker=worker,
+                )
+            except MessageLost:
+                logger.info("message %s was recorded as lost before it was cancelled",
+                            message_id)
             raise
         result = loop.result()
         failed = result.status != "done"
@@ -241,9 +293,12 @@ async def pipeline_run(
                   else result.outputs.get(output_node, {}).get("text", ""))
         trace = _trace(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
         ui_after = await database_sync_to_async(_persist)(
-            turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now
+            turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,
+            token=token, worker=worker,
         )
     finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
         await database_sync_to_async(conv.conversation_release)(
             conversation_id=conversation_id, token=token
         )

@@ -1,8 +1,10 @@
 """The one place events leave for sockets: stored first when they belong to a conversation.
 
 Chat events are appended to the conversation's log (so they get a `seq` and
-can be resumed) and then fanned out to every socket of that conversation;
-the socket that caused them sends them itself and skips its own copy.
+can be resumed) and then fanned out to every socket of that conversation,
+from whichever process (web or pipeline worker) caused them. The log is the
+truth and the channel layer only the news: a socket that sees a gap in the
+numbers fills it from the log (runtime.consumers).
 Trace and test events go to staff observers only.
 """
 
@@ -24,15 +26,14 @@ def chat_group(conversation_id: int) -> str:
     return f"chat.{conversation_id}"
 
 
-async def publish_chat(*, conversation_id: int, event: dict[str, Any], origin: str = ""
-                       ) -> dict[str, Any]:
-    """Store a chat event and send it to the conversation's other sockets; return it with seq."""
+async def publish_chat(*, conversation_id: int, event: dict[str, Any]) -> dict[str, Any]:
+    """Store a chat event and send it to the conversation's sockets; return it with seq."""
     wire = await database_sync_to_async(chat_event_append)(conversation_id=conversation_id,
                                                            event=event)
     layer = get_channel_layer()
     if layer is not None:
         await layer.group_send(chat_group(conversation_id),
-                               {"type": "chat.event", "event": wire, "origin": origin})
+                               {"type": "chat.event", "event": wire})
     return wire
 
 

@@ -25,6 +25,8 @@ class MessageTrace(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True,
+                              help_text="The process that answered (host:pid).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -12,8 +12,8 @@ from traces.models import FrameRow, MessageTrace
 
 
 @transaction.atomic
-def trace_store(*, trace: FrameTrace, answer: str = "") -> MessageTrace:
-    """Store a message trace and its frame records."""
+def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "") -> MessageTrace:
+    """Store a message trace and its frame records; `worker` is the process that answered."""
     row = MessageTrace.objects.create(
         message_id=trace.message_id,
         conversation_id=trace.conversation,
@@ -26,6 +26,7 @@ def trace_store(*, trace: FrameTrace, answer: str = "") -> MessageTrace:
         prompt_tokens=sum(f.llm.prompt_tokens for f in trace.frames if f.llm),
         completion_tokens=sum(f.llm.completion_tokens for f in trace.frames if f.llm),
         error=trace.error,
+        worker=worker[:200],
     )
     FrameRow.objects.bulk_create(
         FrameRow(

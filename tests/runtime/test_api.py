@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.test import AsyncClient, Client
 
-from runtime import api, api_urls
+from runtime import api, api_urls, dispatch
 from runtime import conversations as conv
 from runtime.api_schema import ROUTES
 from runtime.auth import token_create
@@ -23,9 +23,9 @@ from traces.testruns import test_check_record, test_run_start, test_suite_start
 @pytest.fixture(autouse=True)
 def _fresh_registry():
     """Each test starts with an empty task registry."""
-    api.pipeline_tasks.cache_clear()
+    dispatch.pipeline_tasks.cache_clear()
     yield
-    api.pipeline_tasks.cache_clear()
+    dispatch.pipeline_tasks.cache_clear()
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_send_queues_and_result_is_polled_until_done(ada):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "".join(e["text"] for e in events if e["type"] == "delta") == result["answer"]
     assert events[-1]["type"] == "done" and events[-1]["message_id"] == sent["id"]
-    assert not api.pipeline_tasks().tasks  # the finished task left the registry
+    assert not dispatch.pipeline_tasks().tasks  # the finished task left the registry
 
 
 def test_send_under_wsgi_answers_before_its_202(ada):

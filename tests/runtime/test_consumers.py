@@ -162,12 +162,16 @@ def test_second_message_while_running_is_busy(ada, settings):
 
 
 def test_resume_after_a_dropped_socket_gives_the_whole_answer(ada):
-    """Dropping the socket mid-answer and resuming gives the rest, in order, no duplicates."""
+    """Dropping the socket mid-answer and resuming gives the rest, in order, no duplicates.
+
+    The answer goes on without the socket; the new socket's resume and the live
+    events that follow it join without a gap or a repeat.
+    """
     async def scenario():
         comm, _ = await open_chat(ada)
         await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
         before = await receive_until(comm, "delta")
-        await comm.disconnect()  # the answer finishes and is stored meanwhile
+        await comm.disconnect()  # the answer goes on meanwhile
         comm, ready = await open_chat(ada)
         await comm.send_json_to({"type": "resume", "after_seq": before[-1]["seq"]})
         after = await receive_until(comm, "done")
@@ -175,7 +179,7 @@ def test_resume_after_a_dropped_socket_gives_the_whole_answer(ada):
         return before, ready, after
 
     before, ready, after = run(scenario)
-    assert ready["last_seq"] == after[-1]["seq"]
+    assert before[-1]["seq"] <= ready["last_seq"] <= after[-1]["seq"]
     seqs = [e["seq"] for e in before + after]
     assert seqs == list(range(1, len(seqs) + 1))
     text = "".join(e["text"] for e in before + after if e["type"] == "delta")

@@ -1,0 +1,146 @@
+"""Pipeline workers: `python manage.py runworker pipeline`, a Channels background worker.
+
+With `REDIS_URL` the web processes do not answer messages themselves: they
+send each one to the `pipeline` channel (runtime.dispatch) and any number of
+worker processes, on any number of machines, share the queue.
+
+`PipelineWorker` is Channels' own `Worker`, with three additions:
+
+- Back-pressure: it takes a message from the channel only while it answers
+  fewer than `AGENTSITE_WORKER_CONCURRENCY`, so a busy worker leaves the queue
+  to idle ones and a dying worker holds nothing it has not started.
+- A reaper: every third of `AGENTSITE_BUSY_TIMEOUT_S` it records the messages
+  of dead processes as failed (runtime.dispatch.reap_and_publish).
+- A clean stop: on SIGTERM or SIGINT it stops taking messages and lets the
+  running ones finish (within `AGENTSITE_PIPELINE_TIMEOUT_S`).
+
+`PipelineConsumer` is the channel's application: it claims the message's busy
+flag (dropping messages already claimed or reaped) and answers it with the
+same `runtime.dispatch.message_answer` the web process uses without workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.worker import Worker
+from django.conf import settings
+
+from runtime import conversations as conv
+from runtime.dispatch import PIPELINE_MESSAGE, message_answer, pipeline_tasks, reap_and_publish
+from runtime.pipeline import worker_name
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineConsumer(AsyncConsumer):
+    """Answers the messages the `pipeline` channel brings, several at once."""
+
+    async def pipeline_message(self, message: dict[str, Any]) -> None:
+        """Claim a submitted message and answer it in an owned task."""
+        slots: asyncio.Semaphore | None = self.scope.get("slots")
+        try:
+            conversation_id = int(message["conversation"])
+            message_id, text, token = (str(message[k]) for k in ("message_id", "text", "token"))
+        except (KeyError, TypeError, ValueError):
+            logger.error("pipeline: a malformed message was dropped: %r", message)
+            _release(slots)
+            return
+        worker = worker_name()
+        claimed = await database_sync_to_async(conv.conversation_claim)(
+            conversation_id=conversation_id, token=token, worker=worker)
+        if not claimed:
+            logger.warning("pipeline: message %s was taken or recorded as lost already; "
+                           "dropped", message_id)
+            _release(slots)
+            return
+
+        async def work() -> None:
+            try:
+                await message_answer(conversation_id=conversation_id, message_id=message_id,
+                                     text=text, token=token, worker=worker)
+            finally:
+                _release(slots)
+
+        pipeline_tasks().start(conversation_id=conversation_id, message_id=message_id,
+                               work=work)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Unknown message types are logged and dropped; the worker goes on."""
+        if message.get("type") != PIPELINE_MESSAGE:
+            logger.error("pipeline: a message of unknown type %r was dropped",
+                         message.get("type"))
+            _release(self.scope.get("slots"))
+            return
+        await super().dispatch(message)
+
+
+def _release(slots: asyncio.Semaphore | None) -> None:
+    if slots is not None:
+        slots.release()
+
+
+class PipelineWorker(Worker):
+    """Channels' worker with back-pressure, a reaper and a clean stop (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = max(int(settings.AGENTSITE_WORKER_CONCURRENCY), 1)
+        self.slots: asyncio.Semaphore | None = None
+        self.stopping: asyncio.Event | None = None
+
+    async def handle(self) -> None:
+        """Listen, reap and stop cleanly when asked."""
+        self.slots = asyncio.Semaphore(self.capacity)
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        logger.info("pipeline worker %s: listening on %s, %d at a time", worker_name(),
+                    ", ".join(self.channels), self.capacity)
+        listening = asyncio.ensure_future(super().handle())
+        reaping = asyncio.ensure_future(self.reap_forever())
+        await self.stopping.wait()
+        logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
+                    worker_name(), pipeline_tasks().running())
+        for task in (listening, reaping):
+            task.cancel()
+        await asyncio.gather(listening, reaping, return_exceptions=True)
+        try:
+            await asyncio.wait_for(pipeline_tasks().drain(),
+                                   timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
+        except TimeoutError:
+            logger.error("pipeline worker %s: stopped with messages still running",
+                         worker_name())
+
+    async def listener(self, channel: str) -> None:
+        """Take a message only when a slot is free (the slot goes with the message)."""
+        assert self.slots is not None
+        while True:
+            await self.slots.acquire()
+            try:
+                message = await self.channel_layer.receive(channel)
+            except BaseException:
+                self.slots.release()
+                raise
+            scope = {"type": "channel", "channel": channel, "slots": self.slots}
+            queue = self.get_or_create_application_instance(channel, scope)
+            await queue.put(message)
+
+    async def reap_forever(self) -> None:
+        """Record messages of dead processes as failed, every third of the busy timeout."""
+        interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 3, 0.1)
+        while True:
+            try:
+                count = await reap_and_publish()
+                if count:
+                    logger.warning("pipeline worker %s: %d lost message(s) recorded as failed",
+                                   worker_name(), count)
+            except Exception:
+                logger.exception("pipeline worker: the reaper failed; trying again")
+            await asyncio.sleep(interval)
