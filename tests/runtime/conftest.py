@@ -12,36 +12,24 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from agentsite.scaled import postgres_database, postgres_drop
 from runtime.eras_demo import load_eras_into_postgres
 
 POSTGRES_URL_VARIABLE = "AGENTSITE_TEST_POSTGRES_URL"
-
-
-def _with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` on the same server, with the same role."""
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
 
 
 @contextmanager
 def scratch_postgres_database(server_url: str) -> Iterator[str]:
     """Create an empty database eras_test_<random>, yield its URL, then drop it."""
     name = f"eras_test_{secrets.token_hex(6)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = postgres_database(server_url, name, fresh=True)
     try:
-        yield _with_database(server_url, name)
+        yield url
     finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            # FORCE ends sessions a failed test may have left open.
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        postgres_drop(server_url, name)  # FORCE ends sessions a failed test left open
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,179 @@
+"""Scaled out for real: Redis, PostgreSQL, two daphne processes and two pipeline workers.
+
+Everything here is a real process on loopback (agentsite.scaled): a private
+redis-server, a scratch PostgreSQL database, `daphne` twice and `manage.py
+runworker pipeline` twice. Clients speak WebSockets (and REST) to the web
+processes exactly as a browser or an integrator does. Needs `redis-server`
+on PATH and AGENTSITE_TEST_POSTGRES_URL: skipped locally without them,
+failed under CI (where `.ci/run` provides both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+import websockets
+
+from agentsite.scaled import ScaledSite, scaled_site
+
+QUESTION = "how many customers are there?"
+ANSWER = "There are 120 customers."
+RECEIVE_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def redis_binary() -> str:
+    """redis-server, or a skip (a failure under CI)."""
+    path = shutil.which("redis-server")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed, but CI must run the scaled test "
+                        "(.ci/run installs it)", pytrace=False)
+        pytest.skip("the scaled test needs redis-server (apt-get install redis-server)")
+    return path
+
+
+@pytest.fixture
+def site(redis_binary, empty_postgres_url, tmp_path) -> Iterator[ScaledSite]:
+    """Two webs and two workers; each worker answers at most 3 messages at once.
+
+    The builtin model takes 300 ms per call so answers are long enough to
+    kill a worker in the middle of one, and a silent worker is presumed dead
+    after 2 s (it beats every 0.4 s while it answers).
+    """
+    env = {"BUILTIN_LLM_LATENCY_MS": "300", "AGENTSITE_BUSY_TIMEOUT_S": "2",
+           "AGENTSITE_WORKER_CONCURRENCY": "3", "AGENTSITE_ALLOW_ANONYMOUS": "false",
+           "DEBUG": "false", "SECRET_KEY": "scaled-test-secret"}
+    with scaled_site(tmp_path, database_url=empty_postgres_url, env=env) as running:
+        running.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                       "get_user_model().objects.create_user('ada', password='pw')")
+        running.token = running.manage("createtoken", "ada").strip()
+        yield running
+
+
+class Chat:
+    """One WebSocket chat of user ada on one web process."""
+
+    def __init__(self, site: ScaledSite, web: int, chat: str) -> None:
+        self.web = site.webs[web]
+        self.uri = (self.web.url.replace("http://", "ws://")
+                    + f"/ws?chat={chat}&token={site.token}")
+        self.socket = None
+        self.ready: dict = {}
+
+    async def __aenter__(self) -> Chat:
+        self.socket = await websockets.connect(self.uri, origin=self.web.url)
+        self.ready = await self.receive()
+        assert self.ready["type"] == "ready", self.ready
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.socket.close()
+
+    async def receive(self) -> dict:
+        return json.loads(await asyncio.wait_for(self.socket.recv(), RECEIVE_TIMEOUT_S))
+
+    async def send(self, text: str) -> None:
+        await self.socket.send(json.dumps({"type": "message", "text": text}))
+
+    async def until(self, kind: str, *, engine: bool = False) -> list[dict]:
+        """Every event up to the first of type `kind` (from a graph node, with `engine`)."""
+        events = []
+        while True:
+            events.append(await self.receive())
+            if events[-1]["type"] == kind and not (engine and events[-1]["frame"] == 0):
+                return events
+
+    async def ask(self, text: str) -> list[dict]:
+        await self.send(text)
+        return await self.until("done")
+
+
+def whole(events: list[dict], *, after_seq: int) -> str:
+    """The streamed answer, checking the numbering has no gap and no repeat."""
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(after_seq + 1, after_seq + len(events) + 1)), seqs
+    return "".join(e["text"] for e in events if e["type"] == "delta")
+
+
+def db_value(site: ScaledSite, query: str, *params) -> object:
+    with psycopg.connect(site.env["DATABASE_URL"]) as db:
+        row = db.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def test_conversations_spread_over_webs_and_workers_and_arrive_whole(site):
+    """Eight conversations at once, four on each web: every answer arrives whole, in order.
+
+    A worker takes at most three messages at a time, so both workers must
+    answer some; each answer's deltas join into its `done` answer.
+    """
+    async def conversation(n: int) -> tuple[dict, list[dict]]:
+        async with Chat(site, n % 2, f"spread-{n}") as chat:
+            return chat.ready, await chat.ask(QUESTION)
+
+    async def scenario():
+        return await asyncio.gather(*(conversation(n) for n in range(8)))
+
+    results = asyncio.run(scenario())
+    for ready, events in results:
+        done = events[-1]
+        assert done["failed"] is False and done["answer"] == ANSWER
+        assert whole(events, after_seq=ready["last_seq"]) == ANSWER
+    with psycopg.connect(site.env["DATABASE_URL"]) as db:
+        workers = [row[0] for row in db.execute("SELECT worker FROM traces_messagetrace")]
+    assert len(workers) == 8
+    assert {site.worker(name).name for name in workers} == {"worker-1", "worker-2"}
+
+
+def test_a_worker_killed_mid_answer_fails_its_message_and_the_other_serves_the_next(site):
+    """SIGKILL the worker answering a message: it is stored failed, the next one is answered.
+
+    The user is told on the socket (an `error` with code `worker_lost`, then a
+    failed `done`) through the other web's socket too; the user's text is kept
+    in the history; the next message goes to the surviving worker.
+    """
+    async def scenario():
+        async with Chat(site, 0, "kill") as chat, Chat(site, 1, "kill") as watcher:
+            await chat.send("what is my name?")
+            started = await chat.until("hud", engine=True)  # the graph runs
+            conversation = chat.ready["conversation"]
+            name = db_value(site, "SELECT busy_worker FROM runtime_conversation WHERE id = %s",
+                            conversation)
+            victim = site.worker(name)
+            victim.kill()
+            lost = await chat.until("done")
+            seen_elsewhere = await watcher.until("done")
+            following = await chat.ask(QUESTION)
+            return conversation, name, victim, started + lost, seen_elsewhere, following
+
+    conversation, name, victim, lost, seen_elsewhere, following = asyncio.run(scenario())
+    assert not victim.alive()
+    error = next(e for e in lost if e["type"] == "error")
+    assert error["code"] == "worker_lost" and name in error["message"]
+    assert "send your message again" in error["message"]
+    done = lost[-1]
+    assert done["failed"] is True and done["message_id"] == error["message_id"]
+    assert seen_elsewhere[-1] == done  # the other web's socket got the same event
+
+    history = httpx.get(f"{site.webs[1].url}/api/history", params={"chat": "kill"},
+                        headers={"Authorization": f"Bearer {site.token}"}).json()["messages"]
+    assert [(m["role"], m["status"]) for m in history[:2]] == [("user", "ok"),
+                                                               ("assistant", "error")]
+    assert history[0]["text"] == "what is my name?"
+    assert history[1]["text"] == done["answer"] and name in done["answer"]
+    assert db_value(site, "SELECT busy_token FROM runtime_conversation WHERE id = %s",
+                    conversation) == ""
+
+    assert following[-1]["failed"] is False and following[-1]["answer"] == ANSWER
+    answered_by = db_value(site, "SELECT worker FROM traces_messagetrace WHERE message_id = %s",
+                           following[-1]["message_id"])
+    survivor = site.worker(answered_by)
+    assert survivor is not None and survivor is not victim and survivor.alive()
