@@ -141,16 +141,17 @@ def test_a_worker_killed_mid_answer_fails_its_message_and_the_other_serves_the_n
     in the history; the next message goes to the surviving worker.
     """
     async def scenario():
-        async with Chat(site, 0, "kill") as chat, Chat(site, 1, "kill") as watcher:
-            await chat.send("what is my name?")
-            started = await chat.until("hud", engine=True)  # the graph runs
-            conversation = chat.ready["conversation"]
-            name = db_value(site, "SELECT busy_worker FROM runtime_conversation WHERE id = %s",
-                            conversation)
-            victim = site.worker(name)
-            victim.kill()
-            lost = await chat.until("done")
-            seen_elsewhere = await watcher.until("done")
+        async with Chat(site, 0, "kill") as chat:
+            async with Chat(site, 1, "kill") as watcher:
+                await chat.send("what is my name?")
+                started = await chat.until("hud", engine=True)  # the graph runs
+                conversation = chat.ready["conversation"]
+                name = db_value(site, "SELECT busy_worker FROM runtime_conversation "
+                                "WHERE id = %s", conversation)
+                victim = site.worker(name)
+                victim.kill()
+                lost = await chat.until("done")
+                seen_elsewhere = await watcher.until("done")
             following = await chat.ask(QUESTION)
             return conversation, name, victim, started + lost, seen_elsewhere, following
 

@@ -1,0 +1,292 @@
+"""Submitting messages, the busy flag's heartbeat, lost messages, and the pipeline worker.
+
+These run in one process with the in-memory channel layer: the worker's
+consumer is driven with Channels' ApplicationCommunicator on the `pipeline`
+channel, exactly as `runworker pipeline` drives it. The same flow across real
+processes with Redis and PostgreSQL is tests/runtime/test_scaled.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import ApplicationCommunicator
+from django.core import checks
+from django.core.management import CommandError, call_command, get_commands
+from django.utils import timezone
+
+from runtime import conversations as conv
+from runtime import dispatch
+from runtime.chatlog import chat_events_after
+from runtime.errors import ConversationBusy, DispatchFailed, MessageLost
+from runtime.events import ErrorEvent
+from runtime.models import Conversation, Message
+from runtime.pipeline import pipeline_run, worker_name
+from runtime.worker import PipelineConsumer
+from tests.helpers import Events, send
+from traces.models import MessageTrace
+
+QUESTION = "how many customers are there?"
+ANSWER = "There are 120 customers."
+M1, M2, M3 = (str(uuid.uuid4()) for _ in range(3))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    dispatch.pipeline_tasks.cache_clear()
+    yield
+    dispatch.pipeline_tasks.cache_clear()
+
+
+def age_flag(conversation_id: int, *, seconds: float) -> None:
+    """Make the conversation's busy flag look `seconds` old (submitted and last beaten)."""
+    then = timezone.now() - timedelta(seconds=seconds)
+    Conversation.objects.filter(pk=conversation_id).update(busy_since=then, busy_beat=then)
+
+
+def stored(conversation_id: int) -> list[tuple[str, str, str]]:
+    return list(Message.objects.filter(conversation_id=conversation_id)
+                .values_list("role", "status", "text"))
+
+
+# --- the flag and lost messages --------------------------------------------------------
+
+
+def test_a_silent_claimed_flag_is_reaped_into_a_failed_message(conversation, settings):
+    """A process silent for the busy timeout: its message is stored failed, the flag freed."""
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 10
+    conv.conversation_acquire(conversation_id=conversation.id, message_id=M1,
+                              text="what is my name?", worker="box:4242")
+    age_flag(conversation.id, seconds=5)
+    assert conv.conversation_reap() == []  # still within the timeout
+    age_flag(conversation.id, seconds=11)
+    [lost] = conv.conversation_reap()
+    assert lost.message_id == M1 and "(box:4242) stopped responding" in lost.reason
+    assert "send your message again" in lost.reason
+    assert stored(conversation.id) == [("user", "ok", "what is my name?"),
+                                       ("assistant", "error", lost.reason)]
+    trace = MessageTrace.objects.get(conversation=conversation)
+    assert trace.error == lost.reason and trace.worker == "box:4242" and trace.total_frames == 0
+    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert conv.conversation_reap() == []  # recorded once
+
+
+def test_an_unclaimed_message_is_reaped_after_the_queue_timeout(conversation, settings):
+    """A message no worker took is kept waiting for the queue timeout, then stored failed."""
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 1
+    settings.AGENTSITE_QUEUE_TIMEOUT_S = 30
+    conv.conversation_acquire(conversation_id=conversation.id, message_id=str(uuid.uuid4()), text="hi")
+    age_flag(conversation.id, seconds=20)
+    assert conv.conversation_busy(conversation_id=conversation.id)
+    assert conv.conversation_reap() == []
+    age_flag(conversation.id, seconds=31)
+    [lost] = conv.conversation_reap(conversation_id=conversation.id)
+    assert "no pipeline worker took it within 30 s" in lost.reason
+
+
+def test_sending_after_a_lost_message_records_it_then_answers(conversation, settings):
+    """The user can send again: the lost message is stored failed and announced first."""
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 10
+    conv.conversation_acquire(conversation_id=conversation.id, message_id=M2,
+                              text="my name is Ada", worker="box:1")
+    age_flag(conversation.id, seconds=60)
+    events = Events()
+    result = send(conversation.id, "hello", events)
+    assert not result.failed
+    error = events.of_type("error")[0]
+    assert error.code == "worker_lost" and error.message_id == M2
+    assert [e.message_id for e in events.of_type("done")] == [M2, result.message_id]
+    assert [(r, s) for r, s, _ in stored(conversation.id)] == [
+        ("user", "ok"), ("assistant", "error"), ("user", "ok"), ("assistant", "ok")]
+
+
+def test_a_live_flag_is_never_taken(conversation):
+    """While the holder beats, a second message is refused, however long the first runs."""
+    conv.conversation_acquire(conversation_id=conversation.id, worker="box:1")
+    with pytest.raises(ConversationBusy):
+        send(conversation.id, "hello")
+
+
+def test_the_heartbeat_keeps_a_long_message_alive(conversation, settings):
+    """A message running far longer than the busy timeout is not reaped while it beats."""
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 1.0  # beats every 0.2 s
+    settings.BUILTIN_LLM_LATENCY_MS = 400  # several calls: about 2 s in all
+    reaped = []
+
+    async def scenario():
+        answer = asyncio.create_task(pipeline_run(conversation_id=conversation.id,
+                                                  text=QUESTION))
+        while not answer.done():
+            reaped.extend(await dispatch.database_sync_to_async(conv.conversation_reap)())
+            await asyncio.sleep(0.1)
+        return await answer
+
+    result = async_to_sync(scenario)()
+    assert reaped == []
+    assert not result.failed and result.answer == ANSWER
+    assert result.trace.total_ms > 1000  # it did outlive the timeout
+
+
+def test_a_message_reaped_while_it_runs_is_not_stored_twice(conversation, settings):
+    """If the flag is taken from a running message, its late result is dropped."""
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 10
+
+    async def on_event(event):
+        if getattr(event, "frame", None) == 1:  # the graph is running: a reaper strikes
+            await dispatch.database_sync_to_async(age_flag)(conversation.id, seconds=60)
+            await dispatch.database_sync_to_async(conv.conversation_reap)()
+
+    with pytest.raises(MessageLost):
+        send(conversation.id, QUESTION, on_event)
+    rows = stored(conversation.id)
+    assert [(r, s) for r, s, _ in rows] == [("user", "ok"), ("assistant", "error")]
+    assert MessageTrace.objects.filter(conversation=conversation).count() == 1
+
+
+def test_error_events_name_their_message_only_when_they_have_one():
+    """A socket's own error has no message_id; a lost message's error does."""
+    assert "message_id" not in ErrorEvent(code="busy", message="x").as_dict()
+    assert ErrorEvent(code="worker_lost", message="x", message_id="m").as_dict()[
+        "message_id"] == "m"
+
+
+# --- submitting in this process ------------------------------------------------------------
+
+
+def test_submit_in_process_answers_in_an_owned_task(conversation):
+    """Without workers the message runs here; every event lands in the conversation's log."""
+    async def scenario():
+        message_id = await dispatch.message_submit(conversation_id=conversation.id,
+                                                   text=QUESTION)
+        assert dispatch.pipeline_tasks().running(conversation_id=conversation.id) == 1
+        await dispatch.pipeline_tasks().drain()
+        return message_id
+
+    message_id = async_to_sync(scenario)()
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert log[-1]["type"] == "done" and log[-1]["message_id"] == message_id
+    assert log[-1]["answer"] == ANSWER
+    assert MessageTrace.objects.get(message_id=message_id).worker == worker_name()
+
+
+def test_an_internal_failure_is_stored_and_announced(conversation, settings):
+    """A pipeline that raises unexpectedly still ends stored as failed, with a done event."""
+    settings.AGENTSITE_PIPELINE_TIMEOUT_S = 30
+    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M3,
+                                      text="hello", worker=worker_name())
+    Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
+    async_to_sync(dispatch.message_answer)(conversation_id=conversation.id,
+                                           message_id=M3, text="hello", token=token)
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    error = next(e for e in log if e["type"] == "error")
+    assert error["code"] == "internal" and "GraphError" in error["message"]
+    assert log[-1]["type"] == "done" and log[-1]["failed"] is True
+    assert stored(conversation.id)[0] == ("user", "ok", "hello")
+    assert not conv.conversation_busy(conversation_id=conversation.id)
+
+
+# --- submitting to pipeline workers ------------------------------------------------------
+
+
+@pytest.fixture
+def workers_on(settings):
+    """AGENTSITE_PIPELINE_WORKERS on, with a fresh in-memory layer (one process plays both)."""
+    settings.AGENTSITE_PIPELINE_WORKERS = True
+    channel_layers.backends.clear()
+    yield settings
+    channel_layers.backends.clear()
+
+
+async def worker_takes(message: dict) -> None:
+    """Feed one `pipeline` message to a worker's consumer and wait for its answer."""
+    slots = asyncio.Semaphore(5)
+    await slots.acquire()  # the listener took a slot for this message
+    app = ApplicationCommunicator(PipelineConsumer.as_asgi(),
+                                  {"type": "channel", "channel": dispatch.PIPELINE_CHANNEL,
+                                   "slots": slots})
+    await app.send_input(message)
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if not dispatch.pipeline_tasks().running() and slots._value == 5:
+            break
+    app.stop()
+
+
+def test_with_workers_a_message_waits_on_the_channel_then_a_worker_answers(conversation,
+                                                                           workers_on):
+    """The web side takes the flag and queues; the worker claims, answers, and drops repeats."""
+    async def scenario():
+        message_id = await dispatch.message_submit(conversation_id=conversation.id,
+                                                   text=QUESTION)
+        queued = await dispatch.database_sync_to_async(Conversation.objects.get)(
+            pk=conversation.id)
+        assert queued.busy_message_id == message_id and queued.busy_worker == ""
+        assert dispatch.pipeline_tasks().running() == 0  # nothing runs in the web process
+        message = await get_channel_layer().receive(dispatch.PIPELINE_CHANNEL)
+        await worker_takes(message)
+        await worker_takes(message)  # channels-redis may deliver twice: claimed once
+        return message_id
+
+    message_id = async_to_sync(scenario)()
+    assert MessageTrace.objects.filter(message_id=message_id).count() == 1
+    assert MessageTrace.objects.get(message_id=message_id).worker == worker_name()
+    assert [(r, s) for r, s, _ in stored(conversation.id)] == [("user", "ok"),
+                                                               ("assistant", "ok")]
+    assert not conv.conversation_busy(conversation_id=conversation.id)
+
+
+def test_a_worker_drops_malformed_and_unknown_messages(conversation, workers_on):
+    """Bad messages on the channel are logged and dropped; the slot comes back."""
+    async def scenario():
+        await worker_takes({"type": "pipeline.message", "conversation": "x"})
+        await worker_takes({"type": "something.else"})
+
+    async_to_sync(scenario)()
+    assert not Message.objects.exists()
+
+
+def test_a_full_queue_refuses_the_message_and_frees_the_flag(conversation, workers_on):
+    """When the channel layer cannot take the message, nothing is stored and the flag is free."""
+    workers_on.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
+                                             "CONFIG": {"capacity": 1}}}
+    channel_layers.backends.clear()
+    other = conv.conversation_get_or_create(user=conversation.user, chat="other")
+
+    async def scenario():
+        await dispatch.message_submit(conversation_id=other.id, text="hello")
+        with pytest.raises(DispatchFailed, match="the pipeline queue is full"):
+            await dispatch.message_submit(conversation_id=conversation.id, text="hello")
+
+    async_to_sync(scenario)()
+    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+# --- deployment checks ---------------------------------------------------------------------
+
+
+def test_runworker_is_the_pipeline_worker():
+    """`manage.py runworker` resolves to agentsite's worker, not Channels' plain one."""
+    assert get_commands()["runworker"] == "runtime"
+
+
+def test_runworker_refuses_a_layer_no_web_process_shares(settings):
+    """Without Redis (or with other channels) the worker refuses to start, saying why."""
+    settings.AGENTSITE_PIPELINE_WORKERS = True
+    with pytest.raises(CommandError, match="set REDIS_URL"):
+        call_command("runworker", "pipeline")
+    with pytest.raises(CommandError, match="listen on one channel"):
+        call_command("runworker", "pipeline", "other")
+
+
+def test_workers_without_a_shared_layer_fail_the_system_check(settings):
+    """AGENTSITE_PIPELINE_WORKERS with the in-memory layer is runtime.E001."""
+    settings.AGENTSITE_PIPELINE_WORKERS = True
+    assert [m.id for m in checks.run_checks(tags=["runtime"])] == ["runtime.E001"]
+    settings.AGENTSITE_PIPELINE_WORKERS = False
+    assert checks.run_checks(tags=["runtime"]) == []
