@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench setup migrate clean browser-test
+.PHONY: run run-scaled test lint bench setup migrate clean browser-test
+SERVICES := . deploy/services.sh && ensure_postgres && ensure_redis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ run: setup
 	@echo ""
 	$(BIN)/daphne -b 127.0.0.1 -p 8000 agentsite.asgi:application
 
+# Scaled out on loopback: Redis, PostgreSQL, daphne on :8000 and :8001, two pipeline
+# workers (README: Scaling out). PostgreSQL and redis-server come from apt-get when missing.
+run-scaled: $(STAMP)
+	$(SERVICES) && $(BIN)/python -m agentsite.scaled --database-url "$$AGENTSITE_POSTGRES_URL"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -40,6 +46,7 @@ browser-test: setup
 
 bench: setup
 	$(BIN)/python manage.py bench
+	$(SERVICES) && $(BIN)/python manage.py bench --scaled --database-url "$$AGENTSITE_POSTGRES_URL"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -87,7 +87,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which races the
+                # layer's own blocking 5 s BZPOPMIN and fails idle consumers with "Timeout
+                # reading from ..." (django/channels_redis#422): the layer times itself.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 # Room for a burst of streamed deltas; a socket that still falls behind
                 # fills the gap from the conversation's event log (runtime.consumers).
                 "capacity": 1000,

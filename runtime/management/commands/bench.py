@@ -112,8 +112,30 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="print one JSON object instead of the table"
         )
+        scaled = parser.add_argument_group(
+            "scaled run", "--scaled starts Redis, PostgreSQL, daphne and pipeline workers on "
+            "loopback and drives N conversations at once over WebSockets (agentsite.scaled_bench)")
+        scaled.add_argument("--scaled", action="store_true", help="run the scaled bench instead")
+        scaled.add_argument("--conversations", type=int, default=40,
+                            help="conversations at once (default 40)")
+        scaled.add_argument("--per-conversation", type=int, default=3,
+                            help="messages each conversation sends, one after another "
+                                 "(default 3)")
+        scaled.add_argument("--latency-ms", type=float, default=100.0,
+                            help="the builtin model's latency per call (default 100)")
+        scaled.add_argument("--webs", type=int, default=2, help="daphne processes (default 2)")
+        scaled.add_argument("--workers", type=int, default=2,
+                            help="pipeline workers (default 2)")
+        scaled.add_argument("--worker-concurrency", type=int, default=20,
+                            help="messages a worker answers at once (default 20)")
+        scaled.add_argument("--database-url", default="",
+                            help="a PostgreSQL server role that may create databases (default: "
+                                 "$AGENTSITE_POSTGRES_URL, set by `make bench`)")
 
     def handle(self, *args, **options) -> None:
+        if options["scaled"]:
+            self._scaled(options)
+            return
         messages, warmup, graph = options["messages"], options["warmup"], options["graph"]
         if messages < 1:
             raise CommandError("--messages must be at least 1")
@@ -144,6 +166,37 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({**header, "paths": [asdict(r) for r in results]}))
         else:
             self._print_table(header, results)
+
+    def _scaled(self, options: dict[str, Any]) -> None:
+        from agentsite.scaled_bench import default_server_url, run_scaled_bench
+
+        server = options["database_url"] or default_server_url()
+        if not server:
+            raise CommandError("the scaled bench needs a PostgreSQL server: --database-url "
+                               "postgres://USER:PASSWORD@HOST:PORT/postgres (`make bench` "
+                               "prepares a local one)")
+        for name in ("conversations", "per_conversation", "webs", "workers",
+                     "worker_concurrency"):
+            if options[name] < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+        if options["latency_ms"] < 0:
+            raise CommandError("--latency-ms must not be negative")
+        try:
+            report = run_scaled_bench(
+                database_server_url=server, conversations=options["conversations"],
+                messages=options["per_conversation"], latency_ms=options["latency_ms"],
+                webs=options["webs"], workers=options["workers"],
+                concurrency=options["worker_concurrency"], progress=self._progress)
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(f"the scaled bench could not run: {exc}") from exc
+        if options["json"]:
+            self.stdout.write(json.dumps({
+                **{k: v for k, v in asdict(report).items() if k != "timings"},
+                "throughput": report.throughput,
+                "timings": [asdict(t) for t in report.timings]}))
+        else:
+            for line in report.lines():
+                self.stdout.write(line)
 
     # -- setup ------------------------------------------------------------------------------
 
