@@ -168,7 +168,7 @@ def _spawn(name: str, args: list[str], *, env: dict[str, str], folder: Path, url
            ) -> Proc:
     log = folder / f"{name}.log"
     popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT)
     return Proc(name=name, popen=popen, log=log, url=url)
 
 
