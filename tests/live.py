@@ -9,7 +9,6 @@ files, sockets, the REST API and the builtin model.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from agentsite.scaled import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 USERNAME, PASSWORD = "ada", "a-browser-test-password"
@@ -35,13 +36,6 @@ class LiveServer:
     def manage(self, *args: str) -> str:
         """Run `manage.py ARGS` on the server's database; its stdout."""
         return manage(self.env, *args)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manage(env: dict[str, str], *args: str) -> str:

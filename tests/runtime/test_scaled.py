@@ -178,3 +178,57 @@ def test_a_worker_killed_mid_answer_fails_its_message_and_the_other_serves_the_n
                            following[-1]["message_id"])
     survivor = site.worker(answered_by)
     assert survivor is not None and survivor is not victim and survivor.alive()
+
+
+def test_one_conversation_on_two_webs_runs_one_message_at_a_time(site):
+    """Two sockets of one conversation on different webs send at once: one answer, one busy.
+
+    The busy flag is a conditional UPDATE on the conversation's PostgreSQL row,
+    so it holds across processes: whichever message comes second is refused.
+    """
+    async def race(n: int) -> tuple[list[dict], list[dict]]:
+        async with Chat(site, 0, f"race-{n}") as left, Chat(site, 1, f"race-{n}") as right:
+            await asyncio.gather(left.send(QUESTION), right.send(QUESTION))
+            return await left.until("done"), await right.until("done")
+
+    async def scenario():
+        return [await race(n) for n in range(4)]
+
+    for left, right in asyncio.run(scenario()):
+        busy = [e for e in left + right if e["type"] == "error"]
+        assert [(e["code"], e["seq"]) for e in busy] == [("busy", None)]
+        assert left[-1] == right[-1] and left[-1]["answer"] == ANSWER  # one answer, seen twice
+    with psycopg.connect(site.env["DATABASE_URL"]) as db:
+        per_conversation = db.execute(
+            "SELECT count(*) FROM runtime_message GROUP BY conversation_id").fetchall()
+    assert per_conversation == [(2,)] * 4
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_answer_first(site):
+    """SIGTERM is a clean stop: the running answer completes, then the worker exits.
+
+    The socket then stays idle past the channel layer's blocking read (5 s) and
+    the next message is answered by the other worker.
+    """
+    async def scenario():
+        async with Chat(site, 0, "drain") as chat:
+            await chat.send(QUESTION)
+            await chat.until("hud", engine=True)
+            name = db_value(site, "SELECT busy_worker FROM runtime_conversation WHERE id = %s",
+                            chat.ready["conversation"])
+            stopping = site.worker(name)
+            stopping.popen.terminate()
+            answered = await chat.until("done")
+            await asyncio.to_thread(stopping.popen.wait, 30)
+            await asyncio.sleep(6)
+            following = await chat.ask(QUESTION)
+            return stopping, answered, following
+
+    stopping, answered, following = asyncio.run(scenario())
+    assert answered[-1]["failed"] is False and answered[-1]["answer"] == ANSWER
+    assert stopping.popen.returncode == 0
+    assert "letting 1 running message(s) finish" in stopping.tail()
+    assert following[-1]["failed"] is False
+    answered_by = db_value(site, "SELECT worker FROM traces_messagetrace WHERE message_id = %s",
+                           following[-1]["message_id"])
+    assert site.worker(answered_by) is not stopping
