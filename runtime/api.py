@@ -130,6 +130,7 @@ def trace_as_dict(trace: MessageTrace) -> dict[str, Any]:
         "total_frames": trace.total_frames,
         "total_ms": trace.total_ms,
         "error": trace.error,
+        "worker": trace.worker,
         "created_at": trace.created_at.isoformat(),
         "frames": [
             {

@@ -118,6 +118,7 @@ ROUTES: tuple[Route, ...] = (
                     **COMMON,
                     403: "CSRF check failed",
                     409: "The conversation is busy",
+                    503: "No pipeline worker could be reached; nothing was stored",
                 },
                 body=TEXT_BODY,
             )
@@ -139,6 +140,7 @@ ROUTES: tuple[Route, ...] = (
                     403: "CSRF check failed",
                     404: "No such control",
                     409: "The conversation is busy",
+                    503: "No pipeline worker could be reached; nothing was stored",
                 },
                 body={
                     "type": "object",
