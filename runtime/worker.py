@@ -95,7 +95,7 @@ class PipelineWorker(Worker):
         self.stopping: asyncio.Event | None = None
 
     async def handle(self) -> None:
-        """Listen, reap and stop cleanly when asked."""
+        """Listen and reap until asked to stop (or a listener fails); then drain."""
         self.slots = asyncio.Semaphore(self.capacity)
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -103,20 +103,24 @@ class PipelineWorker(Worker):
             loop.add_signal_handler(sig, self.stopping.set)
         logger.info("pipeline worker %s: listening on %s, %d at a time", worker_name(),
                     ", ".join(self.channels), self.capacity)
-        listening = asyncio.ensure_future(super().handle())
+        listeners = [asyncio.ensure_future(self.listener(channel)) for channel in self.channels]
         reaping = asyncio.ensure_future(self.reap_forever())
-        await self.stopping.wait()
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in listeners if t.done() and not t.cancelled() and t.exception()]
         logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
                     worker_name(), pipeline_tasks().running())
-        for task in (listening, reaping):
+        for task in (*listeners, reaping, stop):
             task.cancel()
-        await asyncio.gather(listening, reaping, return_exceptions=True)
+        await asyncio.gather(*listeners, reaping, stop, return_exceptions=True)
         try:
             await asyncio.wait_for(pipeline_tasks().drain(),
                                    timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
         except TimeoutError:
             logger.error("pipeline worker %s: stopped with messages still running",
                          worker_name())
+        if failed:  # e.g. Redis went away: exit non-zero so a supervisor restarts the worker
+            raise failed[0].exception()
 
     async def listener(self, channel: str) -> None:
         """Take a message only when a slot is free (the slot goes with the message)."""

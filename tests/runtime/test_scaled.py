@@ -207,28 +207,31 @@ def test_one_conversation_on_two_webs_runs_one_message_at_a_time(site):
 def test_a_worker_stopped_with_sigterm_finishes_its_answer_first(site):
     """SIGTERM is a clean stop: the running answer completes, then the worker exits.
 
-    The socket then stays idle past the channel layer's blocking read (5 s) and
-    the next message is answered by the other worker.
+    While it finishes, it takes no new message: one sent meanwhile goes to the
+    other worker. The socket then stays idle past the channel layer's blocking
+    read (5 s) and its next message is answered too.
     """
     async def scenario():
-        async with Chat(site, 0, "drain") as chat:
+        async with Chat(site, 0, "drain") as chat, Chat(site, 1, "meanwhile") as other:
             await chat.send(QUESTION)
             await chat.until("hud", engine=True)
             name = db_value(site, "SELECT busy_worker FROM runtime_conversation WHERE id = %s",
                             chat.ready["conversation"])
             stopping = site.worker(name)
             stopping.popen.terminate()
+            meanwhile = await other.ask(QUESTION)
             answered = await chat.until("done")
             await asyncio.to_thread(stopping.popen.wait, 30)
             await asyncio.sleep(6)
             following = await chat.ask(QUESTION)
-            return stopping, answered, following
+            return stopping, answered, [meanwhile[-1], following[-1]]
 
-    stopping, answered, following = asyncio.run(scenario())
+    stopping, answered, later = asyncio.run(scenario())
     assert answered[-1]["failed"] is False and answered[-1]["answer"] == ANSWER
     assert stopping.popen.returncode == 0
     assert "letting 1 running message(s) finish" in stopping.tail()
-    assert following[-1]["failed"] is False
-    answered_by = db_value(site, "SELECT worker FROM traces_messagetrace WHERE message_id = %s",
-                           following[-1]["message_id"])
-    assert site.worker(answered_by) is not stopping
+    for done in later:
+        assert done["failed"] is False and done["answer"] == ANSWER
+        answered_by = db_value(site, "SELECT worker FROM traces_messagetrace "
+                               "WHERE message_id = %s", done["message_id"])
+        assert site.worker(answered_by) is not stopping
