@@ -12,6 +12,9 @@ a real one on loopback:
 - N `daphne` processes (web: pages, sockets, REST) on consecutive ports;
 - M `manage.py runworker pipeline` processes (the chat pipelines).
 
+It configures other processes, so it builds their environment from its own
+(minus any DATABASE_/REDIS_ settings) rather than reading Django settings.
+
 The README's "Scaling out" maps the same processes onto several machines.
 """
 
@@ -266,9 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m agentsite.scaled`: run the scaled site until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m agentsite.scaled", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default=os.environ.get("AGENTSITE_SCALED_POSTGRES_URL"),
-                        help="a PostgreSQL server URL with a role that may create databases "
-                             "(default: $AGENTSITE_SCALED_POSTGRES_URL)")
+    parser.add_argument("--database-url", default="",
+                        help="a PostgreSQL server URL with a role that may create databases")
     parser.add_argument("--database", default="agentsite_scaled",
                         help="the database to use on that server (made when missing)")
     parser.add_argument("--redis-url", default="", help="a Redis to use (default: start one)")

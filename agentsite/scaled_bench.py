@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import statistics
 import tempfile
@@ -64,7 +63,8 @@ class BenchReport:
         failed = sum(t.failed for t in self.timings)
         shares = ", ".join(f"{name} {count}" for name, count in sorted(self.by_worker.items()))
         return [
-            f"scaled: {self.webs} daphne + {self.workers} workers, Redis, PostgreSQL; "
+            f"scaled: {self.webs} daphne + {self.workers} worker{'s' * (self.workers != 1)}, "
+            "Redis, PostgreSQL; "
             f"builtin model at {self.latency_ms:g} ms per call",
             f"{self.conversations} conversations at once x {self.messages_per_conversation} "
             f"messages = {len(self.timings)} messages in {self.wall_s:.1f} s: "
@@ -154,9 +154,3 @@ def run_scaled_bench(*, database_server_url: str, conversations: int, messages: 
     return BenchReport(conversations=conversations, messages_per_conversation=messages,
                        latency_ms=latency_ms, webs=webs, workers=workers, wall_s=wall,
                        timings=[t for ts in results for t in ts], by_worker=by_worker)
-
-
-def default_server_url() -> str:
-    """The PostgreSQL server the bench makes its database on, from the environment."""
-    return (os.environ.get("AGENTSITE_POSTGRES_URL")
-            or os.environ.get("AGENTSITE_TEST_POSTGRES_URL", ""))

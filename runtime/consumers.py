@@ -7,6 +7,12 @@ event: through the conversation's channel-layer group, numbered by `seq`. The
 socket sends them in order, once each, filling any gap from the stored log,
 so an answer arrives whole whichever process produced it. A disconnect does
 not stop the answer; a resumed client gets it from the log.
+
+The socket does not stream its own answer with `self.send` straight from the
+pipeline: with pipeline workers that answer is produced in another process,
+and one path for both deployments keeps the order, numbering and gap
+filling in one place. Its own replies (errors for its requests, a machine
+click it made) are still sent directly.
 """
 
 from __future__ import annotations

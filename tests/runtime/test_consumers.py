@@ -6,6 +6,8 @@ import json
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -432,3 +434,34 @@ def test_action_is_handled_while_an_answer_runs(ada, settings):
     assert final["machines"]["counter"]["data"]["count"] == 1
     state = conv.conversation_state(conversation_id=Conversation.objects.get(user=ada).id)
     assert state.ui["machines"]["counter"]["data"]["count"] == 1
+
+
+def test_a_gap_in_the_relayed_events_is_filled_from_the_log(ada):
+    """An event the channel layer dropped is sent from the stored log before the next one.
+
+    The log is the truth and the layer only the news: the socket sends every
+    event once, in `seq` order, whichever process published it.
+    """
+    from runtime.chatlog import chat_event_append
+    from runtime.publish import publish_chat
+
+    async def scenario():
+        comm, ready = await open_chat(ada)
+        conversation = ready["conversation"]
+        append = database_sync_to_async(chat_event_append)
+        # Stored, but its group message "lost" (never sent to the layer).
+        await append(conversation_id=conversation, event={"type": "cleared", "note": "lost"})
+        await publish_chat(conversation_id=conversation, event={"type": "cleared", "note": "next"})
+        first = await comm.receive_json_from()
+        second = await comm.receive_json_from()
+        # A repeat of an event already sent is not sent again.
+        await get_channel_layer().group_send(f"chat.{conversation}", {
+            "type": "chat.event", "event": {**second}})
+        nothing = await comm.receive_nothing(timeout=0.2)
+        await comm.disconnect()
+        return ready, first, second, nothing
+
+    ready, first, second, nothing = run(scenario)
+    assert (first["note"], first["seq"]) == ("lost", ready["last_seq"] + 1)
+    assert (second["note"], second["seq"]) == ("next", ready["last_seq"] + 2)
+    assert nothing

@@ -115,7 +115,7 @@ def test_a_live_flag_is_never_taken(conversation):
 def test_the_heartbeat_keeps_a_long_message_alive(conversation, settings):
     """A message running far longer than the busy timeout is not reaped while it beats."""
     settings.AGENTSITE_BUSY_TIMEOUT_S = 1.0  # beats every 0.2 s
-    settings.BUILTIN_LLM_LATENCY_MS = 400  # several calls: about 2 s in all
+    settings.BUILTIN_LLM_LATENCY_MS = 500  # several calls: at least 1.5 s in all
     reaped = []
 
     async def scenario():

@@ -129,8 +129,8 @@ class Command(BaseCommand):
         scaled.add_argument("--worker-concurrency", type=int, default=20,
                             help="messages a worker answers at once (default 20)")
         scaled.add_argument("--database-url", default="",
-                            help="a PostgreSQL server role that may create databases (default: "
-                                 "$AGENTSITE_POSTGRES_URL, set by `make bench`)")
+                            help="a PostgreSQL server role that may create databases (`make "
+                                 "bench` prepares a local one and passes it)")
 
     def handle(self, *args, **options) -> None:
         if options["scaled"]:
@@ -168,9 +168,9 @@ class Command(BaseCommand):
             self._print_table(header, results)
 
     def _scaled(self, options: dict[str, Any]) -> None:
-        from agentsite.scaled_bench import default_server_url, run_scaled_bench
+        from agentsite.scaled_bench import run_scaled_bench
 
-        server = options["database_url"] or default_server_url()
+        server = options["database_url"]
         if not server:
             raise CommandError("the scaled bench needs a PostgreSQL server: --database-url "
                                "postgres://USER:PASSWORD@HOST:PORT/postgres (`make bench` "
