@@ -43,6 +43,11 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        indexes = [
+            # The reaper looks for held flags every few seconds: only those are indexed.
+            models.Index(fields=["busy_beat"], condition=~Q(busy_token=""),
+                         name="runtime_conversation_busy"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "chat"], condition=Q(user__isnull=False),
