@@ -271,7 +271,7 @@
       state.pendingClick = null;
       renderControls();
     }
-    if (event.code === "busy" || event.code === "bad_request" || event.code === "timeout") {
+    if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
       setBusy(false);
     }
     systemLine(event.message || event.code, "error");
