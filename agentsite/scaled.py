@@ -97,6 +97,8 @@ class ScaledSite:
     """The daphne processes."""
     workers: list[Proc] = field(default_factory=list)
     """The pipeline workers."""
+    redis: Proc | None = None
+    """The private redis-server, when the site started one."""
 
     def manage(self, *args: str, timeout: float = 300) -> str:
         """Run `manage.py ARGS` against the site's database and layer; its stdout."""
@@ -230,11 +232,12 @@ def scaled_site(folder: Path, *, database_url: str, redis_url: str = "", webs: i
     """
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        redis_proc = None
         if not redis_url:
             redis_proc, redis_url = start_redis(folder, free_port())
             stack.callback(redis_proc.stop)
         site = ScaledSite(env=site_env(folder=folder, database_url=database_url,
-                                       redis_url=redis_url, extra=env or {}))
+                                       redis_url=redis_url, extra=env or {}), redis=redis_proc)
         site.manage("migrate", "--no-input", "-v", "0")
         site.manage("loadgraphs")
         site.manage("make_eras")

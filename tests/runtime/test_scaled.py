@@ -235,3 +235,22 @@ def test_a_worker_stopped_with_sigterm_finishes_its_answer_first(site):
         answered_by = db_value(site, "SELECT worker FROM traces_messagetrace "
                                "WHERE message_id = %s", done["message_id"])
         assert site.worker(answered_by) is not stopping
+
+
+def test_without_redis_a_message_is_refused_clearly_and_nothing_is_held(site):
+    """Redis down: /api/send answers 503 saying so, stores nothing and leaves the flag free."""
+    headers = {"Authorization": f"Bearer {site.token}"}
+    site.redis.kill()
+    sent = httpx.post(f"{site.webs[0].url}/api/send", params={"chat": "down"},
+                      json={"text": QUESTION}, headers=headers, timeout=30)
+    assert sent.status_code == 503, sent.text
+    error = sent.json()["error"]
+    assert error["code"] == "unavailable"
+    assert "channel layer could not be reached" in error["message"]
+    assert "nothing was stored" in error["message"]
+    state = httpx.get(f"{site.webs[1].url}/api/state", params={"chat": "down"},
+                      headers=headers, timeout=30).json()
+    assert state["busy"] is False
+    history = httpx.get(f"{site.webs[1].url}/api/history", params={"chat": "down"},
+                        headers=headers, timeout=30).json()
+    assert history["messages"] == []
