@@ -52,11 +52,19 @@ class PipelineConsumer(AsyncConsumer):
             _release(slots)
             return
         worker = worker_name()
-        claimed = await database_sync_to_async(conv.conversation_claim)(
-            conversation_id=conversation_id, token=token, worker=worker)
+        try:
+            claimed = await database_sync_to_async(conv.conversation_claim)(
+                conversation_id=conversation_id, token=token, worker=worker)
+        except Exception:
+            # The database is unreachable: leave the message to the reaper (stored as
+            # failed after the queue timeout) rather than answer it without a flag.
+            logger.exception("pipeline: message %s could not be claimed", message_id)
+            claimed = False
         if not claimed:
-            logger.warning("pipeline: message %s was taken or recorded as lost already; "
-                           "dropped", message_id)
+            # Also the normal fate of a repeat: channels-redis can deliver a message to
+            # two workers at once, and only one claim succeeds.
+            logger.info("pipeline: message %s was not claimed (taken, or recorded as lost "
+                        "already); dropped", message_id)
             _release(slots)
             return
 
