@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
@@ -100,29 +101,31 @@ def conversation_acquire(
     answer (host:pid); empty means the message waits for a pipeline worker to
     `conversation_claim` it. A flag whose holder is gone is not taken over
     here: `conversation_reap` records that message as failed first.
+
+    Flag times are the database's clock (`now` only in tests), so processes on
+    machines whose clocks disagree still agree on who went silent.
     """
-    now = now or timezone.now()
+    stamp = now or Now()
     token = uuid.uuid4().hex
     taken = Conversation.objects.filter(pk=conversation_id, busy_token="").update(
-        busy_since=now, busy_beat=now, busy_token=token, busy_message_id=message_id,
+        busy_since=stamp, busy_beat=stamp, busy_token=token, busy_message_id=message_id,
         busy_text=text, busy_worker=worker[:200])
     if not taken:
         raise ConversationBusy("a message is already being answered in this conversation")
     return token
 
 
-def conversation_claim(*, conversation_id: int, token: str, worker: str,
-                       now: datetime | None = None) -> bool:
+def conversation_claim(*, conversation_id: int, token: str, worker: str) -> bool:
     """A worker takes a submitted message; False when it was reaped or claimed already."""
     return bool(Conversation.objects.filter(
         pk=conversation_id, busy_token=token, busy_worker="").update(
-        busy_worker=worker[:200], busy_beat=now or timezone.now()))
+        busy_worker=worker[:200], busy_beat=Now()))
 
 
-def conversation_beat(*, conversation_id: int, token: str, now: datetime | None = None) -> bool:
+def conversation_beat(*, conversation_id: int, token: str) -> bool:
     """The answering process is alive; False when its flag was taken from it."""
     return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_beat=now or timezone.now()))
+        busy_beat=Now()))
 
 
 def conversation_release(*, conversation_id: int, token: str) -> None:
@@ -132,15 +135,20 @@ def conversation_release(*, conversation_id: int, token: str) -> None:
         busy_worker="")
 
 
-def _lost_filter(now: datetime) -> Q:
+def _ago(seconds: float) -> ExpressionWrapper:
+    """The database's clock, `seconds` ago."""
+    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def _lost_filter() -> Q:
     """Flags whose message will never be answered.
 
     Claimed: the answering process has not beaten for `AGENTSITE_BUSY_TIMEOUT_S`.
     Unclaimed: no worker took it within `AGENTSITE_QUEUE_TIMEOUT_S` (by then the
     channel layer has dropped it too).
     """
-    silent = now - timedelta(seconds=settings.AGENTSITE_BUSY_TIMEOUT_S)
-    unclaimed = now - timedelta(seconds=settings.AGENTSITE_QUEUE_TIMEOUT_S)
+    silent = _ago(settings.AGENTSITE_BUSY_TIMEOUT_S)
+    unclaimed = _ago(settings.AGENTSITE_QUEUE_TIMEOUT_S)
     claimed = ~Q(busy_worker="") & (Q(busy_beat__lt=silent) | Q(busy_beat__isnull=True))
     waiting = Q(busy_worker="") & Q(busy_since__lt=unclaimed)
     return ~Q(busy_token="") & (claimed | waiting)
@@ -170,8 +178,7 @@ def lost_reason(*, worker: str) -> str:
             "Nothing else was lost; you can send your message again.")
 
 
-def conversation_reap(*, conversation_id: int | None = None, now: datetime | None = None
-                      ) -> list[LostMessage]:
+def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
     """Record every lost message (of one conversation, or all) as failed and free its flag.
 
     Safe to run in every process at once: each flag is freed by a conditional
@@ -179,15 +186,14 @@ def conversation_reap(*, conversation_id: int | None = None, now: datetime | Non
     user's text is kept and the answer says what happened; a trace with the
     reason is stored so the admin shows it.
     """
-    now = now or timezone.now()
-    rows = Conversation.objects.filter(_lost_filter(now))
+    rows = Conversation.objects.filter(_lost_filter())
     if conversation_id is not None:
         rows = rows.filter(pk=conversation_id)
     lost = []
     for pk, token in rows.values_list("pk", "busy_token")[:500]:
         with transaction.atomic():
             row = (Conversation.objects.select_for_update()
-                   .filter(_lost_filter(now), pk=pk, busy_token=token).first())
+                   .filter(_lost_filter(), pk=pk, busy_token=token).first())
             if row is None:
                 continue  # answered, released or reaped meanwhile
             reason = lost_reason(worker=row.busy_worker)
@@ -195,7 +201,7 @@ def conversation_reap(*, conversation_id: int | None = None, now: datetime | Non
             if message_id:
                 conversation_record_failure(
                     conversation_id=pk, message_id=message_id, text=row.busy_text,
-                    reason=reason, graph=row.graph_name, worker=row.busy_worker, now=now)
+                    reason=reason, graph=row.graph_name, worker=row.busy_worker)
             conversation_release(conversation_id=pk, token=token)
         logger.warning("conversation %s: message %s lost (%s)", pk, message_id or "?", reason)
         if message_id:
@@ -342,7 +348,7 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
 def conversation_busy(*, conversation_id: int) -> bool:
     """Whether a message of the conversation is being answered (or waits for a worker)."""
     return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
-            .exclude(_lost_filter(timezone.now())).exists())
+            .exclude(_lost_filter()).exists())
 
 
 def conversation_running(*, conversation_id: int, message_id: str) -> bool:
