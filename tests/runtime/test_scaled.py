@@ -46,9 +46,9 @@ def site(redis_binary, empty_postgres_url, tmp_path) -> Iterator[ScaledSite]:
 
     The builtin model takes 300 ms per call so answers are long enough to
     kill a worker in the middle of one, and a silent worker is presumed dead
-    after 2 s (it beats every 0.4 s while it answers).
+    after 3 s (it beats every 0.6 s while it answers).
     """
-    env = {"BUILTIN_LLM_LATENCY_MS": "300", "AGENTSITE_BUSY_TIMEOUT_S": "2",
+    env = {"BUILTIN_LLM_LATENCY_MS": "300", "AGENTSITE_BUSY_TIMEOUT_S": "3",
            "AGENTSITE_WORKER_CONCURRENCY": "3", "AGENTSITE_ALLOW_ANONYMOUS": "false",
            "DEBUG": "false", "SECRET_KEY": "scaled-test-secret"}
     with scaled_site(tmp_path, database_url=empty_postgres_url, env=env) as running:
