@@ -16,16 +16,28 @@ from runtime.models import ChatEvent, Conversation
 RESUME_LIMIT = 5000
 
 
-@transaction.atomic
 def chat_event_append(*, conversation_id: int, event: dict[str, Any]) -> dict[str, Any]:
     """Store an event under the conversation's next sequence number; return it with `seq`."""
+    return chat_events_append(conversation_id=conversation_id, events=[event])[0]
+
+
+@transaction.atomic
+def chat_events_append(*, conversation_id: int, events: list[dict[str, Any]]
+                       ) -> list[dict[str, Any]]:
+    """Store events, in order, under the conversation's next sequence numbers; return them.
+
+    One transaction however many: a busy pipeline's events are written in
+    batches rather than a commit each.
+    """
     # The UPDATE takes the conversation's row lock until commit, so numbers never repeat.
-    Conversation.objects.filter(pk=conversation_id).update(event_seq=F("event_seq") + 1)
-    seq = Conversation.objects.filter(pk=conversation_id).values_list("event_seq", flat=True).get()
-    wire = {**event, "seq": seq}
-    ChatEvent.objects.create(conversation_id=conversation_id, seq=seq, type=event["type"],
-                             payload=wire)
-    return wire
+    Conversation.objects.filter(pk=conversation_id).update(event_seq=F("event_seq") + len(events))
+    last = Conversation.objects.filter(pk=conversation_id).values_list("event_seq", flat=True).get()
+    first = last - len(events) + 1
+    wires = [{**event, "seq": first + n} for n, event in enumerate(events)]
+    ChatEvent.objects.bulk_create(
+        ChatEvent(conversation_id=conversation_id, seq=wire["seq"], type=wire["type"],
+                  payload=wire) for wire in wires)
+    return wires
 
 
 def chat_events_after(*, conversation_id: int, after_seq: int, limit: int = RESUME_LIMIT

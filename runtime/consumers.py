@@ -207,6 +207,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """An event of this conversation, from the channel layer."""
         await self._send_event(message["event"])
 
+    async def chat_events(self, message: dict[str, Any]) -> None:
+        """Several consecutive events of this conversation (a pipeline's batch)."""
+        for event in message["events"]:
+            await self._send_event(event)
+
     async def _send_event(self, event: dict[str, Any]) -> None:
         """Send a numbered event once, in order; fill a gap from the stored log first.
 

@@ -42,7 +42,7 @@ from runtime.pipeline import (
     validate_text,
     worker_name,
 )
-from runtime.publish import publish_chat, publish_trace
+from runtime.publish import ChatPublisher, publish_chat, publish_trace
 
 logger = logging.getLogger(__name__)
 
@@ -180,38 +180,37 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
     Whatever happens the message ends stored (answered, or failed with the
     reason) and its listeners get a `done`, unless it was recorded as lost
     meanwhile, which its reaper has announced. The flag is always released.
+    Events are published in order by a `ChatPublisher`, in batches when they
+    come faster than the log is written.
     """
     timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
-
-    async def publish(event: Event) -> None:
-        await publish_event(conversation_id=conversation_id, event=event)
-
-    try:
-        await asyncio.wait_for(
-            pipeline_run(conversation_id=conversation_id, text=text, message_id=message_id,
-                         token=token, worker=worker, on_event=publish),
-            timeout=timeout)
-    except MessageLost as exc:
-        logger.warning("%s; its result was dropped", exc)
-    except TimeoutError:
-        # pipeline_run stored the message as cancelled when the timeout cancelled it.
-        reason = f"the answer took longer than {timeout:g} s and was stopped"
-        await publish(ErrorEvent(code="timeout", message=reason, message_id=message_id))
-        await publish(DoneEvent(message_id=message_id, answer=CANCELLED_ANSWER, failed=True,
-                                path="", frames=0, ms=timeout * 1000))
-    except Exception as exc:
-        logger.exception("message %s failed in its pipeline", message_id)
-        reason = (f"Sorry, I could not finish answering that: an internal error "
-                  f"({type(exc).__name__}; the details are in the server log). "
-                  "Nothing else was lost; you can send your message again.")
-        stored = await database_sync_to_async(conv.conversation_record_failure)(
-            conversation_id=conversation_id, message_id=message_id, text=text, reason=reason,
-            worker=worker or worker_name())
-        if stored:
-            lost = conv.LostMessage(conversation_id=conversation_id, message_id=message_id,
-                                    reason=reason)
-            for event in lost_events(lost, code="internal"):
-                await publish(event)
-    finally:
-        await database_sync_to_async(conv.conversation_release)(
-            conversation_id=conversation_id, token=token)
+    async with ChatPublisher(conversation_id=conversation_id) as publish:
+        try:
+            await asyncio.wait_for(
+                pipeline_run(conversation_id=conversation_id, text=text, message_id=message_id,
+                             token=token, worker=worker, on_event=publish),
+                timeout=timeout)
+        except MessageLost as exc:
+            logger.warning("%s; its result was dropped", exc)
+        except TimeoutError:
+            # pipeline_run stored the message as cancelled when the timeout cancelled it.
+            reason = f"the answer took longer than {timeout:g} s and was stopped"
+            await publish(ErrorEvent(code="timeout", message=reason, message_id=message_id))
+            await publish(DoneEvent(message_id=message_id, answer=CANCELLED_ANSWER,
+                                    failed=True, path="", frames=0, ms=timeout * 1000))
+        except Exception as exc:
+            logger.exception("message %s failed in its pipeline", message_id)
+            reason = (f"Sorry, I could not finish answering that: an internal error "
+                      f"({type(exc).__name__}; the details are in the server log). "
+                      "Nothing else was lost; you can send your message again.")
+            stored = await database_sync_to_async(conv.conversation_record_failure)(
+                conversation_id=conversation_id, message_id=message_id, text=text,
+                reason=reason, worker=worker or worker_name())
+            if stored:
+                lost = conv.LostMessage(conversation_id=conversation_id, message_id=message_id,
+                                        reason=reason)
+                for event in lost_events(lost, code="internal"):
+                    await publish(event)
+        finally:
+            await database_sync_to_async(conv.conversation_release)(
+                conversation_id=conversation_id, token=token)
