@@ -98,9 +98,6 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
-# --- the task registry -----------------------------------------------------------------
-
-
 # --- reads the API needs that the conversation selectors do not offer yet -------------
 
 
