@@ -82,6 +82,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.text("REDIS_URL")
+# A message no pipeline worker has taken after this long is stored as failed; it is also the
+# channel layer's message expiry.
+AGENTSITE_QUEUE_TIMEOUT_S = env.number("AGENTSITE_QUEUE_TIMEOUT_S", 60.0)
+if AGENTSITE_QUEUE_TIMEOUT_S < 1:
+    raise ImproperlyConfigured("AGENTSITE_QUEUE_TIMEOUT_S must be at least 1 (seconds)")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -94,7 +99,7 @@ if REDIS_URL:
                 # Room for a burst of streamed deltas; a socket that still falls behind
                 # fills the gap from the conversation's event log (runtime.consumers).
                 "capacity": 1000,
-                "expiry": int(env.number("AGENTSITE_QUEUE_TIMEOUT_S", 60.0)),
+                "expiry": int(AGENTSITE_QUEUE_TIMEOUT_S),
             },
         }
     }
@@ -182,9 +187,8 @@ AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 # A running message's process beats every fifth of this; silent this long, it is presumed
 # dead and the message is stored as failed (the user can send again).
 AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 15.0)
-# A message no pipeline worker has taken after this long is stored as failed; it is also the
-# channel layer's message expiry.
-AGENTSITE_QUEUE_TIMEOUT_S = env.number("AGENTSITE_QUEUE_TIMEOUT_S", 60.0)
+if AGENTSITE_BUSY_TIMEOUT_S <= 0:
+    raise ImproperlyConfigured("AGENTSITE_BUSY_TIMEOUT_S must be more than 0 (seconds)")
 # Where pipelines run: in `manage.py runworker pipeline` processes (on with REDIS_URL) or in
 # the web process that received the message.
 AGENTSITE_PIPELINE_WORKERS = env.flag("AGENTSITE_PIPELINE_WORKERS", bool(REDIS_URL))

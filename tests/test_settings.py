@@ -81,3 +81,31 @@ def test_missing_secret_outside_debug_is_refused():
     result = _settings_in_subprocess(DEBUG="false")
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("AGENTSITE_BUSY_TIMEOUT_S", "0", "AGENTSITE_BUSY_TIMEOUT_S must be more than 0"),
+    ("AGENTSITE_QUEUE_TIMEOUT_S", "0.5", "AGENTSITE_QUEUE_TIMEOUT_S must be at least 1"),
+])
+def test_timeouts_that_cannot_work_are_refused(variable, value, says):
+    """A busy timeout of zero or a queue timeout under a second stops start-up, saying which."""
+    result = _settings_in_subprocess(**{variable: value})
+    assert result.returncode != 0
+    assert says in result.stderr
+
+
+def test_pipeline_workers_follow_redis_unless_told():
+    """With REDIS_URL pipelines go to workers; AGENTSITE_PIPELINE_WORKERS=false keeps them here."""
+    code = ("import django; from django.conf import settings; django.setup(); "
+            "print(settings.AGENTSITE_PIPELINE_WORKERS)")
+    runs = {}
+    for name, extra in {"plain": {}, "redis": {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+                        "off": {"REDIS_URL": "redis://127.0.0.1:6379/0",
+                                "AGENTSITE_PIPELINE_WORKERS": "false"}}.items():
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("REDIS_URL", "AGENTSITE_PIPELINE_WORKERS"))}
+        runs[name] = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+            env={**clean, "DJANGO_SETTINGS_MODULE": "agentsite.settings", **extra},
+        ).stdout.strip()
+    assert runs == {"plain": "False", "redis": "True", "off": "False"}
