@@ -375,7 +375,6 @@ async def send_check(call: Call) -> HttpResponse:
 async def send(call: Call) -> HttpResponse:
     """Queue a message; 202 with its id and the last seq before its events."""
     text = _valid_text(call)
-    await _refuse_if_busy(call.conversation_id)
     return _json(await _queue(call, text), status=202)
 
 
@@ -436,7 +435,6 @@ async def action(call: Call) -> HttpResponse:
             "not_found",
             f"no control with action {name!r}; offered actions are: {offered}",
         )
-    await _refuse_if_busy(call.conversation_id)
     return _json({**await _queue(call, label), "text": label}, status=202)
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
 from runtime import machines as m
-from runtime.errors import ConversationBusy, MessageLost
+from runtime.errors import ConversationBusy, MessageLost, sorry
 from runtime.memory import memory_normalize, memory_reset
 from runtime.models import Conversation, Message
 from runtime.nodes.sensor import situation_text
@@ -174,8 +174,7 @@ def lost_reason(*, worker: str) -> str:
     else:
         what = (f"no pipeline worker took it within {settings.AGENTSITE_QUEUE_TIMEOUT_S:g} s "
                 "(are the `runworker pipeline` processes running?)")
-    return (f"Sorry, I could not finish answering that: {what}. "
-            "Nothing else was lost; you can send your message again.")
+    return sorry(what)
 
 
 def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage]:

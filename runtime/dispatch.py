@@ -33,8 +33,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from runtime import conversations as conv
-from runtime.errors import DispatchFailed, MessageLost
-from runtime.events import DoneEvent, ErrorEvent, Event
+from runtime.errors import DispatchFailed, MessageLost, sorry
+from runtime.events import DoneEvent, ErrorEvent
 from runtime.pipeline import (
     CANCELLED_ANSWER,
     lost_events,
@@ -42,7 +42,7 @@ from runtime.pipeline import (
     validate_text,
     worker_name,
 )
-from runtime.publish import ChatPublisher, publish_chat, publish_trace
+from runtime.publish import ChatPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +103,13 @@ def pipeline_tasks() -> PipelineTasks:
     return PipelineTasks()
 
 
-async def publish_event(*, conversation_id: int, event: Event) -> None:
-    """A pipeline event to the conversation's log and sockets (and HUD events to /ws/trace)."""
-    payload = event.as_dict()
-    if payload["type"] in ("hud", "frame_trace"):
-        await publish_trace(event=payload)
-    await publish_chat(conversation_id=conversation_id, event=payload)
-
-
 async def reap_and_publish(*, conversation_id: int | None = None) -> int:
     """Record lost messages (of one conversation, or all) as failed and tell their sockets."""
     lost = await database_sync_to_async(conv.conversation_reap)(conversation_id=conversation_id)
     for message in lost:
-        for event in lost_events(message):
-            await publish_event(conversation_id=message.conversation_id, event=event)
+        async with ChatPublisher(conversation_id=message.conversation_id) as publish:
+            for event in lost_events(message):
+                await publish(event)
     return len(lost)
 
 
@@ -200,9 +193,8 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
                                     failed=True, path="", frames=0, ms=timeout * 1000))
         except Exception as exc:
             logger.exception("message %s failed in its pipeline", message_id)
-            reason = (f"Sorry, I could not finish answering that: an internal error "
-                      f"({type(exc).__name__}; the details are in the server log). "
-                      "Nothing else was lost; you can send your message again.")
+            reason = sorry(f"an internal error ({type(exc).__name__}; the details are in "
+                           "the server log)")
             stored = await database_sync_to_async(conv.conversation_record_failure)(
                 conversation_id=conversation_id, message_id=message_id, text=text,
                 reason=reason, worker=worker or worker_name())

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def sorry(what: str) -> str:
+    """What the user reads when their message could not be answered: what happened, and
+    that they can send it again (nothing else was lost)."""
+    return (f"Sorry, I could not finish answering that: {what}. "
+            "Nothing else was lost; you can send your message again.")
+
+
 class AgentError(Exception):
     """A failure of the agent, with a stable `code` and a message fit for a person."""
 

@@ -29,7 +29,14 @@ from runtime import conversations as conv
 from runtime.conversations import LostMessage
 from runtime.db import ErasDatabase
 from runtime.engine import EngineResult, FrameLoop
-from runtime.errors import AgentError, FrameLimitExceeded, LLMError, MessageLost, NodeFailed
+from runtime.errors import (
+    AgentError,
+    FrameLimitExceeded,
+    LLMError,
+    MessageLost,
+    NodeFailed,
+    sorry,
+)
 from runtime.events import (
     ControlsEvent,
     DeltaEvent,
@@ -87,8 +94,7 @@ def failure_answer(error: AgentError) -> str:
         what = f"the graph did not finish ({error})"
     else:
         what = str(error)
-    return (f"Sorry, I could not finish answering that: {what}. "
-            "Nothing was lost; you can send your message again.")
+    return sorry(what)
 
 
 def validate_text(text: Any) -> str:

@@ -254,3 +254,21 @@ def test_without_redis_a_message_is_refused_clearly_and_nothing_is_held(site):
     history = httpx.get(f"{site.webs[1].url}/api/history", params={"chat": "down"},
                         headers=headers, timeout=30).json()
     assert history["messages"] == []
+
+
+def test_the_scaled_bench_runs_and_reports(redis_binary, postgres_server_url):
+    """`bench --scaled` end to end, small: every message timed, shared out, reported.
+
+    Figures are only printed, never asserted; this pins that the bench works.
+    """
+    from agentsite.scaled_bench import run_scaled_bench
+
+    report = run_scaled_bench(database_server_url=postgres_server_url, conversations=4,
+                              messages=2, latency_ms=0, webs=2, workers=2, concurrency=2,
+                              progress=lambda text: None)
+    assert len(report.timings) == 8 and not any(t.failed for t in report.timings)
+    assert all(t.first_delta is not None and t.first_delta <= t.done for t in report.timings)
+    assert sum(report.by_worker.values()) == 8
+    assert set(report.by_worker) <= {"worker-1", "worker-2"}
+    lines = "\n".join(report.lines())
+    assert "4 conversations at once x 2 messages = 8 messages" in lines and "0 failed" in lines
