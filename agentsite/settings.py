@@ -7,6 +7,7 @@ LLM_BASE_URL / LLM_API_KEY / LLM_MODEL and ERAS_DATABASE_URL.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dj_database_url
@@ -156,6 +157,30 @@ LLM_TIMEOUT = env.number("LLM_TIMEOUT", 60.0)
 LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0)
 LLM_MAX_RETRIES = int(env.number("LLM_MAX_RETRIES", 3))
 LLM_RETRY_BACKOFF = env.number("LLM_RETRY_BACKOFF", 0.5)
+# What the endpoint understands beyond plain chat: how structured answers are asked for
+# (`json_schema` strict structured output, `json_object` JSON mode, `off` plain text; the
+# schema is always checked here) and whether native tool calls are sent. Per model:
+# LLM_MODEL_CAPABILITIES='{"my-model": {"structured": "json_object", "tools": false}}'.
+LLM_STRUCTURED_OUTPUT = env.text("LLM_STRUCTURED_OUTPUT", "json_schema")
+LLM_NATIVE_TOOLS = env.flag("LLM_NATIVE_TOOLS", True)
+try:
+    LLM_MODEL_CAPABILITIES = json.loads(env.text("LLM_MODEL_CAPABILITIES") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured(f"LLM_MODEL_CAPABILITIES is not JSON: {exc}") from None
+if LLM_STRUCTURED_OUTPUT not in {"json_schema", "json_object", "off"}:
+    raise ImproperlyConfigured("LLM_STRUCTURED_OUTPUT must be json_schema, json_object or off, "
+                               f"got {LLM_STRUCTURED_OUTPUT!r}")
+if not isinstance(LLM_MODEL_CAPABILITIES, dict) or not all(
+        isinstance(v, dict) and set(v) <= {"structured", "tools"}
+        and v.get("structured", "json_schema") in {"json_schema", "json_object", "off"}
+        for v in LLM_MODEL_CAPABILITIES.values()):
+    raise ImproperlyConfigured('LLM_MODEL_CAPABILITIES must map model names to '
+                               '{"structured": "json_schema|json_object|off", "tools": true|false}')
+# Seconds one message may take, every model call and retry included; past it nodes take
+# their fallbacks and the user gets a clear answer.
+AGENTSITE_MESSAGE_DEADLINE_S = env.number("AGENTSITE_MESSAGE_DEADLINE_S", 60.0)
+if AGENTSITE_MESSAGE_DEADLINE_S <= 0:
+    raise ImproperlyConfigured("AGENTSITE_MESSAGE_DEADLINE_S must be positive.")
 # Milliseconds the builtin model waits per call, to imitate a real model's latency.
 BUILTIN_LLM_LATENCY_MS = env.number("BUILTIN_LLM_LATENCY_MS", 0.0)
 if LLM_PROVIDER not in {"builtin", "openai"}:

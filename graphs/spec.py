@@ -160,8 +160,10 @@ def spec_from_data(data: Any, *, source: str = "graph") -> GraphSpec:
         if not isinstance(config, dict):
             raise GraphError(f"{source}: node {raw['id']!r}: `config` must be an object")
         config = dict(config)
-        if isinstance(config.get("prompt"), list):
-            config["prompt"] = "\n".join(str(line) for line in config["prompt"])
+        for key, value in config.items():
+            # Every prompt (`prompt`, `fix_prompt`, ...) may be written as a list of lines.
+            if (key == "prompt" or key.endswith("_prompt")) and isinstance(value, list):
+                config[key] = "\n".join(str(line) for line in value)
         nodes.append(NodeSpec(id=raw["id"], type=raw["type"], config=config))
     edges = []
     for index, raw in enumerate(edges_in):

@@ -140,6 +140,8 @@ def trace_as_dict(trace: MessageTrace) -> dict[str, Any]:
                 "output": f.output,
                 "decision": f.decision,
                 "error": f.error,
+                "fallback": f.fallback,
+                "llm_calls": f.llm_calls,
                 "llm": {
                     "provider": f.llm_provider,
                     "model": f.llm_model,

@@ -109,8 +109,9 @@ async def run_frame(
             input=result.seen if result else {},
             output=result.output if result else {},
             decision=result.decision if result else "",
-            llm=ctx.llm_record(),
+            llm_calls=tuple(ctx.calls),
             error=f"{type(error).__name__}: {error}" if error else "",
+            fallback=ctx.fallback,
         )
         return record, result, error
 

@@ -59,6 +59,25 @@ def memory_merge(current: dict[str, Any], proposed: Any) -> dict[str, Any]:
     return merged
 
 
+def memory_apply(current: dict[str, Any], update: Any) -> dict[str, Any]:
+    """Apply a memorizer's `MemoryUpdate` onto `current`: non-empty fields replace, a new
+    topic is added to the history, new facts are appended once each."""
+    merged = memory_normalize(current)
+    for key in ("user_name", "user_mood", "language", "style_hint"):
+        value = _coerce(key, getattr(update, key, ""), "")
+        if value:
+            merged[key] = value
+    topic = _coerce("topic", getattr(update, "topic", ""), "")
+    if topic and topic.lower() != merged["topic"].lower():
+        merged["topic"] = topic
+        merged["topic_history"] = [*merged["topic_history"], topic][-_MAX_LIST:]
+    for fact in getattr(update, "new_facts", ()) or ():
+        fact = str(fact).strip()
+        if fact and fact not in merged["facts"]:
+            merged["facts"] = [*merged["facts"], fact][-_MAX_LIST:]
+    return merged
+
+
 def memory_reset(current: dict[str, Any]) -> dict[str, Any]:
     """The memory after a clear: everything reset except `situation`."""
     fresh = memory_empty()

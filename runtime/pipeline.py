@@ -33,6 +33,7 @@ from runtime.errors import (
     AgentError,
     FrameLimitExceeded,
     LLMError,
+    LLMTimeout,
     MessageLost,
     NodeFailed,
     sorry,
@@ -83,17 +84,23 @@ class PipelineResult:
 
 
 def failure_answer(error: AgentError) -> str:
-    """A clear answer for the user when a message could not be completed."""
+    """A clear answer for the user when a message could not be completed.
+
+    It says what happened in plain words; the exception, its class and the
+    endpoint's own words stay in the trace.
+    """
     if isinstance(error, NodeFailed):
         cause = error.error
-        if isinstance(cause, LLMError):
-            what = f"the model could not answer the {error.node} step ({cause})"
+        if isinstance(cause, LLMTimeout):
+            what = f"the model took too long in the {error.node} step"
+        elif isinstance(cause, LLMError):
+            what = f"the model could not answer the {error.node} step"
         else:
-            what = f"the {error.node} step failed ({type(cause).__name__}: {cause})"
+            what = f"something went wrong in the {error.node} step"
     elif isinstance(error, FrameLimitExceeded):
-        what = f"the graph did not finish ({error})"
+        what = "my steps did not come to an end"
     else:
-        what = str(error)
+        what = "something went wrong on my side"
     return sorry(what)
 
 
@@ -128,13 +135,13 @@ def engine_env(
 
     return EngineEnv(
         llm=llm or provider_from_settings(),
-        default_model="",  # the provider's own configured model (LLM_MODEL)
         on_hud=on_hud,
         on_delta=on_delta,
         database=ErasDatabase.from_settings,
         clock=clock or time.perf_counter,
         frame_limit=settings.AGENTSITE_FRAME_LIMIT,
         on_progress=on_progress,
+        deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
     )
 
 

@@ -58,24 +58,38 @@ class HudEvent:
 
 @dataclass(frozen=True)
 class LLMCallRecord:
-    """The model calls one node made in one frame, summed."""
+    """One model call a node made, failed ones included: enough to replay it exactly."""
 
     provider: str
     """The provider's name."""
     model: str
-    """The model that answered."""
-    prompt_tokens: int
-    """Prompt tokens, summed over the node's calls."""
-    completion_tokens: int
-    """Completion tokens, summed over the node's calls."""
-    ms: float
-    """Time spent waiting on the model, summed."""
-    calls: int = 1
-    """How many calls were made."""
-    prompt: list[dict[str, str]] = field(default_factory=list)
-    """The last call's prompt messages."""
+    """The model asked (or that answered)."""
+    purpose: str
+    """Why the node called: `decide`, `tools`, `repair`, `stream`..."""
+    request: dict[str, Any]
+    """What was sent: messages, temperature, max_tokens, schema name, tool names."""
     answer: str = ""
-    """The last call's answer."""
+    """The raw answer text."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Native tool calls in the answer: `{name, arguments}`, arguments as the model wrote them."""
+    prompt_tokens: int = 0
+    """Prompt tokens."""
+    completion_tokens: int = 0
+    """Completion tokens."""
+    ms: float = 0.0
+    """Time spent on the call."""
+    finish_reason: str = ""
+    """Why the model stopped, as the endpoint said."""
+    structured: str = ""
+    """How a structured answer was asked for in the end (json_schema, json_object, off)."""
+    attempts: int = 1
+    """HTTP attempts (retries, downgrades) behind this call."""
+    outcome: str = "ok"
+    """`ok`, `invalid` (did not fit the contract) or `error` (the call failed)."""
+    error: str = ""
+    """Why the call failed or its answer was invalid."""
+    cost: float = 0.0
+    """The call's cost, where a price is known (not yet)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +112,27 @@ class FrameRecord:
     """What the node returned."""
     decision: str
     """The node's decision in a word or a phrase (route, plan, tool...)."""
-    llm: LLMCallRecord | None
-    """Its model calls, if any."""
+    llm_calls: tuple[LLMCallRecord, ...] = ()
+    """Every model call it made, in order, failed ones included."""
     error: str = ""
     """The error it raised, if any."""
+    fallback: str = ""
+    """The fallback it took when a model's answer could not be used, if any."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens over all its calls."""
+        return sum(c.prompt_tokens for c in self.llm_calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens over all its calls."""
+        return sum(c.completion_tokens for c in self.llm_calls)
+
+    @property
+    def llm_ms(self) -> float:
+        """Time spent waiting on the model, over all its calls."""
+        return round(sum(c.ms for c in self.llm_calls), 3)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""

@@ -54,9 +54,9 @@ class FrameRow(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     llm_ms = models.FloatField(default=0)
-    llm_prompt = models.JSONField(default=list)
-    llm_answer = models.TextField(blank=True)
+    llm_calls = models.JSONField(default=list, help_text="every model call, in order")
     error = models.TextField(blank=True)
+    fallback = models.CharField(max_length=400, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 
 from django.db import transaction
@@ -23,8 +24,8 @@ def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "") -> Mes
         path=trace.path[:400],
         total_frames=trace.total_frames,
         total_ms=trace.total_ms,
-        prompt_tokens=sum(f.llm.prompt_tokens for f in trace.frames if f.llm),
-        completion_tokens=sum(f.llm.completion_tokens for f in trace.frames if f.llm),
+        prompt_tokens=sum(f.prompt_tokens for f in trace.frames),
+        completion_tokens=sum(f.completion_tokens for f in trace.frames),
         error=trace.error,
         worker=worker[:200],
     )
@@ -39,14 +40,14 @@ def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "") -> Mes
             input=record.input,
             output=record.output,
             decision=record.decision[:400],
-            llm_provider=record.llm.provider if record.llm else "",
-            llm_model=record.llm.model if record.llm else "",
-            prompt_tokens=record.llm.prompt_tokens if record.llm else 0,
-            completion_tokens=record.llm.completion_tokens if record.llm else 0,
-            llm_ms=record.llm.ms if record.llm else 0.0,
-            llm_prompt=record.llm.prompt if record.llm else [],
-            llm_answer=record.llm.answer if record.llm else "",
+            llm_provider=record.llm_calls[-1].provider if record.llm_calls else "",
+            llm_model=(record.llm_calls[-1].model if record.llm_calls else "")[:120],
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            llm_ms=record.llm_ms,
+            llm_calls=[asdict(call) for call in record.llm_calls],
             error=record.error,
+            fallback=record.fallback[:400],
             position=index,
         )
         for index, record in enumerate(trace.frames)

@@ -11,10 +11,12 @@ goes out in the node's output as `expert_state`, and the pipeline stores it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runtime.nodes.base import Node, NodeContext, NodeResult
+from runtime.contracts import Choices, ContractViolation, ExpertPlan, Tool, validate
+from runtime.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.types import HudEventType, ToolCall, ToolResult
 
 
@@ -37,8 +39,9 @@ class ExpertRun:
 class Expert(Node):
     """A specialist: subclasses set `tools` and implement plan, run_tool and execute."""
 
-    tools: ClassVar[dict[str, str]] = {}
-    """Tool name -> signature and what it does, as the plan prompt shows it."""
+    tools: ClassVar[tuple[Tool, ...]] = ()
+    """The expert's tools: native tool calls where the endpoint has them, else the steps of
+    an `ExpertPlan`."""
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Plan, run each tool call (with progress), then answer from the results."""
@@ -101,15 +104,30 @@ class Expert(Node):
         raise NotImplementedError
 
 
-def parse_plan(raw: dict[str, Any], tools: dict[str, str]) -> list[ToolCall]:
-    """Tool calls from a model's plan `{"steps": [{"tool", "args"}]}`; unknown tools dropped."""
-    steps = raw.get("steps")
-    if not isinstance(steps, list):
-        return []
+async def plan_calls(ctx: NodeContext, tools: tuple[Tool, ...], user: str, *,
+                     choices: Choices, prompt: str = "prompt") -> list[ToolCall]:
+    """The tool calls a model plans, each checked against its tool's argument type.
+
+    With native tools the model calls them (at least one); without, it answers an
+    `ExpertPlan` whose steps are checked the same way. A plan that cannot be used
+    is an empty plan, which the expert answers with a plain "could not".
+    """
+    by_name = {tool.name: tool for tool in tools}
+    choices = {**choices, "tool": tuple(by_name)}
+    if ctx.capabilities.tools:
+        use = await ctx.use_tools(tools, user, choices=choices, prompt=prompt)
+        if not use.calls:
+            ctx.note_fallback("no plan", "; ".join(use.errors) or "no usable tool call")
+        return [ToolCall(tool=name, args=dataclasses.asdict(args)) for name, args in use.calls]
+    listed = "\n".join(f"- {tool.name}: {tool.description}" for tool in tools)
+    decided = await ctx.decide(ExpertPlan, f"{user}\n\n{sections(tools=listed)}",
+                               choices=choices, fallback=ExpertPlan(steps=[]),
+                               fallback_name="no plan", prompt=prompt, max_tokens=400)
     calls = []
-    for step in steps:
-        if not isinstance(step, dict) or step.get("tool") not in tools:
+    for step in decided.value.steps:
+        try:
+            args = validate(by_name[step.tool].args, step.args, choices)
+        except ContractViolation:
             continue
-        args = step.get("args") if isinstance(step.get("args"), dict) else {}
-        calls.append(ToolCall(tool=str(step["tool"]), args=dict(args)))
+        calls.append(ToolCall(tool=step.tool, args=dataclasses.asdict(args)))
     return calls

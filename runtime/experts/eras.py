@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from runtime.contracts import DescribeArgs, FixedQuery, QueryArgs, Tool
 from runtime.db import ErasDatabase
 from runtime.errors import DatabaseToolError, QueryCancelled
-from runtime.experts.base import Expert, ExpertRun, parse_plan
+from runtime.experts.base import Expert, ExpertRun, plan_calls
 from runtime.nodes.base import NodeContext, sections
-from runtime.nodes.interpreter import result_table
+from runtime.nodes.interpreter import database_trouble, plain_reading, result_table
+from runtime.nodes.speech import speak
 from runtime.processes import process_run
 from runtime.sqlguard import guard_sql
 from runtime.types import HudEventType, ToolCall, ToolResult
@@ -42,11 +44,12 @@ def described(run: ExpertRun) -> dict[str, str]:
 class ErasExpert(Expert):
     """Answers questions about the eras database with read-only SQL."""
 
-    type_name = "eras_expert"
-    tools = {
-        "describe": "describe(table: str) -> the table's columns, keys, references and row count",
-        "query": "query(sql: str) -> the rows of one read-only SELECT (row- and time-limited)",
-    }
+    tools = (
+        Tool("describe", "Describe a table: its columns, keys, references and row count.",
+             DescribeArgs),
+        Tool("query", "Run one read-only SQL SELECT (row- and time-limited) and get its rows.",
+             QueryArgs),
+    )
 
     async def plan(self, ctx: NodeContext, run: ExpertRun) -> list[ToolCall]:
         """Ask for a plan; run the descriptions it needs first and ask again with them."""
@@ -74,13 +77,11 @@ class ErasExpert(Expert):
 
     async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str]
                         ) -> list[ToolCall]:
-        raw = await ctx.complete_json(sections(
+        return await plan_calls(ctx, self.tools, sections(
             task=run.task,
-            tools="\n".join(f"- {sig}" for sig in self.tools.values()),
             tables=", ".join(tables),
             described="\n".join(described(run).values()) or "(none yet)",
-        ))
-        return parse_plan(raw, self.tools)
+        ), choices={"table": tuple(tables)})
 
     def step_text(self, call: ToolCall) -> str:
         """`describe customers` / `query: SELECT ...`."""
@@ -163,35 +164,45 @@ class ErasExpert(Expert):
             run.planned += 1
             await self.call(ctx, run, ToolCall("describe", {"table": table}))
         await ctx.emit(HudEventType.THINKING, {"retry": True, "error": failed.error})
-        raw = await ctx.complete_json(sections(
-            task=run.task,
-            described="\n".join(described(run).values()) or "(none)",
-            failed_sql=call.args.get("sql", ""),
-            error=failed.error,
-        ), prompt="fix_prompt")
-        sql = str(raw.get("sql") or "").strip()
+        sql = await self._fixed_sql(ctx, run, call, failed)
         if not sql:
             return failed
         run.planned += 1
         return await self.call(ctx, run, ToolCall("query", {"sql": sql, "retry": True}))
 
+    async def _fixed_sql(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
+                         failed: ToolResult) -> str:
+        """The fixer's corrected query: a native `query` call, or a `FixedQuery` without tools."""
+        user = sections(
+            task=run.task,
+            described="\n".join(described(run).values()) or "(none)",
+            failed_sql=call.args.get("sql", ""),
+            error=failed.error,
+        )
+        if ctx.capabilities.tools:
+            use = await ctx.use_tools((self.tools[1],), user, prompt="fix_prompt")
+            return use.calls[0][1].sql.strip() if use.calls else ""
+        decided = await ctx.decide(FixedQuery, user, fallback=FixedQuery(sql=""),
+                                   fallback_name="no fix", prompt="fix_prompt", max_tokens=300)
+        return decided.value.sql.strip()
+
     async def execute(self, ctx: NodeContext, run: ExpertRun) -> str:
         """Stream the answer from the last query's rows, or say plainly what went wrong."""
         last = run.results[-1] if run.results else None
-        if last is None or not last.ok:
+        query = next((r for r in reversed(run.results) if r.tool == "query"), None)
+        if last is None or not last.ok or query is None:
+            # The user reads a plain sentence; the database's own words stay in the trace.
             if last is not None and last.data.get("cancelled"):
                 answer = "I stopped the query, as you asked. Nothing else was changed."
-            elif last is not None:
-                answer = f"I could not answer that from the eras database: {last.error}"
+            elif last is not None and not last.ok:
+                answer = database_trouble(last.error)
             else:
                 tables = ", ".join(run.state.get("tables", [])) or "none"
-                answer = ("I could not work out which part of the eras database that is "
-                          f"about. Its tables are: {tables}.")
+                answer = ("I could not work out how to answer that from the eras database. "
+                          f"Its tables are: {tables}.")
             await ctx.delta(answer)
             return answer
-        await ctx.emit(HudEventType.STREAMING)
-        text = await ctx.stream(sections(
-            question=run.task, sql=last.args["sql"], result=result_table(last.data),
-        ), ctx.delta, prompt="execute_prompt")
-        return text.strip()
-
+        answer, _ = await speak(ctx, sections(
+            question=run.task, sql=query.args.get("sql", ""), result=result_table(query.data),
+        ), prompt="execute_prompt", fallback=plain_reading(query.data), fallback_on_error=True)
+        return answer

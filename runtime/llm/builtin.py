@@ -20,7 +20,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.llm.base import Completion, DeltaCallback, LLMRequest, Usage
+from runtime.llm.base import (
+    Capabilities,
+    Completion,
+    DeltaCallback,
+    LLMRequest,
+    ModelToolCall,
+    Usage,
+)
 
 _ROLE = re.compile(r"You are the (\w+)")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -492,7 +499,7 @@ def route(message: str, parts: dict[str, str]) -> dict[str, Any]:
     if named:
         return {"expert": named, "task": message.strip(), "reason": f"it names {named}",
                 "thinking": f"Let me ask the {named} expert…"}
-    return {"expert": "", "task": message.strip(), "reason": "I can answer this myself"}
+    return {"expert": "none", "task": message.strip(), "reason": "I can answer this myself"}
 
 
 # --- think -------------------------------------------------------------------
@@ -621,7 +628,18 @@ def interpret(parts: dict[str, str]) -> str:
 # --- remember ----------------------------------------------------------------
 
 def memorize(parts: dict[str, str]) -> dict[str, Any]:
-    """The updated memory after an exchange."""
+    """What an exchange changed in the memory (the memorizer's `MemoryUpdate`)."""
+    before = _json(parts.get("memory", ""))
+    after = remembered_memory(parts)
+    update: dict[str, Any] = {key: after.get(key, "") if after.get(key) != before.get(key) else ""
+                              for key in ("user_name", "user_mood", "topic", "language",
+                                          "style_hint")}
+    update["new_facts"] = [f for f in after.get("facts", []) if f not in before.get("facts", [])]
+    return update
+
+
+def remembered_memory(parts: dict[str, str]) -> dict[str, Any]:
+    """The whole memory after an exchange."""
     memory = _json(parts.get("memory", ""))
     message = parts.get("message", "")
     intro = INTRO.search(message)
@@ -673,6 +691,43 @@ def speak(parts: dict[str, str]) -> str:
     return f"Hello{suffix}! How can I help you today?"
 
 
+def _choices(request: LLMRequest, name: str) -> tuple[str, ...]:
+    """The allowed values of a field of the request's schema, if it names them."""
+    if request.schema is None:
+        return ()
+    prop = request.schema.schema.get("properties", {}).get(name, {})
+    return tuple(prop.get("enum", ()))
+
+
+def tool_calls_for(node: str, text: str) -> list[ModelToolCall]:
+    """The builtin's answer in a node's contract, as native tool calls."""
+    if node == "thinker":
+        tool = re.match(r"^\s*TOOL\s+(\w+)\s*:\s*(.+)$", text, re.S)
+        return [_call("query_db", {"sql": tool.group(2).strip()})] if tool else []
+    data = _json(text)
+    if node == "director":
+        return [_call("plan", {"plan": data.get("plan", "answer"), "goal": data.get("goal", "")}),
+                *(_call(c["name"], c["args"]) for c in data.get("tool_calls", []))]
+    if node == "planner":
+        return [_call(step["tool"], step["args"]) for step in data.get("steps", [])]
+    if node == "fixer" and data.get("sql"):
+        return [_call("query", {"sql": data["sql"]})]
+    return []
+
+
+def respond_with_tools(request: LLMRequest) -> tuple[str, tuple[ModelToolCall, ...]]:
+    """The builtin model's answer to a request that offers native tools: (text, tool calls)."""
+    text = respond(request)
+    system = next((m.content for m in request.messages if m.role == "system"), "")
+    role = _ROLE.search(system)
+    calls = tuple(tool_calls_for(role.group(1).lower() if role else "", text))
+    return ("" if calls else text), calls
+
+
+def _call(name: str, args: dict[str, Any]) -> ModelToolCall:
+    return ModelToolCall(name=name, arguments=json.dumps(args))
+
+
 def respond(request: LLMRequest) -> str:
     """The builtin model's answer to a request."""
     system = next((m.content for m in request.messages if m.role == "system"), "")
@@ -682,9 +737,8 @@ def respond(request: LLMRequest) -> str:
     message = parts.get("message", user)
     node = role.group(1).lower() if role else ""
     if node == "input":
-        options = re.search(r'"route": "([a-z_]+)\|([a-z_]+)"', system)
-        return json.dumps(perceive(message, options.groups() if options else ("reflex",
-                                                                              "director")))
+        routes = _choices(request, "route") or ("reflex", "director")
+        return json.dumps(perceive(message, (routes[0], routes[-1])))
     if node == "pa":
         if parts.get("mode") == "answer":
             return think(message, parts, machines=False)
@@ -712,41 +766,62 @@ def respond(request: LLMRequest) -> str:
 
 
 class BuiltinProvider:
-    """The offline provider: same interface as a real one, answers from `respond`."""
+    """The offline provider: same interface as a real one, answers from `respond`.
+
+    Like a real endpoint it understands structured output and, unless told not
+    to (`LLM_NATIVE_TOOLS=false`), native tool calls, so both ways nodes talk to
+    models run offline.
+    """
 
     name = "builtin"
 
-    def __init__(self, *, latency_ms: float = 0.0, model: str = "builtin") -> None:
+    def __init__(self, *, latency_ms: float = 0.0, model: str = "builtin",
+                 native_tools: bool = True) -> None:
         self.latency_ms = latency_ms
         self.model = model
+        self.native_tools = native_tools
 
     @classmethod
     def from_settings(cls, settings: Any) -> BuiltinProvider:
-        """A provider configured by BUILTIN_LLM_LATENCY_MS."""
-        return cls(latency_ms=float(settings.BUILTIN_LLM_LATENCY_MS))
+        """A provider configured by BUILTIN_LLM_LATENCY_MS and LLM_NATIVE_TOOLS."""
+        return cls(latency_ms=float(settings.BUILTIN_LLM_LATENCY_MS),
+                   native_tools=bool(settings.LLM_NATIVE_TOOLS))
+
+    def capabilities(self, model: str = "") -> Capabilities:
+        """Structured output always; native tools unless switched off."""
+        return Capabilities(structured="json_schema", tools=self.native_tools)
 
     def _usage(self, request: LLMRequest, text: str) -> Usage:
         return Usage(prompt_tokens=sum(count_tokens(m.content) for m in request.messages),
                      completion_tokens=count_tokens(text))
+
+    def _answer(self, request: LLMRequest) -> tuple[str, tuple[ModelToolCall, ...]]:
+        if request.tools and self.native_tools:
+            return respond_with_tools(request)
+        return respond(request), ()
+
+    def _completion(self, request: LLMRequest, text: str, calls: tuple[ModelToolCall, ...],
+                    t0: float) -> Completion:
+        return Completion(text=text, provider=self.name, model=request.model or self.model,
+                          usage=self._usage(request, text + "".join(c.arguments for c in calls)),
+                          ms=(time.perf_counter() - t0) * 1000.0, tool_calls=calls,
+                          finish_reason="tool_calls" if calls else "stop",
+                          structured="json_schema" if request.json_output else "")
 
     async def complete(self, request: LLMRequest) -> Completion:
         """The whole answer."""
         t0 = time.perf_counter()
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000.0)
-        text = respond(request)
-        return Completion(text=text, provider=self.name, model=request.model or self.model,
-                          usage=self._usage(request, text),
-                          ms=(time.perf_counter() - t0) * 1000.0)
+        text, calls = self._answer(request)
+        return self._completion(request, text, calls, t0)
 
     async def stream(self, request: LLMRequest, on_delta: DeltaCallback) -> Completion:
         """The answer word by word."""
         t0 = time.perf_counter()
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000.0)
-        text = respond(request)
+        text, calls = self._answer(request)
         for piece in _PIECE.findall(text):
             await on_delta(piece)
-        return Completion(text=text, provider=self.name, model=request.model or self.model,
-                          usage=self._usage(request, text),
-                          ms=(time.perf_counter() - t0) * 1000.0)
+        return self._completion(request, text, calls, t0)

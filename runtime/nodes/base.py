@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from graphs.spec import GraphSpec, NodeSpec
+from runtime.contracts import (
+    Choices,
+    ContractViolation,
+    Tool,
+    describe_fields,
+    json_object,
+    output_schema,
+    parse,
+    tool_spec,
+    validate,
+)
 from runtime.errors import LLMError
 from runtime.events import ProgressEvent
-from runtime.llm.base import ChatMessage, Completion, LLMProvider, LLMRequest
+from runtime.llm.base import (
+    Capabilities,
+    ChatMessage,
+    Completion,
+    LLMProvider,
+    LLMRequest,
+    OutputSchema,
+    ToolChoice,
+    ToolSpec,
+)
 from runtime.types import HudEvent, HudEventType, LLMCallRecord
+
+T = TypeVar("T")
+
+# Default answer lengths in tokens, where a node's config sets no `max_tokens`: enough for
+# the contract, short enough that a runaway answer costs seconds, not minutes.
+DEFAULT_DECISION_TOKENS = 200
+DEFAULT_TOOL_TOKENS = 400
+DEFAULT_ANSWER_TOKENS = 300
 
 if TYPE_CHECKING:
     from runtime.db import ErasDatabase
@@ -49,8 +78,6 @@ class EngineEnv:
 
     llm: LLMProvider
     """The model provider."""
-    default_model: str
-    """The model used when a node's config names none; empty means the provider's default."""
     on_hud: Callable[[HudEvent], Awaitable[None]]
     """Receives every HUD event."""
     on_delta: Callable[[str], Awaitable[None]]
@@ -63,6 +90,9 @@ class EngineEnv:
     """Frames after which a message is stopped."""
     on_progress: Callable[[ProgressEvent], Awaitable[None]] | None = None
     """Receives progress the user sees (thinking messages, tool calls, processes)."""
+    deadline: float | None = None
+    """`time.monotonic()` by which the message must be answered; every model call and
+    retry respects it."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +126,8 @@ class NodeContext:
         self.outputs = outputs
         self.env = env
         self._started = started
-        self.calls: list[tuple[LLMRequest, Completion]] = []
+        self.calls: list[LLMCallRecord] = []
+        self.fallback = ""
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -151,56 +182,246 @@ class NodeContext:
         if text:
             await self.env.on_delta(text)
 
-    def request(self, user: str, *, json_output: bool = False, prompt: str = "prompt"
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the endpoint can do for this node's model."""
+        return self.env.llm.capabilities(self.model)
+
+    @property
+    def model(self) -> str:
+        """The model this node asks; empty means the provider's configured default."""
+        return str(self.config.get("model") or "")
+
+    def request(self, user: str, *, json_output: bool = False, prompt: str = "prompt",
+                max_tokens: int | None = None, schema: OutputSchema | None = None,
+                tools: tuple[ToolSpec, ...] = (), tool_choice: ToolChoice = "auto",
+                system_extra: str = "", examples: tuple[ChatMessage, ...] = ()
                 ) -> LLMRequest:
-        """A request with the node's prompt (config key `prompt`) as system message."""
+        """A request with the node's prompt (config key `prompt`) as system message.
+
+        `max_tokens` comes from the node's config (`max_tokens`, or `<prompt>_max_tokens`
+        for a second prompt) before the given default; the deadline is the message's.
+        """
+        system = str(self.config.get(prompt, ""))
+        if system_extra:
+            system = f"{system}\n\n{system_extra}" if system else system_extra
+        key = "max_tokens" if prompt == "prompt" else f"{prompt}_max_tokens"
+        configured = self.config.get(key)
         return LLMRequest(
-            messages=(
-                ChatMessage(role="system", content=str(self.config.get(prompt, ""))),
-                ChatMessage(role="user", content=user),
-            ),
-            model=str(self.config.get("model") or self.env.default_model),
+            messages=(ChatMessage(role="system", content=system), *examples,
+                      ChatMessage(role="user", content=user)),
+            model=self.model,
             temperature=float(self.config.get("temperature", 0.2)),
-            json_output=json_output,
+            json_output=json_output or schema is not None,
+            max_tokens=int(configured) if configured else max_tokens,
+            schema=schema,
+            tools=tools,
+            tool_choice=tool_choice,
+            deadline=self.env.deadline,
         )
 
-    async def complete(self, user: str, *, prompt: str = "prompt") -> str:
-        """Ask the model for a whole answer to `user` under this node's prompt."""
-        request = self.request(user, prompt=prompt)
-        completion = await self.env.llm.complete(request)
-        self.calls.append((request, completion))
-        return completion.text
+    async def call(self, request: LLMRequest, *, purpose: str,
+                   on_delta: Callable[[str], Awaitable[None]] | None = None) -> Completion:
+        """One model call, recorded whatever happens (a failed one with its error)."""
+        t0 = time.perf_counter()
+        try:
+            if on_delta is None:
+                completion = await self.env.llm.complete(request)
+            else:
+                completion = await self.env.llm.stream(request, on_delta)
+        except LLMError as exc:
+            self.calls.append(LLMCallRecord(
+                provider=self.env.llm.name, model=request.model, purpose=purpose,
+                request=request_record(request), outcome="error", error=str(exc),
+                ms=round((time.perf_counter() - t0) * 1000, 3)))
+            raise
+        self.calls.append(LLMCallRecord(
+            provider=completion.provider, model=completion.model, purpose=purpose,
+            request=request_record(request), answer=completion.text,
+            tool_calls=[{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
+            prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens, ms=round(completion.ms, 3),
+            finish_reason=completion.finish_reason, structured=completion.structured,
+            attempts=completion.attempts))
+        return completion
 
-    async def complete_json(self, user: str, *, prompt: str = "prompt") -> dict[str, Any]:
-        """Ask the model for one JSON object; LLMError if it does not give one."""
-        request = self.request(user, json_output=True, prompt=prompt)
-        completion = await self.env.llm.complete(request)
-        self.calls.append((request, completion))
-        return parse_json_object(completion.text)
+    def _mark_last(self, *, outcome: str, error: str) -> None:
+        if self.calls:
+            self.calls[-1] = dataclasses.replace(self.calls[-1], outcome=outcome, error=error)
+
+    async def complete(self, user: str, *, prompt: str = "prompt",
+                       max_tokens: int | None = None) -> str:
+        """Ask the model for a whole answer to `user` under this node's prompt."""
+        request = self.request(user, prompt=prompt, max_tokens=max_tokens)
+        return (await self.call(request, purpose="complete")).text
 
     async def stream(self, user: str, on_delta: Callable[[str], Awaitable[None]], *,
-                     prompt: str = "prompt") -> str:
+                     prompt: str = "prompt", max_tokens: int | None = DEFAULT_ANSWER_TOKENS
+                     ) -> str:
         """Ask the model for an answer, passing each piece to `on_delta`."""
-        request = self.request(user, prompt=prompt)
-        completion = await self.env.llm.stream(request, on_delta)
-        self.calls.append((request, completion))
-        return completion.text
+        request = self.request(user, prompt=prompt, max_tokens=max_tokens)
+        return (await self.call(request, purpose="stream", on_delta=on_delta)).text
 
-    def llm_record(self) -> LLMCallRecord | None:
-        """This node's model calls summed for the trace, or None if it made none."""
-        if not self.calls:
-            return None
-        last_request, last = self.calls[-1]
-        return LLMCallRecord(
-            provider=last.provider,
-            model=last.model,
-            prompt_tokens=sum(c.usage.prompt_tokens for _, c in self.calls),
-            completion_tokens=sum(c.usage.completion_tokens for _, c in self.calls),
-            ms=round(sum(c.ms for _, c in self.calls), 3),
-            calls=len(self.calls),
-            prompt=[{"role": m.role, "content": m.content} for m in last_request.messages],
-            answer=last.text,
-        )
+    def examples(self, key: str = "examples") -> tuple[ChatMessage, ...]:
+        """The node's worked examples (config `examples`: `[{"input": {section: text},
+        "output": {...}}]`) as user/assistant message pairs."""
+        pairs: list[ChatMessage] = []
+        for example in self.config.get(key) or ():
+            if not isinstance(example, dict) or "input" not in example:
+                continue
+            given = example["input"]
+            user = sections(**given) if isinstance(given, dict) else str(given)
+            answer = example.get("output", "")
+            pairs.append(ChatMessage(role="user", content=user))
+            pairs.append(ChatMessage(role="assistant", content=answer if isinstance(answer, str)
+                                     else json.dumps(answer, ensure_ascii=False)))
+        return tuple(pairs)
+
+    async def decide(self, contract: type[T], user: str, *, fallback: T, fallback_name: str,
+                     choices: Choices | None = None, prompt: str = "prompt",
+                     max_tokens: int = DEFAULT_DECISION_TOKENS, examples: str = "examples"
+                     ) -> Decided[T]:
+        """A contract value from the model: ask (schema as structured output), validate,
+        repair once with the validation error, then fall back.
+
+        Every step is recorded: the invalid answer and the repair as calls of this
+        node, the fallback taken as the frame's `fallback`. A failed call (timeout,
+        endpoint down) goes straight to the fallback: a repair would fail the same way.
+        """
+        schema = output_schema(contract, choices)
+        request = self.request(
+            user, prompt=prompt, max_tokens=max_tokens, schema=schema,
+            system_extra="Answer with one JSON object with these fields:\n"
+                         + describe_fields(contract, choices),
+            examples=self.examples(examples))
+        try:
+            completion = await self.call(request, purpose="decide")
+        except LLMError as exc:
+            return self._fall_back(fallback, fallback_name, f"the model failed: {exc}")
+        try:
+            return Decided(parse(contract, completion.text, choices), "valid")
+        except ContractViolation as exc:
+            first_error = str(exc)
+            self._mark_last(outcome="invalid", error=first_error)
+        repair = dataclasses.replace(request, messages=(
+            *request.messages,
+            ChatMessage(role="assistant", content=completion.text[:2000]),
+            ChatMessage(role="user", content=f"That answer is not valid: {first_error}. "
+                                              "Answer again with only the corrected JSON object."),
+        ))
+        try:
+            completion = await self.call(repair, purpose="repair")
+        except LLMError as exc:
+            return self._fall_back(fallback, fallback_name, f"the repair failed: {exc}")
+        try:
+            return Decided(parse(contract, completion.text, choices), "repaired")
+        except ContractViolation as exc:
+            self._mark_last(outcome="invalid", error=str(exc))
+            return self._fall_back(fallback, fallback_name,
+                                   f"the answer and its repair were invalid: {exc}")
+
+    async def use_tools(self, tools: tuple[Tool, ...], user: str, *,
+                        choices: Choices | None = None, prompt: str = "prompt",
+                        max_tokens: int = DEFAULT_TOOL_TOKENS, required: bool = True
+                        ) -> ToolUse:
+        """Native tool calls from the model, each checked against its tool's argument type;
+        with no usable call (when one is required), one repair with the errors.
+
+        Calls that do not validate are dropped and listed in `rejected`; the caller
+        decides its fallback when `calls` is empty.
+        """
+        by_name = {tool.name: tool for tool in tools}
+        request = self.request(user, prompt=prompt, max_tokens=max_tokens,
+                               tools=tuple(tool_spec(t, choices) for t in tools),
+                               tool_choice="required" if required else "auto")
+        use = ToolUse()
+        for attempt in ("tools", "repair"):
+            try:
+                completion = await self.call(request, purpose=attempt)
+            except LLMError as exc:
+                use.errors.append(f"the model failed: {exc}")
+                return use
+            errors = []
+            for raw in completion.tool_calls:
+                tool = by_name.get(raw.name)
+                if tool is None:
+                    errors.append(f"there is no tool {raw.name!r}")
+                    continue
+                try:
+                    use.calls.append((tool.name, validate(tool.args, json_object(raw.arguments),
+                                                          choices)))
+                except ContractViolation as exc:
+                    errors.append(f"{raw.name}: {exc}")
+            use.text = completion.text
+            use.rejected.extend(errors)
+            if use.calls or not required:
+                if errors:
+                    self._mark_last(outcome="invalid", error="; ".join(errors))
+                return use
+            problem = "; ".join(errors) or "no tool was called"
+            self._mark_last(outcome="invalid", error=problem)
+            use.errors.append(problem)
+            said = json.dumps([{"name": c.name, "arguments": c.arguments}
+                               for c in completion.tool_calls], ensure_ascii=False)
+            request = dataclasses.replace(request, messages=(
+                *request.messages,
+                ChatMessage(role="assistant", content=(completion.text or said)[:2000]),
+                ChatMessage(role="user", content=f"That was not a valid tool call: {problem}. "
+                                                  "Call the tools again, correctly."),
+            ))
+        return use
+
+    def _fall_back(self, value: T, name: str, why: str) -> Decided[T]:
+        self.fallback = f"{name} ({why})"
+        return Decided(value, "fallback", why)
+
+    def note_fallback(self, name: str, why: str) -> None:
+        """Record that the node took a fallback for a reason of its own."""
+        self.fallback = f"{name} ({why})"
+
+
+@dataclass(frozen=True)
+class Decided(Generic[T]):
+    """A contract value and how it was reached."""
+
+    value: T
+    """The value (the fallback's when the model's answers could not be used)."""
+    outcome: str
+    """`valid`, `repaired` or `fallback`."""
+    why: str = ""
+    """Why the fallback was taken."""
+
+
+@dataclass
+class ToolUse:
+    """What a model's native tool calls came to."""
+
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    """(tool name, validated arguments) in the order the model called them."""
+    rejected: list[str] = field(default_factory=list)
+    """Why each dropped call was dropped."""
+    errors: list[str] = field(default_factory=list)
+    """What went wrong with each attempt that gave no usable call."""
+    text: str = ""
+    """Any text the model wrote beside its calls."""
+
+
+def request_record(request: LLMRequest) -> dict[str, Any]:
+    """What a trace keeps of a request: enough to send it again."""
+    out: dict[str, Any] = {
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
+    if request.schema is not None:
+        out["schema"] = {"name": request.schema.name, "schema": request.schema.schema}
+    elif request.json_output:
+        out["json_output"] = True
+    if request.tools:
+        out["tools"] = [{"name": t.name, "description": t.description,
+                         "parameters": t.parameters} for t in request.tools]
+        out["tool_choice"] = request.tool_choice
+    return out
 
 
 class Node:
@@ -226,24 +447,3 @@ def sections(**parts: Any) -> str:
             body = json.dumps(body, ensure_ascii=False, sort_keys=True)
         blocks.append(f"## {title.replace('_', ' ').title()}\n{body.strip()}")
     return "\n\n".join(blocks)
-
-
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
-
-
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The JSON object in a model's answer, tolerating code fences and chatter around it."""
-    cleaned = _FENCE.sub("", text.strip())
-    try:
-        value = json.loads(cleaned)
-    except json.JSONDecodeError:
-        start, end = cleaned.find("{"), cleaned.rfind("}")
-        if start < 0 or end <= start:
-            raise LLMError(f"the model did not answer with JSON: {text[:200]!r}") from None
-        try:
-            value = json.loads(cleaned[start : end + 1])
-        except json.JSONDecodeError as exc:
-            raise LLMError(f"the model answered with broken JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise LLMError(f"the model answered with JSON that is not an object: {text[:200]!r}")
-    return value

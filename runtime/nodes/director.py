@@ -2,52 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from runtime import machines as m
+from runtime.contracts import (
+    MACHINE_TOOLS,
+    PLAN_TOOL,
+    ContractViolation,
+    DirectorDecision,
+    validate,
+)
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
 
 PLANS = ("answer", "query")
+_TOOL_ARGS = {tool.name: tool.args for tool in MACHINE_TOOLS}
+
+
+def _call(name: str, args: Any) -> dict[str, Any]:
+    return {"name": name, "args": dataclasses.asdict(args)}
 
 
 class DirectorNode(Node):
-    """Plans (answer or query) and returns machine tool calls for the ui node to apply."""
+    """Plans (answer or query) and returns machine tool calls for the ui node to apply.
 
-    type_name = "director"
+    With native tools the model calls `plan` once and any machine tools; without
+    them it answers a `DirectorDecision` object. Either way, when its answer
+    cannot be used the director falls back to answering directly, with no
+    machine calls.
+    """
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Ask for a plan; check each tool call against the current machines."""
         await ctx.emit(HudEventType.THINKING)
         machines = dict(ctx.turn.ui.get("machines", {}))
-        decision = await ctx.complete_json(
-            sections(
-                context_summary=context_summary(ctx.turn),
-                perception=ctx.latest("input") or {},
-                machines=m.machines_summary(machines),
-                message=ctx.turn.message,
-            )
+        user = sections(
+            context_summary=context_summary(ctx.turn),
+            perception=ctx.latest("input") or {},
+            machines=m.machines_summary(machines),
+            message=ctx.turn.message,
         )
-        plan = str(decision.get("plan", "answer")).strip().lower()
-        if plan not in PLANS:
-            plan = "answer"
-        calls = decision.get("tool_calls") or []
-        if not isinstance(calls, list):
-            calls = [calls]
-        # Whole machines may come instead of (or beside) tool calls, in either shape.
-        applied: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
-        try:
-            for mid, machine in m.machines_from_model(decision.get("machines")).items():
-                for state_name, state in machine["states"].items():
-                    calls.append({"name": "add_state", "args": {
-                        "machine_id": mid, "state": state_name, "text": state["text"],
-                        "buttons": state["buttons"], "name": machine["name"],
-                        "initial": state_name == machine["initial"], "data": machine["data"],
-                    }})
-        except m.MachineError as exc:
-            rejected.append({"call": "machines", "error": str(exc)})
+        if ctx.capabilities.tools:
+            plan, goal, calls = await self._with_tools(ctx, user, rejected)
+        else:
+            plan, goal, calls = await self._with_json(ctx, user, rejected)
+        applied: list[dict[str, Any]] = []
         working = machines
         for call in calls:
             try:
@@ -59,14 +61,35 @@ class DirectorNode(Node):
             applied.append(call)
             await ctx.emit(HudEventType.TOOL_CALL, {"tool": call.get("name"),
                                                     "args": call.get("args", {})})
-        output = {
-            "plan": plan,
-            "goal": str(decision.get("goal", "")),
-            "tool_calls": applied,
-            "rejected_calls": rejected,
-        }
-        await ctx.emit(HudEventType.DECIDED, {"plan": plan, "goal": output["goal"],
+        output = {"plan": plan, "goal": goal, "tool_calls": applied, "rejected_calls": rejected}
+        await ctx.emit(HudEventType.DECIDED, {"plan": plan, "goal": goal,
                                               "tools": [c.get("name") for c in applied]})
         tools = ",".join(c.get("name", "?") for c in applied)
-        return NodeResult(output=output, decision=f"plan={plan}" + (f" tools={tools}" if tools else ""),
+        return NodeResult(output=output,
+                          decision=f"plan={plan}" + (f" tools={tools}" if tools else ""),
                           seen={"machines": list(machines)})
+
+    async def _with_tools(self, ctx: NodeContext, user: str, rejected: list
+                          ) -> tuple[str, str, list[dict[str, Any]]]:
+        use = await ctx.use_tools((PLAN_TOOL, *MACHINE_TOOLS), user)
+        rejected.extend({"call": "tools", "error": error} for error in use.rejected)
+        plans = [args for name, args in use.calls if name == "plan"]
+        calls = [_call(name, args) for name, args in use.calls if name != "plan"]
+        if not use.calls:
+            ctx.note_fallback("answer directly", "; ".join(use.errors) or "no usable tool call")
+        if not plans:
+            return "answer", "", calls
+        return plans[0].plan, plans[0].goal, calls
+
+    async def _with_json(self, ctx: NodeContext, user: str, rejected: list
+                         ) -> tuple[str, str, list[dict[str, Any]]]:
+        decided = await ctx.decide(DirectorDecision, user,
+                                   fallback=DirectorDecision(plan="answer"),
+                                   fallback_name="answer directly")
+        calls = []
+        for call in decided.value.tool_calls:
+            try:
+                calls.append(_call(call.name, validate(_TOOL_ARGS[call.name], call.args)))
+            except ContractViolation as exc:
+                rejected.append({"call": dataclasses.asdict(call), "error": str(exc)})
+        return decided.value.plan, decided.value.goal, calls

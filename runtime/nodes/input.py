@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtime.contracts import Perception
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
@@ -13,10 +14,9 @@ class InputNode(Node):
     """Perceives intent, language, tone and topic; routes to reflex or the next node.
 
     The routes come from the node's config (`routes`, default reflex and
-    director; v4-eras uses reflex and pa). The last one is the careful path.
+    director; v4-eras uses reflex and pa). The last one is the careful path,
+    which is also the fallback when the model's perception cannot be used.
     """
-
-    type_name = "input"
 
     @property
     def routes(self) -> tuple[str, ...]:
@@ -24,24 +24,24 @@ class InputNode(Node):
         return tuple(self.spec.config.get("routes") or ROUTES)
 
     async def run(self, ctx: NodeContext) -> NodeResult:
-        """Ask the model for a perception and validate its route."""
+        """Ask the model for a perception (a `Perception`)."""
         await ctx.emit(HudEventType.THINKING)
         summary = context_summary(ctx.turn)
-        perception = await ctx.complete_json(
-            sections(context_summary=summary, message=ctx.turn.message)
+        careful = self.routes[-1]
+        decided = await ctx.decide(
+            Perception, sections(context_summary=summary, message=ctx.turn.message),
+            choices={"route": self.routes},
+            fallback=Perception(intent="statement", route=careful, topic=""),
+            fallback_name=f"careful path ({careful})",
         )
-        route = str(perception.get("route", "")).strip().lower()
-        if route not in self.routes:
-            # A model that names no usable route gets the careful path, not the quick one.
-            route = self.routes[-1]
-        output = {
-            "intent": str(perception.get("intent", "statement")),
-            "language": str(perception.get("language", "en")),
-            "tone": str(perception.get("tone", "neutral")),
-            "topic": str(perception.get("topic", "")),
-            "route": route,
-        }
+        perception = decided.value
+        output = {"intent": perception.intent, "language": perception.language or "en",
+                  "tone": perception.tone, "topic": perception.topic,
+                  "route": perception.route}
         await ctx.emit(HudEventType.PERCEIVED, output)
-        await ctx.emit(HudEventType.ROUTED, {"route": route})
-        return NodeResult(output=output, decision=f"route={route}",
+        await ctx.emit(HudEventType.ROUTED, {"route": perception.route})
+        decision = f"route={perception.route}"
+        if decided.outcome != "valid":
+            decision += f" ({decided.outcome})"
+        return NodeResult(output=output, decision=decision,
                           seen={"message": ctx.turn.message, "summary": summary})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.nodes.speech import speak
 from runtime.types import HudEventType
 
 ROWS_SHOWN = 30
@@ -14,7 +15,7 @@ def result_table(result: dict[str, Any]) -> str:
     """A tool result as a compact pipe table for a prompt."""
     lines = [" | ".join(result["columns"])]
     for row in result["rows"][:ROWS_SHOWN]:
-        lines.append(" | ".join("" if v is None else str(v) for v in row))
+        lines.append(" | ".join("" if v is None else format_value(v) for v in row))
     more = result["row_count"] - min(result["row_count"], ROWS_SHOWN)
     if more > 0:
         lines.append(f"... {more} more rows")
@@ -23,32 +24,65 @@ def result_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plain_reading(result: dict[str, Any]) -> str:
+    """A result said plainly without a model: the fallback when the model's reading fails."""
+    rows = result.get("rows") or []
+    columns = result.get("columns") or []
+    if not rows:
+        return "The database has nothing matching that."
+    if len(rows) == 1 and len(columns) == 1:
+        return f"The answer is {format_value(rows[0][0])}."
+    total = result.get("row_count", len(rows))
+    shown = [", ".join(format_value(v) for v in row if v is not None) for row in rows[:5]]
+    text = f"I found {total} result{'s' if total != 1 else ''}:\n" + "\n".join(
+        f"- {line}" for line in shown)
+    if total > len(shown):
+        text += f"\n…and {total - len(shown)} more."
+    return text
+
+
+def format_value(value: Any) -> str:
+    """A value as a person reads it: floats rounded, whole floats without `.0`."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
+    return str(value)
+
+
+def database_trouble(error: str) -> str:
+    """A failed query told plainly, without SQL or the database's own words."""
+    lowered = error.lower()
+    if "cancel" in lowered:
+        return "I stopped the query, as you asked."
+    if any(word in lowered for word in ("read-only", "readonly", "only read", "not allowed",
+                                        "refused", "only select")):
+        return "I can only read the database, not change it."
+    if any(word in lowered for word in ("time limit", "timed out", "too long", "interrupted")):
+        return "That query took too long, so I stopped it. Could you narrow the question?"
+    if any(word in lowered for word in ("unreachable", "could not open", "unable to open",
+                                        "connection")):
+        return "I cannot reach the database right now. Please try again later."
+    return "I could not get that from the database. Could you ask it another way?"
+
+
 class InterpreterNode(Node):
     """Explains the thinker's tool result to the user; a failed tool is reported plainly."""
-
-    type_name = "interpreter"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Stream a plain-language reading of the result."""
         thinker = ctx.latest("thinker") or {}
         if thinker.get("error") or "result" not in thinker:
-            # The error is told to the user as it is, not handed to a model as if it were data.
-            answer = (f"I could not get that from the database: "
-                      f"{thinker.get('error') or 'the query returned nothing'}.")
+            # The user reads a plain sentence; the database's own words stay in the trace.
+            answer = database_trouble(str(thinker.get("error") or ""))
             await ctx.delta(answer)
             await ctx.emit(HudEventType.INTERPRETED, {"error": True})
             return NodeResult(output={"answer": answer, "failed": True}, decision="report-error",
                               seen={"sql": thinker.get("sql", "")})
-        await ctx.emit(HudEventType.STREAMING)
-        text = await ctx.stream(
-            sections(
-                question=ctx.turn.message,
-                sql=thinker.get("sql", ""),
-                result=result_table(thinker["result"]),
-            ),
-            ctx.delta,
-        )
-        await ctx.emit(HudEventType.INTERPRETED, {"chars": len(text)})
-        return NodeResult(output={"answer": text.strip(), "failed": False}, decision="interpreted",
+        answer, _ = await speak(ctx, sections(
+            question=ctx.turn.message,
+            sql=thinker.get("sql", ""),
+            result=result_table(thinker["result"]),
+        ), fallback=plain_reading(thinker["result"]), fallback_on_error=True)
+        await ctx.emit(HudEventType.INTERPRETED, {"chars": len(answer)})
+        return NodeResult(output={"answer": answer, "failed": False}, decision="interpreted",
                           seen={"sql": thinker.get("sql", ""),
                                 "row_count": thinker["result"]["row_count"]})

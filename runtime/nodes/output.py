@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.nodes.speech import speak
 from runtime.nodes.summary import context_summary
-from runtime.types import HudEventType
+
+# The reflex path's answer when the model's cannot be shown.
+REFLEX_FALLBACK = "I'm here. How can I help?"
 
 
 class OutputNode(Node):
     """Delivers the answer the last answering node wrote, or answers a reflex message itself."""
-
-    type_name = "output"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Return the final answer text."""
@@ -18,13 +19,9 @@ class OutputNode(Node):
         if answer:
             return NodeResult(output={"text": answer, "source": source},
                               decision=f"from {source}")
-        await ctx.emit(HudEventType.STREAMING)
-        text = await ctx.stream(
-            sections(
-                context_summary=context_summary(ctx.turn),
-                perception=ctx.latest("input") or {},
-                message=ctx.turn.message,
-            ),
-            ctx.delta,
-        )
-        return NodeResult(output={"text": text.strip(), "source": "reflex"}, decision="reflex")
+        text, _ = await speak(ctx, sections(
+            context_summary=context_summary(ctx.turn),
+            perception=ctx.latest("input") or {},
+            message=ctx.turn.message,
+        ), fallback=REFLEX_FALLBACK, max_tokens=80)
+        return NodeResult(output={"text": text, "source": "reflex"}, decision="reflex")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from runtime.contracts import NO_EXPERT, Route
 from runtime.engine import node_class
 from runtime.memory import memory_normalize
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.nodes.speech import looks_internal, speak
 from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType, RoutingDecision
 
 DEFAULT_THINKING = "Let me look into that."
+PLAIN_FALLBACK = "Sorry, I could not put that into words just now. Could you ask it another way?"
 
 
 def available_experts(ctx: NodeContext) -> dict[str, str]:
@@ -23,9 +26,10 @@ def available_experts(ctx: NodeContext) -> dict[str, str]:
 
 
 class PANode(Node):
-    """Holds the user's context; decides (expert, task, reason); answers itself if no expert."""
+    """Holds the user's context; decides a `Route`; answers itself when no expert fits.
 
-    type_name = "pa"
+    When the model's routing cannot be used, the PA answers itself.
+    """
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Decide a route; stream a thinking message or the PA's own answer."""
@@ -33,31 +37,36 @@ class PANode(Node):
         experts = available_experts(ctx)
         summary = context_summary(ctx.turn)
         memory = memory_normalize(dict(ctx.turn.memory))
-        raw = await ctx.complete_json(sections(
-            context_summary=summary,
-            user_context=memory,
-            experts="\n".join(f"- {name}: {text}" for name, text in experts.items()) or "(none)",
-            message=ctx.turn.message,
-        ))
-        expert = str(raw.get("expert") or "").strip()
-        reason = str(raw.get("reason") or "")
-        if expert and expert not in experts:
-            reason = f"the model named an unknown expert {expert!r}, so I answer myself"
-            expert = ""
-        decision = RoutingDecision(expert=expert, task=str(raw.get("task") or ctx.turn.message),
-                                   reason=reason)
+        decided = await ctx.decide(
+            Route, sections(
+                context_summary=summary,
+                user_context=memory,
+                experts="\n".join(f"- {name}: {text}" for name, text in experts.items())
+                or "(none)",
+                message=ctx.turn.message,
+            ),
+            choices={"expert": (*experts, NO_EXPERT)},
+            fallback=Route(expert=NO_EXPERT, task=ctx.turn.message, reason="answer myself"),
+            fallback_name="answer myself", max_tokens=150)
+        route = decided.value
+        expert = "" if route.expert == NO_EXPERT else route.expert
+        decision = RoutingDecision(expert=expert, task=route.task or ctx.turn.message,
+                                   reason=route.reason)
         await ctx.emit(HudEventType.ROUTED, decision.as_dict())
         output = {**decision.as_dict(), "answer": ""}
         if decision.expert:
-            thinking = str(raw.get("thinking") or DEFAULT_THINKING)
+            # A model's aside is shown as it is only when it reads as one.
+            thinking = (route.thinking if route.thinking and not looks_internal(route.thinking)
+                        else DEFAULT_THINKING)
             await ctx.progress("thinking", thinking)
             output["thinking"] = thinking
             return NodeResult(output=output, decision=f"expert={decision.expert}",
                               seen={"experts": list(experts)})
-        await ctx.emit(HudEventType.STREAMING)
-        answer = await ctx.stream(sections(
+        answer, _ = await speak(ctx, sections(
             context_summary=summary, memory=memory, mode="answer", message=ctx.turn.message,
-        ), ctx.delta)
-        output["answer"] = answer.strip()
-        return NodeResult(output=output, decision="answer myself",
+        ), prompt="answer_prompt" if ctx.config.get("answer_prompt") else "prompt",
+            fallback=PLAIN_FALLBACK)
+        output["answer"] = answer
+        return NodeResult(output=output, decision="answer myself"
+                          + (f" ({decided.outcome})" if decided.outcome != "valid" else ""),
                           seen={"experts": list(experts)})

@@ -3,99 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime import machines as m
-from runtime.errors import DatabaseToolError
+from runtime.contracts import QUERY_DB_TOOL
+from runtime.errors import DatabaseToolError, LLMError
 from runtime.memory import memory_normalize
-from runtime.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.nodes.base import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
+from runtime.nodes.speech import parse_answer, speak
 from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
 
-TOOL_PREFIX = "TOOL"
-BUTTONS_MARKER = "BUTTONS:"
-_BUTTONS_LINE = re.compile(r"\n[ \t]*BUTTONS:")
-_TOOL_LINE = re.compile(r"^\s*TOOL\s+(?P<tool>[a-z_]+)\s*:\s*(?P<arg>.+)$", re.DOTALL)
 # Rows of a tool result kept in the node's output (and so in the trace).
 RESULT_ROWS_KEPT = 50
-
-
-class AnswerStream:
-    """Passes a streamed answer on as it arrives, holding back a TOOL line or a BUTTONS line.
-
-    A model's answer may be a tool call (`TOOL name: arg`) or text ending in a
-    `BUTTONS: [...]` line; neither must reach the user, so just enough is held
-    back to tell.
-    """
-
-    def __init__(self, sink: Callable[[str], Awaitable[None]]) -> None:
-        self.sink = sink
-        self.buffer = ""
-        self.sent = 0
-        self.mode = "undecided"
-
-    async def feed(self, piece: str) -> None:
-        """Take the next piece of the model's answer."""
-        self.buffer += piece
-        if self.mode == "undecided":
-            head = self.buffer.lstrip()
-            if len(head) < len(TOOL_PREFIX) and TOOL_PREFIX.startswith(head):
-                return
-            self.mode = "tool" if head.startswith(TOOL_PREFIX) else "answer"
-        if self.mode == "answer":
-            await self._flush(final=False)
-
-    async def finish(self) -> None:
-        """Send whatever answer text is left."""
-        if self.mode == "undecided":
-            self.mode = "answer"
-        if self.mode == "answer":
-            await self._flush(final=True)
-
-    async def _flush(self, *, final: bool) -> None:
-        text = "\n" + self.buffer  # so a marker on the very first line is found too
-        marker = _BUTTONS_LINE.search(text)
-        if marker:
-            end = marker.start()
-        elif final:
-            end = len(text)
-        else:
-            # Hold back the last line while it could still become a BUTTONS line.
-            last_line = text.rfind("\n")
-            tail = text[last_line + 1 :].lstrip(" \t")
-            end = last_line if BUTTONS_MARKER.startswith(tail) else len(text)
-        end -= 1  # back to buffer coordinates
-        if end > self.sent:
-            chunk = self.buffer[self.sent : end]
-            self.sent = end
-            await self.sink(chunk)
-
-
-def parse_answer(text: str) -> tuple[str, list[dict[str, Any]], tuple[str, str] | None]:
-    """Split a thinker answer into (answer, buttons, tool call or None)."""
-    tool = _TOOL_LINE.match(text.strip())
-    if tool:
-        return "", [], (tool["tool"], tool["arg"].strip())
-    answer, buttons = text, []
-    lines = text.split("\n")
-    for index, line in enumerate(lines):
-        if line.strip().startswith("BUTTONS:"):
-            answer = "\n".join(lines[:index])
-            raw = "\n".join(lines[index:]).strip()[len("BUTTONS:"):].strip()
-            try:
-                parsed = json.loads(raw)
-            except json.JSONDecodeError:
-                parsed = []
-            for item in parsed if isinstance(parsed, list) else []:
-                try:
-                    buttons.append(m.normalize_control(item).as_dict())
-                except m.MachineError:
-                    continue
-            break
-    return answer.strip(), buttons, None
+# Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
+PLAIN_FALLBACK = "Sorry, I could not put that into words just now. Could you ask it another way?"
+NO_QUERY = "I could not turn that into a database question. Could you ask it another way?"
+# The text protocol for endpoints without native tools: the answer is one TOOL line.
+TEXT_PROTOCOL = ("Do not answer yet: reply with exactly one line\n"
+                 "TOOL query_db: followed by one read-only SQL SELECT over the schema given.")
 
 
 class ThinkerNode(Node):
@@ -104,7 +30,7 @@ class ThinkerNode(Node):
     type_name = "thinker"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
-        """Stream the answer, or run the tool call the model asked for."""
+        """Stream the answer, or, for a `query` plan, write the query and run it."""
         await ctx.emit(HudEventType.THINKING)
         director = ctx.latest("director") or {"plan": "answer", "goal": "", "tool_calls": []}
         machines = dict(ctx.turn.ui.get("machines", {}))
@@ -123,31 +49,42 @@ class ThinkerNode(Node):
             database_schema=schema,
             message=ctx.turn.message,
         )
-        streamed = AnswerStream(ctx.delta)
-        started = False
-
-        async def on_piece(piece: str) -> None:
-            nonlocal started
-            if not started:
-                started = True
-                await ctx.emit(HudEventType.STREAMING)
-            await streamed.feed(piece)
-
-        text = await ctx.stream(prompt, on_piece)
-        await streamed.finish()
-        answer, buttons, tool = parse_answer(text)
         seen = {"plan": director.get("plan"), "schema_tables": schema.count("rows)")}
-        if tool is None or not schema:
-            if tool is not None:
-                answer = "I would need the database for that, but it is not available to me here."
-                await ctx.delta(answer)
-            return NodeResult(
-                output={"tool_used": False, "answer": answer, "buttons": buttons},
-                decision="answer" + (f" buttons={len(buttons)}" if buttons else ""),
-                seen=seen,
-            )
-        name, sql = tool
-        return await self._run_tool(ctx, name, sql, seen)
+        if schema:
+            sql = await self._write_query(ctx, prompt)
+            if sql:
+                return await self._run_tool(ctx, "query_db", sql, seen)
+            await ctx.delta(NO_QUERY)
+            return NodeResult(output={"tool_used": False, "answer": NO_QUERY, "buttons": []},
+                              decision="no query", seen=seen)
+        answer, buttons = await speak(ctx, prompt, fallback=PLAIN_FALLBACK)
+        return NodeResult(
+            output={"tool_used": False, "answer": answer, "buttons": buttons},
+            decision="answer" + (f" buttons={len(buttons)}" if buttons else ""),
+            seen=seen,
+        )
+
+    async def _write_query(self, ctx: NodeContext, prompt: str) -> str:
+        """The SQL the model writes: a native `query_db` call, or a TOOL line without tools."""
+        key = "query_prompt" if ctx.config.get("query_prompt") else "prompt"
+        if ctx.capabilities.tools:
+            use = await ctx.use_tools((QUERY_DB_TOOL,), prompt, prompt=key)
+            if use.calls:
+                return use.calls[0][1].sql
+            ctx.note_fallback("no query", "; ".join(use.errors) or "no usable tool call")
+            return ""
+        request = ctx.request(prompt, prompt=key, system_extra=TEXT_PROTOCOL,
+                              max_tokens=DEFAULT_TOOL_TOKENS)
+        try:
+            text = (await ctx.call(request, purpose="query")).text
+        except LLMError as exc:
+            ctx.note_fallback("no query", f"the model failed: {exc}")
+            return ""
+        _, _, tool = parse_answer(text)
+        if tool is None or tool[0] != "query_db":
+            ctx.note_fallback("no query", "the answer was not a query_db line")
+            return ""
+        return tool[1]
 
     async def _schema(self, ctx: NodeContext) -> str:
         try:

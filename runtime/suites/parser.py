@@ -61,6 +61,9 @@ class Check:
     """Its line number."""
     field: str = ""
     """For memory checks: the field."""
+    min_rate: float | None = None
+    """The share of `--repeat` rounds it must pass (`(min pass rate 2/3)` after the value);
+    None: every round (or the run's `--min-pass-rate`)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,33 @@ def parse_suite(text: str, *, path: str = "<suite>") -> Suite:
                  steps=tuple(steps))
 
 
+_MIN_RATE = re.compile(r"\s*\(min pass rate\s+(?:(?P<n>\d+)\s*/\s*(?P<d>\d+)|"
+                       r"(?P<pct>\d+(?:\.\d+)?)\s*%)\)\s*$")
+
+
+def parse_rate(text: str) -> float:
+    """`2/3` or `67%` as a share; ValueError when it is neither or not within 0..1."""
+    text = text.strip()
+    if "/" in text:
+        n, d = (int(part) for part in text.split("/", 1))
+        rate = n / d if d else -1.0
+    else:
+        rate = float(text.rstrip("%")) / 100
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"a pass rate is between 0% and 100%, not {text!r}")
+    return rate
+
+
 def _parse_check(line: str, lineno: int, fail) -> Check:
+    min_rate = None
+    threshold = _MIN_RATE.search(line)
+    if threshold:
+        text = threshold["pct"] + "%" if threshold["pct"] else f"{threshold['n']}/{threshold['d']}"
+        try:
+            min_rate = parse_rate(text)
+        except ValueError as exc:
+            raise fail(lineno, str(exc)) from None
+        line = line[:threshold.start()]
     match = _CHECK.match(line)
     if not match:
         raise fail(lineno, f"cannot read the check {line!r}; write `- kind: value`")
@@ -193,7 +222,7 @@ def _parse_check(line: str, lineno: int, fail) -> Check:
     if subject == "trace frames" and not all(v.isdigit() for v in values):
         raise fail(lineno, "`trace frames` takes whole numbers")
     return Check(kind=subject, values=values, text=line[2:].strip(), line=lineno,
-                 field=field_name)
+                 field=field_name, min_rate=min_rate)
 
 
 def load_suite(path: Path) -> Suite:

@@ -110,6 +110,13 @@ class CheckTally:
     check: str
     passed: int = 0
     runs: int = 0
+    min_rate: float | None = None
+    """The share of rounds it must pass, as the suite states it (None: not stated)."""
+
+    def meets(self, default: float = 1.0) -> bool:
+        """Whether it passed often enough: its own threshold, else `default`."""
+        rate = self.min_rate if self.min_rate is not None else default
+        return self.runs > 0 and self.passed / self.runs >= rate - 1e-9
 
 
 @dataclass
@@ -168,7 +175,8 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
                     passed, failed = passed + ok, failed + (not ok)
                     tally = summary.tallies.setdefault(
                         (suite.name, step_index, check_index),
-                        CheckTally(suite=suite.name, step=step.title, check=check.text))
+                        CheckTally(suite=suite.name, step=step.title, check=check.text,
+                                   min_rate=check.min_rate))
                     tally.passed += ok
                     tally.runs += 1
                     result = _result(suite, step, check.text, ok, detail, outcome.message_id,

@@ -18,6 +18,7 @@ from runtime.llm.builtin import (
     memorize,
     parse_schema,
     perceive,
+    remembered_memory,
     respond,
     sections,
     speak,
@@ -26,7 +27,7 @@ from runtime.llm.builtin import (
 )
 from runtime.nodes.base import sections as prompt_sections
 from runtime.nodes.interpreter import result_table
-from runtime.nodes.thinker import parse_answer
+from runtime.nodes.speech import parse_answer
 from runtime.sqlguard import guard_sql
 
 
@@ -348,15 +349,25 @@ def make_memory(**fields) -> str:
 def test_memorize_updates_one_field_and_keeps_the_rest(message, changes):
     """Each kind of message changes its memory field(s) and leaves every other one as it was."""
     before = json.loads(make_memory(topic="music", topic_history=["music"], facts=["likes tea"]))
-    after = memorize({"memory": json.dumps(before), "message": message})
+    after = remembered_memory({"memory": json.dumps(before), "message": message})
     assert after == {**before, **changes}
+
+
+def test_memorize_answers_what_changed():
+    """memorize() answers the memorizer's contract: changed fields set, the rest empty."""
+    before = make_memory(topic="music", topic_history=["music"], facts=["likes tea"])
+    update = memorize({"memory": before, "message": "remember that my cat is called Tom."})
+    assert update == {"user_name": "", "user_mood": "", "topic": "", "language": "",
+                      "style_hint": "", "new_facts": ["my cat is called Tom"]}
+    assert memorize({"memory": before, "message": "my name is Bo"})["user_name"] == "Bo"
 
 
 def test_memorize_same_topic_is_not_repeated_in_history():
     """Naming the current topic again does not grow topic_history."""
     memory = make_memory(topic="cooking", topic_history=["cooking"])
-    after = memorize({"memory": memory, "message": "let's talk about cooking"})
+    after = remembered_memory({"memory": memory, "message": "let's talk about cooking"})
     assert after["topic_history"] == ["cooking"]
+    assert memorize({"memory": memory, "message": "let's talk about cooking"})["topic"] == ""
 
 
 # --- interpret / speak ----------------------------------------------------------------
@@ -420,7 +431,7 @@ def test_respond_dispatches_on_the_role_line():
         )
     )
     assert memory["user_name"] == "Bo"
-    assert memory["situation"] == "Monday 09:00"
+    assert "situation" not in memory  # the memorizer says what changed, never the situation
     thought = respond(make_request("You are the thinker.", plan="answer", message="should I go?"))
     assert "BUTTONS:" in thought
     assert respond(make_request("You are the output voice.", message="bye")).startswith("Goodbye")

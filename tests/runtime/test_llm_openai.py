@@ -16,13 +16,44 @@ from typing import Any
 import pytest
 
 from runtime.errors import LLMError, LLMRateLimited, LLMStreamBroken, LLMTimeout
-from runtime.llm.base import ChatMessage, LLMRequest, Usage
+from runtime.llm.base import (
+    Capabilities,
+    ChatMessage,
+    LLMRequest,
+    ModelToolCall,
+    OutputSchema,
+    ToolSpec,
+    Usage,
+)
 from runtime.llm.openai import OpenAIProvider
 
 API_KEY = "sk-test-secret-0123456789"
 PROMPT = (
     ChatMessage(role="system", content="You are terse."),
     ChatMessage(role="user", content="Say hello."),
+)
+SCHEMA = OutputSchema(
+    name="perception",
+    schema={
+        "type": "object",
+        "properties": {"intent": {"type": "string"}},
+        "required": ["intent"],
+        "additionalProperties": False,
+    },
+)
+WEATHER = ToolSpec(
+    name="weather",
+    description="The weather in a city.",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+CLOCK = ToolSpec(
+    name="clock",
+    description="The time in a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}},
 )
 
 
@@ -39,6 +70,10 @@ class Reply:
     cut: bool = False
     """Close the connection after the events without finishing the body."""
     delay: float = 0.0
+    event_delay: float = 0.0
+    """Seconds to wait before each event, for a slow stream."""
+    hangup: bool = False
+    """Close the connection without answering at all."""
 
 
 @dataclass
@@ -134,6 +169,9 @@ class FakeEndpoint:
                 if reply.delay and endpoint.stopping.wait(reply.delay):
                     self.close_connection = True
                     return
+                if reply.hangup:
+                    self.close_connection = True
+                    return
                 try:
                     if reply.events is None:
                         self._send_body(reply)
@@ -159,6 +197,9 @@ class FakeEndpoint:
                 self.end_headers()
                 self._chunk(b": keep-alive\n\n")
                 for payload in reply.events or []:
+                    if reply.event_delay and endpoint.stopping.wait(reply.event_delay):
+                        self.close_connection = True
+                        return
                     self._chunk(f"data: {payload}\n\n".encode())
                 if reply.cut:
                     self.close_connection = True
@@ -212,15 +253,23 @@ def provider_for(endpoint: FakeEndpoint, **overrides: Any) -> OpenAIProvider:
     return OpenAIProvider(**options)
 
 
-def completion_body(text: str, *, model: str = "served-model", usage: tuple[int, int] = (11, 7)):
+def completion_body(
+    text: str | None,
+    *,
+    model: str = "served-model",
+    usage: tuple[int, int] = (11, 7),
+    tool_calls: list[dict[str, Any]] | None = None,
+    finish: str = "stop",
+):
     """A non-streamed chat-completion response body."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],
@@ -242,6 +291,30 @@ def chunk(content: str | None = None, *, finish: str | None = None, role: bool =
             "object": "chat.completion.chunk",
             "model": "served-model",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+def tool_chunk(
+    index: int, *, call_id: str = "", name: str = "", arguments: str | None = None
+) -> str:
+    """One streamed fragment of a native tool call as SSE data: id and name come once, with
+    the call's first fragment; the arguments come in pieces."""
+    call: dict[str, Any] = {"index": index}
+    if call_id:
+        call.update(id=call_id, type="function")
+    function: dict[str, Any] = {}
+    if name:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    call["function"] = function
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "model": "served-model",
+            "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}],
         }
     )
 
@@ -291,6 +364,10 @@ def test_complete_parses_text_model_and_usage(endpoint: FakeEndpoint) -> None:
     assert completion.model == "served-model"
     assert completion.usage == Usage(prompt_tokens=11, completion_tokens=7)
     assert completion.ms > 0
+    assert completion.finish_reason == "stop"
+    assert completion.tool_calls == ()
+    assert completion.attempts == 1
+    assert completion.structured == ""
 
 
 def test_complete_sends_bearer_key_messages_and_temperature(endpoint: FakeEndpoint) -> None:
@@ -311,6 +388,7 @@ def test_complete_sends_bearer_key_messages_and_temperature(endpoint: FakeEndpoi
     assert "response_format" not in seen.body
     assert "max_tokens" not in seen.body
     assert "stream" not in seen.body
+    assert "tools" not in seen.body and "tool_choice" not in seen.body
 
 
 def test_complete_json_mode_sends_response_format(endpoint: FakeEndpoint) -> None:
@@ -321,6 +399,7 @@ def test_complete_json_mode_sends_response_format(endpoint: FakeEndpoint) -> Non
     completion = asyncio.run(provider_for(endpoint).complete(request))
 
     assert completion.text == '{"a": 1}'
+    assert completion.structured == "json_object"
     (seen,) = endpoint.requests
     assert seen.body["response_format"] == {"type": "json_object"}
     assert seen.body["model"] == "other-model"
@@ -404,6 +483,7 @@ def test_rate_limited_then_ok_retries_once(
         completion = asyncio.run(provider_for(endpoint).complete(LLMRequest(messages=PROMPT)))
 
     assert completion.text == "Finally."
+    assert completion.attempts == 2
     assert len(endpoint.requests) == 2
     retries = [r for r in caplog.records if r.name == "runtime.llm.openai"]
     assert len(retries) == 1 and retries[0].levelno == logging.WARNING
@@ -479,10 +559,11 @@ def test_unauthorized_is_not_retried_and_hides_the_key(endpoint: FakeEndpoint) -
     assert len(endpoint.requests) == 1
 
 
-def test_slow_response_times_out(endpoint: FakeEndpoint) -> None:
-    """A server slower than the timeout raises LLMTimeout."""
+def test_slow_response_times_out_and_is_not_retried(endpoint: FakeEndpoint) -> None:
+    """A server slower than the timeout raises LLMTimeout at once: a model that produced
+    nothing in time would be as slow again, so retries are left unused."""
     endpoint.always(Reply(json_body=completion_body("too late"), delay=1.0))
-    provider = provider_for(endpoint, timeout=0.3, max_retries=0)
+    provider = provider_for(endpoint, timeout=0.3, max_retries=2)
 
     started = time.perf_counter()
     with pytest.raises(LLMTimeout, match="0.3 s"):
@@ -520,6 +601,9 @@ def test_from_settings_reads_llm_settings() -> None:
         LLM_CONNECT_TIMEOUT=3.0,
         LLM_MAX_RETRIES=4,
         LLM_RETRY_BACKOFF=0.25,
+        LLM_STRUCTURED_OUTPUT="json_object",
+        LLM_NATIVE_TOOLS=False,
+        LLM_MODEL_CAPABILITIES={"big": {"structured": "json_schema", "tools": True}},
     )
 
     provider = OpenAIProvider.from_settings(settings)
@@ -528,4 +612,485 @@ def test_from_settings_reads_llm_settings() -> None:
     assert (provider.api_key, provider.model) == ("k", "m")
     assert (provider.timeout, provider.connect_timeout) == (12.0, 3.0)
     assert (provider.max_retries, provider.backoff) == (4, 0.25)
+    assert provider.capabilities() == Capabilities(structured="json_object", tools=False)
+    assert provider.capabilities("big") == Capabilities(structured="json_schema", tools=True)
     assert "k'" not in repr(provider)
+
+
+def run_complete(provider: OpenAIProvider, request: LLMRequest) -> Any:
+    """Complete `request`; return the completion or the LLMError raised."""
+
+    async def go() -> Any:
+        try:
+            return await provider.complete(request)
+        except LLMError as exc:
+            return exc
+
+    return asyncio.run(go())
+
+
+def in_seconds(seconds: float) -> float:
+    """A deadline `seconds` from now, as LLMRequest.deadline holds it."""
+    return time.monotonic() + seconds
+
+
+# --- structured output ------------------------------------------------------
+
+
+def test_schema_is_sent_as_strict_json_schema(endpoint: FakeEndpoint) -> None:
+    """With the default capability a schema goes out as strict structured output."""
+    endpoint.reply(Reply(json_body=completion_body('{"intent": "greet"}')))
+
+    completion = asyncio.run(
+        provider_for(endpoint).complete(LLMRequest(messages=PROMPT, schema=SCHEMA))
+    )
+
+    (seen,) = endpoint.requests
+    assert seen.body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "perception", "schema": SCHEMA.schema, "strict": True},
+    }
+    assert completion.structured == "json_schema"
+    assert completion.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("structured", "response_format"),
+    [("json_object", {"type": "json_object"}), ("off", None)],
+)
+def test_schema_with_weaker_capability(
+    endpoint: FakeEndpoint, structured: str, response_format: Any
+) -> None:
+    """A json_object endpoint gets JSON mode for a schema; an `off` one gets no response_format."""
+    endpoint.reply(Reply(json_body=completion_body('{"intent": "greet"}')))
+    provider = provider_for(endpoint, structured=structured)
+
+    completion = asyncio.run(provider.complete(LLMRequest(messages=PROMPT, schema=SCHEMA)))
+
+    (seen,) = endpoint.requests
+    assert seen.body.get("response_format") == response_format
+    assert completion.structured == structured
+
+
+def test_json_output_with_structured_off_sends_no_response_format(endpoint: FakeEndpoint) -> None:
+    """JSON mode without a schema is not sent to an endpoint whose structured output is off."""
+    endpoint.reply(Reply(json_body=completion_body('{"a": 1}')))
+    provider = provider_for(endpoint, structured="off")
+
+    completion = asyncio.run(provider.complete(LLMRequest(messages=PROMPT, json_output=True)))
+
+    assert "response_format" not in endpoint.requests[0].body
+    assert completion.structured == "off"
+
+
+def test_per_model_capabilities_override_the_defaults(endpoint: FakeEndpoint) -> None:
+    """A model's own entry wins over the defaults, key by key; other models keep the defaults."""
+    provider = provider_for(
+        endpoint,
+        model_capabilities={
+            "small-model": {"structured": "json_object", "tools": False},
+            "default-model": {"tools": False},
+        },
+    )
+    endpoint.always(Reply(json_body=completion_body('{"intent": "greet"}')))
+
+    assert provider.capabilities() == Capabilities(structured="json_schema", tools=False)
+    assert provider.capabilities("small-model") == Capabilities("json_object", tools=False)
+    assert provider.capabilities("big-model") == Capabilities("json_schema", tools=True)
+
+    request = LLMRequest(messages=PROMPT, model="small-model", schema=SCHEMA, tools=(WEATHER,))
+    completion = asyncio.run(provider.complete(request))
+
+    (seen,) = endpoint.requests
+    assert seen.body["response_format"] == {"type": "json_object"}
+    assert "tools" not in seen.body and "tool_choice" not in seen.body
+    assert completion.structured == "json_object"
+
+
+def test_unknown_structured_mode_is_refused(endpoint: FakeEndpoint) -> None:
+    """A structured-output mode the provider does not know is a configuration error."""
+    with pytest.raises(ValueError, match="strict"):
+        provider_for(endpoint, structured="strict")
+    with pytest.raises(ValueError, match="maybe"):
+        provider_for(endpoint, model_capabilities={"m": {"structured": "maybe"}})
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (
+            400,
+            error_body(
+                "Invalid parameter: 'response_format' of type 'json_schema' is not "
+                "supported with this model."
+            ),
+        ),
+        (422, {"detail": [{"loc": ["body", "response_format", "type"], "msg": "bad value"}]}),
+    ],
+)
+def test_json_schema_refusal_downgrades_to_json_object(
+    endpoint: FakeEndpoint, caplog: pytest.LogCaptureFixture, status: int, body: Any
+) -> None:
+    """A 400/422 about response_format is asked again once, with JSON mode, and logged."""
+    endpoint.reply(
+        Reply(status=status, json_body=body),
+        Reply(json_body=completion_body('{"intent": "greet"}')),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="runtime.llm.openai"):
+        completion = asyncio.run(
+            provider_for(endpoint).complete(LLMRequest(messages=PROMPT, schema=SCHEMA))
+        )
+
+    first, second = endpoint.requests
+    assert first.body["response_format"]["type"] == "json_schema"
+    assert second.body["response_format"] == {"type": "json_object"}
+    assert completion.text == '{"intent": "greet"}'
+    assert completion.structured == "json_object"
+    assert completion.attempts == 2
+    (warning,) = [r for r in caplog.records if r.name == "runtime.llm.openai"]
+    assert warning.levelno == logging.WARNING
+    assert str(status) in warning.getMessage()
+    assert "json_object" in warning.getMessage()
+
+
+def test_json_object_refused_too_drops_response_format(endpoint: FakeEndpoint) -> None:
+    """When JSON mode is refused as well, the third ask carries no response_format at all."""
+    endpoint.reply(
+        Reply(status=400, json_body=error_body("response_format json_schema is unsupported")),
+        Reply(status=400, json_body=error_body("response_format json_object is unsupported")),
+        Reply(json_body=completion_body('{"intent": "greet"}')),
+    )
+
+    completion = asyncio.run(
+        provider_for(endpoint).complete(LLMRequest(messages=PROMPT, schema=SCHEMA))
+    )
+
+    assert [r.body.get("response_format", {}).get("type") for r in endpoint.requests] == [
+        "json_schema",
+        "json_object",
+        None,
+    ]
+    assert completion.structured == "off"
+    assert completion.attempts == 3
+
+
+def test_configured_json_object_refusal_is_not_downgraded(endpoint: FakeEndpoint) -> None:
+    """Only a json_schema request steps down: JSON mode asked for by configuration stays an error."""
+    endpoint.always(Reply(status=400, json_body=error_body("response_format is unsupported")))
+
+    result = run_complete(provider_for(endpoint), LLMRequest(messages=PROMPT, json_output=True))
+
+    assert type(result) is LLMError
+    assert len(endpoint.requests) == 1
+
+
+def test_refusal_not_about_the_feature_stays_an_error(endpoint: FakeEndpoint) -> None:
+    """A 400 about something else (the prompt's length) is raised at once, as before."""
+    endpoint.always(
+        Reply(status=400, json_body=error_body("This model's maximum context length is 8192."))
+    )
+    request = LLMRequest(messages=PROMPT, schema=SCHEMA, tools=(WEATHER,))
+
+    result = run_complete(provider_for(endpoint), request)
+
+    assert type(result) is LLMError
+    assert str(result) == (
+        "LLM endpoint answered 400 Bad Request: This model's maximum context length is 8192."
+    )
+    assert len(endpoint.requests) == 1
+
+
+def test_streamed_schema_refusal_downgrades_too(endpoint: FakeEndpoint) -> None:
+    """The downgrade works the same for a streamed request."""
+    endpoint.reply(
+        Reply(status=400, json_body=error_body("json_schema is not supported")),
+        Reply(events=[chunk('{"intent": '), chunk('"greet"}'), chunk(finish="stop"), "[DONE]"]),
+    )
+
+    completion, deltas = run_stream(
+        provider_for(endpoint), LLMRequest(messages=PROMPT, schema=SCHEMA)
+    )
+
+    assert completion.text == '{"intent": "greet"}' == "".join(deltas)
+    assert completion.structured == "json_object"
+    assert completion.attempts == 2
+
+
+# --- native tools -------------------------------------------------------------
+
+
+def test_tools_are_sent_with_tool_choice(endpoint: FakeEndpoint) -> None:
+    """Tools go out as OpenAI function tools, with the request's tool_choice."""
+    endpoint.reply(Reply(json_body=completion_body("ok")))
+    request = LLMRequest(messages=PROMPT, tools=(WEATHER, CLOCK), tool_choice="required")
+
+    asyncio.run(provider_for(endpoint).complete(request))
+
+    (seen,) = endpoint.requests
+    assert seen.body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "The weather in a city.",
+                "parameters": WEATHER.parameters,
+            },
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": "clock",
+                "description": "The time in a city.",
+                "parameters": CLOCK.parameters,
+            },
+        },
+    ]
+    assert seen.body["tool_choice"] == "required"
+
+
+def test_tools_are_omitted_when_the_endpoint_lacks_them(endpoint: FakeEndpoint) -> None:
+    """With native tools off, neither tools nor tool_choice is sent."""
+    endpoint.reply(Reply(json_body=completion_body("ok")))
+    request = LLMRequest(messages=PROMPT, tools=(WEATHER,), tool_choice="required")
+
+    asyncio.run(provider_for(endpoint, native_tools=False).complete(request))
+
+    (seen,) = endpoint.requests
+    assert "tools" not in seen.body and "tool_choice" not in seen.body
+
+
+def test_tools_refusal_asks_again_without_tools(
+    endpoint: FakeEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 400 about tools is asked again once without them; the text answer comes back as is."""
+    endpoint.reply(
+        Reply(status=400, json_body=error_body("This model does not support tools.")),
+        Reply(json_body=completion_body("It is sunny.")),
+    )
+    request = LLMRequest(messages=PROMPT, tools=(WEATHER,), tool_choice="required")
+
+    with caplog.at_level(logging.WARNING, logger="runtime.llm.openai"):
+        completion = asyncio.run(provider_for(endpoint).complete(request))
+
+    first, second = endpoint.requests
+    assert first.body["tools"] and first.body["tool_choice"] == "required"
+    assert "tools" not in second.body and "tool_choice" not in second.body
+    assert completion.text == "It is sunny."
+    assert completion.tool_calls == ()
+    assert completion.attempts == 2
+    assert "does not support tools" in caplog.text
+
+
+def test_tool_calls_are_parsed_from_a_whole_answer(endpoint: FakeEndpoint) -> None:
+    """message.tool_calls become ModelToolCalls; object arguments are kept as JSON text."""
+    endpoint.reply(
+        Reply(
+            json_body=completion_body(
+                None,
+                finish="tool_calls",
+                tool_calls=[
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "clock", "arguments": {"city": "Lima"}},
+                    },
+                ],
+            )
+        )
+    )
+    request = LLMRequest(messages=PROMPT, tools=(WEATHER, CLOCK))
+
+    completion = asyncio.run(provider_for(endpoint).complete(request))
+
+    assert completion.text == ""
+    assert completion.finish_reason == "tool_calls"
+    assert completion.tool_calls[0] == ModelToolCall(
+        name="weather", arguments='{"city": "Oslo"}', id="call_1"
+    )
+    second = completion.tool_calls[1]
+    assert (second.name, second.id) == ("clock", "call_2")
+    assert json.loads(second.arguments) == {"city": "Lima"}
+    assert len(completion.tool_calls) == 2
+
+
+def test_streamed_tool_calls_are_assembled_by_index(endpoint: FakeEndpoint) -> None:
+    """Two parallel calls streamed in interleaved pieces are put together by index, and none of
+    their text reaches on_delta."""
+    endpoint.reply(
+        Reply(
+            events=[
+                chunk("", role=True),
+                chunk("Checking."),
+                tool_chunk(0, call_id="call_1", name="weather", arguments=""),
+                tool_chunk(0, arguments='{"ci'),
+                tool_chunk(1, call_id="call_2", name="clock", arguments='{"city": '),
+                tool_chunk(0, arguments='ty": "Os'),
+                tool_chunk(1, arguments='"Lima"}'),
+                tool_chunk(0, arguments='lo"}'),
+                chunk(finish="tool_calls"),
+                usage_chunk(9, 4),
+                "[DONE]",
+            ]
+        )
+    )
+    request = LLMRequest(messages=PROMPT, tools=(WEATHER, CLOCK))
+
+    completion, deltas = run_stream(provider_for(endpoint), request)
+
+    assert deltas == ["Checking."]
+    assert completion.text == "Checking."
+    assert completion.tool_calls == (
+        ModelToolCall(name="weather", arguments='{"city": "Oslo"}', id="call_1"),
+        ModelToolCall(name="clock", arguments='{"city": "Lima"}', id="call_2"),
+    )
+    assert completion.finish_reason == "tool_calls"
+    assert completion.usage == Usage(prompt_tokens=9, completion_tokens=4)
+
+
+def test_one_piece_answer_to_a_stream_keeps_its_tool_calls(endpoint: FakeEndpoint) -> None:
+    """A server answering a stream request in one JSON piece still yields its tool calls,
+    and on_delta is not called for an answer without text."""
+    endpoint.reply(
+        Reply(
+            json_body=completion_body(
+                None,
+                finish="tool_calls",
+                tool_calls=[{"id": "c", "function": {"name": "weather", "arguments": ""}}],
+            )
+        )
+    )
+
+    completion, deltas = run_stream(
+        provider_for(endpoint), LLMRequest(messages=PROMPT, tools=(WEATHER,))
+    )
+
+    assert deltas == []
+    assert completion.tool_calls == (ModelToolCall(name="weather", arguments="{}", id="c"),)
+    assert completion.finish_reason == "tool_calls"
+
+
+def test_stream_records_finish_reason_and_sends_max_tokens(endpoint: FakeEndpoint) -> None:
+    """A stream cut by max_tokens says so in finish_reason; max_tokens was sent."""
+    endpoint.reply(Reply(events=[chunk("Once upon"), chunk(finish="length"), "[DONE]"]))
+
+    completion, _ = run_stream(provider_for(endpoint), LLMRequest(messages=PROMPT, max_tokens=3))
+
+    assert endpoint.requests[0].body["max_tokens"] == 3
+    assert completion.finish_reason == "length"
+    assert completion.text == "Once upon"
+
+
+# --- retries and time ---------------------------------------------------------
+
+
+def test_stream_with_no_token_in_time_is_not_retried(endpoint: FakeEndpoint) -> None:
+    """A stream whose first token does not come within the timeout is one LLMTimeout."""
+    endpoint.always(Reply(events=[chunk("late"), chunk(finish="stop"), "[DONE]"], event_delay=1.0))
+    provider = provider_for(endpoint, timeout=0.3, max_retries=2)
+
+    result, deltas = run_stream(provider, LLMRequest(messages=PROMPT))
+
+    assert isinstance(result, LLMTimeout)
+    assert "0.3 s" in str(result)
+    assert deltas == []
+    assert len(endpoint.requests) == 1
+
+
+def test_connection_dropped_before_any_byte_is_retried(endpoint: FakeEndpoint) -> None:
+    """A server hanging up without answering is a connection problem, retried as before."""
+    endpoint.reply(Reply(hangup=True), Reply(hangup=True))
+    endpoint.always(Reply(json_body=completion_body("Back.")))
+
+    completion = asyncio.run(provider_for(endpoint).complete(LLMRequest(messages=PROMPT)))
+
+    assert completion.text == "Back."
+    assert completion.attempts == 3
+    assert len(endpoint.requests) == 3
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_deadline_already_passed_makes_no_request(endpoint: FakeEndpoint, streamed: bool) -> None:
+    """With the message's time already up, LLMTimeout is raised without calling the endpoint."""
+    endpoint.always(Reply(json_body=completion_body("never")))
+    request = LLMRequest(messages=PROMPT, deadline=in_seconds(-0.1))
+
+    if streamed:
+        result, _ = run_stream(provider_for(endpoint), request)
+    else:
+        result = run_complete(provider_for(endpoint), request)
+
+    assert isinstance(result, LLMTimeout)
+    assert str(result).startswith("the message's time ran out before")
+    assert endpoint.requests == []
+
+
+def test_retry_is_not_started_past_the_deadline(endpoint: FakeEndpoint) -> None:
+    """A 503 asking for a 5 s pause with 1 s left raises the 503 itself, without a retry."""
+    endpoint.always(
+        Reply(status=503, json_body=error_body("Overloaded"), headers={"Retry-After": "5"})
+    )
+    request = LLMRequest(messages=PROMPT, deadline=in_seconds(1.0))
+
+    result = run_complete(provider_for(endpoint, max_retries=3), request)
+
+    # Not an LLMTimeout: the error raised is the endpoint's, not a deadline found after a sleep.
+    assert type(result) is LLMError
+    assert "503" in str(result) and "Overloaded" in str(result)
+    assert "no time left" in str(result)
+    assert len(endpoint.requests) == 1
+
+
+def test_retries_within_the_deadline_still_happen(endpoint: FakeEndpoint) -> None:
+    """A short backoff that ends well before the deadline is retried as usual."""
+    endpoint.reply(
+        Reply(status=502, json_body=error_body("Bad gateway")),
+        Reply(json_body=completion_body("Recovered.")),
+    )
+    request = LLMRequest(messages=PROMPT, deadline=in_seconds(10.0))
+
+    completion = asyncio.run(provider_for(endpoint).complete(request))
+
+    assert completion.text == "Recovered."
+    assert completion.attempts == 2
+
+
+def test_deadline_bounds_a_wait_shorter_than_the_timeout(endpoint: FakeEndpoint) -> None:
+    """A slow answer is given up at the deadline even when the timeout is longer, and not
+    retried."""
+    endpoint.always(Reply(json_body=completion_body("too late"), delay=3.0))
+    request = LLMRequest(messages=PROMPT, deadline=in_seconds(0.5))
+
+    started = time.perf_counter()
+    result = run_complete(provider_for(endpoint, timeout=5.0), request)
+
+    assert isinstance(result, LLMTimeout)
+    assert "the message's time ran out" in str(result)
+    assert len(endpoint.requests) == 1
+    assert time.perf_counter() - started < 2.5  # generous: well before the server's 3 s
+
+
+def test_stream_still_running_at_the_deadline_stops(endpoint: FakeEndpoint) -> None:
+    """A steady stream that outlasts the deadline is stopped: LLMTimeout says how many
+    characters had arrived, and those were delivered to on_delta."""
+    words = [f"word{i} " for i in range(30)]
+    endpoint.always(
+        Reply(
+            events=[chunk(word) for word in words] + [chunk(finish="stop"), "[DONE]"],
+            event_delay=0.1,
+        )
+    )
+    request = LLMRequest(messages=PROMPT, deadline=in_seconds(1.0))
+
+    result, deltas = run_stream(provider_for(endpoint, timeout=5.0), request)
+
+    assert isinstance(result, LLMTimeout)
+    assert deltas and len(deltas) < len(words)
+    assert deltas == words[: len(deltas)]
+    assert f"after {len(''.join(deltas))} characters had arrived" in str(result)
+    assert len(endpoint.requests) == 1

@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 
 from graphs.selectors import graph_spec_get
 from runtime.db import ErasDatabase
-from runtime.llm.base import Completion, LLMRequest, Usage
+from runtime.llm.base import Capabilities, Completion, LLMRequest, ModelToolCall, Usage
 from runtime.llm.builtin import BuiltinProvider
 from runtime.memory import memory_empty
 from runtime.nodes.base import EngineEnv, NodeContext, Turn
@@ -29,18 +29,30 @@ from runtime.nodes.ui import UINode, ui_empty
 
 
 class ScriptedModel:
-    """Answers each call with the next scripted text; records the requests."""
+    """Answers each call with the next scripted answer; records the requests.
+
+    An answer is text, or a list of `(tool name, arguments)` for native tool calls.
+    """
 
     name = "scripted"
 
-    def __init__(self, *answers: str) -> None:
+    def __init__(self, *answers, tools: bool = True) -> None:
         self.answers = list(answers)
         self.requests: list[LLMRequest] = []
+        self.tools = tools
+
+    def capabilities(self, model: str = "") -> Capabilities:
+        return Capabilities(structured="json_schema", tools=self.tools)
 
     async def complete(self, request: LLMRequest) -> Completion:
         self.requests.append(request)
-        return Completion(text=self.answers.pop(0), provider=self.name, model="script",
-                          usage=Usage(1, 1))
+        answer = self.answers.pop(0)
+        if isinstance(answer, list):
+            calls = tuple(ModelToolCall(name=name, arguments=json.dumps(args))
+                          for name, args in answer)
+            return Completion(text="", provider=self.name, model="script", usage=Usage(1, 1),
+                              tool_calls=calls)
+        return Completion(text=answer, provider=self.name, model="script", usage=Usage(1, 1))
 
     async def stream(self, request, on_delta) -> Completion:
         completion = await self.complete(request)
@@ -60,7 +72,7 @@ def run_node(node_cls, node_id, *, message, llm=None, outputs=None, memory=None,
     async def on_delta(text):
         deltas.append(text)
 
-    env = EngineEnv(llm=llm or BuiltinProvider(), default_model="builtin", on_hud=on_hud,
+    env = EngineEnv(llm=llm or BuiltinProvider(), on_hud=on_hud,
                     on_delta=on_delta, database=ErasDatabase.from_settings, clock=lambda: 0.0)
     turn = Turn(conversation_id=1, message_id="m1", message=message, graph=graph,
                 history=tuple(history), memory=memory or memory_empty(), ui=ui or ui_empty(),
@@ -72,73 +84,119 @@ def run_node(node_cls, node_id, *, message, llm=None, outputs=None, memory=None,
 
 
 def test_input_perceives_with_history_as_context_summary(graphs):
-    """The input node sends a few-shot prompt and the history as a summary; returns a route."""
+    """The input node asks for a `Perception` (schema as structured output, worked examples as
+    messages, no template in the prompt) with the history as a summary; returns a route."""
     history = [{"role": "user", "text": "my name is Ada"},
                {"role": "assistant", "text": "Nice to meet you, Ada!"}]
     result, ctx, hud, _ = run_node(InputNode, "input", message="how many invoices are open?",
                                    history=history, memory={**memory_empty(), "user_name": "Ada"})
     assert set(result.output) == {"intent", "language", "tone", "topic", "route"}
     assert result.output["route"] == "director"
-    request = ctx.calls[0][0]
-    assert request.json_output
-    assert "Examples:" in request.messages[0].content
-    user = request.messages[1].content
+    request = ctx.calls[0].request
+    assert request["schema"]["name"] == "perception"
+    assert request["schema"]["schema"]["properties"]["route"]["enum"] == ["reflex", "director"]
+    system = request["messages"][0]["content"]
+    assert "|" not in system  # nothing like "reflex|director" for a small model to copy
+    assert 'Allowed values: "reflex", "director".' in system
+    roles = [m["role"] for m in request["messages"]]
+    assert roles[:3] == ["system", "user", "assistant"] and roles[-1] == "user"
+    user = request["messages"][-1]["content"]
     assert "## Context Summary" in user and "the user's name is Ada" in user
     assert "Last 2 of 2 messages:" in user and "- assistant: Nice to meet you, Ada!" in user
     assert [e.event.value for e in hud] == ["thinking", "perceived", "routed"]
 
 
-def test_input_unknown_route_takes_the_careful_path(graphs):
-    """A model naming no known route is sent to the director, not to reflex."""
-    model = ScriptedModel(json.dumps({"intent": "question", "route": "teleport"}))
-    result, *_ = run_node(InputNode, "input", message="hm", llm=model)
+def test_input_invalid_route_is_repaired_once_with_the_error(graphs):
+    """A route outside the enum gets one repair call carrying the validation error."""
+    model = ScriptedModel(json.dumps({"intent": "question", "route": "reflex|director"}),
+                          json.dumps({"intent": "greeting", "route": "reflex"}))
+    result, ctx, *_ = run_node(InputNode, "input", message="hi", llm=model)
+    assert result.output["route"] == "reflex"
+    assert result.decision == "route=reflex (repaired)"
+    assert [(c.purpose, c.outcome) for c in ctx.calls] == [("decide", "invalid"),
+                                                           ("repair", "ok")]
+    repair = model.requests[1].messages
+    assert repair[-2].role == "assistant" and "reflex|director" in repair[-2].content
+    assert 'it must be one of "reflex", "director"' in repair[-1].content
+    assert ctx.fallback == ""
+
+
+def test_input_unusable_answers_take_the_careful_path(graphs):
+    """Not JSON, then a template echo: after the one repair the careful path is taken, and
+    the trace says so."""
+    model = ScriptedModel("sure thing!", json.dumps({"intent": "a|b", "route": "teleport"}))
+    result, ctx, *_ = run_node(InputNode, "input", message="hm", llm=model)
     assert result.output["route"] == "director"
+    assert result.decision == "route=director (fallback)"
+    assert [c.outcome for c in ctx.calls] == ["invalid", "invalid"]
+    assert "not valid JSON" in ctx.calls[0].error
+    assert ctx.fallback.startswith("careful path (director)")
 
 
-def test_director_prompt_has_full_tool_signatures(graphs):
-    """The director's prompt carries the full signatures of its three machine tools."""
-    _, ctx, *_ = run_node(DirectorNode, "director", message="give me a counter")
-    system = ctx.calls[0][0].messages[0].content
-    assert ("add_state(machine_id: str, state: str, text: str, buttons: list[{label: str, "
-            "action: str, go: str, payload: dict}], name: str = \"\", initial: bool = False, "
-            "data: dict = {})") in system
-    assert "reset_machine(machine_id: str)" in system
-    assert "destroy_machine(machine_id: str)" in system
+def test_duplicate_keys_are_invalid_not_silently_overwritten(graphs):
+    """`{"user_name": "Ada", "user_name": "hello"}` is a violation, repaired, not a memory."""
+    duplicate = '{"user_name": "Ada", "user_name": "hello"}'
+    model = ScriptedModel(duplicate, duplicate)
+    result, ctx, *_ = run_node(MemorizerNode, "memorizer", message="my name is Ada", llm=model)
+    assert result.output["changed"] == []
+    assert result.output["memory"]["user_name"] == ""
+    assert "appears twice" in ctx.calls[0].error
+    assert ctx.fallback.startswith("memory unchanged")
 
 
-def _machine(mid: str) -> dict:
-    return {"id": mid, "name": mid.title(), "state": "a",
-            "states": {"a": {"text": "A", "buttons": [{"label": "Go", "action": "go", "go": "b"}]},
-                       "b": {"text": "B", "buttons": []}}}
+def test_director_offers_its_tools_natively(graphs):
+    """The director's plan and machine tools go to the model as native tools, with typed
+    parameters; the builtin model calls them."""
+    result, ctx, *_ = run_node(DirectorNode, "director", message="give me a counter")
+    request = ctx.calls[0].request
+    assert [t["name"] for t in request["tools"]] == ["plan", "add_state", "reset_machine",
+                                                     "destroy_machine"]
+    assert request["tool_choice"] == "required"
+    add_state = request["tools"][1]["parameters"]
+    assert add_state["required"][:3] == ["machine_id", "state", "text"]
+    assert add_state["properties"]["buttons"]["items"]["properties"]["label"]["type"] == "string"
+    assert request["tools"][0]["parameters"]["properties"]["plan"]["enum"] == ["answer", "query"]
+    assert result.output["plan"] == "answer"
+    assert [c["name"] for c in result.output["tool_calls"]] == ["add_state"]
 
 
-def test_director_accepts_machines_as_dict_or_list(graphs):
-    """Machines written as a dict keyed by id or as a list give the same tool calls."""
-    as_dict = {"plan": "answer", "machines": {"door": {k: v for k, v in _machine("door").items()
-                                                        if k != "id"}}}
-    as_list = {"plan": "answer", "machines": [_machine("door")]}
-    results = []
-    for answer in (as_dict, as_list):
-        result, *_ = run_node(DirectorNode, "director", message="a door please",
-                              llm=ScriptedModel(json.dumps(answer)))
-        results.append(result.output["tool_calls"])
-    assert results[0] == results[1]
-    assert [c["args"]["state"] for c in results[0]] == ["a", "b"]
+def test_director_without_native_tools_answers_a_decision(graphs):
+    """Without native tools the director answers a `DirectorDecision`; its machine calls are
+    checked against the same argument types."""
+    answer = {"plan": "answer", "goal": "show it", "tool_calls": [
+        {"name": "add_state", "args": {"machine_id": "door", "state": "shut", "text": "Shut",
+                                       "initial": True}},
+        {"name": "add_state", "args": {"machine_id": "door"}},
+    ]}
+    result, ctx, *_ = run_node(DirectorNode, "director", message="a door please",
+                               llm=ScriptedModel(json.dumps(answer), tools=False))
+    assert ctx.calls[0].request["schema"]["name"] == "director_decision"
+    assert "tools" not in ctx.calls[0].request
+    assert [c["args"]["state"] for c in result.output["tool_calls"]] == ["shut"]
+    assert "the field 'state' is missing" in result.output["rejected_calls"][0]["error"]
 
 
 def test_director_rejects_bad_tool_calls_clearly(graphs):
     """A call to an unknown tool or on a missing machine is rejected with a reason, not applied."""
-    answer = {"plan": "answer", "tool_calls": [
-        {"name": "launch_rocket", "args": {}},
-        {"name": "reset_machine", "args": {"machine_id": "ghost"}},
-    ]}
-    result, _, hud, _ = run_node(DirectorNode, "director", message="x",
-                                 llm=ScriptedModel(json.dumps(answer)))
+    model = ScriptedModel([("plan", {"plan": "answer", "goal": ""}),
+                           ("launch_rocket", {}),
+                           ("reset_machine", {"machine_id": "ghost"})])
+    result, _, hud, _ = run_node(DirectorNode, "director", message="x", llm=model)
     assert result.output["tool_calls"] == []
     reasons = [r["error"] for r in result.output["rejected_calls"]]
-    assert "unknown machine tool 'launch_rocket'" in reasons[0]
+    assert "there is no tool 'launch_rocket'" in reasons[0]
     assert "no machine 'ghost'" in reasons[1]
-    assert [e.event.value for e in hud].count("error") == 2
+    assert [e.event.value for e in hud].count("error") == 1
+
+
+def test_director_with_no_usable_call_answers_directly(graphs):
+    """No plan call after the repair: the director falls back to answering directly."""
+    model = ScriptedModel("I think we should query.", [("plan", {"plan": "teleport"})])
+    result, ctx, *_ = run_node(DirectorNode, "director", message="x", llm=model)
+    assert result.output["plan"] == "answer" and result.output["tool_calls"] == []
+    assert [(c.purpose, c.outcome) for c in ctx.calls] == [("tools", "invalid"),
+                                                           ("repair", "invalid")]
+    assert ctx.fallback.startswith("answer directly")
 
 
 def test_thinker_buttons_are_normalized_and_hidden_from_the_stream(graphs):
@@ -155,47 +213,74 @@ def test_thinker_buttons_are_normalized_and_hidden_from_the_stream(graphs):
 
 
 def test_thinker_queries_through_the_shared_db_module(graphs):
-    """On a query plan the thinker sees the schema and runs its SQL read-only."""
+    """On a query plan the thinker sees the schema, calls query_db natively, runs it read-only."""
     result, ctx, hud, deltas = run_node(
         ThinkerNode, "thinker", message="how many employees are there?",
         outputs={"director": {"plan": "query", "tool_calls": []}})
-    assert "employees(60 rows)" in ctx.calls[0][0].messages[1].content
+    request = ctx.calls[0].request
+    assert "employees(60 rows)" in request["messages"][-1]["content"]
+    assert [t["name"] for t in request["tools"]] == ["query_db"]
     assert result.output["tool_used"] is True
     assert result.output["result"]["rows"] == [[60]]
     assert deltas == []
     assert [e.event.value for e in hud][-2:] == ["tool_call", "tool_result"]
 
 
-def test_thinker_refused_query_is_reported_not_run(graphs):
-    """A write the model asks for is refused by the db module and reported as the tool error."""
-    model = ScriptedModel("TOOL query_db: DELETE FROM customers")
-    result, *_ = run_node(ThinkerNode, "thinker", message="delete everyone", llm=model,
+@pytest.mark.parametrize("tools", [True, False])
+def test_thinker_refused_query_is_reported_not_run(graphs, tools):
+    """A write the model asks for (natively, or by the TOOL line without native tools) is
+    refused by the db module and kept as the tool error."""
+    answer = [("query_db", {"sql": "DELETE FROM customers"})] if tools else (
+        "TOOL query_db: DELETE FROM customers")
+    result, *_ = run_node(ThinkerNode, "thinker", message="delete everyone",
+                          llm=ScriptedModel(answer, tools=tools),
                           outputs={"director": {"plan": "query", "tool_calls": []}})
     assert result.output["tool_used"] is True
     assert "SELECT" in result.output["error"]
 
 
-def test_memorizer_keeps_only_known_well_typed_fields(graphs):
-    """The memorizer ignores unknown keys, wrong types and any attempt to set `situation`."""
+def test_thinker_never_streams_json_or_sql_as_the_answer(graphs):
+    """An answer that is SQL or JSON is held back whole; the user gets a plain sentence."""
+    for leak in ("SELECT COUNT(*) FROM customers", '{"answer": "hi"}'):
+        result, ctx, _, deltas = run_node(
+            ThinkerNode, "thinker", message="hi", llm=ScriptedModel(leak),
+            outputs={"director": {"plan": "answer", "tool_calls": []}})
+        assert "".join(deltas) == result.output["answer"]
+        assert "SELECT" not in result.output["answer"] and "{" not in result.output["answer"]
+        assert ctx.fallback.startswith("plain answer")
+        assert ctx.calls[0].answer == leak  # the trace keeps what the model said
+
+
+def test_memorizer_applies_only_what_changed(graphs):
+    """The memorizer's update sets non-empty fields, adds facts once and never `situation`."""
     memory = {**memory_empty(), "situation": "Tuesday", "facts": ["x"]}
-    proposal = {**memory, "user_name": "Bo", "situation": "hacked", "facts": "not a list",
-                "password": "secret"}
+    update = {"user_name": "Bo", "situation": "hacked", "new_facts": ["x", "likes tea"],
+              "password": "secret"}
     result, *_ = run_node(MemorizerNode, "memorizer", message="call me Bo",
-                          llm=ScriptedModel(json.dumps(proposal)), memory=memory)
+                          llm=ScriptedModel(json.dumps(update)), memory=memory)
     merged = result.output["memory"]
     assert merged["user_name"] == "Bo"
     assert merged["situation"] == "Tuesday"
-    assert merged["facts"] == ["x"]
+    assert merged["facts"] == ["x", "likes tea"]
     assert "password" not in merged
-    assert result.output["changed"] == ["user_name"]
+    assert result.output["changed"] == ["facts", "user_name"]
 
 
-def test_broken_json_from_the_model_fails_the_node_clearly(graphs):
-    """A model that answers non-JSON where JSON is required raises a clear LLMError."""
-    from runtime.errors import LLMError
+def test_failing_model_fails_no_decision(graphs):
+    """A model call that fails goes straight to the fallback (no repair), recorded as an error."""
+    from runtime.errors import LLMTimeout
 
-    with pytest.raises(LLMError, match="did not answer with JSON"):
-        run_node(InputNode, "input", message="hi", llm=ScriptedModel("sure thing!"))
+    class Failing(ScriptedModel):
+        async def complete(self, request):
+            self.requests.append(request)
+            raise LLMTimeout("LLM endpoint did not answer within 1 s")
+
+    model = Failing()
+    result, ctx, *_ = run_node(InputNode, "input", message="hi", llm=model)
+    assert result.output["route"] == "director"
+    assert len(model.requests) == 1
+    assert [(c.outcome, c.error) for c in ctx.calls] == [
+        ("error", "LLM endpoint did not answer within 1 s")]
 
 
 def test_output_passes_upstream_answer_or_speaks_on_reflex(graphs):

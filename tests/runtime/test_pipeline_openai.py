@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runtime.llm.base import ChatMessage, LLMRequest
-from runtime.llm.builtin import count_tokens, respond
+from runtime.llm.base import ChatMessage, LLMRequest, OutputSchema, ToolSpec
+from runtime.llm.builtin import count_tokens, respond, respond_with_tools
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import Events, send
 
@@ -32,19 +32,30 @@ class BuiltinOverHTTP(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append(body)
+        response_format = body.get("response_format", {})
+        schema = response_format.get("json_schema")
         request = LLMRequest(
             messages=tuple(ChatMessage(role=m["role"], content=m["content"])
                            for m in body["messages"]),
             model=body["model"],
-            json_output=body.get("response_format", {}).get("type") == "json_object",
+            json_output=bool(response_format),
+            schema=OutputSchema(schema["name"], schema["schema"]) if schema else None,
+            tools=tuple(ToolSpec(t["function"]["name"], t["function"]["description"],
+                                 t["function"]["parameters"]) for t in body.get("tools", [])),
         )
-        text = respond(request)
+        text, calls = respond_with_tools(request) if request.tools else (respond(request), ())
         usage = {"prompt_tokens": sum(count_tokens(m.content) for m in request.messages),
                  "completion_tokens": count_tokens(text)}
         if not body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = [
+                    {"id": f"call_{i}", "type": "function",
+                     "function": {"name": c.name, "arguments": c.arguments}}
+                    for i, c in enumerate(calls)]
             payload = json.dumps({"model": body["model"], "usage": usage, "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text},
-                 "finish_reason": "stop"}]}).encode()
+                {"index": 0, "message": message,
+                 "finish_reason": "tool_calls" if calls else "stop"}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -90,13 +101,19 @@ def test_v3_runs_over_the_openai_protocol(conversation, endpoint):
     assert events.text() == result.answer
     assert result.trace.total_frames == 5
     thinker = next(r for r in result.trace.frames if r.node == "thinker")
-    assert thinker.llm.provider == "openai" and thinker.llm.model == "remote-model"
-    assert thinker.llm.prompt_tokens > 0
+    [call] = thinker.llm_calls
+    assert call.provider == "openai" and call.model == "remote-model"
+    assert call.prompt_tokens > 0 and call.tool_calls[0]["name"] == "query_db"
     json_calls = [b for b in BuiltinOverHTTP.seen if "response_format" in b]
     assert {b["messages"][0]["content"].split(":")[0] for b in json_calls} == {
         "You are the input node of a conversational agent",
-        "You are the director of a conversational agent",
         "You are the memorizer of a conversational agent"}
+    assert {b["response_format"]["type"] for b in json_calls} == {"json_schema"}
+    tool_calls = [b for b in BuiltinOverHTTP.seen if "tools" in b]
+    assert [b["messages"][0]["content"].split(":")[0] for b in tool_calls] == [
+        "You are the director of a conversational agent",
+        "You are the thinker of a conversational agent"]
+    assert all("max_tokens" in b for b in BuiltinOverHTTP.seen)
     assert send(conversation.id, "hello", llm=llm).trace.total_frames == 2
 
 
@@ -106,5 +123,10 @@ def test_unreachable_endpoint_is_a_clear_answer(conversation):
                          connect_timeout=1)
     result = send(conversation.id, "hello", llm=llm)
     assert result.failed
-    assert "the model could not answer the input step" in result.answer
-    assert result.trace.frames[0].error
+    # The deciding nodes took their fallbacks; the thinker had nothing to say instead.
+    assert "the model could not answer the thinker step" in result.answer
+    assert "127.0.0.1" not in result.answer and "Error" not in result.answer
+    first = result.trace.frames[0]
+    assert first.llm_calls[0].outcome == "error" and "unreachable" in first.llm_calls[0].error
+    assert first.fallback.startswith("careful path")
+    assert "unreachable" in result.trace.error

@@ -247,3 +247,33 @@ def test_suite_sizes_match_their_promises():
     assert len(load("smoketest.md").steps) == 12
     for name in ("fast.md", "fast_v4.md"):
         assert sum(len(s.checks) for s in load(name).steps) == 10
+
+
+def test_a_check_may_state_its_pass_rate_for_repeated_runs():
+    """`(min pass rate 2/3)` after a check's value sets the share of rounds it must pass; the
+    value itself is read without it; a rate over 100% is refused with the line."""
+    suite = parse_suite("# T\n## s\n> send: hi\n- response contains: Hello (min pass rate 2/3)\n"
+                        "- trace frames: 2\n", path="t.md")
+    rated, plain = suite.steps[0].checks
+    assert rated.values == ("Hello",) and abs(rated.min_rate - 2 / 3) < 1e-9
+    assert plain.min_rate is None
+    with pytest.raises(SuiteError, match="between 0% and 100%"):
+        parse_suite("# T\n## s\n> send: hi\n- trace frames: 2 (min pass rate 150%)\n",
+                    path="t.md")
+
+
+def test_repeat_reports_checks_under_their_threshold(graphs, tmp_path):
+    """With --repeat, each check's pass rate is compared with its threshold (or
+    --min-pass-rate); a check that never passes is marked and counted."""
+    path = tmp_path / "rated.md"
+    path.write_text("# Rated\ngraph: v3-framed\n## greet\n> send: hello\n"
+                    "- response contains: Hello (min pass rate 1/2)\n"
+                    "- response contains: Zebra (min pass rate 1/2)\n"
+                    "- trace frames: 2\n", encoding="utf-8")
+    out = io.StringIO()
+    call_command("runtests", str(path), "--repeat", "2", "--min-pass-rate", "50%", stdout=out)
+    text = out.getvalue()
+    assert "✗ 0/2  rated › greet › response contains: Zebra (min 50%)" in text
+    assert "checks meeting their pass rate: 2/3" in text
+    with pytest.raises(CommandError, match="--min-pass-rate"):
+        call_command("runtests", str(path), "--min-pass-rate", "x", stdout=io.StringIO())

@@ -250,9 +250,9 @@ def test_trace_page_shows_the_frames(admin_client, conversation):
     assert "tool=query_db" in body
     assert f"builtin / {thinker.llm_model}" in body
     assert "<summary>input</summary>" in body and "<summary>output</summary>" in body
-    assert f"LLM prompt ({len(thinker.llm_prompt)} messages)" in body
+    assert "LLM call 1: tools · ok" in body
     assert '<div class="prompt-role">system</div>' in body
-    assert "TOOL query_db:" in body  # the thinker's LLM answer
+    assert '<div class="prompt-role">tool call query_db</div>' in body  # the thinker's call
     assert "SELECT COUNT(*)" in body  # its output JSON
     assert "Home</a>" in body and "Message traces</a>" in body  # breadcrumbs
 
@@ -427,8 +427,9 @@ def make_many_traces(count: int, *, frames: int, users: list, start: int = 0) ->
                 llm_provider="builtin",
                 llm_model="builtin",
                 llm_ms=5.0,
-                llm_prompt=[{"role": "user", "content": "hi"}],
-                llm_answer="hello",
+                llm_calls=[{"provider": "builtin", "model": "builtin", "purpose": "stream",
+                            "request": {"messages": [{"role": "user", "content": "hi"}]},
+                            "answer": "hello", "outcome": "ok"}],
             )
             for trace in traces
             for k in range(frames)

@@ -26,8 +26,11 @@ def test_trace_and_frames_are_stored(conversation):
     assert thinker.output["sql"].startswith("SELECT COUNT(*)")
     assert thinker.llm_provider == "builtin"
     assert thinker.prompt_tokens > 0 and thinker.completion_tokens > 0
-    assert thinker.llm_prompt[0]["role"] == "system"
-    assert thinker.llm_answer.startswith("TOOL query_db:")
+    [call] = thinker.llm_calls  # one native tool call: the query
+    assert call["request"]["messages"][0]["role"] == "system"
+    assert call["request"]["tools"][0]["name"] == "query_db"
+    assert call["tool_calls"][0]["name"] == "query_db"
+    assert call["outcome"] == "ok" and call["prompt_tokens"] == thinker.prompt_tokens
     assert row.prompt_tokens == sum(f.prompt_tokens for f in frames)
     ui = next(f for f in frames if f.node == "ui")
     assert ui.llm_provider == "" and ui.prompt_tokens == 0

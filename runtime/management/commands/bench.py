@@ -76,7 +76,7 @@ def overhead_per_frame(trace: FrameTrace) -> float:
         records = [r for r in trace.frames if r.frame == frame]
         wall = max(r.started_ms + r.duration_ms for r in records) - min(
             r.started_ms for r in records)
-        model = max((r.llm.ms for r in records if r.llm), default=0.0)
+        model = max((r.llm_ms for r in records), default=0.0)
         total += max(wall - model, 0.0)
     return total / trace.total_frames
 

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runtime.errors import AgentError
 from runtime.publish import publish_test
-from runtime.suites.parser import Suite, SuiteError, load_suite
+from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate
 from runtime.suites.remote import RemoteTarget
 from runtime.suites.runner import InProcessTarget, RunSummary, junit_xml, run_suites
 from traces import testruns
@@ -68,6 +68,9 @@ class Command(BaseCommand):
         parser.add_argument("--graph", default="", help="run every suite on this graph")
         parser.add_argument("--repeat", type=int, default=1,
                             help="run everything N times and report each check's pass rate")
+        parser.add_argument("--min-pass-rate", default="",
+                            help="with --repeat: the share of rounds (2/3 or 67%%) a check must "
+                                 "pass where its suite states none (default: every round)")
         parser.add_argument("--junit", default="", help="write JUnit XML to this file")
         parser.add_argument("--fail-under", default="",
                             help="exit non-zero when the share of passed checks is below this")
@@ -86,6 +89,11 @@ class Command(BaseCommand):
             raise CommandError("--repeat must be 1 or more")
         threshold = parse_fail_under(options["fail_under"]) if options["fail_under"] else None
         try:
+            default_rate = (parse_rate(options["min_pass_rate"]) if options["min_pass_rate"]
+                            else 1.0)
+        except ValueError as exc:
+            raise CommandError(f"--min-pass-rate: {exc}") from None
+        try:
             suites: list[Suite] = [load_suite(p) for p in suite_paths(options["suites"])]
         except SuiteError as exc:
             raise CommandError(str(exc)) from exc
@@ -96,10 +104,14 @@ class Command(BaseCommand):
         else:
             summary = self._run_local(suites, options)
         if options["repeat"] > 1:
-            self.stdout.write("pass rate per check:")
+            self.stdout.write("pass rate per check (✗: under its threshold):")
             for tally in summary.tallies.values():
-                self.stdout.write(f"  {tally.passed}/{tally.runs}  {tally.suite} › {tally.step} "
-                                  f"› {tally.check}")
+                mark = " " if tally.meets(default_rate) else "✗"
+                wanted = (f" (min {tally.min_rate:.0%})" if tally.min_rate is not None else "")
+                self.stdout.write(f"{mark} {tally.passed}/{tally.runs}  {tally.suite} › "
+                                  f"{tally.step} › {tally.check}{wanted}")
+            meeting = sum(t.meets(default_rate) for t in summary.tallies.values())
+            self.stdout.write(f"checks meeting their pass rate: {meeting}/{len(summary.tallies)}")
         if options["junit"]:
             Path(options["junit"]).write_text(junit_xml(summary), encoding="utf-8")
             self.stdout.write(f"JUnit report: {options['junit']}")

@@ -1,4 +1,4 @@
-"""The thinker's answer stream: what reaches the user, and how an answer is split up."""
+"""What reaches the user of a streamed answer (AnswerStream), and how an answer is split up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from runtime.nodes.thinker import AnswerStream, parse_answer
+from runtime.nodes.speech import AnswerStream, parse_answer
 
 BUTTONS_LINE = 'BUTTONS: [{"label": "Yes", "action": "yes"}, "No thanks"]'
 
