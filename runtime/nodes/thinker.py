@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from runtime import machines as m
@@ -14,6 +15,8 @@ from runtime.nodes.speech import parse_answer, speak
 from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
 
+_FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
+_BARE_SQL = re.compile(r"^(SELECT|WITH)\b", re.IGNORECASE)
 # Rows of a tool result kept in the node's output (and so in the trace).
 RESULT_ROWS_KEPT = 50
 # Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
@@ -81,10 +84,15 @@ class ThinkerNode(Node):
             ctx.note_fallback("no query", f"the model failed: {exc}")
             return ""
         _, _, tool = parse_answer(text)
-        if tool is None or tool[0] != "query_db":
-            ctx.note_fallback("no query", "the answer was not a query_db line")
-            return ""
-        return tool[1]
+        if tool is not None and tool[0] == "query_db":
+            return tool[1]
+        # Small models often write the bare query (fenced or not) without the TOOL prefix;
+        # here a query is all that was asked for, so it is taken as one.
+        bare = _FENCE.sub("", text.strip()).strip()
+        if _BARE_SQL.match(bare):
+            return bare
+        ctx.note_fallback("no query", "the answer was neither a query_db line nor a query")
+        return ""
 
     async def _schema(self, ctx: NodeContext) -> str:
         try:

@@ -239,6 +239,18 @@ def test_thinker_refused_query_is_reported_not_run(graphs, tools):
     assert "SELECT" in result.output["error"]
 
 
+@pytest.mark.parametrize("answer", ["SELECT COUNT(*) FROM customers",
+                                    "```sql\nSELECT COUNT(*) FROM customers\n```"])
+def test_thinker_without_tools_takes_a_bare_query(graphs, answer):
+    """Without native tools, a bare (or fenced) SELECT where a TOOL line was asked is the
+    query: a small model's usual answer."""
+    result, *_ = run_node(ThinkerNode, "thinker", message="how many customers are there?",
+                          llm=ScriptedModel(answer, tools=False),
+                          outputs={"director": {"plan": "query", "tool_calls": []}})
+    assert result.output["sql"] == "SELECT COUNT(*) FROM customers"
+    assert result.output["result"]["rows"] == [[120]]
+
+
 def test_thinker_never_streams_json_or_sql_as_the_answer(graphs):
     """An answer that is SQL or JSON is held back whole; the user gets a plain sentence."""
     for leak in ("SELECT COUNT(*) FROM customers", '{"answer": "hi"}'):
