@@ -34,13 +34,16 @@ class ContractViolation(ValueError):
     """A model's answer does not fit the contract; the message says how, for the repair."""
 
 
-def doc(text: str, *, choices: bool = False, max_length: int | None = None) -> dict[str, Any]:
+def doc(text: str, *, choices: bool = False, max_length: int | None = None,
+        max_items: int | None = None) -> dict[str, Any]:
     """Field metadata: the line the model reads about the field.
 
     `choices=True` marks a string field whose allowed values are given at run
-    time (`Choices`); `max_length` bounds a string.
+    time (`Choices`); `max_length` bounds a string, `max_items` a list (a small
+    model otherwise repeats an item until its tokens run out).
     """
-    return {"doc": text, "dynamic_choices": choices, "max_length": max_length}
+    return {"doc": text, "dynamic_choices": choices, "max_length": max_length,
+            "max_items": max_items}
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -48,7 +51,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _meta(f: dataclasses.Field) -> dict[str, Any]:
-    return {"doc": "", "dynamic_choices": False, "max_length": None, **f.metadata}
+    return {"doc": "", "dynamic_choices": False, "max_length": None, "max_items": None,
+            **f.metadata}
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -70,6 +74,8 @@ def json_schema(cls: type, choices: Choices | None = None) -> dict[str, Any]:
             prop["description"] = meta["doc"]
         if meta["max_length"] and prop.get("type") == "string":
             prop["maxLength"] = meta["max_length"]
+        if meta["max_items"] and prop.get("type") == "array":
+            prop["maxItems"] = meta["max_items"]
         properties[f.name] = prop
     return {"type": "object", "properties": properties, "required": list(properties),
             "additionalProperties": False}
@@ -233,7 +239,11 @@ def validate(cls: type[T], data: Any, choices: Choices | None = None, *, where: 
             raise ContractViolation(f"the field {name!r} is missing")
         meta = _meta(f)
         allowed = choices.get(f.name) if meta["dynamic_choices"] else None
-        values[f.name] = _value(hints[f.name], data[f.name], name, allowed, meta["max_length"])
+        value = _value(hints[f.name], data[f.name], name, allowed, meta["max_length"])
+        if meta["max_items"] and isinstance(value, list) and len(value) > meta["max_items"]:
+            raise ContractViolation(f"{name} has {len(value)} items; at most "
+                                    f"{meta['max_items']} are allowed")
+        values[f.name] = value
     return cls(**values)
 
 
@@ -314,12 +324,12 @@ class Perception:
 class DirectorPlan:
     """The director's plan for the thinker (the `plan` tool's arguments)."""
 
-    plan: Literal["answer", "query"] = field(metadata=doc(
-        "query when answering needs the domain database, else answer"))
-    """Whether the thinker answers or first queries the domain database."""
     goal: str = field(default="", metadata=doc("what the thinker should do, in a sentence",
                                                 max_length=300))
-    """What the thinker should do."""
+    """What the thinker should do (first: a small model plans better having said it)."""
+    plan: Literal["answer", "query"] = field(default="answer", metadata=doc(
+        "query when answering needs the domain database, else answer"))
+    """Whether the thinker answers or first queries the domain database."""
 
 
 @dataclass(frozen=True)
@@ -377,6 +387,26 @@ MACHINE_TOOLS = (
 )
 
 
+MachineKind = Literal["none", "counter", "switch", "checklist"]
+MachineAction = Literal["create", "reset", "remove"]
+
+
+@dataclass(frozen=True)
+class MachineRequest:
+    """A well-known machine the user asks for, by name (the `machine` tool's arguments)."""
+
+    machine: MachineKind = field(default="none", metadata=doc(
+        "the UI machine the user asks for or about, else none"))
+    """Which kind of machine."""
+    action: MachineAction = field(default="create", metadata=doc(
+        "what to do with it"))
+    """Create, reset or remove it."""
+
+
+MACHINE_TOOL = Tool("machine", "Create, reset or remove a well-known UI machine (a counter, a "
+                               "switch, a checklist).", MachineRequest)
+
+
 @dataclass(frozen=True)
 class MachineCall:
     """One machine tool call, in the JSON fallback of the director."""
@@ -392,14 +422,20 @@ class MachineCall:
 class DirectorDecision:
     """The director's answer where the endpoint has no native tools: plan and tool calls."""
 
-    plan: Literal["answer", "query"] = field(metadata=doc(
-        "query when answering needs the domain database, else answer"))
-    """Whether the thinker answers or first queries the domain database."""
     goal: str = field(default="", metadata=doc("what the thinker should do, in a sentence",
                                                 max_length=300))
-    """What the thinker should do."""
+    """What the thinker should do (first: a small model plans better having said it)."""
+    plan: Literal["answer", "query"] = field(default="answer", metadata=doc(
+        "query when answering needs the domain database, else answer"))
+    """Whether the thinker answers or first queries the domain database."""
+    machine: MachineKind = field(default="none", metadata=doc(
+        "the UI machine the user asks for or about, else none"))
+    """A well-known machine by name (its states come from a template)."""
+    machine_action: MachineAction = field(default="create", metadata=doc(
+        "what to do with that machine"))
+    """Create, reset or remove it."""
     tool_calls: list[MachineCall] = field(default_factory=list, metadata=doc(
-        "machine tool calls, only when the user asks for a machine or to change one"))
+        "machine tool calls for any other machine; usually empty", max_items=8))
     """Machine tool calls."""
 
 
@@ -419,14 +455,16 @@ QUERY_DB_TOOL = Tool("query_db", "Run one read-only SQL SELECT over the database
 class Route:
     """The PA's routing decision."""
 
-    expert: str = field(metadata=doc('the expert to ask, or "none" to answer yourself',
-                                     choices=True))
+    reason: str = field(default="", metadata=doc(
+        "what kind of message this is and so who should answer, in a few words",
+        max_length=160))
+    """Why this route (first: a small model routes better having said it)."""
+    expert: str = field(default="none", metadata=doc(
+        'the expert to ask, or "none" to answer yourself', choices=True))
     """An expert's node id, or `none`."""
-    task: str = field(default="", metadata=doc("what the expert should do, self-contained",
-                                                max_length=300))
+    task: str = field(default="", metadata=doc(
+        "the user's request for the expert, in their words", max_length=300))
     """The task for the expert."""
-    reason: str = field(default="", metadata=doc("why, in a few words", max_length=160))
-    """Why this route."""
     thinking: str = field(default="", metadata=doc(
         "a short message for the user while the expert works", max_length=120))
     """What the user reads meanwhile."""
@@ -457,7 +495,7 @@ class PlanStep:
 class ExpertPlan:
     """An expert's plan where the endpoint has no native tools."""
 
-    steps: list[PlanStep] = field(metadata=doc("the tool calls, in order"))
+    steps: list[PlanStep] = field(metadata=doc("the tool calls, in order", max_items=6))
     """The tool calls, in order."""
 
 
@@ -491,5 +529,6 @@ class MemoryUpdate:
         max_length=60))
     """A style wish, if any."""
     new_facts: list[str] = field(default_factory=list, metadata=doc(
-        "facts about the user they asked you to remember, as short sentences; usually empty"))
+        "facts about the user they asked you to remember, as short sentences; usually empty",
+        max_items=3))
     """Facts to add."""

@@ -237,3 +237,53 @@ def _apply_payload(machine: dict[str, Any], payload: dict[str, Any]) -> None:
             data[path[0]][path[1]] = not data[path[0]].get(path[1], False)
         else:
             data[path[0]] = not data.get(path[0], False)
+
+
+MACHINE_KINDS = ("counter", "switch", "checklist")
+
+
+def machine_template(kind: str, *, start: int = 0, items: list[str] | tuple[str, ...] = ()
+                     ) -> list[dict[str, Any]]:
+    """The add_state calls that make a machine of a well-known kind.
+
+    A small model can name the machine it was asked for (an enum) long before it
+    can write a machine's states and buttons; these are what the name stands for.
+    """
+    if kind == "counter":
+        return [{"name": "add_state", "args": {
+            "machine_id": "counter", "name": "Counter", "state": "counting", "initial": True,
+            "text": "Count: {count}", "data": {"count": start},
+            "buttons": [
+                {"label": "+1", "action": "inc", "go": "counting", "payload": {"add": {"count": 1}}},
+                {"label": "-1", "action": "dec", "go": "counting",
+                 "payload": {"add": {"count": -1}}},
+                {"label": "Reset", "action": "reset", "go": "counting", "payload": {"reset": True}},
+            ]}}]
+    if kind == "switch":
+        return [
+            {"name": "add_state", "args": {
+                "machine_id": "toggle", "name": "Toggle", "state": "off", "initial": True,
+                "text": "The switch is off.",
+                "buttons": [{"label": "Turn on", "action": "turn_on", "go": "on"}]}},
+            {"name": "add_state", "args": {
+                "machine_id": "toggle", "state": "on", "text": "The switch is on.",
+                "buttons": [{"label": "Turn off", "action": "turn_off", "go": "off"}]}},
+        ]
+    if kind == "checklist":
+        items = [str(item).strip().lower() for item in items if str(item).strip()][:8] or [
+            "first", "second", "third"]
+        buttons = [{"label": f"Tick {item}", "action": "tick-" + re.sub(r"\W+", "-", item),
+                    "go": "open", "payload": {"toggle": f"items.{item}"}} for item in items]
+        buttons.append({"label": "Clear ticks", "action": "clear", "go": "open",
+                        "payload": {"reset": True}})
+        return [{"name": "add_state", "args": {
+            "machine_id": "checklist", "name": "Checklist", "state": "open", "initial": True,
+            "text": "Checklist: {items}", "data": {"items": {item: False for item in items}},
+            "buttons": buttons}}]
+    raise MachineError(f"no machine template {kind!r}; templates are {', '.join(MACHINE_KINDS)}")
+
+
+def machine_of_kind(machines: dict[str, Any], kind: str) -> str:
+    """The id of the existing machine of a template kind, or empty."""
+    wanted = {"counter": "counter", "switch": "toggle", "checklist": "checklist"}.get(kind, kind)
+    return wanted if wanted in machines else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 from runtime.contracts import DescribeArgs, FixedQuery, QueryArgs, Tool
 from runtime.db import ErasDatabase
@@ -34,6 +35,19 @@ RESULT_ROWS_KEPT = 50
 def database_identity(db: ErasDatabase) -> str:
     """A short fingerprint of the database a cache belongs to (no credentials in it)."""
     return hashlib.sha256(db.url.encode()).hexdigest()[:16]
+
+
+def tables_named(task: str, tables: list[str]) -> list[str]:
+    """The tables a task names (`invoices` for "invoice amount", `time_entries` for "time
+    entries"), in the database's order."""
+    lowered = task.lower()
+    found = []
+    for table in tables:
+        words = table.replace("_", " ")
+        singular = words[:-3] + "y" if words.endswith("ies") else words.rstrip("s")
+        if re.search(r"\b(" + re.escape(words) + "|" + re.escape(singular) + r")\b", lowered):
+            found.append(table)
+    return found
 
 
 def described(run: ExpertRun) -> dict[str, str]:
@@ -65,6 +79,15 @@ class ErasExpert(Expert):
                                           error=str(exc)))
             return []
         run.state["tables"] = tables
+        named = [ToolCall("describe", {"table": t}) for t in tables_named(run.task, tables)
+                 if t not in described(run)]
+        if named:
+            # The tables the task names are described before the first plan: the planner
+            # then writes its query at once, instead of planning twice (and a small model
+            # often forgets the second table of a join).
+            run.planned += len(named)
+            for call in named:
+                await self.call(ctx, run, call)
         steps = await self._ask_plan(ctx, run, tables)
         wanted = [c for c in steps if c.tool == "describe"
                   and c.args.get("table") not in described(run)]

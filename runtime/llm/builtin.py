@@ -28,6 +28,7 @@ from runtime.llm.base import (
     ModelToolCall,
     Usage,
 )
+from runtime.machines import machine_template
 
 _ROLE = re.compile(r"You are the (\w+)")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -206,28 +207,12 @@ def _existing_machine(machines: str, kind: str) -> str:
 def counter_calls(text: str) -> list[dict[str, Any]]:
     """add_state calls that make a counter."""
     start = START_AT.search(text)
-    count = int(start.group(1)) if start else 0
-    return [{"name": "add_state", "args": {
-        "machine_id": "counter", "name": "Counter", "state": "counting", "initial": True,
-        "text": "Count: {count}", "data": {"count": count},
-        "buttons": [
-            {"label": "+1", "action": "inc", "go": "counting", "payload": {"add": {"count": 1}}},
-            {"label": "-1", "action": "dec", "go": "counting", "payload": {"add": {"count": -1}}},
-            {"label": "Reset", "action": "reset", "go": "counting", "payload": {"reset": True}},
-        ]}}]
+    return machine_template("counter", start=int(start.group(1)) if start else 0)
 
 
 def toggle_calls() -> list[dict[str, Any]]:
     """add_state calls that make an on/off toggle."""
-    return [
-        {"name": "add_state", "args": {
-            "machine_id": "toggle", "name": "Toggle", "state": "off", "initial": True,
-            "text": "The switch is off.",
-            "buttons": [{"label": "Turn on", "action": "turn_on", "go": "on"}]}},
-        {"name": "add_state", "args": {
-            "machine_id": "toggle", "state": "on", "text": "The switch is on.",
-            "buttons": [{"label": "Turn off", "action": "turn_off", "go": "off"}]}},
-    ]
+    return machine_template("switch")
 
 
 def checklist_items(text: str) -> list[str]:
@@ -242,15 +227,7 @@ def checklist_items(text: str) -> list[str]:
 
 def checklist_calls(text: str) -> list[dict[str, Any]]:
     """add_state calls that make a checklist."""
-    items = checklist_items(text)
-    buttons = [{"label": f"Tick {item}", "action": "tick-" + re.sub(r"\W+", "-", item),
-                "go": "open", "payload": {"toggle": f"items.{item}"}} for item in items]
-    buttons.append({"label": "Clear ticks", "action": "clear", "go": "open",
-                    "payload": {"reset": True}})
-    return [{"name": "add_state", "args": {
-        "machine_id": "checklist", "name": "Checklist", "state": "open", "initial": True,
-        "text": "Checklist: {items}", "data": {"items": {item: False for item in items}},
-        "buttons": buttons}}]
+    return machine_template("checklist", items=checklist_items(text))
 
 
 def direct(message: str, parts: dict[str, str]) -> dict[str, Any]:

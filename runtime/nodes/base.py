@@ -195,13 +195,17 @@ class NodeContext:
     def request(self, user: str, *, json_output: bool = False, prompt: str = "prompt",
                 max_tokens: int | None = None, schema: OutputSchema | None = None,
                 tools: tuple[ToolSpec, ...] = (), tool_choice: ToolChoice = "auto",
-                system_extra: str = "", examples: tuple[ChatMessage, ...] = ()
+                system_extra: str = "", examples: tuple[ChatMessage, ...] | None = None
                 ) -> LLMRequest:
         """A request with the node's prompt (config key `prompt`) as system message.
 
         `max_tokens` comes from the node's config (`max_tokens`, or `<prompt>_max_tokens`
         for a second prompt) before the given default; the deadline is the message's.
+        Worked examples come from the config key that goes with the prompt (`examples`
+        for `prompt`, `execute_examples` for `execute_prompt`...) unless given.
         """
+        if examples is None:
+            examples = self.examples(examples_key(prompt))
         system = str(self.config.get(prompt, ""))
         if system_extra:
             system = f"{system}\n\n{system_extra}" if system else system_extra
@@ -279,8 +283,7 @@ class NodeContext:
 
     async def decide(self, contract: type[T], user: str, *, fallback: T, fallback_name: str,
                      choices: Choices | None = None, prompt: str = "prompt",
-                     max_tokens: int = DEFAULT_DECISION_TOKENS, examples: str = "examples"
-                     ) -> Decided[T]:
+                     max_tokens: int = DEFAULT_DECISION_TOKENS) -> Decided[T]:
         """A contract value from the model: ask (schema as structured output), validate,
         repair once with the validation error, then fall back.
 
@@ -293,7 +296,7 @@ class NodeContext:
             user, prompt=prompt, max_tokens=max_tokens, schema=schema,
             system_extra="Answer with one JSON object with these fields:\n"
                          + describe_fields(contract, choices),
-            examples=self.examples(examples))
+        )
         try:
             completion = await self.call(request, purpose="decide")
         except LLMError as exc:
@@ -333,7 +336,9 @@ class NodeContext:
         by_name = {tool.name: tool for tool in tools}
         request = self.request(user, prompt=prompt, max_tokens=max_tokens,
                                tools=tuple(tool_spec(t, choices) for t in tools),
-                               tool_choice="required" if required else "auto")
+                               tool_choice="required" if required else "auto",
+                               # Examples are written as JSON answers, not as tool calls.
+                               examples=())
         use = ToolUse()
         for attempt in ("tools", "repair"):
             try:
@@ -404,6 +409,12 @@ class ToolUse:
     """What went wrong with each attempt that gave no usable call."""
     text: str = ""
     """Any text the model wrote beside its calls."""
+
+
+def examples_key(prompt: str) -> str:
+    """The config key of a prompt's worked examples: `prompt` -> `examples`,
+    `execute_prompt` -> `execute_examples`."""
+    return "examples" if prompt == "prompt" else prompt.removesuffix("_prompt") + "_examples"
 
 
 def request_record(request: LLMRequest) -> dict[str, Any]:

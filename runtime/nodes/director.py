@@ -7,6 +7,7 @@ from typing import Any
 
 from runtime import machines as m
 from runtime.contracts import (
+    MACHINE_TOOL,
     MACHINE_TOOLS,
     PLAN_TOOL,
     ContractViolation,
@@ -23,6 +24,21 @@ _TOOL_ARGS = {tool.name: tool.args for tool in MACHINE_TOOLS}
 
 def _call(name: str, args: Any) -> dict[str, Any]:
     return {"name": name, "args": dataclasses.asdict(args)}
+
+
+def template_calls(machines: dict[str, Any], kind: str, action: str
+                   ) -> list[dict[str, Any]]:
+    """The tool calls a named machine request stands for: a template's states to create
+    it, or a reset / destroy of the existing machine of that kind."""
+    if kind == "none":
+        return []
+    existing = m.machine_of_kind(machines, kind)
+    if action == "create":
+        return [] if existing else m.machine_template(kind)
+    if not existing:
+        return []  # nothing of that kind to reset or remove; the thinker says so
+    return [{"name": "reset_machine" if action == "reset" else "destroy_machine",
+             "args": {"machine_id": existing}}]
 
 
 class DirectorNode(Node):
@@ -46,9 +62,9 @@ class DirectorNode(Node):
         )
         rejected: list[dict[str, Any]] = []
         if ctx.capabilities.tools:
-            plan, goal, calls = await self._with_tools(ctx, user, rejected)
+            plan, goal, calls = await self._with_tools(ctx, machines, user, rejected)
         else:
-            plan, goal, calls = await self._with_json(ctx, user, rejected)
+            plan, goal, calls = await self._with_json(ctx, machines, user, rejected)
         applied: list[dict[str, Any]] = []
         working = machines
         for call in calls:
@@ -69,24 +85,29 @@ class DirectorNode(Node):
                           decision=f"plan={plan}" + (f" tools={tools}" if tools else ""),
                           seen={"machines": list(machines)})
 
-    async def _with_tools(self, ctx: NodeContext, user: str, rejected: list
+    async def _with_tools(self, ctx: NodeContext, machines: dict, user: str, rejected: list
                           ) -> tuple[str, str, list[dict[str, Any]]]:
-        use = await ctx.use_tools((PLAN_TOOL, *MACHINE_TOOLS), user)
+        use = await ctx.use_tools((PLAN_TOOL, MACHINE_TOOL, *MACHINE_TOOLS), user)
         rejected.extend({"call": "tools", "error": error} for error in use.rejected)
         plans = [args for name, args in use.calls if name == "plan"]
-        calls = [_call(name, args) for name, args in use.calls if name != "plan"]
+        calls = []
+        for name, args in use.calls:
+            if name == "machine":
+                calls.extend(template_calls(machines, args.machine, args.action))
+            elif name != "plan":
+                calls.append(_call(name, args))
         if not use.calls:
             ctx.note_fallback("answer directly", "; ".join(use.errors) or "no usable tool call")
         if not plans:
             return "answer", "", calls
         return plans[0].plan, plans[0].goal, calls
 
-    async def _with_json(self, ctx: NodeContext, user: str, rejected: list
+    async def _with_json(self, ctx: NodeContext, machines: dict, user: str, rejected: list
                          ) -> tuple[str, str, list[dict[str, Any]]]:
         decided = await ctx.decide(DirectorDecision, user,
                                    fallback=DirectorDecision(plan="answer"),
-                                   fallback_name="answer directly")
-        calls = []
+                                   fallback_name="answer directly", max_tokens=400)
+        calls = template_calls(machines, decided.value.machine, decided.value.machine_action)
         for call in decided.value.tool_calls:
             try:
                 calls.append(_call(call.name, validate(_TOOL_ARGS[call.name], call.args)))

@@ -43,27 +43,32 @@ class ThinkerNode(Node):
         schema = ""
         if director.get("plan") == "query" and "query_db" in tools:
             schema = await self._schema(ctx)
-        prompt = sections(
-            context_summary=context_summary(ctx.turn),
-            memory=memory_normalize(dict(ctx.turn.memory)),
-            plan=director.get("plan", "answer"),
-            goal=director.get("goal", ""),
-            machines=m.machines_summary(machines),
-            database_schema=schema,
-            message=ctx.turn.message,
-        )
+
+        def prompt(plan: str, schema: str = "") -> str:
+            return sections(
+                context_summary=context_summary(ctx.turn),
+                memory=memory_normalize(dict(ctx.turn.memory)),
+                plan=plan,
+                goal=director.get("goal", ""),
+                machines=m.machines_summary(machines),
+                database_schema=schema,
+                message=ctx.turn.message,
+            )
+
         seen = {"plan": director.get("plan"), "schema_tables": schema.count("rows)")}
+        decision = "answer"
         if schema:
-            sql = await self._write_query(ctx, prompt)
+            sql = await self._write_query(ctx, prompt("query", schema))
             if sql:
                 return await self._run_tool(ctx, "query_db", sql, seen)
-            await ctx.delta(NO_QUERY)
-            return NodeResult(output={"tool_used": False, "answer": NO_QUERY, "buttons": []},
-                              decision="no query", seen=seen)
-        answer, buttons = await speak(ctx, prompt, fallback=PLAIN_FALLBACK)
+            # No usable query (a small model often just answers, e.g. "what is my name?"
+            # planned as a query): answer without the database instead.
+            decision = "answer instead of a query"
+        answer, buttons = await speak(ctx, prompt("answer" if schema else director.get(
+            "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK)
         return NodeResult(
             output={"tool_used": False, "answer": answer, "buttons": buttons},
-            decision="answer" + (f" buttons={len(buttons)}" if buttons else ""),
+            decision=decision + (f" buttons={len(buttons)}" if buttons else ""),
             seen=seen,
         )
 

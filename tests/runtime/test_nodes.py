@@ -149,10 +149,10 @@ def test_director_offers_its_tools_natively(graphs):
     parameters; the builtin model calls them."""
     result, ctx, *_ = run_node(DirectorNode, "director", message="give me a counter")
     request = ctx.calls[0].request
-    assert [t["name"] for t in request["tools"]] == ["plan", "add_state", "reset_machine",
-                                                     "destroy_machine"]
+    assert [t["name"] for t in request["tools"]] == ["plan", "machine", "add_state",
+                                                     "reset_machine", "destroy_machine"]
     assert request["tool_choice"] == "required"
-    add_state = request["tools"][1]["parameters"]
+    add_state = request["tools"][2]["parameters"]
     assert add_state["required"][:3] == ["machine_id", "state", "text"]
     assert add_state["properties"]["buttons"]["items"]["properties"]["label"]["type"] == "string"
     assert request["tools"][0]["parameters"]["properties"]["plan"]["enum"] == ["answer", "query"]
@@ -320,3 +320,45 @@ def test_ui_controls_are_machine_buttons_then_thinker_buttons(graphs):
     assert [(c["machine"], c["action"]) for c in result.output["controls"]] == [
         ("m", "next"), ("", "new")]
     assert result.output["ui"]["bindings"] == {"new": "New"}
+
+
+def test_director_names_a_machine_and_the_template_builds_it(graphs):
+    """A small model names the machine (`machine: counter`); its states come from the
+    template; reset/remove act on the existing machine and never on another one."""
+    answer = {"goal": "present the new counter", "plan": "answer", "machine": "counter",
+              "machine_action": "create", "tool_calls": []}
+    result, *_ = run_node(DirectorNode, "director", message="a counter please",
+                          llm=ScriptedModel(json.dumps(answer), tools=False))
+    [call] = result.output["tool_calls"]
+    assert call["name"] == "add_state" and call["args"]["machine_id"] == "counter"
+    assert [b["action"] for b in call["args"]["buttons"]] == ["inc", "dec", "reset"]
+    remove = {**answer, "machine": "switch", "machine_action": "remove"}
+    counter_ui = {"machines": {}}
+    from runtime import machines as m
+    for c in m.machine_template("counter"):
+        counter_ui["machines"] = m.apply_tool_call(counter_ui["machines"], c)
+    result, *_ = run_node(DirectorNode, "director", message="remove the switch",
+                          llm=ScriptedModel(json.dumps(remove), tools=False),
+                          ui={**ui_empty(), **counter_ui})
+    assert result.output["tool_calls"] == []  # no switch exists; the counter is untouched
+
+
+def test_list_fields_are_bounded(graphs):
+    """A list over its `max_items` (a small model repeating itself) is a violation: the
+    schema says maxItems and the validator enforces it."""
+    from runtime.contracts import ContractViolation, MemoryUpdate, json_schema, validate
+
+    assert json_schema(MemoryUpdate)["properties"]["new_facts"]["maxItems"] == 3
+    with pytest.raises(ContractViolation, match="at most 3"):
+        validate(MemoryUpdate, {"new_facts": ["ada"] * 20})
+
+
+def test_tables_a_task_names():
+    """Table names, singular or plural, with underscores read as spaces."""
+    from runtime.experts.eras import tables_named
+
+    tables = ["customers", "invoices", "time_entries", "projects"]
+    assert tables_named("top 3 customers by invoice amount", tables) == ["customers",
+                                                                          "invoices"]
+    assert tables_named("hours per time entry", tables) == ["time_entries"]
+    assert tables_named("what is my name?", tables) == []

@@ -87,8 +87,8 @@ def test_describe_first_order_from_the_trace(v4):
     hud = [(e.data["tool"], e.data["step"]) for e in events.of_type("hud")
            if e.event == HudEventType.TOOL_CALL]
     assert hud == [("describe", 1), ("query", 2)]
-    # plan, plan with DESCRIBE output, execute
-    assert [c.purpose for c in record(result, "eras").llm_calls] == ["tools", "tools", "stream"]
+    # The table the task names is described before the one plan; then the answer.
+    assert [c.purpose for c in record(result, "eras").llm_calls] == ["tools", "stream"]
 
 
 def test_join_describes_both_tables_first(v4):
@@ -155,10 +155,9 @@ def test_refused_write_is_reported_plainly_and_nothing_changes(v4, eras_path):
     result = send(v4.id, "delete all customers")
     assert not result.failed
     assert result.answer == "I can only read the database, not change it."
-    assert "refused" in record(result, "eras").output["tool_calls"][0]["error"].lower() or \
-        "read" in record(result, "eras").output["tool_calls"][0]["error"].lower()
     calls = record(result, "eras").output["tool_calls"]
-    assert [c["tool"] for c in calls] == ["query"]
+    assert [c["tool"] for c in calls] == ["describe", "query"]  # the named table, then the write
+    assert not calls[1]["ok"] and "DELETE" not in result.answer
     assert eras_path.read_bytes() == before
     assert "There are 120 customers." == send(v4.id, "how many customers are there?").answer
 
@@ -239,7 +238,6 @@ def test_plan_ending_in_a_describe_is_answered_plainly(v4):
     model = ScriptedModel(
         json.dumps({"intent": "question", "route": "pa"}),
         json.dumps({"expert": "eras", "task": "tell me about customers", "reason": "db"}),
-        [("describe", {"table": "customers"})],
         [("describe", {"table": "customers"})],
         json.dumps({}),
     )
