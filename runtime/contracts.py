@@ -420,11 +420,15 @@ class MachineCall:
 
 @dataclass(frozen=True)
 class DirectorDecision:
-    """The director's answer where the endpoint has no native tools: plan and tool calls."""
+    """The director's answer where the endpoint has no native tools: plan and tool calls.
+
+    The order is the order a small model decides best in (measured with a 0.5B model):
+    what the thinker should do, the plan, then a machine.
+    """
 
     goal: str = field(default="", metadata=doc("what the thinker should do, in a sentence",
                                                 max_length=300))
-    """What the thinker should do (first: a small model plans better having said it)."""
+    """What the thinker should do."""
     plan: Literal["answer", "query"] = field(default="answer", metadata=doc(
         "query when answering needs the domain database, else answer"))
     """Whether the thinker answers or first queries the domain database."""
@@ -519,7 +523,8 @@ class MemoryUpdate:
         "the user's mood if they just told it, else empty", max_length=40))
     """The user's mood, if told."""
     topic: str = field(default="", metadata=doc(
-        "the new topic if the user changed it, else empty", max_length=60))
+        "the new topic in the user's own words if they changed it, else empty",
+        max_length=60))
     """A new topic, if any."""
     language: str = field(default="", metadata=doc(
         "ISO 639-1 code if the user switched language, else empty", max_length=8))

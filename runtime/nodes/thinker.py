@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from runtime import machines as m
-from runtime.contracts import QUERY_DB_TOOL
+from runtime.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.errors import DatabaseToolError, LLMError
 from runtime.memory import memory_normalize
 from runtime.nodes.base import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
@@ -16,7 +16,9 @@ from runtime.nodes.summary import context_summary
 from runtime.types import HudEventType
 
 _FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
-_BARE_SQL = re.compile(r"^(SELECT|WITH)\b", re.IGNORECASE)
+# A statement, read or write: a write still goes to the guard, which refuses it plainly.
+_BARE_SQL = re.compile(r"^(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|REPLACE|PRAGMA|"
+                       r"ATTACH|TRUNCATE)\b", re.IGNORECASE)
 # Rows of a tool result kept in the node's output (and so in the trace).
 RESULT_ROWS_KEPT = 50
 # Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
@@ -25,6 +27,16 @@ NO_QUERY = "I could not turn that into a database question. Could you ask it ano
 # The text protocol for endpoints without native tools: the answer is one TOOL line.
 TEXT_PROTOCOL = ("Do not answer yet: reply with exactly one line\n"
                  "TOOL query_db: followed by one read-only SQL SELECT over the schema given.")
+
+
+def _sql_or_nothing(ctx: NodeContext, sql: str) -> str:
+    """The query when the model's text is one, else empty (and the fallback noted)."""
+    bare = _FENCE.sub("", sql.strip()).strip()
+    if _BARE_SQL.match(bare):
+        return bare
+    if bare:
+        ctx.note_fallback("no query", f"the model wrote {bare[:80]!r}, not a query")
+    return ""
 
 
 class ThinkerNode(Node):
@@ -73,14 +85,20 @@ class ThinkerNode(Node):
         )
 
     async def _write_query(self, ctx: NodeContext, prompt: str) -> str:
-        """The SQL the model writes: a native `query_db` call, or a TOOL line without tools."""
+        """The SQL the model writes: a native `query_db` call; without native tools a
+        `QueryArgs` object where the endpoint has structured output, else a TOOL line."""
         key = "query_prompt" if ctx.config.get("query_prompt") else "prompt"
-        if ctx.capabilities.tools:
+        capabilities = ctx.capabilities
+        if capabilities.tools:
             use = await ctx.use_tools((QUERY_DB_TOOL,), prompt, prompt=key)
             if use.calls:
-                return use.calls[0][1].sql
+                return _sql_or_nothing(ctx, use.calls[0][1].sql)
             ctx.note_fallback("no query", "; ".join(use.errors) or "no usable tool call")
             return ""
+        if capabilities.structured != "off":
+            decided = await ctx.decide(QueryArgs, prompt, prompt=key, fallback=QueryArgs(sql=""),
+                                       fallback_name="no query", max_tokens=DEFAULT_TOOL_TOKENS)
+            return _sql_or_nothing(ctx, decided.value.sql)
         request = ctx.request(prompt, prompt=key, system_extra=TEXT_PROTOCOL,
                               max_tokens=DEFAULT_TOOL_TOKENS)
         try:

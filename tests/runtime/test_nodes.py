@@ -36,13 +36,14 @@ class ScriptedModel:
 
     name = "scripted"
 
-    def __init__(self, *answers, tools: bool = True) -> None:
+    def __init__(self, *answers, tools: bool = True, structured: str = "json_schema") -> None:
         self.answers = list(answers)
         self.requests: list[LLMRequest] = []
         self.tools = tools
+        self.structured = structured
 
     def capabilities(self, model: str = "") -> Capabilities:
-        return Capabilities(structured="json_schema", tools=self.tools)
+        return Capabilities(structured=self.structured, tools=self.tools)
 
     async def complete(self, request: LLMRequest) -> Completion:
         self.requests.append(request)
@@ -226,15 +227,19 @@ def test_thinker_queries_through_the_shared_db_module(graphs):
     assert [e.event.value for e in hud][-2:] == ["tool_call", "tool_result"]
 
 
-@pytest.mark.parametrize("tools", [True, False])
-def test_thinker_refused_query_is_reported_not_run(graphs, tools):
-    """A write the model asks for (natively, or by the TOOL line without native tools) is
-    refused by the db module and kept as the tool error."""
-    answer = [("query_db", {"sql": "DELETE FROM customers"})] if tools else (
-        "TOOL query_db: DELETE FROM customers")
-    result, *_ = run_node(ThinkerNode, "thinker", message="delete everyone",
-                          llm=ScriptedModel(answer, tools=tools),
-                          outputs={"director": {"plan": "query", "tool_calls": []}})
+@pytest.mark.parametrize(("answer", "tools", "structured"), [
+    ([("query_db", {"sql": "DELETE FROM customers"})], True, "json_schema"),
+    ('{"sql": "DELETE FROM customers"}', False, "json_schema"),
+    ("TOOL query_db: DELETE FROM customers", False, "off"),
+])
+def test_thinker_refused_query_is_reported_not_run(graphs, answer, tools, structured):
+    """A write the model asks for (a native call; a `QueryArgs` object without tools; the
+    TOOL line without structured output) is refused by the db module, kept as the error."""
+    result, ctx, *_ = run_node(ThinkerNode, "thinker", message="delete everyone",
+                               llm=ScriptedModel(answer, tools=tools, structured=structured),
+                               outputs={"director": {"plan": "query", "tool_calls": []}})
+    purpose = {"json_schema": "tools" if tools else "decide", "off": "query"}[structured]
+    assert ctx.calls[0].purpose == purpose
     assert result.output["tool_used"] is True
     assert "SELECT" in result.output["error"]
 
@@ -245,7 +250,7 @@ def test_thinker_without_tools_takes_a_bare_query(graphs, answer):
     """Without native tools, a bare (or fenced) SELECT where a TOOL line was asked is the
     query: a small model's usual answer."""
     result, *_ = run_node(ThinkerNode, "thinker", message="how many customers are there?",
-                          llm=ScriptedModel(answer, tools=False),
+                          llm=ScriptedModel(answer, tools=False, structured="off"),
                           outputs={"director": {"plan": "query", "tool_calls": []}})
     assert result.output["sql"] == "SELECT COUNT(*) FROM customers"
     assert result.output["result"]["rows"] == [[120]]
