@@ -96,14 +96,20 @@ class ErasExpert(Expert):
             for call in wanted:
                 await self.call(ctx, run, call)
             steps = await self._ask_plan(ctx, run, tables)
+        elif steps and not any(c.tool == "query" for c in steps):
+            # Only descriptions of tables already described (a small model repeats the
+            # first step it knows): ask once more with the query as the only tool.
+            steps = await self._ask_plan(ctx, run, tables, query_only=True)
         return [c for c in steps if c.tool == "query"]
 
-    async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str]
-                        ) -> list[ToolCall]:
-        return await plan_calls(ctx, self.tools, sections(
+    async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
+                        query_only: bool = False) -> list[ToolCall]:
+        return await plan_calls(ctx, self.tools[1:] if query_only else self.tools, sections(
             task=run.task,
             tables=", ".join(tables),
             described="\n".join(described(run).values()) or "(none yet)",
+            note="The tables you need are described above: write the query now."
+            if query_only else "",
         ), choices={"table": tuple(tables)})
 
     def step_text(self, call: ToolCall) -> str:

@@ -12,10 +12,18 @@ ROWS_SHOWN = 30
 
 
 def result_table(result: dict[str, Any]) -> str:
-    """A tool result as a compact pipe table for a prompt."""
-    lines = [" | ".join(result["columns"])]
+    """A tool result as a compact pipe table for a prompt.
+
+    Key columns (`id`, `..._id`) are left out when other columns remain: they mean
+    nothing to the user, and a small model reads them out instead of the names.
+    """
+    columns = list(result["columns"])
+    keep = [i for i, c in enumerate(columns) if not (c.lower() == "id" or c.lower().endswith("_id"))]
+    if not keep:
+        keep = list(range(len(columns)))
+    lines = [" | ".join(columns[i] for i in keep)]
     for row in result["rows"][:ROWS_SHOWN]:
-        lines.append(" | ".join("" if v is None else format_value(v) for v in row))
+        lines.append(" | ".join("" if row[i] is None else format_value(row[i]) for i in keep))
     more = result["row_count"] - min(result["row_count"], ROWS_SHOWN)
     if more > 0:
         lines.append(f"... {more} more rows")

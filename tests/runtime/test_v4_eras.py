@@ -239,6 +239,8 @@ def test_plan_ending_in_a_describe_is_answered_plainly(v4):
         json.dumps({"intent": "question", "route": "pa"}),
         json.dumps({"expert": "eras", "task": "tell me about customers", "reason": "db"}),
         [("describe", {"table": "customers"})],
+        "I would describe it.",  # asked again with the query as the only tool: no call
+        "Still no query.",  # the repair
         json.dumps({}),
     )
     result = send(v4.id, "tell me about customers", llm=model)
@@ -247,3 +249,5 @@ def test_plan_ending_in_a_describe_is_answered_plainly(v4):
     assert "KeyError" not in result.answer and "sql" not in result.answer.lower()
     eras = record(result, "eras")
     assert eras.error == "" and [c["tool"] for c in eras.output["tool_calls"]] == ["describe"]
+    assert [t["name"] for t in eras.llm_calls[1].request["tools"]] == ["query"]
+    assert eras.fallback.startswith("no plan")
