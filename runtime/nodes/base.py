@@ -188,6 +188,15 @@ class NodeContext:
         return self.env.llm.capabilities(self.model)
 
     @property
+    def history_window(self) -> int:
+        """How many recent messages the node's context summary shows (config `history`,
+        default 6): a small model is distracted by a long conversation."""
+        try:
+            return max(0, int(self.config.get("history", 6)))
+        except (TypeError, ValueError):
+            return 6
+
+    @property
     def model(self) -> str:
         """The model this node asks; empty means the provider's configured default."""
         return str(self.config.get("model") or "")

@@ -55,7 +55,7 @@ class DirectorNode(Node):
         await ctx.emit(HudEventType.THINKING)
         machines = dict(ctx.turn.ui.get("machines", {}))
         user = sections(
-            context_summary=context_summary(ctx.turn),
+            context_summary=context_summary(ctx.turn, window=ctx.history_window),
             perception=ctx.latest("input") or {},
             machines=m.machines_summary(machines),
             message=ctx.turn.message,

@@ -26,7 +26,7 @@ class InputNode(Node):
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Ask the model for a perception (a `Perception`)."""
         await ctx.emit(HudEventType.THINKING)
-        summary = context_summary(ctx.turn)
+        summary = context_summary(ctx.turn, window=ctx.history_window)
         careful = self.routes[-1]
         decided = await ctx.decide(
             Perception, sections(context_summary=summary, message=ctx.turn.message),

@@ -20,7 +20,7 @@ class OutputNode(Node):
             return NodeResult(output={"text": answer, "source": source},
                               decision=f"from {source}")
         text, _ = await speak(ctx, sections(
-            context_summary=context_summary(ctx.turn),
+            context_summary=context_summary(ctx.turn, window=ctx.history_window),
             perception=ctx.latest("input") or {},
             message=ctx.turn.message,
         ), fallback=REFLEX_FALLBACK, max_tokens=80)

@@ -35,7 +35,7 @@ class PANode(Node):
         """Decide a route; stream a thinking message or the PA's own answer."""
         await ctx.emit(HudEventType.THINKING)
         experts = available_experts(ctx)
-        summary = context_summary(ctx.turn)
+        summary = context_summary(ctx.turn, window=ctx.history_window)
         memory = memory_normalize(dict(ctx.turn.memory))
         decided = await ctx.decide(
             Route, sections(

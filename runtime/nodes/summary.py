@@ -22,7 +22,7 @@ def context_summary(turn: Turn, *, window: int = 6) -> str:
         lines.append("Known: " + "; ".join(known) + ".")
     if memory.get("situation"):
         lines.append(f"Situation: {memory['situation']}")
-    recent = turn.history[-window:]
+    recent = turn.history[-window:] if window > 0 else ()
     if recent:
         lines.append(f"Last {len(recent)} of {len(turn.history)} messages:")
         for item in recent:

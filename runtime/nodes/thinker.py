@@ -58,7 +58,7 @@ class ThinkerNode(Node):
 
         def prompt(plan: str, schema: str = "") -> str:
             return sections(
-                context_summary=context_summary(ctx.turn),
+                context_summary=context_summary(ctx.turn, window=ctx.history_window),
                 memory=memory_normalize(dict(ctx.turn.memory)),
                 plan=plan,
                 goal=director.get("goal", ""),
