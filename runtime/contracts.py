@@ -387,7 +387,7 @@ MACHINE_TOOLS = (
 )
 
 
-MachineKind = Literal["none", "counter", "switch", "checklist"]
+MachineKind = Literal["counter", "switch", "checklist", "none"]
 MachineAction = Literal["create", "reset", "remove"]
 
 

@@ -367,3 +367,17 @@ def test_tables_a_task_names():
                                                                           "invoices"]
     assert tables_named("hours per time entry", tables) == ["time_entries"]
     assert tables_named("what is my name?", tables) == []
+
+
+def test_history_window_bounds_the_context_summary(graphs):
+    """A node's config `history` sets how many recent messages its summary shows (0: none)."""
+    from runtime.nodes.summary import context_summary
+
+    graph = graph_spec_get(name="v3-framed")
+    history = tuple({"role": "user", "text": f"message {i}"} for i in range(8))
+    turn = Turn(conversation_id=1, message_id="m1", message="x", graph=graph, history=history,
+                memory=memory_empty(), ui=ui_empty(), now=datetime(2026, 11, 24, tzinfo=UTC))
+    assert "Last 2 of 8 messages:" in context_summary(turn, window=2)
+    assert "message 5" not in context_summary(turn, window=2)
+    assert "Last" not in context_summary(turn, window=0)
+    assert graph.node("director").config["history"] == 2
