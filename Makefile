@@ -58,10 +58,10 @@ llm-local:
 
 # Every suite against that model (started in the background when not running), each
 # suite's score and the closing `N passed, N failed`. Not part of `make test`: it takes
-# tens of minutes on 2 cores. SUITES=fast picks suites; REPEAT=3 measures flaky checks.
-# The 0.5B model gets JSON instead of native tools (LLM_MODEL_CAPABILITIES): its chat
-# template writes every tool's full schema into the prompt, which costs it more time
-# than the answer. LLM_TOOLS=true to measure it with native tools.
+# about 8 minutes on an idle 2-core machine, and scores vary from run to run.
+# SUITES=fast picks suites; REPEAT=3 measures flaky checks. The 0.5B model gets JSON
+# instead of native tools (LLM_MODEL_CAPABILITIES): with tools it plans worse (README).
+# LLM_TOOLS=true to measure it with native tools.
 LLM_MODEL_NAME := qwen2.5-coder-0.5b-instruct-q4_k_m
 LLM_TOOLS ?= false
 SUITES ?=
