@@ -29,9 +29,26 @@ class BuiltinOverHTTP(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # keep test output clean
         return None
 
+    # A test may make the "model" misbehave: body -> (status, content, finish_reason) or None.
+    misbehave = None
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append(body)
+        special = type(self).misbehave(body) if type(self).misbehave else None
+        if special is not None:
+            status, content, finish = special
+            payload = json.dumps(
+                {"model": body["model"], "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": finish}]} if status == 200
+                else {"error": {"message": content}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         response_format = body.get("response_format", {})
         schema = response_format.get("json_schema")
         request = LLMRequest(
@@ -81,6 +98,7 @@ class BuiltinOverHTTP(BaseHTTPRequestHandler):
 def endpoint():
     """A loopback chat-completions server; yields its base URL."""
     BuiltinOverHTTP.seen = []
+    BuiltinOverHTTP.misbehave = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), BuiltinOverHTTP)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
@@ -130,3 +148,47 @@ def test_unreachable_endpoint_is_a_clear_answer(conversation):
     assert first.llm_calls[0].outcome == "error" and "unreachable" in first.llm_calls[0].error
     assert first.fallback.startswith("careful path")
     assert "unreachable" in result.trace.error
+
+
+def _role(body: dict) -> str:
+    return body["messages"][0]["content"].split(":")[0]
+
+
+def test_a_misbehaving_model_gets_repairs_then_fallbacks(conversation, endpoint):
+    """Over real HTTP: a template echo (input), an endpoint without tools and a runaway
+    answer cut at max_tokens (director), duplicate keys (memorizer). Each node repairs once,
+    then takes its fallback; the message still succeeds with a plain answer, and the trace
+    records every call."""
+    from runtime.models import Conversation
+    from runtime.nodes.speech import looks_internal
+
+    def misbehave(body):
+        role = _role(body)
+        if role.startswith("You are the input node"):
+            return 200, '{"intent": "greeting|thanks", "route": "reflex|director"}', "stop"
+        if role.startswith("You are the director"):
+            if "tools" in body:
+                return 400, "tools are not supported by this server", ""
+            return 200, '{"goal": "' + "la " * 60, "length"
+        if role.startswith("You are the memorizer"):
+            return 200, '{"user_name": "Ada", "user_name": "hello"}', "stop"
+        return None
+
+    BuiltinOverHTTP.misbehave = staticmethod(misbehave)
+    llm = OpenAIProvider(base_url=endpoint, api_key="k", model="remote-model", max_retries=0)
+    result = send(conversation.id, "tell me something nice", llm=llm)
+    assert not result.failed, result.answer
+    assert result.answer and looks_internal(result.answer) == ""
+    frames = {r.node: r for r in result.trace.frames}
+    assert frames["input"].fallback.startswith("careful path (director)")
+    assert [c.outcome for c in frames["input"].llm_calls] == ["invalid", "invalid"]
+    director = frames["director"]
+    assert director.fallback.startswith("answer directly")
+    assert [c.attempts for c in director.llm_calls] == [2, 2]  # each: refused tools, then JSON
+    assert all(c.finish_reason == "length" for c in director.llm_calls)
+    director_bodies = [b for b in BuiltinOverHTTP.seen if _role(b).startswith("You are the dir")]
+    assert ["tools" in b for b in director_bodies] == [True, False, True, False]
+    memorizer = frames["memorizer"]
+    assert memorizer.fallback.startswith("memory unchanged")
+    assert "appears twice" in memorizer.llm_calls[0].error
+    assert Conversation.objects.get(pk=conversation.id).memory["user_name"] == ""
