@@ -16,9 +16,9 @@ a dataclass of arguments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +46,10 @@ def doc(text: str, *, choices: bool = False, max_length: int | None = None,
             "max_items": max_items}
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    # A class's resolved type hints never change; resolving them is most of the cost of
+    # deriving a schema, which every structured call does.
     return typing.get_type_hints(cls, include_extras=False)
 
 
@@ -207,12 +210,12 @@ def json_object(text: str) -> dict[str, Any]:
     raise ContractViolation(error)
 
 
+T = typing.TypeVar("T")
+
+
 def parse(cls: type[T], text: str, choices: Choices | None = None) -> T:
     """A contract value from a model's answer text; ContractViolation says what is wrong."""
     return validate(cls, json_object(text), choices)
-
-
-T = typing.TypeVar("T")
 
 
 def validate(cls: type[T], data: Any, choices: Choices | None = None, *, where: str = "") -> T:
@@ -284,15 +287,7 @@ def _value(tp: Any, raw: Any, name: str, allowed: Sequence[str] | None,
         return dict(raw)
     if _is_dataclass_type(tp):
         return validate(tp, raw, where=name)
-    if isinstance(tp, types.UnionType):  # pragma: no cover - contracts avoid unions
-        raise TypeError(f"unions are not supported in contracts ({name})")
     raise TypeError(f"unsupported contract field type {tp!r} ({name})")
-
-
-def as_json(value: Any) -> str:
-    """A contract value (or a plain dict) as the compact JSON a worked example shows."""
-    data = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-    return json.dumps(data, ensure_ascii=False)
 
 
 # --- the contracts ------------------------------------------------------------------

@@ -131,38 +131,6 @@ def apply_tool_call(machines: dict[str, Any], call: Any) -> dict[str, Any]:
         raise MachineError(f"{call['name']}: {exc}") from exc
 
 
-def machines_from_model(value: Any) -> dict[str, Any]:
-    """Whole machines as a model wrote them: a dict keyed by id, or a list of machines."""
-    if value in (None, "", [], {}):
-        return {}
-    if isinstance(value, dict):
-        items = [dict(m, id=m.get("id", key)) for key, m in value.items() if isinstance(m, dict)]
-    elif isinstance(value, list):
-        items = [m for m in value if isinstance(m, dict)]
-    else:
-        raise MachineError("machines must be an object keyed by id or a list of machines")
-    machines: dict[str, Any] = {}
-    for item in items:
-        mid = item.get("id") or item.get("name")
-        states = item.get("states")
-        if not mid or not isinstance(states, dict) or not states:
-            raise MachineError(f"machine {mid!r} needs an id and at least one state")
-        first = item.get("state") or item.get("initial") or next(iter(states))
-        for state_name, state in states.items():
-            state = state if isinstance(state, dict) else {"text": str(state)}
-            machines = add_state(
-                machines,
-                machine_id=str(mid),
-                state=str(state_name),
-                text=str(state.get("text", "")),
-                buttons=state.get("buttons") or [],
-                name=str(item.get("name") or mid),
-                initial=str(state_name) == first,
-                data=item.get("data") if isinstance(item.get("data"), dict) else None,
-            )
-    return machines
-
-
 def click(machines: dict[str, Any], *, machine_id: str, action: str) -> dict[str, Any]:
     """Machines after clicking `action` on a machine: payload applied, state moved to `go`."""
     machines = copy.deepcopy(machines)

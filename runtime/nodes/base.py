@@ -262,12 +262,6 @@ class NodeContext:
         if self.calls:
             self.calls[-1] = dataclasses.replace(self.calls[-1], outcome=outcome, error=error)
 
-    async def complete(self, user: str, *, prompt: str = "prompt",
-                       max_tokens: int | None = None) -> str:
-        """Ask the model for a whole answer to `user` under this node's prompt."""
-        request = self.request(user, prompt=prompt, max_tokens=max_tokens)
-        return (await self.call(request, purpose="complete")).text
-
     async def stream(self, user: str, on_delta: Callable[[str], Awaitable[None]], *,
                      prompt: str = "prompt", max_tokens: int | None = DEFAULT_ANSWER_TOKENS
                      ) -> str:
@@ -306,31 +300,21 @@ class NodeContext:
             system_extra="Answer with one JSON object with these fields:\n"
                          + describe_fields(contract, choices),
         )
-        try:
-            completion = await self.call(request, purpose="decide")
-        except LLMError as exc:
-            return self._fall_back(fallback, fallback_name, f"the model failed: {exc}")
-        try:
-            return Decided(parse(contract, completion.text, choices), "valid")
-        except ContractViolation as exc:
-            first_error = str(exc)
-            self._mark_last(outcome="invalid", error=first_error)
-        repair = dataclasses.replace(request, messages=(
-            *request.messages,
-            ChatMessage(role="assistant", content=completion.text[:2000]),
-            ChatMessage(role="user", content=f"That answer is not valid: {first_error}. "
-                                              "Answer again with only the corrected JSON object."),
-        ))
-        try:
-            completion = await self.call(repair, purpose="repair")
-        except LLMError as exc:
-            return self._fall_back(fallback, fallback_name, f"the repair failed: {exc}")
-        try:
-            return Decided(parse(contract, completion.text, choices), "repaired")
-        except ContractViolation as exc:
-            self._mark_last(outcome="invalid", error=str(exc))
-            return self._fall_back(fallback, fallback_name,
-                                   f"the answer and its repair were invalid: {exc}")
+        problem = ""
+        for attempt, outcome in (("decide", "valid"), ("repair", "repaired")):
+            try:
+                completion = await self.call(request, purpose=attempt)
+            except LLMError as exc:
+                return self._fall_back(fallback, fallback_name, f"the model failed: {exc}")
+            try:
+                return Decided(parse(contract, completion.text, choices), outcome)
+            except ContractViolation as exc:
+                problem = str(exc)
+                self._mark_last(outcome="invalid", error=problem)
+            request = with_repair(request, completion.text, f"That answer is not valid: "
+                                  f"{problem}. Answer again with only the corrected JSON object.")
+        return self._fall_back(fallback, fallback_name,
+                               f"the answer and its repair were invalid: {problem}")
 
     async def use_tools(self, tools: tuple[Tool, ...], user: str, *,
                         choices: Choices | None = None, prompt: str = "prompt",
@@ -377,12 +361,9 @@ class NodeContext:
             use.errors.append(problem)
             said = json.dumps([{"name": c.name, "arguments": c.arguments}
                                for c in completion.tool_calls], ensure_ascii=False)
-            request = dataclasses.replace(request, messages=(
-                *request.messages,
-                ChatMessage(role="assistant", content=(completion.text or said)[:2000]),
-                ChatMessage(role="user", content=f"That was not a valid tool call: {problem}. "
-                                                  "Call the tools again, correctly."),
-            ))
+            request = with_repair(request, completion.text or said,
+                                  f"That was not a valid tool call: {problem}. "
+                                  "Call the tools again, correctly.")
         return use
 
     def _fall_back(self, value: T, name: str, why: str) -> Decided[T]:
@@ -418,6 +399,15 @@ class ToolUse:
     """What went wrong with each attempt that gave no usable call."""
     text: str = ""
     """Any text the model wrote beside its calls."""
+
+
+def with_repair(request: LLMRequest, answer: str, problem: str) -> LLMRequest:
+    """The request again, with the model's unusable answer and what was wrong with it."""
+    return dataclasses.replace(request, messages=(
+        *request.messages,
+        ChatMessage(role="assistant", content=answer[:2000]),
+        ChatMessage(role="user", content=problem),
+    ))
 
 
 def examples_key(prompt: str) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime import machines as m
+from runtime.errors import LLMError
+from runtime.types import HudEventType
 
 TOOL_PREFIX = "TOOL"
 BUTTONS_MARKER = "BUTTONS:"
@@ -132,9 +134,6 @@ async def speak(ctx: Any, prompt_text: str, *, prompt: str = "prompt", fallback:
     a clear sentence), unless `fallback_on_error` says the fallback is a real
     answer (a result read out plainly) and nothing was shown yet.
     """
-    from runtime.errors import LLMError
-    from runtime.types import HudEventType
-
     stream = AnswerStream(ctx.delta)
     started = False
 

@@ -322,52 +322,6 @@ def test_apply_tool_call_rejects_bad_args(args, message):
         m.apply_tool_call({}, {"name": "add_state", "args": args})
 
 
-# --- machines_from_model ----------------------------------------------------------------
-
-
-def model_machine() -> dict:
-    """A whole counter machine as a model might write it (without an id)."""
-    return {
-        "name": "Counter",
-        "state": "counting",
-        "states": {
-            "counting": {"text": "Count: {count}", "buttons": counter_buttons()},
-            "done": "All done",
-        },
-        "data": {"count": 0},
-    }
-
-
-def test_machines_from_model_accepts_dict_and_list_alike():
-    """A dict keyed by id and a list of machines with ids give the same machines."""
-    by_id = m.machines_from_model({"counter": model_machine()})
-    as_list = m.machines_from_model([{**model_machine(), "id": "counter"}])
-    assert by_id == as_list
-    counter = by_id["counter"]
-    assert (counter["state"], counter["initial"], counter["name"]) == (
-        "counting",
-        "counting",
-        "Counter",
-    )
-    assert counter["states"]["done"] == {"text": "All done", "buttons": []}
-    assert counter["data"] == counter["initial_data"] == {"count": 0}
-    assert counter["states"]["counting"]["buttons"][0]["payload"] == {"add": {"count": 1}}
-
-
-@pytest.mark.parametrize("value", [None, "", [], {}])
-def test_machines_from_model_empty(value):
-    """Nothing from the model means no machines."""
-    assert m.machines_from_model(value) == {}
-
-
-def test_machines_from_model_rejects_bad_shapes():
-    """A scalar, or a machine without states, is a MachineError."""
-    with pytest.raises(m.MachineError, match="object keyed by id or a list"):
-        m.machines_from_model("counter")
-    with pytest.raises(m.MachineError, match="needs an id and at least one state"):
-        m.machines_from_model([{"id": "c", "states": {}}])
-
-
 # --- render_text / normalize_control / purity ------------------------------------------------
 
 
@@ -400,10 +354,9 @@ def test_inputs_are_never_mutated():
     assert machines == snapshot
     assert (data, buttons) == (kept_data, kept_buttons)
     assert clicked["list"]["data"]["items"]["milk"] is True
-    model = [{**model_machine(), "id": "counter"}]
-    kept_model = copy.deepcopy(model)
-    m.machines_from_model(model)
-    assert model == kept_model
+    templates = m.machine_template("checklist", items=["milk"])
+    m.apply_tool_call(machines, templates[0])
+    assert templates == m.machine_template("checklist", items=["milk"])
 
 
 def test_normalize_control_accepts_text_and_rejects_empty():

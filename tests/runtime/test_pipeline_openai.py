@@ -192,3 +192,26 @@ def test_a_misbehaving_model_gets_repairs_then_fallbacks(conversation, endpoint)
     assert memorizer.fallback.startswith("memory unchanged")
     assert "appears twice" in memorizer.llm_calls[0].error
     assert Conversation.objects.get(pk=conversation.id).memory["user_name"] == ""
+
+
+def test_the_message_deadline_bounds_every_call(conversation, endpoint, settings):
+    """A model slower than the message's deadline: the first call is cut at the deadline,
+    later calls are not even sent, every node takes its fallback or fails plainly, and the
+    user is told the model took too long."""
+    import time
+
+    settings.AGENTSITE_MESSAGE_DEADLINE_S = 1.0
+
+    def slow(body):
+        time.sleep(2.5)
+        return 200, '{"intent": "question", "route": "director"}', "stop"
+
+    BuiltinOverHTTP.misbehave = staticmethod(slow)
+    llm = OpenAIProvider(base_url=endpoint, api_key="k", model="remote-model", max_retries=3)
+    result = send(conversation.id, "how many customers are there?", llm=llm)
+    assert result.failed
+    assert "the model took too long" in result.answer
+    assert len(BuiltinOverHTTP.seen) == 1  # nothing was sent after the deadline, no retry
+    calls = [c for r in result.trace.frames for c in r.llm_calls]
+    assert calls and all(c.outcome == "error" and "time ran out" in c.error for c in calls)
+    assert result.trace.frames[0].fallback.startswith("careful path")

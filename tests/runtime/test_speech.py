@@ -157,3 +157,45 @@ def test_parse_answer_tool_word_in_text_is_not_a_call():
         [],
         None,
     )
+
+
+# --- what never reaches a user -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('Here you go: {"route": "reflex"}', "JSON"),
+    ("I ran SELECT name FROM customers for you.", "SQL"),
+    ("Oops (KeyError: 'sql')", "exception name"),
+    ("Traceback (most recent call last):", "exception name"),
+    ("Select one of the buttons below, from the top.", ""),
+    ("There are 120 customers.", ""),
+])
+def test_looks_internal(text, found):
+    """JSON objects, SQL statements and exception names are found; prose is not flagged."""
+    from runtime.nodes.speech import looks_internal
+
+    assert looks_internal(text) == found
+
+
+def test_no_user_facing_text_can_carry_an_exception_name():
+    """Every sentence a user can be told when something fails is plain, whatever the
+    failure's own message says (its class, the endpoint's URL, SQL)."""
+    from runtime.errors import FrameLimitExceeded, LLMError, LLMTimeout, NodeFailed
+    from runtime.nodes import interpreter, output, pa, thinker
+    from runtime.nodes.speech import looks_internal
+    from runtime.pipeline import failure_answer
+
+    nasty = "KeyError: 'sql' at http://127.0.0.1:9/v1 after SELECT * FROM x"
+    errors = [NodeFailed("thinker", 3, ValueError(nasty)),
+              NodeFailed("input", 1, LLMTimeout(nasty)),
+              NodeFailed("pa", 2, LLMError(nasty)),
+              FrameLimitExceeded(nasty), LLMError(nasty)]
+    sentences = [failure_answer(e) for e in errors]
+    sentences += [interpreter.database_trouble(e) for e in (
+        nasty, "query refused: only SELECT", "interrupted: time limit", "cancelled",
+        "could not open database")]
+    sentences += [thinker.PLAIN_FALLBACK, thinker.NO_QUERY, output.REFLEX_FALLBACK,
+                  pa.PLAIN_FALLBACK, pa.DEFAULT_THINKING]
+    for sentence in sentences:
+        assert looks_internal(sentence) == "", sentence
+        assert "127.0.0.1" not in sentence and "KeyError" not in sentence
