@@ -76,9 +76,17 @@ TEMPLATES = [
 DATABASE_URL = env.text("DATABASE_URL", f"sqlite:///{VAR_DIR / 'agentsite.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several async tasks write through worker threads; wait for the lock
-    # rather than failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Messages are answered concurrently, each from its own thread and connection. SQLite
+    # lets one writer at a time: in WAL mode readers never wait for it, IMMEDIATE makes a
+    # transaction take the write lock when it begins (a deferred one that reads first and
+    # then writes fails at once with "database is locked", never waiting), and the busy
+    # timeout makes a writer wait its turn. synchronous=NORMAL is safe in WAL mode (a power
+    # cut may lose the last commits, never corrupt the file) and fsyncs far less.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    })
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

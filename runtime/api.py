@@ -52,7 +52,7 @@ from runtime.auth import (
 )
 from runtime.chatlog import chat_events_after, chat_last_seq
 from runtime.consumers import CHAT_NAME
-from runtime.dispatch import message_submit
+from runtime.dispatch import message_submit, reap_and_publish
 from runtime.errors import ConversationBusy, DispatchFailed, GraphError
 from runtime.events import ClearedEvent, ControlsEvent
 from runtime.machines import MachineError
@@ -448,6 +448,13 @@ async def result(call: Call) -> HttpResponse:
     )
     if stored is not None:
         return _json(stored)
+    # A message whose process died (or whose failure could not be stored) is stored as
+    # failed now, so a client polling for it gets its end rather than `running` forever.
+    if await reap_and_publish(conversation_id=call.conversation_id):
+        stored = await database_sync_to_async(conv.conversation_message_result)(
+            conversation_id=call.conversation_id, message_id=message_id)
+        if stored is not None:
+            return _json(stored)
     if await database_sync_to_async(conv.conversation_running)(
             conversation_id=call.conversation_id, message_id=message_id):
         return _json({"status": "running", "answer": "", "controls": [], "path": "",

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import F
 
 from runtime.models import ChatEvent, Conversation
+from runtime.writes import retrying
 
 RESUME_LIMIT = 5000
 
@@ -21,6 +22,7 @@ def chat_event_append(*, conversation_id: int, event: dict[str, Any]) -> dict[st
     return chat_events_append(conversation_id=conversation_id, events=[event])[0]
 
 
+@retrying
 @transaction.atomic
 def chat_events_append(*, conversation_id: int, events: list[dict[str, Any]]
                        ) -> list[dict[str, Any]]:

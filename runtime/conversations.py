@@ -22,6 +22,7 @@ from runtime.models import Conversation, Message
 from runtime.nodes.sensor import situation_text
 from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.types import FrameTrace
+from runtime.writes import retrying
 from traces.models import MessageTrace
 from traces.services import trace_store
 
@@ -48,6 +49,7 @@ class ConversationState:
     """When the user last wrote."""
 
 
+@retrying
 def conversation_get_or_create(
     *, user=None, session_key: str = "", chat: str = "main"
 ) -> Conversation:
@@ -89,6 +91,7 @@ def conversation_state(*, conversation_id: int) -> ConversationState:
     )
 
 
+@retrying
 def conversation_acquire(
     *, conversation_id: int, now: datetime | None = None, message_id: str = "",
     text: str = "", worker: str = "",
@@ -115,6 +118,7 @@ def conversation_acquire(
     return token
 
 
+@retrying
 def conversation_claim(*, conversation_id: int, token: str, worker: str) -> bool:
     """A worker takes a submitted message; False when it was reaped or claimed already."""
     return bool(Conversation.objects.filter(
@@ -122,12 +126,14 @@ def conversation_claim(*, conversation_id: int, token: str, worker: str) -> bool
         busy_worker=worker[:200], busy_beat=Now()))
 
 
+@retrying
 def conversation_beat(*, conversation_id: int, token: str) -> bool:
     """The answering process is alive; False when its flag was taken from it."""
     return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
         busy_beat=Now()))
 
 
+@retrying
 def conversation_release(*, conversation_id: int, token: str) -> None:
     """Give the busy flag back (only if this token still holds it)."""
     Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
@@ -177,6 +183,7 @@ def lost_reason(*, worker: str) -> str:
     return sorry(what)
 
 
+@retrying
 def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
     """Record every lost message (of one conversation, or all) as failed and free its flag.
 
@@ -197,17 +204,18 @@ def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage
                 continue  # answered, released or reaped meanwhile
             reason = lost_reason(worker=row.busy_worker)
             message_id = row.busy_message_id
-            if message_id:
-                conversation_record_failure(
-                    conversation_id=pk, message_id=message_id, text=row.busy_text,
-                    reason=reason, graph=row.graph_name, worker=row.busy_worker)
+            # Stored already when its answer was stored but its flag could not be released.
+            stored = bool(message_id) and conversation_record_failure(
+                conversation_id=pk, message_id=message_id, text=row.busy_text,
+                reason=reason, graph=row.graph_name, worker=row.busy_worker)
             conversation_release(conversation_id=pk, token=token)
-        logger.warning("conversation %s: message %s lost (%s)", pk, message_id or "?", reason)
-        if message_id:
+        if stored:
+            logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
             lost.append(LostMessage(conversation_id=pk, message_id=message_id, reason=reason))
     return lost
 
 
+@retrying
 @transaction.atomic
 def conversation_record_failure(
     *, conversation_id: int, message_id: str, text: str, reason: str, graph: str = "",
@@ -282,6 +290,7 @@ def conversation_record_turn(
     return current
 
 
+@retrying
 def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
     """Refresh the memory's `situation` (the sensor's job) and return it."""
     with transaction.atomic():
@@ -293,6 +302,7 @@ def conversation_update_situation(*, conversation_id: int, now: datetime) -> str
     return memory["situation"]
 
 
+@retrying
 @transaction.atomic
 def conversation_clear(*, conversation_id: int) -> None:
     """Forget history, memory (except `situation`) and UI state."""
@@ -303,6 +313,7 @@ def conversation_clear(*, conversation_id: int) -> None:
     conversation.save(update_fields=["memory", "ui_state", "updated_at"])
 
 
+@retrying
 @transaction.atomic
 def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -> list[str]:
     """Forget described schemas (of one expert, or all); return the experts affected."""
@@ -319,6 +330,7 @@ def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -
     return touched
 
 
+@retrying
 @transaction.atomic
 def conversation_switch_graph(*, conversation_id: int, graph_name: str) -> None:
     """Run the conversation on another graph from its next message; memory and history stay."""
@@ -326,6 +338,7 @@ def conversation_switch_graph(*, conversation_id: int, graph_name: str) -> None:
     Conversation.objects.filter(pk=conversation_id).update(graph_name=graph_name)
 
 
+@retrying
 @transaction.atomic
 def conversation_click(*, conversation_id: int, machine_id: str, action: str
                        ) -> list[dict[str, Any]]:

@@ -172,7 +172,10 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
 
     Whatever happens the message ends stored (answered, or failed with the
     reason) and its listeners get a `done`, unless it was recorded as lost
-    meanwhile, which its reaper has announced. The flag is always released.
+    meanwhile, which its reaper has announced. The flag is released once the
+    message's fate is stored; when even a failure cannot be stored (the
+    database refuses writes) the flag is kept, silent, so the reaper stores
+    and announces the message as failed once the database takes writes again.
     Events are published in order by a `ChatPublisher`, in batches when they
     come faster than the log is written.
     """
@@ -191,18 +194,25 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
             await publish(ErrorEvent(code="timeout", message=reason, message_id=message_id))
             await publish(DoneEvent(message_id=message_id, answer=CANCELLED_ANSWER,
                                     failed=True, path="", frames=0, ms=timeout * 1000))
-        except Exception as exc:
+        except Exception:
             logger.exception("message %s failed in its pipeline", message_id)
-            reason = sorry(f"an internal error ({type(exc).__name__}; the details are in "
-                           "the server log)")
-            stored = await database_sync_to_async(conv.conversation_record_failure)(
-                conversation_id=conversation_id, message_id=message_id, text=text,
-                reason=reason, worker=worker or worker_name())
+            reason = sorry("something went wrong on my side (the details are in the "
+                           "server log)")
+            try:
+                stored = await database_sync_to_async(conv.conversation_record_failure)(
+                    conversation_id=conversation_id, message_id=message_id, text=text,
+                    reason=reason, worker=worker or worker_name())
+            except Exception:  # the database refuses even the failure (down, disk full...)
+                # Broad on purpose: keep the busy flag, now silent. The reaper records the
+                # message as failed and announces it once the database takes writes again
+                # (before the conversation's next message, socket or /api/result).
+                logger.exception("message %s: its failure could not be stored; left to the "
+                                 "reaper", message_id)
+                return
             if stored:
                 lost = conv.LostMessage(conversation_id=conversation_id, message_id=message_id,
                                         reason=reason)
                 for event in lost_events(lost, code="internal"):
                     await publish(event)
-        finally:
             await database_sync_to_async(conv.conversation_release)(
                 conversation_id=conversation_id, token=token)

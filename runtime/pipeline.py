@@ -53,6 +53,7 @@ from runtime.llm.base import LLMProvider
 from runtime.nodes.base import EngineEnv, Turn
 from runtime.nodes.ui import current_controls
 from runtime.types import FrameTrace, HudEvent, HudEventType
+from runtime.writes import retrying
 from traces.services import trace_store
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
     )
 
 
+@retrying
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
              failed: bool, now: datetime, token: str, worker: str) -> dict[str, Any]:
@@ -229,9 +231,11 @@ async def pipeline_run(
             trace and done after the turn is stored.
         llm, clock, now, message_id: replacements for tests and benchmarks.
         token: the busy flag, when the message was submitted with it already
-            taken (runtime.dispatch); otherwise a lost message of the
-            conversation is recorded as failed (its events go to `on_event`)
-            and the flag is taken here.
+            taken (runtime.dispatch): it is given back once the turn is stored;
+            when this raises before that, the caller stores the failure and
+            gives it back. Without a token, a lost message of the conversation
+            is recorded as failed (its events go to `on_event`) and the flag is
+            taken here and always given back.
         worker: the process answering, for the flag and the trace (default:
             this one).
 
@@ -252,6 +256,9 @@ async def pipeline_run(
     now = now or timezone.now()
     message_id = message_id or str(uuid.uuid4())
     worker = worker or worker_name()
+    # Whoever passed the flag in stores a failure this function could not store, and gives
+    # the flag back; a flag taken here is given back here whatever happens.
+    owns_flag = token is None
     if token is None:
         for lost in await database_sync_to_async(conv.conversation_reap)(
                 conversation_id=conversation_id):
@@ -261,6 +268,7 @@ async def pipeline_run(
             conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
     beat = asyncio.create_task(_heartbeat(conversation_id=conversation_id, token=token))
     t0 = time.perf_counter()
+    stored = False
     try:
         situation = await database_sync_to_async(conv.conversation_update_situation)(
             conversation_id=conversation_id, now=now
@@ -295,6 +303,7 @@ async def pipeline_run(
                     turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
                     failed=True, now=now, token=token, worker=worker,
                 )
+                stored = True
             except MessageLost:
                 logger.info("message %s was recorded as lost before it was cancelled",
                             message_id)
@@ -309,12 +318,14 @@ async def pipeline_run(
             turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,
             token=token, worker=worker,
         )
+        stored = True
     finally:
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
-        await database_sync_to_async(conv.conversation_release)(
-            conversation_id=conversation_id, token=token
-        )
+        if stored or owns_flag:
+            await database_sync_to_async(conv.conversation_release)(
+                conversation_id=conversation_id, token=token
+            )
     controls = current_controls(ui_after)
     await on_event(ControlsEvent(message_id=message_id, controls=controls,
                                  machines=ui_after["machines"]))

@@ -18,6 +18,7 @@ from channels.layers import channel_layers, get_channel_layer
 from channels.testing import ApplicationCommunicator
 from django.core import checks
 from django.core.management import CommandError, call_command, get_commands
+from django.db import OperationalError
 from django.utils import timezone
 
 from runtime import conversations as conv
@@ -184,10 +185,51 @@ def test_an_internal_failure_is_stored_and_announced(conversation, settings):
                                            message_id=M3, text="hello", token=token)
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
     error = next(e for e in log if e["type"] == "error")
-    assert error["code"] == "internal" and "GraphError" in error["message"]
+    assert error["code"] == "internal" and "went wrong" in error["message"]
+    assert "GraphError" not in error["message"]  # the class name is for the log, not the user
     assert log[-1]["type"] == "done" and log[-1]["failed"] is True
     assert stored(conversation.id)[0] == ("user", "ok", "hello")
     assert not conv.conversation_busy(conversation_id=conversation.id)
+
+
+def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, settings,
+                                                              monkeypatch):
+    """When even the failure cannot be stored, the flag is kept; the reaper stores it later.
+
+    The message is never lost: it ends failed, stored and announced once the
+    database takes writes again (here: the next `reap_and_publish`).
+    """
+    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M3,
+                                      text="hello", worker=worker_name())
+    Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
+
+    def refused(**kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(conv, "conversation_record_failure", refused)
+    async_to_sync(dispatch.message_answer)(conversation_id=conversation.id,
+                                           message_id=M3, text="hello", token=token)
+    monkeypatch.undo()
+    assert stored(conversation.id) == []
+    assert Conversation.objects.get(pk=conversation.id).busy_token == token  # kept, silent
+    age_flag(conversation.id, seconds=settings.AGENTSITE_BUSY_TIMEOUT_S + 1)
+    assert async_to_sync(dispatch.reap_and_publish)(conversation_id=conversation.id) == 1
+    assert [row[:2] for row in stored(conversation.id)] == [("user", "ok"), ("assistant", "error")]
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert log[-1]["type"] == "done" and log[-1]["message_id"] == M3 and log[-1]["failed"]
+    assert not conv.conversation_busy(conversation_id=conversation.id)
+
+
+def test_a_reaped_flag_whose_answer_was_stored_announces_nothing(conversation, settings):
+    """An answer stored before its flag could be released is not announced again as lost."""
+    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M1,
+                                      text=QUESTION, worker=worker_name())
+    conv.conversation_record_failure(conversation_id=conversation.id, message_id=M1,
+                                     text=QUESTION, reason="stored before")
+    age_flag(conversation.id, seconds=settings.AGENTSITE_BUSY_TIMEOUT_S + 1)
+    assert async_to_sync(dispatch.reap_and_publish)(conversation_id=conversation.id) == 0
+    assert Conversation.objects.get(pk=conversation.id).busy_token == ""
+    assert token and len(stored(conversation.id)) == 2
 
 
 # --- submitting to pipeline workers ------------------------------------------------------
