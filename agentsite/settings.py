@@ -243,6 +243,13 @@ AGENTSITE_SESSION_CHECK_S = env.number("AGENTSITE_SESSION_CHECK_S", 30.0)
 ERAS_DATABASE_URL = env.text("ERAS_DATABASE_URL", f"sqlite:///{VAR_DIR / 'eras.sqlite3'}")
 ERAS_ROW_LIMIT = int(env.number("ERAS_ROW_LIMIT", 200))
 ERAS_TIME_LIMIT_S = env.number("ERAS_TIME_LIMIT_S", 5.0)
+# No value a query builds may be longer than this (SQLite); a result's rows stop when their
+# values reach ERAS_RESULT_LIMIT_BYTES (both databases; the result says it was cut).
+ERAS_VALUE_LIMIT_BYTES = int(env.number("ERAS_VALUE_LIMIT_BYTES", 1_000_000))
+ERAS_RESULT_LIMIT_BYTES = int(env.number("ERAS_RESULT_LIMIT_BYTES", 2_000_000))
+if min(ERAS_VALUE_LIMIT_BYTES, ERAS_RESULT_LIMIT_BYTES) < 1000:
+    raise ImproperlyConfigured("ERAS_VALUE_LIMIT_BYTES and ERAS_RESULT_LIMIT_BYTES must be at "
+                               "least 1000")
 
 # --- Auth --------------------------------------------------------------------
 

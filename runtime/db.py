@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -245,11 +246,15 @@ def redact_url(url: str) -> str:
 class ErasDatabase:
     """Read-only access to the domain database named by a URL (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str, *, row_limit: int = 200, time_limit_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, row_limit: int = 200, time_limit_s: float = 5.0,
+                 value_limit_bytes: int = 1_000_000, result_limit_bytes: int = 2_000_000
+                 ) -> None:
         if row_limit < 1:
             raise ValueError("row_limit must be at least 1")
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be positive")
+        if value_limit_bytes < 1000 or result_limit_bytes < 1000:
+            raise ValueError("value_limit_bytes and result_limit_bytes must be at least 1000")
         scheme = _scheme(url)
         self.path: Path | None = None
         """The SQLite file, or None for a server database."""
@@ -272,6 +277,10 @@ class ErasDatabase:
         self.url = url
         self.row_limit = row_limit
         self.time_limit_s = time_limit_s
+        self.value_limit_bytes = value_limit_bytes
+        """The longest text or blob a SQLite query may build (SQLITE_LIMIT_LENGTH)."""
+        self.result_limit_bytes = result_limit_bytes
+        """Rows are fetched until their values add up to this many bytes; the rest is cut."""
 
     @classmethod
     def from_settings(cls) -> ErasDatabase:
@@ -282,6 +291,8 @@ class ErasDatabase:
             settings.ERAS_DATABASE_URL,
             row_limit=int(settings.ERAS_ROW_LIMIT),
             time_limit_s=float(settings.ERAS_TIME_LIMIT_S),
+            value_limit_bytes=int(settings.ERAS_VALUE_LIMIT_BYTES),
+            result_limit_bytes=int(settings.ERAS_RESULT_LIMIT_BYTES),
         )
 
     @property
@@ -335,13 +346,15 @@ class ErasDatabase:
                     (c.name, c.type, c.nullable, c.primary_key, c.references)
                     for c in schema.columns
                 ]
+                cut = False
             else:
-                columns, rows = session.fetch(guarded.sql, self.row_limit + 1)
+                columns, rows, cut = session.fetch(
+                    guarded.sql, max_rows=self.row_limit + 1, max_bytes=self.result_limit_bytes)
         return QueryResult(
             sql=guarded.sql,
             columns=columns,
             rows=tuple(tuple(r) for r in rows[: self.row_limit]),
-            truncated=len(rows) > self.row_limit,
+            truncated=cut or len(rows) > self.row_limit,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
@@ -375,6 +388,42 @@ class ErasDatabase:
             raise QueryCancelled("query cancelled")
 
 
+def _size(rows: list[tuple]) -> int:
+    """About how many bytes the rows' values take (text as UTF-8 would be close enough)."""
+    return sum(len(v) if isinstance(v, str | bytes | bytearray | memoryview) else 8
+               for row in rows for v in row)
+
+
+def _fetch_capped(cursor, *, max_rows: int, max_bytes: int
+                  ) -> tuple[tuple[str, ...], list[tuple], bool]:
+    """Column names, at most `max_rows` rows, and whether rows were cut past `max_bytes`.
+
+    Rows come in batches sized from the largest row seen so far, so little is
+    fetched past the byte limit whatever size the rows are; the row that
+    crosses it is not kept.
+    """
+    with contextlib.closing(cursor):
+        columns = tuple(_column_name(d) for d in cursor.description or ())
+        rows: list[tuple] = []
+        used, largest = 0, 1
+        while len(rows) < max_rows:
+            batch = max(1, min(50, max_rows - len(rows), (max_bytes - used) // largest))
+            fetched = cursor.fetchmany(batch)
+            for row in fetched:
+                size = _size([row])
+                if used + size > max_bytes:
+                    return columns, rows, True
+                used, largest = used + size, max(largest, size)
+                rows.append(row)
+            if len(fetched) < batch:
+                break
+    return columns, rows, False
+
+
+def _column_name(description) -> str:
+    return getattr(description, "name", None) or description[0]
+
+
 def _find_table(name: str, tables: list[str]) -> str:
     """The real spelling of table `name` (matched without regard to case)."""
     if name in tables:
@@ -402,8 +451,10 @@ class _Session:
     def describe(self, table: str) -> TableSchema:
         raise NotImplementedError
 
-    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
-        """Run `sql` and return its column names and at most `max_rows` rows."""
+    def fetch(self, sql: str, *, max_rows: int, max_bytes: int
+              ) -> tuple[tuple[str, ...], list[tuple], bool]:
+        """Run `sql`: its column names, at most `max_rows` rows, and whether rows were cut
+        because they passed `max_bytes` (`_fetch_capped`)."""
         raise NotImplementedError
 
     def interrupt(self) -> None:
@@ -433,6 +484,46 @@ def _sqlite_authorizer(action: int, arg1, arg2, _db, _trigger) -> int:
     return sqlite3.SQLITE_DENY
 
 
+_PRINTF_SPEC = re.compile(r"%[-+ 0#,!]*(\*|\d+)?(?:\.(\*|\d+))?(?:ll|l)?(.)", re.DOTALL)
+
+
+class _BoundedPrintf:
+    """SQLite's own printf(), refusing a width or precision past `limit` before it runs."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.formatter = sqlite3.connect(":memory:")  # the real printf, on its own connection
+        self.formatter.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+
+    def __call__(self, form=None, *args):
+        if form is None:
+            return None
+        position = 0
+        for spec in _PRINTF_SPEC.finditer(str(form)):
+            width, precision, conversion = spec.groups()
+            for part in (width, precision):
+                if part == "*":
+                    size = _whole(args[position]) if position < len(args) else 0
+                    position += 1
+                else:
+                    size = int(part or 0)
+                if size > self.limit:
+                    raise ValueError(f"printf pads past {self.limit} characters")
+            position += conversion != "%"
+        marks = ", ".join("?" for _ in range(len(args) + 1))
+        return self.formatter.execute(f"SELECT printf({marks})", (form, *args)).fetchone()[0]
+
+    def close(self) -> None:
+        self.formatter.close()
+
+
+def _whole(value) -> int:
+    try:
+        return abs(int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
 class _SQLiteSession(_Session):
     driver_errors = (sqlite3.Error,)
 
@@ -441,12 +532,20 @@ class _SQLiteSession(_Session):
         self.deadline = deadline
         self.handle = handle
         self.deadline_hit = False
+        self.printf: _BoundedPrintf | None = None
 
     @classmethod
     def open(cls, db: ErasDatabase, handle: QueryHandle | None) -> _SQLiteSession:
         assert db.path is not None
         session = cls(connect_read_only(db.path), time.monotonic() + db.time_limit_s, handle)
         session.conn.set_progress_handler(session._progress, _PROGRESS_STEPS)
+        # No value may grow past the limit ("string or blob too big"). The progress handler
+        # cannot stop one long function call, and printf/format pad in a loop that runs on
+        # past that limit: they are replaced by versions that refuse an oversized pad first.
+        session.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, db.value_limit_bytes)
+        session.printf = _BoundedPrintf(db.value_limit_bytes)
+        for name in ("printf", "format"):
+            session.conn.create_function(name, -1, session.printf, deterministic=True)
         return session
 
     def _progress(self) -> int:
@@ -502,18 +601,15 @@ class _SQLiteSession(_Session):
         (row_count,) = conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()
         return TableSchema(name=table, columns=columns, row_count=int(row_count))
 
-    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
+    def fetch(self, sql: str, *, max_rows: int, max_bytes: int
+              ) -> tuple[tuple[str, ...], list[tuple], bool]:
         # Only the user's statement runs under the authorizer: the pragma functions
         # describe() relies on need more than reading.
         self.conn.set_authorizer(_sqlite_authorizer)
         try:
-            cursor = self.conn.execute(sql)
-            rows = cursor.fetchmany(max_rows)
-            columns = tuple(d[0] for d in cursor.description or ())
-            cursor.close()
+            return _fetch_capped(self.conn.execute(sql), max_rows=max_rows, max_bytes=max_bytes)
         finally:
             self.conn.set_authorizer(None)
-        return columns, rows
 
     def interrupt(self) -> None:
         self.conn.interrupt()  # the one sqlite3 call that is allowed from another thread
@@ -525,10 +621,17 @@ class _SQLiteSession(_Session):
         text = str(exc).strip()
         if text == "not authorized":
             return "refused by the database: not authorized (a query may only read tables)"
+        limit = self.printf.limit if self.printf else 0
+        if text == "string or blob too big":
+            return f"refused by the database: a value would be longer than {limit} bytes"
+        if text == "user-defined function raised exception":  # only printf/format raise
+            return f"refused by the database: printf or format would pad past {limit} characters"
         return text
 
     def close(self) -> None:
         self.conn.close()
+        if self.printf is not None:
+            self.printf.close()
 
 
 # Introspection of the `public` schema. information_schema is standard and only
@@ -623,14 +726,13 @@ class _PostgresSession(_Session):
         (row_count,) = self.conn.execute(count).fetchone()
         return TableSchema(name=table, columns=columns, row_count=int(row_count))
 
-    def fetch(self, sql: str, max_rows: int) -> tuple[tuple[str, ...], list[tuple]]:
-        # A named (server-side) cursor: DECLARE takes exactly one SELECT, and only
-        # max_rows rows are ever computed and sent.
-        with self.conn.cursor(name="eras_query") as cursor:
-            cursor.execute(sql)
-            rows = cursor.fetchmany(max_rows)
-            columns = tuple(d.name for d in cursor.description or ())
-        return columns, rows
+    def fetch(self, sql: str, *, max_rows: int, max_bytes: int
+              ) -> tuple[tuple[str, ...], list[tuple], bool]:
+        # A named (server-side) cursor: DECLARE takes exactly one SELECT, and rows are
+        # computed and sent only as they are fetched, in batches that stop at the caps.
+        cursor = self.conn.cursor(name="eras_query")
+        cursor.execute(sql)
+        return _fetch_capped(cursor, max_rows=max_rows, max_bytes=max_bytes)
 
     def interrupt(self) -> None:
         cancel = getattr(self.conn, "cancel_safe", None)

@@ -294,3 +294,34 @@ def test_connection_errors_never_show_the_password(postgres_server_url):
     assert "cannot connect to the eras database" in str(info.value)
     assert "Hunter2" not in str(info.value)
     assert "Hunter2" not in repr(db)
+
+
+# --- byte limits --------------------------------------------------------------------------
+
+
+def test_sqlite_refuses_a_value_longer_than_the_value_limit(backend):
+    """zeroblob/printf cannot build a value past ERAS_VALUE_LIMIT_BYTES (SQLite)."""
+    if backend.name != "sqlite":
+        pytest.skip("SQLITE_LIMIT_LENGTH is SQLite's; PostgreSQL caps the rows' total")
+    db = backend.database(value_limit_bytes=100_000)
+    with pytest.raises(DatabaseToolError, match="longer than 100000 bytes"):
+        db.query("SELECT zeroblob(5000000)")
+    # printf pads in a loop no progress handler stops: the pad is refused before it runs.
+    for sql in ("SELECT printf('%.*c', 999999999, 'x')", "SELECT format('%999999999d', 1)"):
+        with pytest.raises(DatabaseToolError, match="pad past 100000 characters"):
+            db.query(sql)
+    # Ordinary formatting is untouched.
+    row = db.query("SELECT printf('%.2f|%5s|%d%%', 3.14159, 'ab', 7), format('%s', NULL)").rows
+    assert row == (("3.14|   ab|7%", ""),)
+    assert backend.snapshot() == backend.baseline
+
+
+def test_a_result_is_cut_when_its_rows_pass_the_byte_limit(backend):
+    """Big values x many rows stop at ERAS_RESULT_LIMIT_BYTES, marked truncated."""
+    db = backend.database(result_limit_bytes=50_000, row_limit=200)
+    big = "zeroblob(20000)" if backend.name == "sqlite" else "repeat('x', 20000)"
+    result = db.query(f"SELECT {big} AS v FROM customers")
+    assert result.truncated is True
+    assert len(result.rows) == 2  # 2 x 20 KB fit in 50 KB; the third would not
+    small = db.query("SELECT name FROM customers")
+    assert len(small.rows) == 120 and small.truncated is False
