@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks;
+"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks
+(refusals are accepted, explained and closed with 4400/4401/4403: runtime.auth);
 the `pipeline` channel for `manage.py runworker pipeline` (runtime.worker)."""
 
 import os
@@ -11,10 +12,9 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: they load models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from runtime.auth import BearerTokenMiddleware  # noqa: E402
+from runtime.auth import BearerTokenMiddleware, SocketOriginMiddleware  # noqa: E402
 from runtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
 from runtime.dispatch import PIPELINE_CHANNEL  # noqa: E402
 from runtime.worker import PipelineConsumer  # noqa: E402
@@ -27,8 +27,9 @@ websocket_urlpatterns = [
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(
-        # Inside the session stack, so a token's user overrides the session's.
-        BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))),
+    "websocket": AuthMiddlewareStack(
+        # Inside the session stack, so a token's user overrides the session's; the Origin
+        # check inside that, as it applies to cookie sockets only (runtime.auth).
+        BearerTokenMiddleware(SocketOriginMiddleware(URLRouter(websocket_urlpatterns)))),
     "channel": ChannelNameRouter({PIPELINE_CHANNEL: PipelineConsumer.as_asgi()}),
 })

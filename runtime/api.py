@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +42,20 @@ from django.views.decorators.csrf import csrf_exempt
 from graphs.selectors import graph_list_with_counts, graph_spec_get
 from graphs.spec import cytoscape
 from runtime import conversations as conv
-from runtime.api_schema import Operation, Route, openapi_document
+from runtime.api_schema import (
+    AFTER_SEQ,
+    CHAT,
+    ELEMENTS,
+    FRAMES_LAST,
+    HISTORY_LIMIT,
+    MAX_BODY_BYTES,
+    MESSAGE_ID,
+    SSE_TIMEOUT,
+    Operation,
+    Param,
+    Route,
+    openapi_document,
+)
 from runtime.auth import (
     AuthFailed,
     Caller,
@@ -51,10 +65,10 @@ from runtime.auth import (
     user_from_bearer,
 )
 from runtime.chatlog import chat_events_after, chat_last_seq
-from runtime.consumers import CHAT_NAME
 from runtime.dispatch import message_submit, reap_and_publish
 from runtime.errors import ConversationBusy, DispatchFailed, GraphError
 from runtime.events import ClearedEvent, ControlsEvent
+from runtime.jsonin import BadJSON, json_decode
 from runtime.machines import MachineError
 from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
@@ -68,8 +82,6 @@ logger = logging.getLogger(__name__)
 
 SSE_POLL_S = 0.2
 SSE_KEEPALIVE_S = 15.0
-SSE_MAX_TIMEOUT_S = 3600.0
-MAX_BODY_BYTES = 64 * 1024
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -202,14 +214,22 @@ _TYPE_WORDS = {
 }
 
 
-def _decode_body(request: HttpRequest, schema: dict[str, Any]) -> dict[str, Any]:
+def _read_body(request: HttpRequest) -> bytes:
+    """The raw body, refused past MAX_BODY_BYTES (read no further than that)."""
+    raw = request.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes, "
+                       "the limit")
+    return raw
+
+
+def _decode_body(raw: bytes, schema: dict[str, Any]) -> dict[str, Any]:
     """The JSON object body, checked against the route's schema (required, types, enums)."""
-    if len(request.body) > MAX_BODY_BYTES:
-        raise bad_request(f"the body is {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
     try:
-        data = json.loads(request.body or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the body is not JSON: {exc}") from None
+        data = json_decode(raw or b"")
+    except BadJSON as exc:
+        raise bad_request(f"the body is {exc}" if str(exc).startswith("not JSON")
+                          else str(exc)) from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
     for name in schema.get("required", []):
@@ -227,21 +247,30 @@ def _decode_body(request: HttpRequest, schema: dict[str, Any]) -> dict[str, Any]
     return data
 
 
-def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.GET.get(name)
+def _number_param(request: HttpRequest, param: Param) -> float:
+    """A numeric query parameter, checked against its row (type, range); its default if absent."""
+    raw = request.GET.get(param.name)
     if raw is None or raw == "":
-        return default
+        return param.default
+    integer = param.type == "integer"
     try:
-        value = int(raw)
+        value = int(raw) if integer else float(raw)
     except ValueError:
-        raise bad_request(f"{name!r} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise bad_request(f"{name!r} must be between {low} and {high}")
+        kind = "an integer" if integer else "a number"
+        raise bad_request(f"{param.name!r} must be {kind}, got {raw!r}") from None
+    low = param.minimum if param.minimum is not None else param.exclusive_minimum
+    if ((param.minimum is not None and value < param.minimum)
+            or (param.exclusive_minimum is not None and not value > param.exclusive_minimum)
+            or (param.maximum is not None and value > param.maximum)
+            or value != value):  # NaN
+        above = "at least" if param.minimum is not None else "more than"
+        raise bad_request(f"{param.name!r} must be {above} {low:g} and at most "
+                          f"{param.maximum:g}")
     return value
 
 
 def _message_id_param(request: HttpRequest) -> str:
-    raw = request.GET.get("id", "")
+    raw = request.GET.get(MESSAGE_ID.name, "")
     if not raw:
         raise bad_request("the query parameter 'id' (a message id) is required")
     try:
@@ -286,6 +315,12 @@ def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
             return error_response(401, exc.code, str(exc))
         except Forbidden as exc:
             return error_response(403, exc.code, str(exc))
+        except Exception:
+            # Broad on purpose: a client gets JSON it can read, never Django's HTML 500;
+            # the traceback goes to the log.
+            logger.exception("%s %s failed", request.method, route.path)
+            return error_response(500, "internal", "something went wrong on our side; the "
+                                  "details are in the server log")
 
     view.__name__ = route.name.replace("-", "_")
     view.__doc__ = next(iter(route.operations.values())).summary
@@ -295,6 +330,8 @@ def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
 
 
 async def _decode(request: HttpRequest, op: Operation) -> Call:
+    # Read before the CSRF check, which would parse a form body (multipart...) otherwise.
+    raw = _read_body(request) if op.body is not None else b""
     caller = None
     if op.auth != "none":
         caller = await database_sync_to_async(caller_resolve)(request)
@@ -309,11 +346,11 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
                     f"CSRF check failed ({reason}); send the "
                     "csrftoken cookie's value as the X-CSRFToken header",
                 )
-    body = _decode_body(request, op.body) if op.body is not None else {}
+    body = _decode_body(raw, op.body) if op.body is not None else {}
     conversation_id = 0
     if op.scoped and caller is not None:
-        chat = request.GET.get("chat", "main")
-        if not CHAT_NAME.match(chat):
+        chat = request.GET.get(CHAT.name, CHAT.default)
+        if not re.fullmatch(CHAT.pattern, chat):
             raise bad_request(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
         conversation = await database_sync_to_async(conv.conversation_get_or_create)(
             **caller.owner(), chat=chat
@@ -491,7 +528,7 @@ def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
 
 async def history(call: Call) -> HttpResponse:
     """The last messages, oldest first."""
-    limit = _int_param(call.request, "limit", default=50, low=1, high=500)
+    limit = int(_number_param(call.request, HISTORY_LIMIT))
     return _json(
         {
             "messages": await database_sync_to_async(_history)(
@@ -508,7 +545,7 @@ def _frames(*, conversation_id: int, last: int) -> list[dict[str, Any]]:
 
 async def frames(call: Call) -> HttpResponse:
     """The conversation's last traces, oldest first."""
-    last = _int_param(call.request, "last", default=20, low=1, high=100)
+    last = int(_number_param(call.request, FRAMES_LAST))
     return _json(
         {
             "traces": await database_sync_to_async(_frames)(
@@ -550,19 +587,13 @@ async def poll(call: Call) -> HttpResponse:
 
 async def events(call: Call) -> HttpResponse:
     """The conversation's event log as Server-Sent Events, then new events as they come."""
-    after = _int_param(call.request, "after_seq", default=0, low=0, high=2**62)
+    after = int(_number_param(call.request, AFTER_SEQ))
     last_event_id = call.request.headers.get("Last-Event-ID")
     if last_event_id:
         if not last_event_id.isdigit():
             raise bad_request(f"Last-Event-ID must be a seq number, got {last_event_id!r}")
         after = int(last_event_id)
-    raw_timeout = call.request.GET.get("timeout", "300")
-    try:
-        timeout = float(raw_timeout)
-    except ValueError:
-        raise bad_request(f"'timeout' must be a number of seconds, got {raw_timeout!r}") from None
-    if not 0 < timeout <= SSE_MAX_TIMEOUT_S:
-        raise bad_request(f"'timeout' must be more than 0 and at most {SSE_MAX_TIMEOUT_S:g}")
+    timeout = float(_number_param(call.request, SSE_TIMEOUT))
     response = StreamingHttpResponse(
         _event_stream(conversation_id=call.conversation_id, after=after, timeout=timeout),
         content_type="text/event-stream",
@@ -622,7 +653,7 @@ def _graphs(*, elements: bool) -> list[dict[str, Any]]:
 
 async def graph_list(call: Call) -> HttpResponse:
     """Every graph."""
-    elements = call.request.GET.get("elements", "") in ("1", "true")
+    elements = bool(_number_param(call.request, ELEMENTS))
     return _json({"graphs": await database_sync_to_async(_graphs)(elements=elements)})
 
 
@@ -688,6 +719,17 @@ async def openapi(call: Call) -> HttpResponse:
     return _json(openapi_document())
 
 
+async def health(call: Call) -> HttpResponse:
+    """Liveness: the process answers."""
+    return _json({"status": "ok"})
+
+
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any path under /api/ that is not in the table: a JSON 404, like every API answer."""
+    return error_response(404, "not_found", f"no endpoint {request.path}; the endpoints "
+                          "are listed in /api/openapi.json")
+
+
 HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
     f.__name__: f
     for f in (
@@ -710,6 +752,7 @@ HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
         test_event,
         tests,
         openapi,
+        health,
     )
 }
 """Handlers by the name the endpoint table gives them."""

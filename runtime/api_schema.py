@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.consumers import CHAT_NAME
 from runtime.pipeline import MAX_MESSAGE_CHARS
 
 TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
@@ -17,7 +18,7 @@ TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
 
 @dataclass(frozen=True)
 class Param:
-    """A query parameter."""
+    """A query parameter: documented and checked (runtime.api) from the same row."""
 
     name: str
     """Its name in the query string."""
@@ -25,6 +26,27 @@ class Param:
     """Its JSON Schema type (`string`, `integer`, `number`)."""
     description: str
     """What it does, with its default."""
+    required: bool = False
+    """Whether a request without it is refused."""
+    minimum: float | None = None
+    """The smallest value accepted (numbers)."""
+    maximum: float | None = None
+    """The largest value accepted (numbers)."""
+    exclusive_minimum: float | None = None
+    """Values must be above this (numbers)."""
+    default: Any = None
+    """The value when it is absent."""
+    pattern: str | None = None
+    """A regular expression the whole value must match (strings)."""
+    format: str | None = None
+    """A JSON Schema format, e.g. `uuid`."""
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON Schema."""
+        keywords = {"type": self.type, "minimum": self.minimum, "maximum": self.maximum,
+                    "exclusiveMinimum": self.exclusive_minimum, "default": self.default,
+                    "pattern": self.pattern, "format": self.format}
+        return {key: value for key, value in keywords.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -61,7 +83,22 @@ class Route:
     """Operations by HTTP method (upper case)."""
 
 
-CHAT = Param("chat", "string", 'The conversation, `[a-z0-9_-]{1,80}` (default "main").')
+CHAT = Param("chat", "string", 'The conversation (default "main").', default="main",
+             pattern=CHAT_NAME.pattern)
+MESSAGE_ID = Param("id", "string", "The message id from /api/send.", required=True,
+                   format="uuid")
+HISTORY_LIMIT = Param("limit", "integer", "How many messages.", minimum=1, maximum=500,
+                      default=50)
+FRAMES_LAST = Param("last", "integer", "How many traces.", minimum=1, maximum=100, default=20)
+AFTER_SEQ = Param("after_seq", "integer",
+                  "Send events after this seq; the Last-Event-ID header wins.",
+                  minimum=0, maximum=2**62, default=0)
+SSE_TIMEOUT = Param("timeout", "number", "Close the stream after this many seconds.",
+                    exclusive_minimum=0, maximum=3600, default=300)
+ELEMENTS = Param("elements", "integer", "1 to include Cytoscape elements.", minimum=0,
+                 maximum=1, default=0)
+MAX_BODY_BYTES = 64 * 1024
+"""The largest request body accepted (413 past it)."""
 TEXT_BODY = {
     "type": "object",
     "required": ["text"],
@@ -69,13 +106,26 @@ TEXT_BODY = {
         "text": {
             "type": "string",
             "maxLength": MAX_MESSAGE_CHARS,
-            "description": "The message, not empty once stripped.",
+            "pattern": r"\S",
+            "description": "The message: at most "
+            f"{MAX_MESSAGE_CHARS} characters as sent, not only white space.",
         }
     },
 }
 COMMON = {400: "Bad input", 401: "Not signed in, or a bad token"}
+BODY_ERRORS = {413: f"The body is larger than {MAX_BODY_BYTES} bytes"}
 
 ROUTES: tuple[Route, ...] = (
+    Route(
+        "/health",
+        "health",
+        {
+            "GET": Operation(
+                "health", "Liveness: `{status: ok}` while the process answers.",
+                {200: "Alive"}, auth="none", scoped=False,
+            )
+        },
+    ),
     Route(
         "/auth/config",
         "api-auth-config",
@@ -150,6 +200,7 @@ ROUTES: tuple[Route, ...] = (
                         "data": {
                             "type": "object",
                             "description": "`{machine}` for a machine button.",
+                            "properties": {"machine": {"type": "string"}},
                         },
                     },
                 },
@@ -164,7 +215,7 @@ ROUTES: tuple[Route, ...] = (
                 "result",
                 "A message's status and, once done, its answer, controls, path, frames.",
                 {200: "The result", **COMMON, 404: "No such message in this conversation"},
-                params=(Param("id", "string", "The message id from /api/send."),),
+                params=(MESSAGE_ID,),
             )
         },
     ),
@@ -203,7 +254,7 @@ ROUTES: tuple[Route, ...] = (
                 "history",
                 "The last messages, oldest first.",
                 {200: "The messages", **COMMON},
-                params=(Param("limit", "integer", "How many messages (1-500, default 50)."),),
+                params=(HISTORY_LIMIT,),
             )
         },
     ),
@@ -215,7 +266,7 @@ ROUTES: tuple[Route, ...] = (
                 "frames",
                 "The conversation's last frame traces, oldest first.",
                 {200: "The traces", **COMMON},
-                params=(Param("last", "integer", "How many traces (1-100, default 20)."),),
+                params=(FRAMES_LAST,),
             )
         },
     ),
@@ -227,7 +278,7 @@ ROUTES: tuple[Route, ...] = (
                 "trace",
                 "One message's frame trace (staff may read anyone's).",
                 {200: "The trace", **COMMON, 404: "No such trace you may read"},
-                params=(Param("id", "string", "The message id."),),
+                params=(MESSAGE_ID,),
             )
         },
     ),
@@ -252,18 +303,7 @@ ROUTES: tuple[Route, ...] = (
                 "The conversation's events as Server-Sent Events (`id: <seq>`).",
                 {200: "An event stream", **COMMON},
                 content_type="text/event-stream",
-                params=(
-                    Param(
-                        "after_seq",
-                        "integer",
-                        "Send events after this seq (default 0); the Last-Event-ID header wins.",
-                    ),
-                    Param(
-                        "timeout",
-                        "number",
-                        "Close the stream after this many seconds (default 300, at most 3600).",
-                    ),
-                ),
+                params=(AFTER_SEQ, SSE_TIMEOUT),
             )
         },
     ),
@@ -287,7 +327,7 @@ ROUTES: tuple[Route, ...] = (
                 "Every graph's name and description.",
                 {200: "The graphs", **COMMON},
                 scoped=False,
-                params=(Param("elements", "integer", "1 to include Cytoscape elements."),),
+                params=(ELEMENTS,),
             )
         },
     ),
@@ -368,11 +408,6 @@ ERROR_SCHEMA = {
 }
 
 
-def route_for(path: str) -> Route:
-    """The table's row for `path`."""
-    return next(route for route in ROUTES if route.path == path)
-
-
 def _operation_doc(op: Operation) -> dict[str, Any]:
     params = ((CHAT,) if op.scoped else ()) + op.params
     doc: dict[str, Any] = {
@@ -382,9 +417,9 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
             {
                 "name": p.name,
                 "in": "query",
-                "required": False,
+                "required": p.required,
                 "description": p.description,
-                "schema": {"type": p.type},
+                "schema": p.schema(),
             }
             for p in params
         ],
@@ -399,7 +434,8 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                     else {}
                 },
             }
-            for code, text in sorted(op.responses.items())
+            for code, text in sorted({**op.responses,
+                                      **(BODY_ERRORS if op.body is not None else {})}.items())
         },
     }
     if op.body is not None:
@@ -421,7 +457,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "agentsite REST API",
             "version": "1",
-            "description": 'Every error is `{"error": {"code", "message"}}`.',
+            "description": 'Every answer is JSON (but the event stream); every error is '
+            '`{"error": {"code", "message"}}`, unknown paths under /api/ included.',
         },
         "components": {
             "securitySchemes": {

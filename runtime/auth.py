@@ -14,23 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
+from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from runtime.errors import AgentError
 from runtime.models import ApiToken
 
+CLOSE_BAD_REQUEST = 4400
+"""A socket's close code when its URL is malformed (e.g. a bad chat name)."""
 CLOSE_UNAUTHENTICATED = 4401
+"""Not signed in, a bad or revoked token, or a session that ended."""
+CLOSE_FORBIDDEN = 4403
+"""Signed in but not allowed: a foreign Origin, or a staff socket for a non-staff user."""
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """`last_used_at` is written at most this often per token, not on every request."""
 
@@ -168,6 +175,30 @@ def csrf_failure(request: HttpRequest) -> str | None:
 
 
 # --- sockets ---------------------------------------------------------------------------
+#
+# A socket refused before it is accepted reaches the client as daphne's plain HTTP 403,
+# whatever the reason. So every refusal accepts first, says why in an `error` event, and
+# closes with a code a client can act on: 4400 bad URL, 4401 sign in again, 4403 not allowed.
+
+
+async def socket_refuse(send, *, close_code: int, code: str, message: str) -> None:
+    """Accept the socket (its `websocket.connect` already received), say why, and close it."""
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps(
+        {"type": "error", "code": code, "message": message, "seq": None})})
+    await send({"type": "websocket.close", "code": close_code})
+
+
+async def _refuse_connect(receive, send, **reason: Any) -> None:
+    event = await receive()
+    if event.get("type") == "websocket.connect":
+        await socket_refuse(send, **reason)
+
+
+def token_alive(raw: str) -> bool:
+    """Whether a token a socket connected with still works (not revoked, its user active)."""
+    return ApiToken.objects.filter(key_hash=token_hash(raw.strip()),
+                                   user__is_active=True).exists()
 
 
 class BearerTokenMiddleware:
@@ -175,8 +206,8 @@ class BearerTokenMiddleware:
 
     The token comes from `Authorization: Bearer …` or, for browsers that cannot
     set headers on a WebSocket, from `?token=`. Placed inside
-    AuthMiddlewareStack, it overrides the session user. A bad token closes the
-    socket with 4401 before the consumer sees it.
+    AuthMiddlewareStack, it overrides the session user. A bad token gets an
+    `error` event and close code 4401 before the consumer sees it.
     """
 
     def __init__(self, inner) -> None:
@@ -190,10 +221,12 @@ class BearerTokenMiddleware:
         user = await database_sync_to_async(user_from_token)(raw)
         if user is None:
             if scope["type"] == "websocket":
-                await receive()  # websocket.connect
-                await send({"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED})
+                await _refuse_connect(
+                    receive, send, close_code=CLOSE_UNAUTHENTICATED, code="unauthenticated",
+                    message="the bearer token is unknown or revoked")
             return None
-        return await self.inner({**scope, "user": user, "auth": "token"}, receive, send)
+        return await self.inner({**scope, "user": user, "auth": "token", "token": raw},
+                                receive, send)
 
     @staticmethod
     def _token(scope) -> str | None:
@@ -202,7 +235,57 @@ class BearerTokenMiddleware:
                 raw = bearer_value(value.decode("latin-1"))
                 if raw is not None:
                     return raw
-        query = parse_qs(scope.get("query_string", b"").decode())
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if "token" in query:
             return query["token"][-1]
         return None
+
+
+class SocketOriginMiddleware:
+    """ASGI middleware: a socket signed in by cookie must be opened by this site's own pages.
+
+    A browser sends its cookies with a socket opened by any page, so a page on
+    another site could otherwise chat as the visitor: the Origin must be this
+    site (host and port as in the Host header) or one of CSRF_TRUSTED_ORIGINS,
+    and the host one of ALLOWED_HOSTS. A socket with a bearer token is not
+    checked: the token is not ambient (no page can make a browser send it), and
+    API clients send no Origin. Place it inside BearerTokenMiddleware.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        """Refuse a cookie socket from a foreign page (4403); hand everything else over."""
+        if scope["type"] == "websocket" and scope.get("auth") != "token":
+            reason = origin_refusal(scope)
+            if reason:
+                return await _refuse_connect(receive, send, close_code=CLOSE_FORBIDDEN,
+                                             code="forbidden", message=reason)
+        return await self.inner(scope, receive, send)
+
+
+def origin_refusal(scope) -> str | None:
+    """Why a cookie socket's Origin is refused, or None when it is this site's."""
+    headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    origin = headers.get(b"origin", "").strip()
+    host = headers.get(b"host", "").strip().lower()
+    if not origin:
+        return ("a socket signed in by cookie needs an Origin header (browsers send one); "
+                "API clients use a bearer token instead")
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return None
+    parsed = urlsplit(origin.lower())
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        default = None
+    if default is None or not parsed.hostname or parsed.path or parsed.username:
+        return f"the Origin {origin!r} is not a web page's"
+    # Both sides as browsers write them: host[:port], the scheme's default port left out.
+    site = parsed.netloc.removesuffix(f":{default}")
+    host = host.removesuffix(f":{default}")
+    if site != host or not validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        return f"the socket was opened by a page of {origin}, not of this site"
+    return None

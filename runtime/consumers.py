@@ -30,6 +30,12 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from runtime import conversations as conv
+from runtime.auth import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHENTICATED,
+    token_alive,
+)
 from runtime.chatlog import chat_events_after, chat_last_seq
 from runtime.dispatch import message_submit, reap_and_publish
 from runtime.errors import ConversationBusy, DispatchFailed
@@ -49,8 +55,15 @@ from runtime.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
 
 logger = logging.getLogger(__name__)
 CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
+
+
+async def refuse(consumer: AsyncWebsocketConsumer, close_code: int, code: str, message: str
+                 ) -> None:
+    """Accept, say why, close: a client sees the code, not daphne's HTTP 403 (runtime.auth)."""
+    await consumer.accept()
+    await consumer.send(text_data=json.dumps(
+        {**ErrorEvent(code=code, message=message).as_dict(), "seq": None}))
+    await consumer.close(code=close_code)
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -80,7 +93,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         session = self.scope.get("session")
         chat = self._query().get("chat", "main")
         if not CHAT_NAME.match(chat):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await refuse(self, CLOSE_BAD_REQUEST, "bad_request", f"{chat!r} is not a chat "
+                               "name: use 1-80 of a-z, 0-9, _ and -")
             return
         if user is not None and user.is_authenticated:
             owner: dict[str, Any] = {"user": user}
@@ -89,7 +103,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await database_sync_to_async(session.save)()
             owner = {"session_key": session.session_key}
         else:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in, or send "
+                               "`Authorization: Bearer <token>`")
             return
         conversation = await database_sync_to_async(conv.conversation_get_or_create)(
             **owner, chat=chat)
@@ -106,12 +121,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.watchdog.add_done_callback(_log_task_failure)
 
     async def _watch_session(self) -> None:
-        """Close the socket soon after its session expires or its user signs out."""
+        """Close the socket soon after its session ends, its user signs out or is
+        deactivated, or its token is revoked."""
         while not self.closed:
             await asyncio.sleep(settings.AGENTSITE_SESSION_CHECK_S)
-            if not self.closed and not await self._still_signed_in():
-                await self._error("unauthenticated", "your session has expired or you signed "
-                                  "out; sign in again")
+            token = self.scope.get("token")
+            alive = (await database_sync_to_async(token_alive)(token) if token
+                     else await self._still_signed_in())
+            if not self.closed and not alive:
+                await self._error("unauthenticated", "your token was revoked" if token else
+                                  "your session has expired or you signed out; sign in again")
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
 
@@ -138,14 +157,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except BadMessage as exc:
             await self._error(exc.code, str(exc))
             return
-        if isinstance(message, MessageIn):
-            await self._start(message.text)
-        elif isinstance(message, ActionIn):
-            await self._action(message)
-        elif isinstance(message, CancelProcessIn):
-            await self._cancel(message.pid)
-        elif isinstance(message, ResumeIn):
-            await self._resume(message.after_seq)
+        try:
+            if isinstance(message, MessageIn):
+                await self._start(message.text)
+            elif isinstance(message, ActionIn):
+                await self._action(message)
+            elif isinstance(message, CancelProcessIn):
+                await self._cancel(message.pid)
+            elif isinstance(message, ResumeIn):
+                await self._resume(message.after_seq)
+        except Exception:
+            # Broad on purpose: one failed request must not kill the socket (close 1011);
+            # the client gets a plain error and the log the traceback.
+            logger.exception("chat socket: %s failed", type(message).__name__)
+            await self._error("internal", "something went wrong on our side; the details "
+                              "are in the server log")
 
     # --- message handlers ------------------------------------------------------
 
@@ -268,10 +294,10 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
         """Staff only."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in as staff")
             return
         if not user.is_staff:
-            await self.close(code=CLOSE_FORBIDDEN)
+            await refuse(self, CLOSE_FORBIDDEN, "forbidden", "only staff may watch this socket")
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()

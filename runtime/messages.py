@@ -7,11 +7,11 @@ controls, done, cleared, error) and `runtime.types` (hud, frame_trace); on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import AgentError
+from runtime.jsonin import BadJSON, json_decode
 
 MAX_FRAME_BYTES = 64 * 1024
 """The largest socket frame accepted; a message's text has its own, smaller limit."""
@@ -80,13 +80,13 @@ def parse_inbound(raw: str | bytes | None) -> Inbound:
     """Parse one socket frame; BadMessage says exactly what is wrong with it."""
     if raw is None or isinstance(raw, bytes):
         raise BadMessage("binary frames are not accepted; send JSON text")
-    if len(raw.encode()) > MAX_FRAME_BYTES:
-        raise BadMessage(f"the frame is {len(raw.encode())} bytes; the limit is "
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise BadMessage(f"the frame is {len(raw.encode('utf-8', 'surrogatepass'))} bytes; the limit is "
                          f"{MAX_FRAME_BYTES}")
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadMessage(f"not JSON: {exc.msg} at position {exc.pos}") from None
+        data = json_decode(raw)
+    except BadJSON as exc:
+        raise BadMessage(str(exc)) from None
     if not isinstance(data, dict):
         raise BadMessage("a message must be a JSON object with a `type`")
     kind = data.get("type")

@@ -109,13 +109,14 @@ def validate_text(text: Any) -> str:
     """The message text, stripped; InvalidMessage says what is wrong."""
     if not isinstance(text, str):
         raise InvalidMessage("the message text must be a string")
-    text = text.strip()
-    if not text:
-        raise InvalidMessage("the message is empty")
+    # Measured as sent, as the API's schema states it (maxLength), before white space goes.
     if len(text) > MAX_MESSAGE_CHARS:
         raise InvalidMessage(
             f"the message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}"
         )
+    text = text.strip()
+    if not text:
+        raise InvalidMessage("the message is empty")
     return text
 
 

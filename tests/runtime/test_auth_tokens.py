@@ -7,6 +7,7 @@ import json
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -17,6 +18,7 @@ from runtime.models import ApiToken
 from tests.helpers import make_user
 
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")
 
 
 @pytest.fixture
@@ -88,12 +90,16 @@ def test_token_user_is_the_caller(ada):
 
 
 async def _connect(path: str, headers) -> tuple[bool, object, dict | None]:
+    """Whether the socket stayed open, its close code if not, and its first event."""
     comm = WebsocketCommunicator(application, path, headers=headers)
     connected, code = await comm.connect()
-    ready = await comm.receive_json_from() if connected else None
+    first = await comm.receive_json_from() if connected else None
+    if first is not None and first["type"] == "error":
+        closed = await comm.receive_output(timeout=5)
+        return False, closed["code"], first
     if connected:
         await comm.disconnect()
-    return connected, code, ready
+    return connected, code, first
 
 
 @pytest.mark.parametrize("where", ["header", "query"])
@@ -101,7 +107,7 @@ def test_token_on_the_socket(ada, settings, where):
     """A socket with a good token (header or ?token=) is the token's user."""
     settings.AGENTSITE_ALLOW_ANONYMOUS = False  # so only the token can let it in
     raw = create_token("ada")
-    headers = [ORIGIN]
+    headers = [ORIGIN, HOST]
     path = "/ws"
     if where == "header":
         headers.append((b"authorization", f"Bearer {raw}".encode()))
@@ -113,8 +119,8 @@ def test_token_on_the_socket(ada, settings, where):
 
 @pytest.mark.parametrize("where", ["header", "query"])
 def test_bad_token_closes_the_socket_4401(ada, where):
-    """A bad token closes the socket with 4401 before the consumer runs."""
-    headers = [ORIGIN]
+    """A bad token: accepted, told why, closed with 4401 before the consumer runs."""
+    headers = [ORIGIN, HOST]
     path = "/ws?token=nope"
     if where == "header":
         headers.append((b"authorization", b"Bearer nope"))
@@ -128,7 +134,7 @@ def test_token_socket_can_chat(ada):
     raw = create_token("ada")
 
     async def scenario():
-        comm = WebsocketCommunicator(application, f"/ws?token={raw}", headers=[ORIGIN])
+        comm = WebsocketCommunicator(application, f"/ws?token={raw}", headers=[ORIGIN, HOST])
         await comm.connect()
         await comm.receive_json_from()
         await comm.send_json_to({"type": "message", "text": "hello"})
@@ -139,3 +145,38 @@ def test_token_socket_can_chat(ada):
         return event
 
     assert async_to_sync(scenario)()["type"] == "done"
+
+
+def test_a_token_socket_needs_no_origin_and_ignores_a_foreign_one(ada):
+    """The token is not ambient, so an API client's socket sends no Origin; any Origin is moot."""
+    raw = create_token("ada")
+    for headers in ([HOST], [(b"origin", b"http://evil.example"), HOST]):
+        connected, _, ready = async_to_sync(_connect)(f"/ws?token={raw}", headers)
+        assert connected and ready["type"] == "ready"
+
+
+@pytest.mark.parametrize("how", ["revoked", "deactivated"])
+def test_a_revoked_token_or_deactivated_user_loses_its_open_socket(ada, settings, how):
+    """Within the watchdog period the socket gets an error and is closed with 4401."""
+    settings.AGENTSITE_SESSION_CHECK_S = 0.05
+    raw = create_token("ada")
+
+    def revoke() -> None:
+        if how == "revoked":
+            ApiToken.objects.filter(user=ada).delete()
+        else:
+            type(ada).objects.filter(pk=ada.pk).update(is_active=False)
+
+    async def scenario():
+        comm = WebsocketCommunicator(application, "/ws", headers=[
+            HOST, (b"authorization", f"Bearer {raw}".encode())])
+        assert (await comm.connect())[0]
+        assert (await comm.receive_json_from())["type"] == "ready"
+        await database_sync_to_async(revoke)()
+        error = await comm.receive_json_from(timeout=5)
+        closed = await comm.receive_output(timeout=5)
+        return error, closed
+
+    error, closed = async_to_sync(scenario)()
+    assert error["code"] == "unauthenticated"
+    assert closed == {"type": "websocket.close", "code": 4401}

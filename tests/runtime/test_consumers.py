@@ -19,6 +19,7 @@ from runtime.publish import publish_test
 from traces.models import MessageTrace
 
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")
 
 
 def cookie_for(user) -> tuple[bytes, bytes]:
@@ -30,7 +31,7 @@ def cookie_for(user) -> tuple[bytes, bytes]:
 
 def communicator(path: str = "/ws", user=None, headers=None) -> WebsocketCommunicator:
     """A communicator on `path` with the test Origin and `user`'s session."""
-    hdrs = [ORIGIN] if headers is None else headers
+    hdrs = [ORIGIN, HOST] if headers is None else headers
     if user is not None:
         hdrs = [*hdrs, user.ws_cookie]
     return WebsocketCommunicator(application, path, headers=hdrs)
@@ -311,16 +312,11 @@ def test_anonymous_chat_only_when_allowed(graphs, settings):
     """Without a signed-in user the socket is closed unless anonymous chat is allowed."""
     settings.AGENTSITE_ALLOW_ANONYMOUS = False
 
-    async def refused():
-        comm = communicator()
-        connected, code = await comm.connect()
-        return connected, code
-
-    assert run(refused) == (False, 4401)
+    assert refused(communicator())[0] == 4401
     settings.AGENTSITE_ALLOW_ANONYMOUS = True
 
     async def allowed():
-        comm = communicator(headers=[ORIGIN])  # a visitor without a session gets one
+        comm = communicator(headers=[ORIGIN, HOST])  # a visitor without a session gets one
         connected, _ = await comm.connect()
         ready = await comm.receive_json_from()
         await comm.disconnect()
@@ -331,14 +327,57 @@ def test_anonymous_chat_only_when_allowed(graphs, settings):
     assert Conversation.objects.get(pk=ready["conversation"]).user is None
 
 
-def test_foreign_origin_is_refused(ada):
-    """A socket opened from another site's page is refused."""
-    async def scenario():
-        comm = communicator(user=ada, headers=[(b"origin", b"http://evil.example")])
-        connected, _ = await comm.connect()
-        return connected
+async def refusal_of(comm: WebsocketCommunicator) -> tuple[int, dict]:
+    """The close code and error event of a socket that is accepted, then refused."""
+    connected, _ = await comm.connect()
+    assert connected  # accepted first, so the client sees the code, not an HTTP 403
+    error = await comm.receive_json_from()
+    closed = await comm.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and error["type"] == "error"
+    return closed["code"], error
 
-    assert run(scenario) is False
+
+def refused(comm: WebsocketCommunicator) -> tuple[int, dict]:
+    """`refusal_of`, from sync test code."""
+    return async_to_sync(refusal_of)(comm)
+
+
+@pytest.mark.parametrize("origin", [
+    b"http://evil.example",
+    b"http://testserver:8001",  # this host, another port: another site
+    b"https://testserver.evil.example",
+    b"null",
+])
+def test_foreign_origin_is_refused_4403(ada, origin):
+    """A cookie socket opened from another site's page is accepted, told why and closed 4403."""
+    code, error = refused(communicator(user=ada, headers=[(b"origin", origin), HOST]))
+    assert code == 4403 and error["code"] == "forbidden"
+
+
+def test_a_cookie_socket_needs_an_origin(ada):
+    code, error = refused(communicator(user=ada, headers=[HOST]))
+    assert code == 4403 and "Origin" in error["message"]
+
+
+@pytest.mark.parametrize(("origin", "host"), [
+    (b"http://testserver", b"testserver:80"),
+    (b"http://localhost:8000", b"localhost:8000"),
+    (b"https://localhost", b"localhost"),
+])
+def test_this_sites_origin_is_accepted_with_its_port(ada, origin, host):
+    async def scenario():
+        comm = communicator(user=ada, headers=[(b"origin", origin), (b"host", host)])
+        connected, _ = await comm.connect()
+        ready = await comm.receive_json_from()
+        await comm.disconnect()
+        return connected, ready["type"]
+
+    assert run(scenario) == (True, "ready")
+
+
+def test_a_bad_chat_name_is_closed_4400(ada):
+    code, error = refused(communicator("/ws?chat=Not%20A%20Name", user=ada))
+    assert code == 4400 and "chat name" in error["message"]
 
 
 def test_signed_out_socket_is_closed(ada):
@@ -365,8 +404,7 @@ def test_trace_and_test_sockets_are_staff_only(ada):
 
     async def scenario():
         for path in ("/ws/trace", "/ws/test"):
-            comm = communicator(path, user=ada)
-            assert await comm.connect() == (False, 4403)
+            assert (await refusal_of(communicator(path, user=ada)))[0] == 4403
         trace = communicator("/ws/trace", user=staff)
         tests = communicator("/ws/test", user=staff)
         assert (await trace.connect())[0] and (await tests.connect())[0]
@@ -465,3 +503,24 @@ def test_a_gap_in_the_relayed_events_is_filled_from_the_log(ada):
     assert (first["note"], first["seq"]) == ("lost", ready["last_seq"] + 1)
     assert (second["note"], second["seq"]) == ("next", ready["last_seq"] + 2)
     assert nothing
+
+
+def test_hostile_frames_get_an_error_and_the_socket_stays_usable(ada):
+    """3,000 levels of nesting and a lone surrogate: an `error` each, then a normal answer."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        errors = []
+        for frame in ('{"type": "message", "text": ' + "[" * 3000 + "]" * 3000 + "}",
+                      '{"type": "message", "text": "hi \\ud800"}'):
+            await comm.send_to(text_data=frame)
+            errors.append(await comm.receive_json_from())
+        await comm.send_json_to({"type": "message", "text": "hello"})
+        done = (await receive_until(comm, "done"))[-1]
+        await comm.disconnect()
+        return errors, done
+
+    errors, done = run(scenario)
+    assert [e["code"] for e in errors] == ["bad_request", "bad_request"]
+    assert "nested too deeply" in errors[0]["message"]
+    assert "surrogate" in errors[1]["message"]
+    assert done["failed"] is False
