@@ -34,7 +34,7 @@ from django.conf import settings
 
 from runtime import conversations as conv
 from runtime.errors import DispatchFailed, MessageLost, sorry
-from runtime.events import DoneEvent, ErrorEvent
+from runtime.events import AcceptedEvent, DoneEvent, ErrorEvent
 from runtime.pipeline import (
     CANCELLED_ANSWER,
     lost_events,
@@ -181,6 +181,8 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
     """
     timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
     async with ChatPublisher(conversation_id=conversation_id) as publish:
+        # First, in the same batch as the message's first events (no extra commit).
+        await publish(AcceptedEvent(message_id=message_id, text=text))
         try:
             await asyncio.wait_for(
                 pipeline_run(conversation_id=conversation_id, text=text, message_id=message_id,

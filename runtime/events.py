@@ -25,6 +25,26 @@ EventSink = Callable[[Event], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class AcceptedEvent:
+    """A message is being answered: its id and text, before any other of its events.
+
+    Every socket of the conversation gets it (a second tab shows the question
+    too), and it is in the event log, so a page reloaded mid-answer shows the
+    question its answer belongs to. Events and the stored answer carry the id.
+    """
+
+    message_id: str
+    """The id the message's events and stored answer carry."""
+    text: str
+    """The message as it will be answered (stripped)."""
+    type: str = "accepted"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class DeltaEvent:
     """A piece of the streamed answer."""
 

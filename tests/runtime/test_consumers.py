@@ -88,8 +88,13 @@ def test_message_streams_with_sequence_numbers(ada):
         return events
 
     events = run(scenario)
+    # First the message's id and text, before any other of its events.
+    accepted = events[0]
+    assert accepted == {"type": "accepted", "message_id": events[-1]["message_id"],
+                        "text": "how many customers are there?", "seq": 1}
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(events) + 1))
+    assert {e["message_id"] for e in events if "message_id" in e} == {accepted["message_id"]}
     text = "".join(e["text"] for e in events if e["type"] == "delta")
     assert text == events[-1]["answer"] == "There are 120 customers."
     kinds = {e["type"] for e in events}
@@ -288,6 +293,7 @@ def test_second_tab_of_the_same_conversation_sees_the_answer(ada):
 
     mine, theirs = run(scenario)
     assert [e["seq"] for e in mine] == [e["seq"] for e in theirs]
+    assert theirs[0]["type"] == "accepted" and theirs[0]["text"] == "hello"  # the question
 
 
 def test_socket_survives_a_graph_switch(ada):
