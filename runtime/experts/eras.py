@@ -233,5 +233,6 @@ class ErasExpert(Expert):
             return answer
         answer, _ = await speak(ctx, sections(
             question=run.task, sql=query.args.get("sql", ""), result=result_table(query.data),
-        ), prompt="execute_prompt", fallback=plain_reading(query.data), fallback_on_error=True)
+        ), prompt="execute_prompt", fallback=plain_reading(query.data, query.args.get("sql", "")),
+            fallback_on_error=True)
         return answer

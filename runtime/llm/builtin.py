@@ -38,10 +38,22 @@ GREETING = re.compile(
     r"^\s*(hi|hello|hey|hiya|howdy|greetings|good (morning|afternoon|evening)|hallo|moin|servus|"
     r"bonjour|hola)\b", re.I)
 THANKS = re.compile(r"\b(thanks|thank you|thx|cheers|danke|merci)\b", re.I)
+# "No thanks" declines an offer: it is not thanks for something done.
+DECLINE = re.compile(r"^\s*(?:(?:no|nope|nah|nein|non)[\s,]+(?:thanks|thank you|thx|danke|merci)\b"
+                     r"|(?:no|nope|nah|not now|no need|maybe later)[\s.!]*$)", re.I)
 FAREWELL = re.compile(r"^\s*(bye|goodbye|good night|see you|ciao|tsch(ü|ue)ss)\b", re.I)
 INTRO = re.compile(r"\b(?:my name is|call me|ich hei(?:ß|ss)e)\s+([A-Za-zÀ-ÿ][\w'-]*)", re.I)
-ASK_NAME = re.compile(r"\b(what(?:'s| is) my name|who am i|do you know my name)\b", re.I)
-REMEMBER = re.compile(r"\bremember(?: that)?[:,]?\s+(.+?)[.!]?\s*$", re.I)
+ASK_NAME = re.compile(r"\b(what(?:'s| is) my name|who am i|do you (?:know|remember) my name)\b",
+                      re.I)
+# "remember that ..." as a request: at the start, after a pause, or after "please", "and", "to"
+# or "(can) you"; never "I don't remember ...".
+REMEMBER = re.compile(r"(?:^|[.!?,;:]\s*|\b(?:please|and|also|to|you)\s+)remember(?: that)?[:,]?\s+"
+                      r"(.+?)[.!?]*\s*$", re.I)
+# A question about what is remembered asks for facts; it gives none. ("Do you know what
+# time it is?" is not one.)
+MEMORY_QUESTION = re.compile(r"\b(?:what|which|how much|do|did|does)\s+(?:else\s+)?"
+                             r"(?:do\s+|did\s+|have\s+)?you\s+(?:still\s+|already\s+)?"
+                             r"(?:remember|recall|know\s+about\s+(?:me|my)\b)", re.I)
 MOODS = (
     "happy", "sad", "tired", "angry", "excited", "bored", "stressed", "anxious", "great",
     "good", "fine", "okay", "upset", "frustrated", "calm", "relaxed", "down", "curious",
@@ -57,7 +69,6 @@ TOPIC = re.compile(
     r"\bchange (?:the )?topic to\s+(.+?)[.!?]*\s*$|\bnew topic:?\s+(.+?)[.!?]*\s*$", re.I)
 ASK_MOOD = re.compile(r"\b(how am i feeling|what(?:'s| is) my mood)\b", re.I)
 ASK_TOPIC = re.compile(r"\b(what are we talking about|what(?:'s| is) the topic)\b", re.I)
-ASK_MEMORY = re.compile(r"\bwhat do you (?:know|remember) about me\b", re.I)
 ASK_MY = re.compile(r"\bwhat(?:'s| is| are) my ([\w ]+?)\s*\??$", re.I)
 ASK_TIME = re.compile(r"\bwhat (?:time|day) is it\b|\bwhat(?:'s| is) the (?:time|date)\b", re.I)
 HELP = re.compile(r"\b(help|what can you do)\b", re.I)
@@ -133,6 +144,8 @@ def perceive(message: str, routes: tuple[str, str] = ("reflex", "director")) -> 
         intent = "greeting"
     elif FAREWELL.search(text):
         intent = "farewell"
+    elif DECLINE.search(text):
+        intent = "statement"
     elif THANKS.search(text) and len(text.split()) <= 6:
         intent = "thanks"
     elif text.endswith("?") or re.match(r"^(what|who|how|why|when|where|which|is|are|do|does|can|"
@@ -144,7 +157,8 @@ def perceive(message: str, routes: tuple[str, str] = ("reflex", "director")) -> 
     else:
         intent = "statement"
     quick, careful = routes
-    route = quick if intent in {"greeting", "thanks", "farewell", "introduction"} else careful
+    social = intent in {"greeting", "thanks", "farewell", "introduction"} or DECLINE.search(text)
+    route = quick if social else careful
     if GERMAN.search(text):
         language = "de"
     elif FRENCH.search(text):
@@ -197,11 +211,9 @@ def _machine_kind(text: str) -> str:
 
 
 def _existing_machine(machines: str, kind: str) -> str:
+    """The id of the listed machine of that kind, or empty: never some other machine."""
     ids = re.findall(r"^- ([\w-]+) \(", machines, re.M)
-    for mid in ids:
-        if kind and kind in mid:
-            return mid
-    return ids[0] if ids else kind
+    return next((mid for mid in ids if kind and kind in mid), "")
 
 
 def counter_calls(text: str) -> list[dict[str, Any]]:
@@ -234,14 +246,15 @@ def direct(message: str, parts: dict[str, str]) -> dict[str, Any]:
     """The director's plan and machine tool calls for a message."""
     kind = _machine_kind(message)
     machines = parts.get("machines", "")
-    if kind and RESET.search(message):
-        mid = _existing_machine(machines, kind)
-        return {"plan": "answer", "goal": f"confirm the {kind} was reset",
-                "tool_calls": [{"name": "reset_machine", "args": {"machine_id": mid}}]}
-    if kind and DESTROY.search(message):
-        mid = _existing_machine(machines, kind)
-        return {"plan": "answer", "goal": f"confirm the {kind} was removed",
-                "tool_calls": [{"name": "destroy_machine", "args": {"machine_id": mid}}]}
+    for pattern, verb, done, tool in ((RESET, "reset", "reset", "reset_machine"),
+                                      (DESTROY, "remove", "removed", "destroy_machine")):
+        if kind and pattern.search(message):
+            mid = _existing_machine(machines, kind)
+            if not mid:
+                return {"plan": "answer", "goal": f"tell the user there is no {kind} to {verb}",
+                        "tool_calls": []}
+            return {"plan": "answer", "goal": f"confirm the {kind} was {done}",
+                    "tool_calls": [{"name": tool, "args": {"machine_id": mid}}]}
     if kind:
         calls = {"counter": lambda: counter_calls(message), "toggle": toggle_calls,
                  "checklist": lambda: checklist_calls(message)}[kind]()
@@ -333,6 +346,9 @@ def _label_columns(table: Table) -> list[str]:
 
 
 AMOUNT_COLUMNS = ("amount", "budget", "hours", "hourly_rate", "unit_price", "quantity")
+LIST_LIMIT = 20
+TOTAL_COLUMN = "total_rows"
+"""The column a capped list query carries its uncapped row count in."""
 CITY = re.compile(r"\b(?:in|from)\s+([A-Z][\w-]+(?:\s[A-Z][\w-]+)?)")
 NAMED = re.compile(r"\b(?:named|called)\s+['\"]?([^'\"?]+?)['\"]?\s*(?:\?|$)", re.I)
 
@@ -425,13 +441,42 @@ def sql_for(message: str, schema_text: str) -> str:
         col = col or next((c for c in AMOUNT_COLUMNS if c in table.columns), table.columns[0])
         return (f"SELECT {', '.join(dict.fromkeys([*labels, col]))} FROM {table.name}{where} "
                 f"ORDER BY {col} DESC LIMIT {limit}")
-    return f"SELECT {', '.join(labels)} FROM {table.name}{where} ORDER BY {labels[0]} LIMIT 20"
+    # The list is capped, so the total comes with it (one query, every row carries it): the
+    # answer can then say "120, here are the first 10" instead of taking the cap for the total.
+    return (f"SELECT {', '.join(labels)}, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM {table.name}"
+            f"{where} ORDER BY {labels[0]} LIMIT {LIST_LIMIT}")
 
 
 # --- the eras expert's planner and fixer ---------------------------------------
 
-WRITE_REQUEST = re.compile(r"^\s*(?:please\s+)?(delete|drop|update|insert|truncate|remove all)\b",
-                           re.I)
+WRITE_REQUEST = re.compile(
+    r"^\s*(?:(?:please|can you|could you|would you|will you|i want(?: you)? to|"
+    r"i'?d like(?: you)? to|let'?s)\s+)*"
+    r"(delete|drop|truncate|remove|clear|wipe|erase|update(?! me\b)|change|rename|modify|edit|set|"
+    r"insert|add(?! up\b)|create)\b", re.I)
+
+
+def write_sql(message: str, table: str) -> str:
+    """The write a naive model writes for "delete all customers" or "change the name of
+    project 3" ("" when the message asks for no change).
+
+    A naive model does what it is asked; the read-only layers (the guard, a read-only
+    connection) must refuse the write, and the user is then told plainly that the database
+    is only read.
+    """
+    if TOPIC.search(message):  # "change the topic to projects" changes the conversation
+        return ""
+    match = WRITE_REQUEST.search(message)
+    if not match:
+        return ""
+    verb = match.group(1).lower()
+    if verb == "drop":
+        return f"DROP TABLE {table}"
+    if verb in {"insert", "add", "create"}:
+        return f"INSERT INTO {table} DEFAULT VALUES"
+    if verb in {"delete", "truncate", "remove", "clear", "wipe", "erase"}:
+        return f"DELETE FROM {table}"
+    return f"UPDATE {table} SET id = id"
 
 
 def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
@@ -441,14 +486,9 @@ def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
     wanted = tables_mentioned(task, names)
     if not wanted:
         return {"steps": []}
-    write = WRITE_REQUEST.search(task)
+    write = write_sql(task, wanted[0])
     if write:
-        # A naive model does what it is asked; the read-only layers must refuse it.
-        verb = write.group(1).lower()
-        sql = {"drop": f"DROP TABLE {wanted[0]}", "update": f"UPDATE {wanted[0]} SET id = id",
-               "insert": f"INSERT INTO {wanted[0]} DEFAULT VALUES"}.get(verb,
-                                                                         f"DELETE FROM {wanted[0]}")
-        return {"steps": [{"tool": "query", "args": {"sql": sql}}]}
+        return {"steps": [{"tool": "query", "args": {"sql": write}}]}
     known = {t.name for t in parse_schema(parts.get("described", ""))}
     missing = [name for name in wanted if name not in known]
     if missing:
@@ -482,14 +522,71 @@ def route(message: str, parts: dict[str, str]) -> dict[str, Any]:
 # --- think -------------------------------------------------------------------
 
 def _your(fact: str) -> str:
-    return re.sub(r"\bmy\b", "your", re.sub(r"\bI am\b|\bI'm\b", "you are", fact, flags=re.I),
-                  flags=re.I)
+    """A fact in the user's words said back to them: "I like tea" -> "you like tea"."""
+    fact = re.sub(r"\bI am\b|\bI'm\b", "you are", fact, flags=re.I)
+    fact = re.sub(r"\bmy\b", "your", fact, flags=re.I)
+    return re.sub(r"\bI\b", "you", fact)
+
+
+def _machine_done(kind: str, *, reset: bool, parts: dict[str, str]) -> str:
+    """What became of a reset or removal, read from the machines after the director's calls
+    (a reset keeps the machine, a removal drops it) and from the director's goal."""
+    present = bool(_existing_machine(parts.get("machines", ""), kind))
+    if reset:
+        return (f"Done — the {kind} is back at its start." if present
+                else f"There is no {kind} to reset.")
+    if present:
+        return f"I could not remove the {kind}."
+    if re.search(r"\bthere is no\b", parts.get("goal", ""), re.I):
+        return f"There is no {kind} to remove."
+    return f"I removed the {kind}."
+
+
+def fact_to_remember(message: str) -> str:
+    """The fact a message asks to remember ("remember that my cat is Tom"), or "".
+
+    A question about memory ("what do you remember about me?", "do you remember my
+    name?") asks for facts and gives none; nor does "remember what I said?".
+    """
+    if MEMORY_QUESTION.search(message):
+        return ""
+    match = REMEMBER.search(message)
+    if not match or re.match(r"(what|who|when|where|which|how|if|whether)\b", match.group(1),
+                             re.I):
+        return ""
+    return match.group(1).strip()
+
+
+def recall(message: str, memory: dict[str, Any]) -> str:
+    """The answer to a question about memory: the fact asked about, or all that is known."""
+    asked = re.search(r"(?:know|remember|recall)\w*\s+(?:that\s+|about\s+)?(.*?)[?.!]*\s*$",
+                      message, re.I)
+    subject = asked.group(1).strip().lower() if asked else ""
+    if subject not in {"", "me", "anything", "about me", "everything"}:
+        words = [w for w in re.findall(r"\w+", subject) if len(w) > 2 and w not in
+                 {"the", "that", "you", "about", "what", "told"}]
+        for fact in reversed(memory.get("facts", [])):
+            if words and all(w in fact.lower() for w in words):
+                return f"Yes — you told me that {_your(fact)}."
+        if words:
+            return "You haven't told me about that yet."
+    known = []
+    if memory.get("user_name"):
+        known.append(f"your name is {memory['user_name']}")
+    if memory.get("user_mood"):
+        known.append(f"you feel {memory['user_mood']}")
+    known.extend(_your(f) for f in memory.get("facts", []))
+    return ("I know that " + "; ".join(known) + "." if known
+            else "I don't know anything about you yet.")
 
 
 def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
     """The thinker's (or PA's) answer (text, maybe a BUTTONS line) or a `TOOL` line."""
     if parts.get("plan") == "query" and parts.get("database schema"):
-        sql = sql_for(message, parts["database schema"])
+        tables = [t.name for t in parse_schema(parts["database schema"])]
+        named = tables_mentioned(message, tables)
+        sql = (write_sql(message, named[0]) if named else "") or sql_for(
+            message, parts["database schema"])
         if sql:
             return f"TOOL query_db: {sql}"
         names = ", ".join(t.name for t in parse_schema(parts["database schema"]))
@@ -499,10 +596,8 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
     if kind and not machines:
         return (f"I can't make a {kind} here: machines live in the v3-framed graph. "
                 "Switch to it and ask again.")
-    if kind and RESET.search(message):
-        return f"Done — the {kind} is back at its start."
-    if kind and DESTROY.search(message):
-        return f"I removed the {kind}."
+    if kind and (RESET.search(message) or DESTROY.search(message)):
+        return _machine_done(kind, reset=bool(RESET.search(message)), parts=parts)
     if kind:
         return {"counter": "Here is your counter. Use the buttons to count.",
                 "toggle": "Here is a switch. Click to turn it on or off.",
@@ -513,9 +608,11 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
         name = memory.get("user_name")
         return (f"Your name is {name}." if name
                 else "I don't know your name yet. Tell me with \"my name is …\".")
-    remembered = REMEMBER.search(message)
-    if remembered:
-        return f"Got it — I'll remember that {_your(remembered.group(1))}."
+    if MEMORY_QUESTION.search(message):
+        return recall(message, memory)
+    fact = fact_to_remember(message)
+    if fact:
+        return f"Got it — I'll remember that {_your(fact)}."
     mood = MOOD.search(message)
     if mood:
         word = mood.group(1).lower()
@@ -533,15 +630,6 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
     if ASK_TOPIC.search(message):
         return (f"We are talking about {memory['topic']}." if memory.get("topic")
                 else "We haven't settled on a topic yet.")
-    if ASK_MEMORY.search(message):
-        known = []
-        if memory.get("user_name"):
-            known.append(f"your name is {memory['user_name']}")
-        if memory.get("user_mood"):
-            known.append(f"you feel {memory['user_mood']}")
-        known.extend(_your(f) for f in memory.get("facts", []))
-        return ("I know that " + "; ".join(known) + "." if known
-                else "I don't know anything about you yet.")
     if ASK_TIME.search(message):
         situation = memory.get("situation") or "unknown to me"
         return f"It is {situation.split(';')[0]}."
@@ -571,9 +659,93 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
 
 # --- interpret ---------------------------------------------------------------
 
+COUNT_ASKED = re.compile(r"\b(?:how many|number of|count(?: of)?(?: the)?)\s+(.+?)[?.!]*\s*$", re.I)
+# Words of a counting question that qualify nothing ("how many customers are there in total?").
+COUNT_FILLER = frozenset((
+    "there are is were was be do does did we you i have has had got in from the a an of total "
+    "all altogether overall database eras currently now today exist exists listed stored "
+    "registered recorded any our us my your it which with at on for count number exactly "
+    "named called").split())
+SQL_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+LIMIT = re.compile(r"\bLIMIT\s+(\d+)", re.I)
+ROWS_LISTED = 10
+
+
+def _conditions(sql: str) -> tuple[list[str], list[str], bool]:
+    """A query's WHERE conditions in words: (words before the noun, phrases after it,
+    whether every condition could be put into words)."""
+    where = re.search(r"\bWHERE\b(.+?)(?:\bGROUP BY\b|\bORDER BY\b|\bLIMIT\b|$)", sql, re.I | re.S)
+    before: list[str] = []
+    after: list[str] = []
+    understood = True
+    for condition in re.split(r"\bAND\b", where.group(1), flags=re.I) if where else ():
+        literal = SQL_LITERAL.search(condition)
+        value = literal.group(1).replace("''", "'") if literal else ""
+        column = re.match(r"\s*\(?\s*(?:\w+\.)?(\w+)\s*=", condition)
+        name = column.group(1).lower() if column and value else ""
+        if name == "status":
+            word = value.replace("_", " ")
+            (after if " " in word else before).append(word)
+        elif name in {"city", "country"}:
+            after.append(f"in {value}")
+        elif name == "name":
+            after.append(f"named {value}")
+        else:
+            understood = False
+    return before, after, understood
+
+
+def count_sentence(question: str, sql: str, value: str) -> str:
+    """A count said with exactly the qualifiers the query filtered on ("There are 157 active
+    projects."); when the question asks for more than the query filtered, it says so."""
+    asked = COUNT_ASKED.search(question)
+    table = re.search(r"\bFROM\s+(\w+)", sql, re.I)
+    if not asked or not table or not re.search(r"\bCOUNT\s*\(", sql, re.I):
+        return f"The answer is {value}."
+    plural, singular = _table_words(table.group(1))
+    before, after, understood = _conditions(sql)
+    one = value == "1"
+    phrase = " ".join([*before, singular if one else plural, *after])
+    there = f"there {'is' if one else 'are'} {value} {phrase}"
+    if not understood:
+        return f"I counted {value} {phrase} matching your question."
+    said = set(re.findall(r"\w+", " ".join([*before, *after, plural, singular]).lower()))
+    unsaid = [w for w in re.findall(r"\w+", asked.group(1).lower())
+              if w not in COUNT_FILLER and w not in said]
+    if unsaid:
+        return f"I could not count only the ones you asked about, but {there} in all."
+    return _cap(there) + "."
+
+
+def listing(header: list[str], rows: list[list[str]], more: int, sql: str,
+            truncated: bool) -> str:
+    """Rows said as a list, with the total only where it is known: a list capped by its
+    LIMIT (or the row limit) is not all there is."""
+    total = None
+    if TOTAL_COLUMN in header:
+        at = header.index(TOTAL_COLUMN)
+        total = int(float(rows[0][at] or 0))
+        rows = [row[:at] + row[at + 1:] for row in rows]
+    fetched = len(rows) + more
+    limits = LIMIT.findall(sql)
+    capped = truncated or bool(limits and fetched >= int(limits[-1]))
+    if total is None and not capped:
+        total = fetched
+    if total is None and limits and re.search(r"\bORDER BY\b[^()]*\bDESC\b", sql, re.I):
+        shown = rows
+        intro = f"Here are the top {len(shown)}"
+    else:
+        shown = rows[:ROWS_LISTED]
+        count = fetched if total is None else total
+        amount = f"at least {fetched}" if total is None else str(total)
+        intro = f"I found {amount} result{'s' if count != 1 else ''}"
+        if count > len(shown):
+            intro += f"; here are the first {len(shown)}"
+    return intro + ":\n" + "\n".join("- " + " — ".join(v for v in row if v) for row in shown)
+
+
 def interpret(parts: dict[str, str]) -> str:
     """A plain-language reading of a pipe-table result."""
-    question = parts.get("question", "")
     lines = [line for line in parts.get("result", "").splitlines() if line.strip()]
     if not lines:
         return "The query returned nothing."
@@ -586,20 +758,8 @@ def interpret(parts: dict[str, str]) -> str:
     if not rows:
         return "The query found nothing matching that."
     if len(rows) == 1 and len(header) == 1:
-        value = rows[0][0]
-        many = re.search(r"how many\s+(.+?)(?:\s+(?:are|is|do|does|did|have|has|were|in|there)\b|\?|$)",
-                         question, re.I)
-        if many:
-            return f"There are {value} {many.group(1).strip()}."
-        return f"The answer is {value}."
-    shown = [" — ".join(v for v in row if v) for row in rows[:10]]
-    total = len(rows) + more
-    text = f"I found {total} result{'s' if total != 1 else ''}:\n" + "\n".join(f"- {s}" for s in shown)
-    if total > len(shown):
-        text += f"\n…and {total - len(shown)} more."
-    if truncated:
-        text += "\n(The list was cut off at the row limit.)"
-    return text
+        return count_sentence(parts.get("question", ""), parts.get("sql", ""), rows[0][0])
+    return listing(header, rows, more, parts.get("sql", ""), truncated)
 
 
 # --- remember ----------------------------------------------------------------
@@ -631,9 +791,8 @@ def remembered_memory(parts: dict[str, str]) -> dict[str, Any]:
         if subject != memory.get("topic"):
             memory["topic"] = subject
             memory["topic_history"] = [*memory.get("topic_history", []), subject]
-    remembered = REMEMBER.search(message)
-    if remembered:
-        fact = remembered.group(1).strip()
+    fact = fact_to_remember(message)
+    if fact:
         if fact not in memory.get("facts", []):
             memory["facts"] = [*memory.get("facts", []), fact]
     if GERMAN.search(message):
@@ -659,6 +818,9 @@ def speak(parts: dict[str, str]) -> str:
         return f"Nice to meet you, {_cap(intro.group(1))}!"
     suffix = f", {name}" if name else ""
     intent = perception.get("intent") or perceive(message)["intent"]
+    if DECLINE.search(message):
+        return ("In Ordnung. Sag Bescheid, wenn du etwas brauchst." if perception.get(
+            "language") == "de" else f"All right{suffix}. Let me know if you need anything.")
     if perception.get("language") == "de":
         return f"Hallo{suffix}! Wie kann ich helfen?"
     if intent == "thanks":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from runtime.nodes.base import Node, NodeContext, NodeResult, sections
@@ -9,6 +10,7 @@ from runtime.nodes.speech import speak
 from runtime.types import HudEventType
 
 ROWS_SHOWN = 30
+_LIMIT = re.compile(r"\bLIMIT\s+(\d+)", re.IGNORECASE)
 
 
 def result_table(result: dict[str, Any]) -> str:
@@ -32,21 +34,26 @@ def result_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plain_reading(result: dict[str, Any]) -> str:
-    """A result said plainly without a model: the fallback when the model's reading fails."""
+def plain_reading(result: dict[str, Any], sql: str = "") -> str:
+    """A result said plainly without a model: the fallback when the model's reading fails.
+
+    A list that filled its query's LIMIT (or the row limit) may not be all there is, so
+    its length is said as "at least", never as the total.
+    """
     rows = result.get("rows") or []
     columns = result.get("columns") or []
     if not rows:
         return "The database has nothing matching that."
     if len(rows) == 1 and len(columns) == 1:
         return f"The answer is {format_value(rows[0][0])}."
-    total = result.get("row_count", len(rows))
+    count = result.get("row_count", len(rows))
+    limits = _LIMIT.findall(sql)
+    capped = bool(result.get("truncated")) or bool(limits and count >= int(limits[-1]))
     shown = [", ".join(format_value(v) for v in row if v is not None) for row in rows[:5]]
-    text = f"I found {total} result{'s' if total != 1 else ''}:\n" + "\n".join(
-        f"- {line}" for line in shown)
-    if total > len(shown):
-        text += f"\n…and {total - len(shown)} more."
-    return text
+    text = f"I found {'at least ' if capped else ''}{count} result{'s' if count != 1 else ''}"
+    if count > len(shown):
+        text += f"; here are the first {len(shown)}"
+    return text + ":\n" + "\n".join(f"- {line}" for line in shown)
 
 
 def format_value(value: Any) -> str:
@@ -89,7 +96,8 @@ class InterpreterNode(Node):
             question=ctx.turn.message,
             sql=thinker.get("sql", ""),
             result=result_table(thinker["result"]),
-        ), fallback=plain_reading(thinker["result"]), fallback_on_error=True)
+        ), fallback=plain_reading(thinker["result"], thinker.get("sql", "")),
+            fallback_on_error=True)
         await ctx.emit(HudEventType.INTERPRETED, {"chars": len(answer)})
         return NodeResult(output={"answer": answer, "failed": False}, decision="interpreted",
                           seen={"sql": thinker.get("sql", ""),

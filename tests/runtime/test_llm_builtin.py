@@ -18,6 +18,7 @@ from runtime.llm.builtin import (
     memorize,
     parse_schema,
     perceive,
+    plan_steps,
     remembered_memory,
     respond,
     sections,
@@ -25,10 +26,12 @@ from runtime.llm.builtin import (
     sql_for,
     think,
 )
+from runtime.models import Conversation
 from runtime.nodes.base import sections as prompt_sections
 from runtime.nodes.interpreter import result_table
 from runtime.nodes.speech import parse_answer
 from runtime.sqlguard import guard_sql
+from tests.helpers import send
 
 
 def col(
@@ -146,6 +149,16 @@ def test_perceive_language_tone_and_topic():
     assert perceive("let's talk about Jazz music")["topic"] == "jazz music"
 
 
+@pytest.mark.parametrize("message", ["No thanks", "no, thank you", "nope", "Not now."])
+def test_a_decline_is_not_thanked(message):
+    """Declining an offer is a social reflex answered with "all right", never "you're welcome"."""
+    perception = perceive(message)
+    assert (perception["intent"], perception["route"]) == ("statement", "reflex")
+    answer = speak({"message": message, "perception": json.dumps(perception)})
+    assert answer == "All right. Let me know if you need anything."
+    assert speak({"message": "thanks!"}) == "You're welcome!"
+
+
 # --- direct -------------------------------------------------------------------------
 
 
@@ -220,6 +233,37 @@ def test_direct_plans_a_query_for_database_questions():
     assert direct("tell me a joke", {})["plan"] == "answer"
 
 
+@pytest.mark.parametrize(("message", "verb"), [("reset the counter", "reset"),
+                                              ("remove the counter", "remove")])
+def test_direct_leaves_other_machines_alone(message, verb):
+    """Resetting or removing a counter when only a switch exists touches nothing, and the
+    thinker says there is no counter instead of "Done"."""
+    switch = machines_after(*direct("give me a switch", {})["tool_calls"])
+    summary = m.machines_summary(switch)
+    plan = direct(message, {"machines": summary})
+    assert plan == {"plan": "answer", "goal": f"tell the user there is no counter to {verb}",
+                    "tool_calls": []}
+    answer = think(message, {"plan": "answer", "goal": plan["goal"], "machines": summary})
+    assert answer == f"There is no counter to {verb}."
+    nothing = direct(message, {"machines": m.machines_summary({})})
+    assert nothing["tool_calls"] == []
+
+
+def test_think_says_what_became_of_a_machine():
+    """A reset or removal is confirmed only when the machines after the director show it."""
+    counter = machines_after(*direct("give me a counter", {})["tool_calls"])
+    remove = direct("remove the counter", {"machines": m.machines_summary(counter)})
+    after = m.apply_tool_call(counter, remove["tool_calls"][0])
+    assert think("remove the counter", {"goal": remove["goal"],
+                                        "machines": m.machines_summary(after)}) == (
+        "I removed the counter.")
+    assert think("remove the counter", {"goal": remove["goal"],
+                                        "machines": m.machines_summary(counter)}) == (
+        "I could not remove the counter.")
+    assert think("reset the counter", {"machines": m.machines_summary(counter)}) == (
+        "Done — the counter is back at its start.")
+
+
 # --- SQL ----------------------------------------------------------------------------
 
 
@@ -249,10 +293,15 @@ def test_parse_schema_reads_tables_and_columns_from_as_text():
             "the 5 largest projects",
             "SELECT name, status, budget FROM projects ORDER BY budget DESC LIMIT 5",
         ),
-        ("list the customers", "SELECT name, city FROM customers ORDER BY name LIMIT 20"),
+        (
+            "list the customers",
+            "SELECT name, city, COUNT(*) OVER () AS total_rows FROM customers ORDER BY name "
+            "LIMIT 20",
+        ),
         (
             "list projects on hold",
-            "SELECT name, status FROM projects WHERE status = 'on_hold' ORDER BY name LIMIT 20",
+            "SELECT name, status, COUNT(*) OVER () AS total_rows FROM projects WHERE status = "
+            "'on_hold' ORDER BY name LIMIT 20",
         ),
         (
             "what is the total hours of time entries",
@@ -282,6 +331,34 @@ def test_sql_for_runs_against_the_demo_database(settings):
     schema = "\n".join(s.as_text() for s in db.describe_all())
     result = db.query(sql_for("how many customers are there?", schema))
     assert result.rows == ((db.describe("customers").row_count,),)
+
+
+@pytest.mark.parametrize(("message", "sql"), [
+    ("delete all customers", "DELETE FROM customers"),
+    ("please remove the projects", "DELETE FROM projects"),
+    ("change the name of project 3", "UPDATE projects SET id = id"),
+    ("can you rename customer 5?", "UPDATE customers SET id = id"),
+    ("add a new customer", "INSERT INTO customers DEFAULT VALUES"),
+    ("drop the projects table", "DROP TABLE projects"),
+])
+def test_think_passes_a_write_request_on_to_be_refused(message, sql):
+    """A request to change data becomes the write it asks for, as the eras planner does: the
+    read-only layers refuse it (and the user is told plainly), never an unrelated list."""
+    parts = {"plan": "query", "database schema": make_schema_text()}
+    assert think(message, parts) == f"TOOL query_db: {sql}"
+    tables = "customers, projects, time_entries"
+    assert plan_steps({"task": message, "tables": tables})["steps"] == [
+        {"tool": "query", "args": {"sql": sql}}]
+
+
+def test_questions_that_change_nothing_are_not_writes():
+    """Reading verbs, "add up" and a topic change are not write requests."""
+    parts = {"plan": "query", "database schema": make_schema_text()}
+    for message in ("add up the hours of time entries", "list the customers",
+                    "update me on the projects"):
+        assert think(message, parts).startswith("TOOL query_db: SELECT ")
+    assert plan_steps({"task": "change the topic to projects", "tables": "projects"}) == {
+        "steps": [{"tool": "describe", "args": {"table": "projects"}}]}
 
 
 # --- think --------------------------------------------------------------------------
@@ -370,13 +447,47 @@ def test_memorize_same_topic_is_not_repeated_in_history():
     assert memorize({"memory": memory, "message": "let's talk about cooking"})["topic"] == ""
 
 
+@pytest.mark.parametrize("message", [
+    "what do you remember about me?",
+    "What do you know about me",
+    "do you remember my name?",
+    "do you still remember that my cat is called Tom?",
+    "remember what I said?",
+    "I don't remember the name of it",
+])
+def test_memory_questions_are_not_stored_as_facts(message):
+    """Asking what is remembered gives no fact to remember; the memory stays as it was."""
+    before = make_memory(user_name="Ada", facts=["my cat is called Tom"])
+    assert remembered_memory({"memory": before, "message": message}) == json.loads(before)
+    assert memorize({"memory": before, "message": message})["new_facts"] == []
+
+
+def test_memory_questions_are_answered_from_memory():
+    """"What do you remember about me?" is answered with what is known, not "Got it"."""
+    parts = {"plan": "answer", "memory": make_memory(user_name="Ada",
+                                                     facts=["my cat is called Tom"])}
+    assert think("what do you remember about me?", parts) == (
+        "I know that your name is Ada; your cat is called Tom.")
+    assert think("do you remember that my cat is called Tom?", parts) == (
+        "Yes — you told me that your cat is called Tom.")
+    assert think("do you remember my name?", parts) == "Your name is Ada."
+    assert think("what do you know about me?", {"plan": "answer", "memory": make_memory()}) == (
+        "I don't know anything about you yet.")
+    assert think("can you remember that I like tea?", parts) == (
+        "Got it — I'll remember that you like tea.")
+    assert remembered_memory({"memory": make_memory(), "message": "can you remember that I "
+                              "like tea?"})["facts"] == ["I like tea"]
+    assert "told me" not in think("do you know a good joke?", parts)
+
+
 # --- interpret / speak ----------------------------------------------------------------
 
 
 def test_interpret_a_count():
     """A one-cell count result is read out as "There are N <things>."."""
     result = {"columns": ["count"], "rows": [[40]], "row_count": 1, "truncated": False}
-    parts = {"question": "how many customers are there?", "result": result_table(result)}
+    parts = {"question": "how many customers are there?",
+             "sql": "SELECT COUNT(*) AS count FROM customers", "result": result_table(result)}
     assert interpret(parts) == "There are 40 customers."
 
 
@@ -392,6 +503,55 @@ def test_interpret_rows_and_nothing():
         "I found 2 results:\n- Acme — Oslo\n- Beta"
     )
     assert interpret({"question": "x", "result": ""}) == "The query returned nothing."
+
+
+@pytest.mark.parametrize(("question", "where", "value", "answer"), [
+    ("how many projects are active?", " WHERE status = 'active'", 157,
+     "There are 157 active projects."),
+    ("how many active projects are there?", " WHERE status = 'active'", 157,
+     "There are 157 active projects."),
+    ("how many projects are on hold?", " WHERE status = 'on_hold'", 12,
+     "There are 12 projects on hold."),
+    ("how many customers are in Berlin?", " WHERE (city = 'Berlin' OR country = 'Berlin')", 7,
+     "There are 7 customers in Berlin."),
+    ("how many customers are named O'Neil?", " WHERE name = 'O''Neil'", 1,
+     "There is 1 customer named O'Neil."),
+    ("how many projects are late?", "", 300,
+     "I could not count only the ones you asked about, but there are 300 projects in all."),
+    ("how many customers do we have in total?", "", 120, "There are 120 customers."),
+])
+def test_interpret_a_count_says_what_was_counted(question, where, value, answer):
+    """A count names exactly the qualifiers its query filtered on, and never passes off an
+    unfiltered count as the answer to a qualified question."""
+    table = "customers" if "customer" in question else "projects"
+    result = {"columns": ["count"], "rows": [[value]], "row_count": 1, "truncated": False}
+    parts = {"question": question, "sql": f"SELECT COUNT(*) AS count FROM {table}{where}",
+             "result": result_table(result)}
+    assert interpret(parts) == answer
+
+
+def test_interpret_a_capped_list_says_the_total(settings):
+    """A list cut at its LIMIT says the real total ("I found 120 results; here are the first
+    10"), not the LIMIT; without a total it says "at least"; a top-N list is the top N."""
+    db = ErasDatabase(settings.ERAS_DATABASE_URL)
+    schema = "\n".join(s.as_text() for s in db.describe_all())
+    sql = sql_for("list all customers", schema)
+    result = db.query(sql)
+    table = result_table({"columns": list(result.columns), "rows": [list(r) for r in result.rows],
+                          "row_count": len(result.rows), "truncated": result.truncated})
+    answer = interpret({"question": "list all customers", "sql": sql, "result": table})
+    total = db.describe("customers").row_count
+    assert answer.startswith(f"I found {total} results; here are the first 10:\n- ")
+    assert "total_rows" not in answer and f"— {total}" not in answer
+    rows = [[f"Customer {i}", "Oslo"] for i in range(20)]
+    capped = {"columns": ["name", "city"], "rows": rows, "row_count": 20, "truncated": False}
+    assert interpret({"question": "list customers", "result": result_table(capped),
+                      "sql": "SELECT name, city FROM customers LIMIT 20"}).startswith(
+        "I found at least 20 results; here are the first 10:")
+    top = {"columns": ["name", "budget"], "rows": rows[:3], "row_count": 3, "truncated": False}
+    assert interpret({"question": "top 3 projects", "result": result_table(top),
+                      "sql": "SELECT name, budget FROM projects ORDER BY budget DESC LIMIT 3"}
+                     ).startswith("Here are the top 3:\n- Customer 0")
 
 
 def test_speak_uses_the_known_name():
@@ -478,3 +638,40 @@ def test_builtin_provider_stream_pieces_join_to_the_completion():
     )
     again = asyncio.run(provider.complete(request))
     assert (again.text, again.usage) == (completion.text, completion.usage)
+
+
+# --- the whole v3-framed graph ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("message", ["delete all customers", "change the name of project 3"])
+def test_v3_refuses_a_change_request_plainly(conversation, eras_path, message):
+    """On v3-framed a request to change data is refused plainly (the thinker's write reaches
+    the guard), not answered with an unrelated list, and nothing changes."""
+    before = eras_path.read_bytes()
+    result = send(conversation.id, message)
+    assert result.answer == "I can only read the database, not change it."
+    thinker = next(r for r in result.trace.frames if r.node == "thinker").output
+    assert thinker["tool_used"] and "only reading is allowed" in thinker["error"]
+    assert eras_path.read_bytes() == before
+
+
+def test_v3_removing_a_missing_machine_touches_nothing(conversation):
+    """With only a switch, "remove the counter" and "reset the counter" keep the switch and say
+    there is no counter; removing the switch then removes it."""
+    send(conversation.id, "give me a switch")
+    switch = Conversation.objects.get(pk=conversation.id).ui_state["machines"]
+    for message, answer in (("remove the counter", "There is no counter to remove."),
+                            ("reset the counter", "There is no counter to reset.")):
+        assert send(conversation.id, message).answer == answer
+        assert Conversation.objects.get(pk=conversation.id).ui_state["machines"] == switch
+    assert send(conversation.id, "remove the switch").answer == "I removed the toggle."
+    assert Conversation.objects.get(pk=conversation.id).ui_state["machines"] == {}
+
+
+def test_v3_memory_question_is_answered_and_not_stored(conversation):
+    """"What do you remember about me?" is answered from memory and adds no fact."""
+    send(conversation.id, "remember that my cat is called Tom")
+    answer = send(conversation.id, "what do you remember about me?").answer
+    assert answer == "I know that your cat is called Tom."
+    assert Conversation.objects.get(pk=conversation.id).memory["facts"] == [
+        "my cat is called Tom"]

@@ -381,3 +381,19 @@ def test_history_window_bounds_the_context_summary(graphs):
     assert "message 5" not in context_summary(turn, window=2)
     assert "Last" not in context_summary(turn, window=0)
     assert graph.node("director").config["history"] == 2
+
+
+def test_plain_reading_never_takes_a_capped_list_for_the_total():
+    """The fallback reading of a list that filled its LIMIT (or was cut at the row limit)
+    says "at least"; a list shorter than its LIMIT is all there is."""
+    from runtime.nodes.interpreter import plain_reading
+
+    rows = [[f"Customer {i}", "Oslo"] for i in range(20)]
+    result = {"columns": ["name", "city"], "rows": rows, "row_count": 20, "truncated": False}
+    capped = plain_reading(result, "SELECT name, city FROM customers ORDER BY name LIMIT 20")
+    assert capped.startswith("I found at least 20 results; here are the first 5:\n- Customer 0")
+    assert plain_reading({**result, "truncated": True}).startswith("I found at least 20 ")
+    whole = plain_reading(result, "SELECT name, city FROM customers LIMIT 50")
+    assert whole.startswith("I found 20 results; here are the first 5:")
+    assert plain_reading({**result, "rows": rows[:2], "row_count": 2}) == (
+        "I found 2 results:\n- Customer 0, Oslo\n- Customer 1, Oslo")

@@ -110,7 +110,7 @@ def test_schema_cache_is_per_conversation_and_invalidated(v4, graphs):
         ("query", "SELECT COUNT(*) AS count FROM customers WHERE (city = 'Berlin' OR "
                   "country = 'Berlin')")]
     assert len(record(second, "eras").llm_calls) == 2
-    assert second.answer == "There are 7 customers."
+    assert second.answer == "There are 7 customers in Berlin."
     other = conv.conversation_get_or_create(user=make_user())
     conv.conversation_switch_graph(conversation_id=other.id, graph_name="v4-eras")
     assert tool_calls(send(other.id, "how many customers are there?"))[0] == (
@@ -162,6 +162,20 @@ def test_refused_write_is_reported_plainly_and_nothing_changes(v4, eras_path):
     assert "There are 120 customers." == send(v4.id, "how many customers are there?").answer
 
 
+@pytest.mark.parametrize("message", ["change the name of project 3", "add a new customer",
+                                     "please remove all invoices"])
+def test_change_requests_are_refused_plainly(v4, eras_path, message):
+    """A request to change data is refused in plain words, never answered with a list, and
+    without the guard's own words, SQL or JSON."""
+    before = eras_path.read_bytes()
+    result = send(v4.id, message)
+    assert result.answer == "I can only read the database, not change it."
+    calls = record(result, "eras").output["tool_calls"]
+    assert calls[-1]["tool"] == "query" and not calls[-1]["ok"]
+    assert "only reading is allowed" in calls[-1]["error"]  # the guard's words stay in the trace
+    assert eras_path.read_bytes() == before
+
+
 def test_progress_events_in_order(v4):
     """The PA's thinking message, then one progress event per tool call, then the process."""
     events = Events()
@@ -174,7 +188,7 @@ def test_progress_events_in_order(v4):
     pids = {e.pid for e in events.of_type("progress") if e.kind == "process"}
     process = Process.objects.get(pid=pids.pop())
     assert process.status == "done" and "projects" in process.description
-    assert result.answer == "There are 157 projects."
+    assert result.answer == "There are 157 active projects."
 
 
 def test_cancel_process_stops_the_query(v4, settings):
