@@ -74,6 +74,7 @@ from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
 from runtime.pipeline import InvalidMessage, validate_text
 from runtime.publish import publish_chat, publish_test
+from runtime.suites.parser import suite_files
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
 from traces.testruns import test_run_list_with_trend
@@ -700,13 +701,8 @@ async def test_event(call: Call) -> HttpResponse:
 
 
 def _suites() -> list[dict[str, Any]]:
-    folder = settings.BASE_DIR / "testcases"
-    if not folder.is_dir():
-        return []
-    return [
-        {"name": p.stem, "file": p.name, "size": p.stat().st_size}
-        for p in sorted(folder.glob("*.md"))
-    ]
+    return [{"name": p.stem, "file": p.name, "size": p.stat().st_size}
+            for p in suite_files(settings.BASE_DIR / "testcases")]
 
 
 async def tests(call: Call) -> HttpResponse:

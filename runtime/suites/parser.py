@@ -225,6 +225,13 @@ def _parse_check(line: str, lineno: int, fail) -> Check:
                  field=field_name, min_rate=min_rate)
 
 
+def suite_files(folder: Path) -> list[Path]:
+    """The suites in a folder: its Markdown files but the README, by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.md") if p.stem.lower() != "readme")
+
+
 def load_suite(path: Path) -> Suite:
     """Read and parse a suite file."""
     try:

@@ -375,6 +375,7 @@ def test_test_status_and_events_for_staff(graphs, settings, tmp_path):
     assert client.get("/api/tests").json() == {"suites": []}
     (tmp_path / "testcases").mkdir()
     (tmp_path / "testcases" / "fast.md").write_text("# fast\n")
+    (tmp_path / "testcases" / "README.md").write_text("# How to write suites\n")  # not a suite
     assert client.get("/api/tests").json() == {
         "suites": [{"name": "fast", "file": "fast.md", "size": 7}]
     }

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runtime.errors import AgentError
 from runtime.publish import publish_test
-from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate
+from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate, suite_files
 from runtime.suites.remote import RemoteTarget
 from runtime.suites.runner import InProcessTarget, RunSummary, junit_xml, run_suites
 from traces import testruns
@@ -33,13 +33,13 @@ def suite_paths(names: list[str]) -> list[Path]:
     """Suite files for names (`smoketest`), file names or paths; all of testcases/ if none."""
     folder = Path(settings.BASE_DIR) / "testcases"
     if not names:
-        return sorted(p for p in folder.glob("*.md") if p.name.lower() != "readme.md")
+        return suite_files(folder)
     paths = []
     for name in names:
         candidates = [Path(name), folder / name, folder / f"{name}.md"]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
-            known = ", ".join(p.stem for p in folder.glob("*.md") if p.stem.lower() != "readme")
+            known = ", ".join(p.stem for p in suite_files(folder))
             raise CommandError(f"no suite {name!r}; suites are: {known or 'none'}")
         paths.append(found)
     return paths
