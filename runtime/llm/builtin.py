@@ -724,7 +724,7 @@ def listing(header: list[str], rows: list[list[str]], more: int, sql: str,
     total = None
     if TOTAL_COLUMN in header:
         at = header.index(TOTAL_COLUMN)
-        total = int(float(rows[0][at] or 0))
+        total = int(float((rows[0][at] or "0").replace(",", "")))
         rows = [row[:at] + row[at + 1:] for row in rows]
     fetched = len(rows) + more
     limits = LIMIT.findall(sql)

@@ -57,10 +57,14 @@ def plain_reading(result: dict[str, Any], sql: str = "") -> str:
 
 
 def format_value(value: Any) -> str:
-    """A value as a person reads it: floats rounded, whole floats without `.0`."""
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
-    return str(value)
+    """A number as a person reads it: two decimals at most, none for a whole float, and
+    thousands grouped from 10,000 up (a year such as 2024 stays as it is)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}" if abs(value) >= 10_000 else f"{value:.2f}"
+    whole = int(value) if value == value and abs(value) != float("inf") else value
+    return f"{whole:,}" if abs(whole) >= 10_000 else str(whole)
 
 
 def database_trouble(error: str) -> str:

@@ -22,6 +22,7 @@ from runtime.memory import memory_empty
 from runtime.nodes.base import EngineEnv, NodeContext, Turn
 from runtime.nodes.director import DirectorNode
 from runtime.nodes.input import InputNode
+from runtime.nodes.interpreter import format_value
 from runtime.nodes.memorizer import MemorizerNode
 from runtime.nodes.output import OutputNode
 from runtime.nodes.thinker import ThinkerNode
@@ -397,3 +398,11 @@ def test_plain_reading_never_takes_a_capped_list_for_the_total():
     assert whole.startswith("I found 20 results; here are the first 5:")
     assert plain_reading({**result, "rows": rows[:2], "row_count": 2}) == (
         "I found 2 results:\n- Customer 0, Oslo\n- Customer 1, Oslo")
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (125.91666666666667, "125.92"), (495155.0, "495,155"), (14710395, "14,710,395"),
+    (2024, "2024"), (3.0, "3"), (-12345.678, "-12,345.68"), (True, "True"), ("x", "x")])
+def test_numbers_are_shown_as_people_read_them(value, shown):
+    """No float noise, no `.0`, thousands grouped (years left alone)."""
+    assert format_value(value) == shown
