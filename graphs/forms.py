@@ -52,13 +52,24 @@ class GraphNodeForm(forms.ModelForm):
             raise ValidationError("Put the prompt in the Prompt field above.")
         return value
 
+    def clean_prompt(self) -> str:
+        """Line endings as stored (`\n`): a browser sends a textarea back with CRLF."""
+        return (self.cleaned_data.get("prompt") or "").replace("\r\n", "\n").replace("\r", "\n")
+
     def clean(self) -> dict[str, Any]:
-        """Fold the prompt back into the node's config."""
+        """Fold the prompt back into the node's config, keys in their stored order.
+
+        Keys keep the order they had (new ones go last), so a one-line edit is a
+        one-line revision diff.
+        """
         cleaned = super().clean()
         config = dict(cleaned.get("config") or {})
         if cleaned.get("prompt"):
             config = {"prompt": cleaned["prompt"], **config}
-        cleaned["config"] = config
+        stored = list(self.instance.config or {}) if self.instance.pk else []
+        cleaned["config"] = {**{key: config[key] for key in stored if key in config},
+                             **{key: value for key, value in config.items()
+                                if key not in stored}}
         return cleaned
 
 

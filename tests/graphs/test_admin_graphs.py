@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from graphs.models import Graph, GraphRevision
-from graphs.selectors import graph_spec_get
+from graphs.selectors import graph_revision_diff, graph_spec_get
 from graphs.services import graph_load_builtin
 from tests.helpers import send
 
@@ -238,3 +238,21 @@ def test_staff_only(client, graphs):
         response = client.get(url)
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert GraphRevision.objects.filter(graph=graph).count() == 1
+
+
+def test_a_one_line_edit_in_the_browser_is_a_one_line_diff(staff_client, graphs):
+    """Textareas come back with CRLF line endings and config keys in form order: saving
+    keeps `\\n` and the stored key order, so the revision diff shows only the edit."""
+    graph = Graph.objects.get(name="v3-framed")
+    data = form_data(graph)
+    for key in [k for k in data if k.endswith("-prompt")]:
+        data[key] = data[key].replace("\n", "\r\n")  # what a browser submits
+    thinker = next(k for k, v in data.items() if k.endswith("-node_id") and v == "thinker")
+    prompt = thinker.removesuffix("node_id") + "prompt"
+    data[prompt] += "\r\nBe brief."
+    assert staff_client.post(change_url(graph), data).status_code == 302
+    changed = [line for kind, line in graph_revision_diff(graph=graph, a=1, b=2)
+               if kind in ("add", "del")]
+    assert len(changed) == 2 and "Be brief." in changed[1], changed
+    stored = graph_spec_get(name="v3-framed").node("thinker").config["prompt"]
+    assert "\r" not in stored and stored.endswith("\nBe brief.")
