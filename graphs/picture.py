@@ -11,8 +11,10 @@ from django.utils.html import escape
 
 from graphs.spec import GraphSpec
 
-NODE_W, NODE_H = 120, 34
-COL_GAP, ROW_GAP, PAD = 70, 26, 20
+NODE_W, NODE_H = 136, 40
+COL_GAP, ROW_GAP, PAD = 100, 30, 24
+LABEL = ('font-size="11" fill="#334155" paint-order="stroke" stroke="#fff" stroke-width="4" '
+         'stroke-linejoin="round"')
 TYPE_COLOURS = {
     "input": "#dbeafe", "output": "#dcfce7", "memorizer": "#fef9c3", "ui": "#fae8ff",
     "director": "#ffedd5", "thinker": "#e0e7ff", "interpreter": "#cffafe", "pa": "#ffe4e6",
@@ -40,7 +42,13 @@ def layers(spec: GraphSpec) -> dict[str, int]:
 
 
 def graph_svg(spec: GraphSpec) -> str:
-    """The graph as an `<svg>` element (safe to embed: every label is escaped)."""
+    """The graph as an `<svg>` element (safe to embed: every label is escaped).
+
+    Edges are curves: to the next column straight across; past it, down from
+    the source into a lane below the columns they skip and up into the target
+    (so they cross no node); backwards, in an arc above. Edges leaving one node
+    on the same condition share one label, written once on a white halo.
+    """
     column = layers(spec)
     rows: dict[int, list[str]] = {}
     for node in spec.nodes:
@@ -48,9 +56,10 @@ def graph_svg(spec: GraphSpec) -> str:
     place: dict[str, tuple[float, float]] = {}
     for col, ids in rows.items():
         for row, node_id in enumerate(ids):
-            place[node_id] = (PAD + col * (NODE_W + COL_GAP), PAD + row * (NODE_H + ROW_GAP))
+            place[node_id] = (PAD + col * (NODE_W + COL_GAP), PAD + 18 + row * (NODE_H + ROW_GAP))
+    tallest = max((len(ids) for ids in rows.values()), default=1)
     width = PAD * 2 + (max(rows, default=0) + 1) * (NODE_W + COL_GAP) - COL_GAP
-    height = PAD * 2 + max((len(ids) for ids in rows.values()), default=1) * (NODE_H + ROW_GAP)
+    height = PAD * 2 + 18 + tallest * (NODE_H + ROW_GAP) + ROW_GAP
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="graph-picture" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -59,33 +68,60 @@ def graph_svg(spec: GraphSpec) -> str:
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="#64748b"/></marker></defs>',
     ]
+    labels: dict[tuple[str, str], tuple[float, float, str]] = {}
     for edge in spec.edges:
         if edge.source not in place or edge.target not in place:
             continue
-        (x1, y1), (x2, y2) = place[edge.source], place[edge.target]
-        sx, sy = x1 + NODE_W, y1 + NODE_H / 2
-        tx, ty = x2, y2 + NODE_H / 2
-        if x2 <= x1:  # a backward edge: from the node's bottom, around below
-            sx, sy, tx, ty = x1 + NODE_W / 2, y1 + NODE_H, x2 + NODE_W / 2, y2 + NODE_H
+        path, label_at = _edge_path(place[edge.source], place[edge.target],
+                                    _lane(rows, column[edge.source], column[edge.target]))
         parts.append(
-            f'<line class="edge" data-source="{escape(edge.source)}" '
-            f'data-target="{escape(edge.target)}" x1="{sx:.0f}" y1="{sy:.0f}" x2="{tx:.0f}" '
-            f'y2="{ty:.0f}" stroke="#64748b" stroke-width="1.3" marker-end="url(#arrow)"/>')
+            f'<path class="edge" data-source="{escape(edge.source)}" '
+            f'data-target="{escape(edge.target)}" d="{path}" fill="none" stroke="#64748b" '
+            f'stroke-width="1.4" marker-end="url(#arrow)"/>')
         if edge.condition:
-            parts.append(
-                # Near the source, where edges fanning out of one node are still apart.
-                f'<text x="{sx + (tx - sx) * 0.3:.0f}" y="{sy + (ty - sy) * 0.3 - 4:.0f}" '
-                f'font-size="9" fill="#475569" text-anchor="middle">'
-                f'{escape(edge.condition)}</text>')
+            labels.setdefault((edge.source, edge.condition), label_at)
+    for (_, condition), (x, y, anchor) in labels.items():
+        parts.append(f'<text class="condition" x="{x:.0f}" y="{y:.0f}" {LABEL} '
+                     f'text-anchor="{anchor}">{escape(condition)}</text>')
     for node in spec.nodes:
         x, y = place[node.id]
         fill = TYPE_COLOURS.get(node.type, EXPERT_COLOUR)
         parts.append(
             f'<g class="node" data-node="{escape(node.id)}"><rect x="{x:.0f}" y="{y:.0f}" '
-            f'width="{NODE_W}" height="{NODE_H}" rx="7" fill="{fill}" stroke="#334155"/>'
-            f'<text x="{x + NODE_W / 2:.0f}" y="{y + 15:.0f}" font-size="12" font-weight="600" '
+            f'width="{NODE_W}" height="{NODE_H}" rx="8" fill="{fill}" stroke="#334155"/>'
+            f'<text x="{x + NODE_W / 2:.0f}" y="{y + 17:.0f}" font-size="14" font-weight="600" '
             f'text-anchor="middle" fill="#0f172a">{escape(node.id)}</text>'
-            f'<text x="{x + NODE_W / 2:.0f}" y="{y + 27:.0f}" font-size="9" '
+            f'<text x="{x + NODE_W / 2:.0f}" y="{y + 32:.0f}" font-size="11" '
             f'text-anchor="middle" fill="#475569">{escape(node.type)}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _lane(rows: dict[int, list[str]], source: int, target: int) -> float:
+    """The height below every node of the columns an edge skips."""
+    skipped = [len(rows.get(col, ())) for col in range(source + 1, target)]
+    return PAD + 18 + max(skipped, default=1) * (NODE_H + ROW_GAP) - ROW_GAP / 2
+
+
+def _edge_path(source: tuple[float, float], target: tuple[float, float], lane: float
+               ) -> tuple[str, tuple[float, float, str]]:
+    """An edge's SVG path, and where its label goes (x, y, text-anchor)."""
+    (x1, y1), (x2, y2) = source, target
+    if x2 <= x1:  # backwards: an arc above, top to top
+        sx, tx = x1 + NODE_W / 2, x2 + NODE_W / 2
+        top = min(y1, y2) - 18
+        path = f"M{sx:.0f},{y1:.0f} C{sx:.0f},{top:.0f} {tx:.0f},{top:.0f} {tx:.0f},{y2:.0f}"
+        return path, ((sx + tx) / 2, top + 4, "middle")
+    sx, sy = x1 + NODE_W, y1 + NODE_H / 2
+    tx, ty = x2, y2 + NODE_H / 2
+    bend = COL_GAP / 2
+    if x2 - x1 <= NODE_W + COL_GAP:  # the next column: straight across, curving to its row
+        path = f"M{sx:.0f},{sy:.0f} C{sx + bend:.0f},{sy:.0f} {tx - bend:.0f},{ty:.0f} {tx:.0f},{ty:.0f}"
+        return path, (sx + 6, sy - 6, "start")
+    # Past the next column: down into the lane, along it, up into the target.
+    bx = x1 + NODE_W / 2
+    by = y1 + NODE_H
+    path = (f"M{bx:.0f},{by:.0f} C{bx:.0f},{lane:.0f} {bx:.0f},{lane:.0f} {bx + 24:.0f},{lane:.0f} "
+            f"L{tx - bend:.0f},{lane:.0f} C{tx - 12:.0f},{lane:.0f} {tx - 24:.0f},{ty:.0f} "
+            f"{tx:.0f},{ty:.0f}")
+    return path, (bx + 30, lane - 5, "start")

@@ -220,12 +220,17 @@ def test_duplicate_export_and_import(staff_client, graphs):
 
 
 def test_picture_on_the_graph_page(staff_client, graphs):
-    """The graph's page shows its picture: one box per node, one line per edge."""
+    """The graph's page shows its picture: one box per node, one curve per edge, and one
+    label per condition leaving a node (three edges on `not expert` share one)."""
     graph = Graph.objects.get(name="v4-eras")
     page = staff_client.get(change_url(graph)).content.decode()
     assert page.count('<g class="node"') == 6
-    assert page.count('<line class="edge"') == 11
+    assert page.count('<path class="edge"') == 11
     assert 'data-node="eras"' in page
+    spec = graph_spec_get(name="v4-eras")
+    conditions = {(e.source, e.condition) for e in spec.edges if e.condition}
+    assert page.count('class="condition"') == len(conditions) < sum(
+        1 for e in spec.edges if e.condition)
 
 
 def test_staff_only(client, graphs):
