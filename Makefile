@@ -13,20 +13,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# collectstatic writes the manifest (cache-busted names) whatever DEBUG is: DEBUG's plain
+# storage serves static/ as it is and ignores the folder, so one set-up works both ways
+# (without the manifest, every page fails with DEBUG=false).
 setup: $(STAMP)
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py loadgraphs
 	$(BIN)/python manage.py make_eras
 	$(BIN)/python manage.py demodata
-	$(BIN)/python manage.py collectstatic --noinput -v 0
+	STATIC_MANIFEST=true $(BIN)/python manage.py collectstatic --noinput -v 0
 
-run: setup
+# `make run PORT=8001`. The port is checked first: a taken one fails in a second, not
+# after the set-up (setup runs from the recipe, so even `make -j` keeps that order).
+PORT ?= 8000
+run:
+	@$(PYTHON) deploy/port_free.py '$(PORT)'
+	@$(MAKE) --no-print-directory setup
 	@echo ""
-	@echo "  agentsite is at http://127.0.0.1:8000/"
-	@echo "  admin: http://127.0.0.1:8000/admin/  (user: admin, password: admin; local development only)"
+	@echo "  agentsite is at http://127.0.0.1:$(PORT)/"
+	@echo "  admin: http://127.0.0.1:$(PORT)/admin/  (user: admin, password: admin; local development only)"
 	@echo "  or chat in the terminal: $(BIN)/python manage.py chat"
 	@echo ""
-	$(BIN)/daphne -b 127.0.0.1 -p 8000 agentsite.asgi:application
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) agentsite.asgi:application
 
 # Scaled out on loopback: Redis, PostgreSQL, daphne on :8000 and :8001, two pipeline
 # workers (README: Scaling out). PostgreSQL and redis-server come from apt-get when missing.

@@ -23,7 +23,11 @@ def load_dotenv(path: Path) -> None:
         if "=" not in line:
             raise ImproperlyConfigured(f"{path}:{lineno}: expected KEY=VALUE, got {raw!r}")
         key, value = line.split("=", 1)
-        value = value.strip().strip('"').strip("'")
+        value = value.strip()
+        # One pair of enclosing quotes goes; quotes inside stay (CONTENT_SECURITY_POLICY
+        # ends in 'none', whose closing quote is part of the value).
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
         os.environ.setdefault(key.strip(), value)
 
 

@@ -122,7 +122,8 @@ def run_scaled_bench(*, database_server_url: str, conversations: int, messages: 
     database_url = postgres_database(database_server_url, name, fresh=True)
     env = {"BUILTIN_LLM_LATENCY_MS": f"{latency_ms:g}", "AGENTSITE_ALLOW_ANONYMOUS": "false",
            "AGENTSITE_WORKER_CONCURRENCY": str(concurrency),
-           "DEBUG": "false", "SECRET_KEY": secrets.token_hex(16)}
+           "DEBUG": "false", "SECRET_KEY": secrets.token_hex(16),
+           "AGENTSITE_HTTPS": "false"}  # plain http on loopback
     try:
         with tempfile.TemporaryDirectory(prefix="agentsite-bench-") as folder:
             progress(f"starting Redis, {webs} daphne and {workers} workers on database {name}")

@@ -31,6 +31,42 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
+# --- HTTPS -------------------------------------------------------------------
+# Outside DEBUG the site is taken to be served over HTTPS, by daphne itself or by a
+# TLS-terminating proxy (deploy/nginx.conf): plain HTTP is redirected, cookies are
+# sent over TLS only and browsers are told (HSTS) to come back over HTTPS only.
+# AGENTSITE_HTTPS=false turns all of it off at once (a DEBUG=false trial on plain
+# http://127.0.0.1); each setting below can also be set on its own.
+AGENTSITE_HTTPS = env.flag("AGENTSITE_HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = env.flag("SECURE_SSL_REDIRECT", AGENTSITE_HTTPS)
+SESSION_COOKIE_SECURE = env.flag("SESSION_COOKIE_SECURE", AGENTSITE_HTTPS)
+CSRF_COOKIE_SECURE = env.flag("CSRF_COOKIE_SECURE", AGENTSITE_HTTPS)
+# HSTS is a promise browsers keep for this long even if the site later drops HTTPS:
+# lower it (e.g. 3600) while trying TLS out. SecurityMiddleware sends it on HTTPS only.
+SECURE_HSTS_SECONDS = int(env.number("SECURE_HSTS_SECONDS", 31_536_000 if AGENTSITE_HTTPS else 0))
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be 0 (off) or more.")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", AGENTSITE_HTTPS)
+# Only announces consent: nothing is preloaded until someone submits the domain to the
+# browsers' preload list. SECURE_HSTS_PRELOAD=false withholds that consent.
+SECURE_HSTS_PRELOAD = env.flag("SECURE_HSTS_PRELOAD", AGENTSITE_HTTPS)
+# Behind a proxy that terminates TLS, Django sees plain HTTP: name the header the proxy
+# sets to `https` (deploy/nginx.conf: X-Forwarded-Proto) so that the redirect does not
+# loop and secure requests are known as such. Only when the proxy always sets or
+# overwrites that header: a client could send it otherwise.
+_PROXY_SSL_HEADER = env.text("SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER
+    else None)
+# A few pages and sockets are all the site is: the browser may load what comes from here
+# (scripts and styles only from files, never inline) and open sockets back to it.
+# agentsite.middleware sends it on every response.
+AGENTSITE_CONTENT_SECURITY_POLICY = env.text(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'")
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -47,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "agentsite.middleware.content_security_policy",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -229,8 +266,20 @@ AGENTSITE_PIPELINE_WORKERS = env.flag("AGENTSITE_PIPELINE_WORKERS", bool(REDIS_U
 AGENTSITE_WORKER_CONCURRENCY = int(env.number("AGENTSITE_WORKER_CONCURRENCY", 20))
 # How many past messages the input node summarises as context.
 AGENTSITE_HISTORY_WINDOW = int(env.number("AGENTSITE_HISTORY_WINDOW", 12))
-# `manage.py prunetraces` deletes traces older than this many days unless told otherwise.
+# Retention (`manage.py prune`, and every pipeline worker each AGENTSITE_RETENTION_INTERVAL_S):
+# traces and stored chat events older than this many days are deleted...
 AGENTSITE_TRACE_RETENTION_DAYS = env.number("AGENTSITE_TRACE_RETENTION_DAYS", 30.0)
+# ... and conversations nobody touched for this many days, with their messages.
+AGENTSITE_CONVERSATION_RETENTION_DAYS = env.number("AGENTSITE_CONVERSATION_RETENTION_DAYS", 90.0)
+if AGENTSITE_TRACE_RETENTION_DAYS <= 0:
+    raise ImproperlyConfigured("AGENTSITE_TRACE_RETENTION_DAYS must be more than 0 (days).")
+if AGENTSITE_CONVERSATION_RETENTION_DAYS <= 0:
+    raise ImproperlyConfigured("AGENTSITE_CONVERSATION_RETENTION_DAYS must be more than 0 (days).")
+# Seconds between a pipeline worker's retention passes; 0: none (run `manage.py prune`
+# from cron instead).
+AGENTSITE_RETENTION_INTERVAL_S = env.number("AGENTSITE_RETENTION_INTERVAL_S", 3600.0)
+if AGENTSITE_RETENTION_INTERVAL_S < 0:
+    raise ImproperlyConfigured("AGENTSITE_RETENTION_INTERVAL_S must be 0 (off) or more.")
 
 # Anonymous visitors may chat (keyed by their session) only when this is on.
 AGENTSITE_ALLOW_ANONYMOUS = env.flag("AGENTSITE_ALLOW_ANONYMOUS", DEBUG)
@@ -257,8 +306,11 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "runtime.oidc.SubjectOIDCBackend",  # does nothing unless OIDC is configured
 ]
-LOGIN_URL = "/admin/login/"
+# The sign-in page (agentsite.views.SignInView: password, and OIDC when configured);
+# the admin keeps its own staff-only login.
+LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 # OIDC (any OpenID Connect provider): on when the discovery URL and client id are set.
 OIDC_DISCOVERY_URL = env.text("OIDC_DISCOVERY_URL")
 OIDC_RP_CLIENT_ID = env.text("OIDC_RP_CLIENT_ID")
@@ -273,4 +325,7 @@ OIDC_USE_PKCE = True
 OIDC_ALLOW_UNSECURED_JWT = False
 OIDC_RP_SCOPES = env.text("OIDC_RP_SCOPES", "openid email profile")
 OIDC_TIMEOUT = env.number("OIDC_TIMEOUT", 10.0)
-LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?oidc=failed"
+# The provider's name on the sign-in page's "Sign in with …" link.
+OIDC_PROVIDER_NAME = env.text("OIDC_PROVIDER_NAME", "single sign-on")
+# Where a failed OIDC login lands: the sign-in page, which says so.
+LOGIN_REDIRECT_URL_FAILURE = "/login/?oidc=failed"

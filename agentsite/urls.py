@@ -1,4 +1,4 @@
-"""URL routes: the chat page, the tests page, health, the admin, OIDC and the REST API."""
+"""URL routes: the chat page, sign-in, the tests page, health, the admin, OIDC and the REST API."""
 
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
@@ -9,6 +9,8 @@ from runtime.oidc import OIDCCallbackView, OIDCLoginView
 
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path("login/", views.SignInView.as_view(), name="login"),
+    path("logout/", views.SignOutView.as_view(), name="logout"),
     path("tests", views.tests_page, name="tests"),
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),

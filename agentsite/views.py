@@ -1,14 +1,16 @@
-"""Site-level pages: the health check, the chat page and the test runner page."""
+"""Site-level pages: the health check, sign-in and sign-out, the chat page, the test runner page."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
@@ -18,6 +20,7 @@ from graphs.selectors import graph_names, graph_spec_get
 from runtime import conversations as conv
 from runtime.chatlog import chat_last_seq
 from runtime.nodes.ui import current_controls
+from runtime.oidc import oidc_enabled
 
 HISTORY_ON_PAGE = 50
 """How many past messages the chat page shows when it opens."""
@@ -26,6 +29,36 @@ HISTORY_ON_PAGE = 50
 def health(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers."""
     return JsonResponse({"status": "ok"})
+
+
+class SignInView(LoginView):
+    """The sign-in page: username and password, and "Sign in with …" when OIDC is configured.
+
+    A failed OIDC login comes back here (`LOGIN_REDIRECT_URL_FAILURE`) with
+    `?oidc=failed` and is told so; a signed-in visitor goes straight on.
+    """
+
+    template_name = "login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["oidc"] = oidc_enabled()
+        context["oidc_name"] = settings.OIDC_PROVIDER_NAME
+        context["oidc_failed"] = self.request.GET.get("oidc") == "failed"
+        return context
+
+
+class SignOutView(LogoutView):
+    """Sign out (POST only, as Django requires) and land on the sign-in page, told so."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        signed_in = request.user.is_authenticated
+        response = super().post(request, *args, **kwargs)
+        if signed_in:
+            # After logout() flushed the session: the note goes into the new one.
+            messages.info(request, "You have signed out.")
+        return response
 
 
 def _chat_owner(request: HttpRequest) -> dict[str, Any] | None:
@@ -56,21 +89,31 @@ def chat(request: HttpRequest) -> HttpResponse:
     owner = _chat_owner(request)
     if owner is None:
         return redirect_to_login(request.get_full_path())
-    conversation = conv.conversation_get_or_create(**owner, chat="main")
-    state = conv.conversation_state(conversation_id=conversation.id)
-    history = conv.conversation_history(conversation_id=conversation.id, limit=HISTORY_ON_PAGE)
+    # Looking creates nothing: a first visit is drawn from the state a conversation
+    # starts with, and the socket creates the conversation when it connects.
+    conversation = conv.conversation_find(**owner, chat="main")
+    if conversation is None:
+        state, history, last_seq = conv.conversation_state_new(), [], 0
+    else:
+        state = conv.conversation_state(conversation_id=conversation.id)
+        history = conv.conversation_history(conversation_id=conversation.id,
+                                            limit=HISTORY_ON_PAGE)
+        last_seq = chat_last_seq(conversation_id=conversation.id)
     boot = {
-        "conversation": conversation.id,
+        "conversation": conversation.id if conversation else None,
         "chat": "main",
         "graph": state.graph_name,
         "graphs": graph_names(),
         # Events after this number happened after the page was drawn: the socket
         # resumes from here so nothing between render and connect is lost.
-        "last_seq": chat_last_seq(conversation_id=conversation.id),
+        "last_seq": last_seq,
         "history": [{"role": m.role, "text": m.text} for m in history],
         "memory": state.memory,
         "machines": state.ui["machines"],
         "controls": current_controls(state.ui),
+        # Where the page sends someone whose session ended ("sign in again").
+        "login_url": resolve_url(settings.LOGIN_URL) + "?"
+                     + urlencode({"next": request.path}, safe="/"),
     }
     return render(request, "chat.html", {
         "boot": boot,

@@ -13,7 +13,8 @@ from graphs.registry import node_type_names
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec
 from graphs.validation import validate_spec
 
-MONO = {"style": "font-family: ui-monospace, monospace; width: 95%;"}
+# static/agentsite/admin.css: the Content-Security-Policy refuses inline styles.
+MONO = {"class": "mono-field"}
 
 
 def _type_choices() -> list[tuple[str, str]]:

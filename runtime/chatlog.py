@@ -69,3 +69,8 @@ def chat_event_prune(*, older_than, batch_size: int = 1000) -> int:
             return deleted
         with transaction.atomic():
             deleted += ChatEvent.objects.filter(pk__in=ids).delete()[0]
+
+
+def chat_event_count_older_than(*, older_than) -> int:
+    """How many stored chat events were created before `older_than`."""
+    return ChatEvent.objects.filter(created_at__lt=older_than).count()

@@ -72,6 +72,26 @@ def conversation_get_or_create(
     return conversation
 
 
+def conversation_find(*, user=None, session_key: str = "", chat: str = "main"
+                      ) -> Conversation | None:
+    """The caller's conversation for `chat` if it exists; never creates one.
+
+    For reads (a page, a state poll): a visitor who only looks leaves no row behind.
+    """
+    if user is not None and getattr(user, "is_authenticated", False):
+        return Conversation.objects.filter(user=user, chat=chat).first()
+    if session_key:
+        return Conversation.objects.filter(user=None, session_key=session_key, chat=chat).first()
+    return None
+
+
+def conversation_state_new() -> ConversationState:
+    """The state a conversation starts with, for a caller who has none yet (id 0)."""
+    return ConversationState(
+        id=0, graph_name=settings.AGENTSITE_DEFAULT_GRAPH, memory=memory_normalize({}),
+        ui=ui_empty(), history=(), experts={}, last_message_at=None)
+
+
 def conversation_state(*, conversation_id: int) -> ConversationState:
     """The conversation's state and its last messages."""
     conversation = Conversation.objects.get(pk=conversation_id)

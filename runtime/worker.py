@@ -11,6 +11,9 @@ worker processes, on any number of machines, share the queue.
   to idle ones and a dying worker holds nothing it has not started.
 - A reaper: every third of `AGENTSITE_BUSY_TIMEOUT_S` it records the messages
   of dead processes as failed (runtime.dispatch.reap_and_publish).
+- Retention: every `AGENTSITE_RETENTION_INTERVAL_S` (from its start) it runs
+  a retention pass (runtime.retention: expired sessions, idle conversations,
+  old traces), so a site with workers needs no cron for it.
 - A clean stop: on SIGTERM or SIGINT it stops taking messages and lets the
   running ones finish (within `AGENTSITE_PIPELINE_TIMEOUT_S`).
 
@@ -34,6 +37,7 @@ from django.conf import settings
 from runtime import conversations as conv
 from runtime.dispatch import PIPELINE_MESSAGE, message_answer, pipeline_tasks, reap_and_publish
 from runtime.pipeline import worker_name
+from runtime.retention import retention_run
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ class PipelineWorker(Worker):
         self.stopping: asyncio.Event | None = None
 
     async def handle(self) -> None:
-        """Listen and reap until asked to stop (or a listener fails); then drain."""
+        """Listen, reap and prune until asked to stop (or a listener fails); then drain."""
         self.slots = asyncio.Semaphore(self.capacity)
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -113,14 +117,15 @@ class PipelineWorker(Worker):
                     ", ".join(self.channels), self.capacity)
         listeners = [asyncio.ensure_future(self.listener(channel)) for channel in self.channels]
         reaping = asyncio.ensure_future(self.reap_forever())
+        pruning = asyncio.ensure_future(self.prune_forever())
         stop = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in listeners if t.done() and not t.cancelled() and t.exception()]
         logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
                     worker_name(), pipeline_tasks().running())
-        for task in (*listeners, reaping, stop):
+        for task in (*listeners, reaping, pruning, stop):
             task.cancel()
-        await asyncio.gather(*listeners, reaping, stop, return_exceptions=True)
+        await asyncio.gather(*listeners, reaping, pruning, stop, return_exceptions=True)
         try:
             await asyncio.wait_for(pipeline_tasks().drain(),
                                    timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
@@ -155,4 +160,27 @@ class PipelineWorker(Worker):
                                    worker_name(), count)
             except Exception:
                 logger.exception("pipeline worker: the reaper failed; trying again")
+            await asyncio.sleep(interval)
+
+    async def prune_forever(self) -> None:
+        """A retention pass at start and every `AGENTSITE_RETENTION_INTERVAL_S`; 0: never.
+
+        Every worker runs it: a pass deletes in small batches and a second one at the
+        same time finds less to do, so no worker has to be the one.
+        """
+        interval = settings.AGENTSITE_RETENTION_INTERVAL_S
+        if interval <= 0:
+            return
+        while True:
+            try:
+                report = await database_sync_to_async(retention_run)()
+                if report.deleted_anything:
+                    logger.info(
+                        "pipeline worker %s: retention deleted %d expired sessions, "
+                        "%d conversations (%d messages), %d traces and %d chat events",
+                        worker_name(), report.sessions, report.conversations, report.messages,
+                        report.traces, report.events)
+            except Exception:
+                logger.exception("pipeline worker: the retention pass failed; trying again "
+                                 "in %g s", interval)
             await asyncio.sleep(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,12 +40,15 @@ def test_flag_and_number_parsing(monkeypatch):
 def test_dotenv_never_overrides_the_environment(tmp_path, monkeypatch):
     """A .env file fills in missing variables; the real environment wins; bad lines are named."""
     dotenv = tmp_path / ".env"
-    dotenv.write_text("# comment\nX_A=from-file\nX_B='quoted'\n")
+    dotenv.write_text("# comment\nX_A=from-file\nX_B='quoted'\n"
+                      "X_C=default-src 'self'; object-src 'none'\n")
     monkeypatch.setenv("X_A", "from-env")
     monkeypatch.delenv("X_B", raising=False)
+    monkeypatch.delenv("X_C", raising=False)
     env.load_dotenv(dotenv)
     assert os.environ["X_A"] == "from-env"
     assert os.environ["X_B"] == "quoted"
+    assert os.environ["X_C"] == "default-src 'self'; object-src 'none'"  # quotes inside kept
     dotenv.write_text("NOT A PAIR\n")
     with pytest.raises(ImproperlyConfigured, match=":1:"):
         env.load_dotenv(dotenv)
@@ -109,3 +113,85 @@ def test_pipeline_workers_follow_redis_unless_told():
             env={**clean, "DJANGO_SETTINGS_MODULE": "agentsite.settings", **extra},
         ).stdout.strip()
     assert runs == {"plain": "False", "redis": "True", "off": "False"}
+
+
+# Variables the HTTPS and deployment tests set; the caller's own are left out.
+_DEPLOY_VARIABLES = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "AGENTSITE_HTTPS", "SECURE_",
+                     "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "CONTENT_SECURITY_POLICY",
+                     "STATIC_MANIFEST", "DATABASE_URL", "REDIS_URL", "LLM_")
+DEPLOY_ENV = {"DEBUG": "false", "ALLOWED_HOSTS": "agentsite.example.com",
+              # Long and varied, as check --deploy (W009) wants a real key to be.
+              "SECRET_KEY": "t3st-0nly-" + "".join(chr(33 + (i * 7) % 90) for i in range(60))}
+
+
+def _run(args: list[str], **environ: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_DEPLOY_VARIABLES)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "agentsite.settings", **environ},
+    )
+
+
+def test_deploy_check_is_clean_with_debug_off():
+    """`manage.py check --deploy` finds nothing to warn about with DEBUG off and the defaults."""
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **DEPLOY_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def _https_settings(**environ: str) -> dict:
+    code = ("import django, json; from django.conf import settings as s; django.setup(); "
+            "print(json.dumps({k: getattr(s, k) for k in ('SECURE_SSL_REDIRECT', "
+            "'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_HSTS_SECONDS', "
+            "'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SECURE_HSTS_PRELOAD', "
+            "'SECURE_PROXY_SSL_HEADER')}))")
+    result = _run(["-c", code], **environ)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_https_is_on_outside_debug_and_can_be_set_from_the_environment():
+    """HTTPS settings are on without DEBUG, off with it; AGENTSITE_HTTPS and each variable override."""
+    on = _https_settings(**DEPLOY_ENV)
+    assert on == {"SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True,
+                  "CSRF_COOKIE_SECURE": True, "SECURE_HSTS_SECONDS": 31_536_000,
+                  "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SECURE_HSTS_PRELOAD": True,
+                  "SECURE_PROXY_SSL_HEADER": None}
+    debug = _https_settings()
+    assert not any(debug.values())
+    plain = _https_settings(**DEPLOY_ENV, AGENTSITE_HTTPS="false")
+    assert not any(plain.values())
+    tuned = _https_settings(**DEPLOY_ENV, SECURE_HSTS_SECONDS="3600", SECURE_HSTS_PRELOAD="false",
+                            SECURE_SSL_REDIRECT="false",
+                            SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto")
+    assert tuned["SECURE_HSTS_SECONDS"] == 3600 and tuned["SECURE_HSTS_PRELOAD"] is False
+    assert tuned["SECURE_SSL_REDIRECT"] is False and tuned["SESSION_COOKIE_SECURE"] is True
+    assert tuned["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+
+
+def test_http_is_redirected_unless_a_trusted_proxy_says_https(client, settings, db):
+    """With the redirect on, plain HTTP goes to HTTPS; behind a proxy, its header is believed."""
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    response = client.get("/health")
+    assert response.status_code == 301 and response["Location"] == "https://testserver/health"
+    secure = client.get("/health", secure=True)
+    assert secure.status_code == 200 and secure["Strict-Transport-Security"] == "max-age=3600"
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    from django.test import Client
+
+    proxied = Client().get("/health", headers={"X-Forwarded-Proto": "https"})
+    assert proxied.status_code == 200
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("AGENTSITE_CONVERSATION_RETENTION_DAYS", "0",
+     "AGENTSITE_CONVERSATION_RETENTION_DAYS must be more than 0"),
+    ("AGENTSITE_TRACE_RETENTION_DAYS", "-1", "AGENTSITE_TRACE_RETENTION_DAYS must be more than 0"),
+    ("AGENTSITE_RETENTION_INTERVAL_S", "-5", "AGENTSITE_RETENTION_INTERVAL_S must be 0 (off)"),
+])
+def test_retention_that_would_delete_everything_is_refused(variable, value, says):
+    """A retention of zero days (everything is older than that) stops start-up, saying which."""
+    result = _settings_in_subprocess(**{variable: value})
+    assert result.returncode != 0
+    assert says in result.stderr

@@ -20,10 +20,8 @@ from django.utils.safestring import SafeString
 from traces.models import TestRun
 from traces.testruns import RunTrend, test_run_page, test_run_trends
 
-PASS_COLOR = "#2e7d32"
-FAIL_COLOR = "var(--error-fg, #ba2121)"
-QUIET_COLOR = "var(--body-quiet-color, #666)"
-RUNNING_COLOR = "var(--link-fg, #447e9b)"
+# Colours and layout live in static/agentsite/admin.css (classes trend-*, status-*,
+# nowrap, sparkline): the Content-Security-Policy refuses inline styles.
 
 
 def percent(rate: float | None) -> str:
@@ -64,11 +62,11 @@ def sparkline_svg(rates: Sequence[float], *, width: int = 80, height: int = 18) 
     # list row and on a suite's coloured header alike, in light and dark themes.
     return format_html(
         '<svg class="sparkline" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-        'aria-label="{t}" style="vertical-align: middle"><title>{t}</title>'
-        '<line x1="0" y1="{top}" x2="{w}" y2="{top}" style="stroke: currentColor; '
-        'stroke-opacity: 0.35; stroke-width: 0.5; stroke-dasharray: 2 2"/>'
-        '<polyline points="{p}" style="fill: none; stroke: currentColor; stroke-width: 1.5"/>'
-        '<circle cx="{x}" cy="{y}" r="2" style="fill: currentColor"/></svg>',
+        'aria-label="{t}"><title>{t}</title>'
+        '<line x1="0" y1="{top}" x2="{w}" y2="{top}" stroke="currentColor" '
+        'stroke-opacity="0.35" stroke-width="0.5" stroke-dasharray="2 2"/>'
+        '<polyline points="{p}" fill="none" stroke="currentColor" stroke-width="1.5"/>'
+        '<circle cx="{x}" cy="{y}" r="2" fill="currentColor"/></svg>',
         w=width,
         h=height,
         t=title,
@@ -82,22 +80,18 @@ def sparkline_svg(rates: Sequence[float], *, width: int = 80, height: int = 18) 
 def trend_html(trend: RunTrend) -> SafeString:
     """▲ / ▼ / = with the change in points against the previous finished run, then a sparkline."""
     if trend.direction is None:
-        mark = format_html('<span style="color: {}">{}</span>', QUIET_COLOR, "–")
+        mark = format_html('<span class="trend-none">{}</span>', "–")
     else:
-        symbol, color = {
-            "up": ("▲", PASS_COLOR),
-            "down": ("▼", FAIL_COLOR),
-            "same": ("=", QUIET_COLOR),
-        }[trend.direction]
+        symbol = {"up": "▲", "down": "▼", "same": "="}[trend.direction]
         mark = format_html(
-            '<span style="color: {}; white-space: nowrap" title="{}">{} {} pts</span>',
-            color,
+            '<span class="trend-{} nowrap" title="{}">{} {} pts</span>',
+            trend.direction,
             f"against {percent(trend.previous_rate)} in the previous finished run",
             symbol,
             f"{trend.delta_points:+.1f}",
         )
     return format_html(
-        '<span style="white-space: nowrap">{} {}</span>',
+        '<span class="nowrap">{} {}</span>',
         mark,
         sparkline_svg(trend.history, width=60),
     )
@@ -187,17 +181,14 @@ class TestRunAdmin(admin.ModelAdmin):
     def started_column(self, run: TestRun) -> str:
         # Compact, so that the trend column fits beside the filters on a laptop screen.
         return format_html(
-            '<span style="white-space: nowrap">{}</span>',
+            '<span class="nowrap">{}</span>',
             dateformat.format(timezone.localtime(run.started_at), "Y-m-d H:i"),
         )
 
     @admin.display(description="status", ordering="status")
     def status_column(self, run: TestRun) -> str:
-        color = {
-            TestRun.Status.FAILED: FAIL_COLOR,
-            TestRun.Status.RUNNING: RUNNING_COLOR,
-        }.get(run.status, "inherit")
-        return format_html('<span style="color: {}">{}</span>', color, run.get_status_display())
+        return format_html('<span class="status-{}">{}</span>', run.status,
+                           run.get_status_display())
 
     @admin.display(description="score")
     def score_column(self, run: TestRun) -> str:

@@ -42,17 +42,26 @@ class TimelineBar:
     width_pct: float
     """How wide the bar is, in percent of the timeline's width (at least the minimum)."""
 
-    @property
-    def style(self) -> str:
-        """The bar's inline CSS position, independent of the locale's decimal separator."""
-        return f"left: {self.left_pct:.2f}%; width: {self.width_pct:.2f}%"
+    # The bars are SVG rectangles in a 0..100 wide view box: their geometry is markup
+    # (x, width), not inline CSS, which the Content-Security-Policy refuses. Formatted
+    # here, so the locale's decimal separator never reaches an attribute.
 
     @property
-    def llm_style(self) -> str:
-        """The inline CSS width of the bar's share spent waiting on the model."""
+    def x(self) -> str:
+        """Where the bar starts, in the timeline's 0..100 view box."""
+        return f"{self.left_pct:.2f}"
+
+    @property
+    def width(self) -> str:
+        """The bar's width, in the timeline's 0..100 view box."""
+        return f"{self.width_pct:.2f}"
+
+    @property
+    def llm_width(self) -> str:
+        """The width of the bar's share spent waiting on the model, from the bar's start."""
         duration = self.record.duration_ms
-        share = min(self.record.llm_ms / duration * 100, 100.0) if duration > 0 else 0.0
-        return f"width: {share:.2f}%"
+        share = min(self.record.llm_ms / duration, 1.0) if duration > 0 else 0.0
+        return f"{self.width_pct * share:.2f}"
 
 
 @dataclass(frozen=True)

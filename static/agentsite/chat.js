@@ -574,7 +574,7 @@
     if (signIn) {
       line.appendChild(document.createTextNode(" "));
       var a = el("a", "", "Sign in");
-      a.href = "/admin/login/?next=/";
+      a.href = boot.login_url || "/login/?next=/";
       line.appendChild(a);
     }
     $("transcript").appendChild(line);

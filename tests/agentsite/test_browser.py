@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,11 +63,11 @@ def browser(live_server_url):
 
 
 def sign_in(page, base: str, then: str = "/") -> None:
-    """Through the admin's login form, as a person would."""
-    page.goto(f"{base}/admin/login/?next={then}")
+    """Through the site's sign-in form, as a person would."""
+    page.goto(f"{base}/login/?next={then}")
     page.fill("#id_username", USERNAME)
     page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
+    page.click("button[type=submit]")
     page.wait_for_url(base + then)
 
 
@@ -119,16 +120,18 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     failed: list[str] = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
-    # Signed out, the page sends us to the login form and back.
-    page.goto(live_server_url + "/")
-    assert page.url == live_server_url + "/admin/login/?next=/"
-    page.fill("#id_username", USERNAME)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(live_server_url + "/")
-    # From here on (the admin's login page asks for a /favicon.ico the site does not have).
+    # A Content-Security-Policy violation is reported as a console error.
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    # Signed out, the page sends us to the sign-in form and back.
+    page.goto(live_server_url + "/")
+    assert page.url == live_server_url + "/login/?next=/"
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(live_server_url + "/")
+    expect(page.locator("#signed-in-user")).to_have_text(USERNAME)
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
 
     # hello: a streamed answer, and the HUD's frames.
@@ -160,7 +163,12 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
              : document.querySelector('.machine[data-machine="counter"] .machine-text').textContent;
     }""")
     assert shown == "Count: 1", "the click was applied locally, in the same tick"
-    page.wait_for_function(f"window.agentChat.lastSeq() > {seq_before}")  # the server's controls
+    # The server's controls. Polled from here: wait_for_function evaluates its text with
+    # eval, which the page's Content-Security-Policy (rightly) refuses.
+    deadline = time.monotonic() + 10
+    while page.evaluate("window.agentChat.lastSeq()") <= seq_before:
+        assert time.monotonic() < deadline, "the server's controls never came"
+        page.wait_for_timeout(50)
     expect(counter.locator(".machine-text")).to_have_text("Count: 1")
 
     # Model output that looks like HTML is shown as text and makes no element.
@@ -196,3 +204,17 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     page.screenshot(path=str(SCREENSHOT), full_page=False)
     assert dialogs == [], "no script from model output ran"
     assert failed == [] and console_errors == []
+
+    # The admin's trace page (timeline, payloads) draws under the same policy.
+    page.goto(live_server_url + "/admin/traces/messagetrace/")
+    page.locator("#result_list tbody a").first.click()
+    expect(page.locator(".tl-bar").first).to_be_visible()
+    assert page.locator(".tl-bar").first.bounding_box()["width"] > 0
+    assert console_errors == [], "no Content-Security-Policy violation"
+
+    # Signing out lands on the sign-in page, which says so.
+    page.goto(live_server_url + "/")
+    page.click("#sign-out")
+    page.wait_for_url(live_server_url + "/login/")
+    expect(page.locator(".notice")).to_have_text("You have signed out.")
+    assert console_errors == []

@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from runtime import conversations as conv
+from runtime.chatlog import chat_event_append
+from runtime.models import Conversation
 from tests.helpers import make_user, send
 
 
@@ -50,21 +52,60 @@ def test_chat_page_shows_the_history_safely(client, graphs, user):
 
 
 def test_anonymous_is_redirected_when_not_allowed(client, graphs, settings):
-    """Without anonymous chat, a visitor is sent to the login page and back."""
+    """Without anonymous chat, a visitor is sent to the sign-in page and back."""
     settings.AGENTSITE_ALLOW_ANONYMOUS = False
     response = client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == "/admin/login/?next=/"
+    assert response["Location"] == "/login/?next=/"
 
 
 def test_anonymous_chat_page_when_allowed(client, graphs, settings):
-    """With anonymous chat on, a visitor gets the page and a session the socket will find."""
+    """With anonymous chat on, a visitor gets the page and a session the socket will find.
+
+    Looking creates no conversation: the page is drawn from the state a new one
+    starts with, and the socket creates it (keyed by that session) on connect.
+    """
     settings.AGENTSITE_ALLOW_ANONYMOUS = True
     response = client.get("/")
     assert response.status_code == 200
     assert "sessionid" in response.cookies
     key = response.cookies["sessionid"].value
+    assert not Conversation.objects.exists()
+    boot = response.context["boot"]
+    assert boot["conversation"] is None and boot["history"] == [] and boot["last_seq"] == 0
+    assert boot["graph"] == "v3-framed" and boot["login_url"] == "/login/?next=/"
+    assert client.get("/").status_code == 200 and not Conversation.objects.exists()
     assert conv.conversation_get_or_create(session_key=key).user is None
+
+
+def test_chat_page_shows_who_is_signed_in_and_a_sign_out_button(client, graphs, user):
+    """The top bar names the user and signs out with a POST form (with its CSRF token)."""
+    client.force_login(user)
+    body = client.get("/").content.decode()
+    assert f'<span class="who" id="signed-in-user">{user.get_username()}</span>' in body
+    assert '<form method="post" action="/logout/">' in body
+    assert 'name="csrfmiddlewaretoken"' in body and 'id="sign-out"' in body
+    assert 'id="sign-in"' not in body
+
+
+def test_chat_page_of_a_visitor_offers_sign_in(client, graphs, settings):
+    """An anonymous visitor (when allowed) is told so and offered the sign-in page."""
+    settings.AGENTSITE_ALLOW_ANONYMOUS = True
+    body = client.get("/").content.decode()
+    assert '<a href="/login/?next=/" id="sign-in">Sign in</a>' in body
+    assert 'id="sign-out"' not in body
+
+
+def test_chat_page_of_a_returning_user_shows_the_stored_conversation(client, graphs, user):
+    """With a conversation stored, the page boots from it (id, history, last event)."""
+    conversation = conv.conversation_get_or_create(user=user)
+    send(conversation.id, "hello")
+    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "x"})
+    client.force_login(user)
+    boot = client.get("/").context["boot"]
+    assert boot["conversation"] == conversation.id
+    assert [m["role"] for m in boot["history"]] == ["user", "assistant"]
+    assert boot["last_seq"] == 1
 
 
 def test_tests_page_is_staff_only(client, graphs):

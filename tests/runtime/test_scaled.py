@@ -50,7 +50,8 @@ def site(redis_binary, empty_postgres_url, tmp_path) -> Iterator[ScaledSite]:
     """
     env = {"BUILTIN_LLM_LATENCY_MS": "300", "AGENTSITE_BUSY_TIMEOUT_S": "3",
            "AGENTSITE_WORKER_CONCURRENCY": "3", "AGENTSITE_ALLOW_ANONYMOUS": "false",
-           "DEBUG": "false", "SECRET_KEY": "scaled-test-secret"}
+           "DEBUG": "false", "SECRET_KEY": "scaled-test-secret",
+           "AGENTSITE_HTTPS": "false"}  # plain http on loopback
     with scaled_site(tmp_path, database_url=empty_postgres_url, env=env) as running:
         running.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
                        "get_user_model().objects.create_user('ada', password='pw')")

@@ -280,11 +280,14 @@ def test_timeline_bars_are_to_scale(admin_client, db):
         for i, (f, n, s, d) in enumerate(rows)
     )
     body = admin_client.get(page_url(trace)).content.decode()
-    assert 'style="left: 0.00%; width: 25.00%"' in body
-    assert 'style="left: 25.00%; width: 50.00%"' in body
-    assert 'style="left: 75.00%; width: 0.50%"' in body  # widened to the minimum
-    assert 'style="left: 99.50%; width: 0.50%"' in body  # and kept inside the timeline
-    assert '<span class="tl-llm" style="width: 50.00%">' in body  # half the thinker's time
+    # SVG rectangles in a 0..100 view box: geometry as markup, no inline CSS.
+    assert '<rect class="tl-bar" x="0.00" y="0" width="25.00" height="10"/>' in body
+    assert '<rect class="tl-bar" x="25.00" y="0" width="50.00" height="10"/>' in body
+    assert 'x="75.00" y="0" width="0.50"' in body  # widened to the minimum
+    assert 'x="99.50" y="0" width="0.50"' in body  # and kept inside the timeline
+    # Half the thinker's time, drawn from the start of its bar.
+    assert '<rect class="tl-llm" x="25.00" y="0" width="25.00" height="10"/>' in body
+    assert 'style="' not in body.split('class="tl"', 1)[1]
     assert body.count('<div class="tl-frame-no">') == 3  # grouped by frame
     assert "200.0 ms</span>" in body  # the axis ends at the trace's total
 
