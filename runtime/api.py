@@ -37,6 +37,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
 from graphs.selectors import graph_list_with_counts, graph_spec_get
@@ -176,21 +177,32 @@ def _user_dict(user) -> dict[str, Any] | None:
     return {"id": user.pk, "username": user.get_username(), "is_staff": user.is_staff}
 
 
+def _conversation_state(conversation_id: int) -> conv.ConversationState:
+    """The state, or a new conversation's when the caller has none yet (id 0)."""
+    if not conversation_id:
+        return conv.conversation_state_new()
+    return conv.conversation_state(conversation_id=conversation_id)
+
+
+def _last_seq(conversation_id: int) -> int:
+    return chat_last_seq(conversation_id=conversation_id) if conversation_id else 0
+
+
 def _state(*, conversation_id: int) -> dict[str, Any]:
-    state = conv.conversation_state(conversation_id=conversation_id)
+    state = _conversation_state(conversation_id)
     return {
-        "conversation": conversation_id,
+        "conversation": conversation_id or None,
         "graph": state.graph_name,
         "memory": state.memory,
         "ui": {"machines": state.ui["machines"], "controls": current_controls(state.ui)},
         "busy": conv.conversation_busy(conversation_id=conversation_id),
-        "last_seq": chat_last_seq(conversation_id=conversation_id),
+        "last_seq": _last_seq(conversation_id),
     }
 
 
 def _state_hash(*, conversation_id: int) -> str:
-    last = chat_last_seq(conversation_id=conversation_id)
-    graph = conv.conversation_state(conversation_id=conversation_id).graph_name
+    last = _last_seq(conversation_id)
+    graph = _conversation_state(conversation_id).graph_name
     return hashlib.sha256(f"{last}:{graph}".encode()).hexdigest()[:16]
 
 
@@ -335,7 +347,7 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
     raw = _read_body(request) if op.body is not None else b""
     caller = None
     if op.auth != "none":
-        caller = await database_sync_to_async(caller_resolve)(request)
+        caller = await database_sync_to_async(caller_resolve)(request, stores=op.stores)
         if op.auth == "staff" and not caller.is_staff:
             raise Forbidden("only staff may use this endpoint")
         if request.method == "POST" and caller.via != "token":
@@ -353,10 +365,11 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
         chat = request.GET.get(CHAT.name, CHAT.default)
         if not re.fullmatch(CHAT.pattern, chat):
             raise bad_request(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
-        conversation = await database_sync_to_async(conv.conversation_get_or_create)(
-            **caller.owner(), chat=chat
-        )
-        conversation_id = conversation.id
+        # Only a request that stores something creates a conversation; a read of one that
+        # does not exist yet answers as for a new one (id 0).
+        find = conv.conversation_get_or_create if op.stores else conv.conversation_find
+        conversation = await database_sync_to_async(find)(**caller.owner(), chat=chat)
+        conversation_id = conversation.id if conversation else 0
     return Call(request=request, caller=caller, conversation_id=conversation_id, body=body)
 
 
@@ -380,8 +393,10 @@ async def auth_config(call: Call) -> HttpResponse:
     return _json(
         {
             "anonymous_allowed": settings.AGENTSITE_ALLOW_ANONYMOUS,
-            "login_url": "/oidc/authenticate/" if enabled else "/admin/login/",
+            # The sign-in page offers the password form and, when configured, the provider.
+            "login_url": resolve_url(settings.LOGIN_URL),
             "oidc": enabled,
+            "oidc_url": "/oidc/authenticate/" if enabled else None,
             "user": _user_dict(user),
         }
     )
@@ -636,7 +651,7 @@ def _graph_dict(name: str, *, elements: bool) -> dict[str, Any]:
 
 
 def _active_graph(*, conversation_id: int) -> dict[str, Any]:
-    name = conv.conversation_state(conversation_id=conversation_id).graph_name
+    name = _conversation_state(conversation_id).graph_name
     return _graph_dict(name, elements=True)
 
 

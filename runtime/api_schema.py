@@ -63,6 +63,9 @@ class Operation:
     """`caller` (token, session or allowed anonymous), `staff`, or `none`."""
     scoped: bool = True
     """Whether it acts on the caller's conversation chosen by `?chat=`."""
+    stores: bool = False
+    """Whether it may store something: only then is a missing conversation (and an
+    anonymous visitor's session) created; a read answers as for a new conversation."""
     body: dict[str, Any] | None = None
     """The JSON Schema of the request body (an object), if it takes one."""
     params: tuple[Param, ...] = ()
@@ -171,6 +174,7 @@ ROUTES: tuple[Route, ...] = (
                     503: "No pipeline worker could be reached; nothing was stored",
                 },
                 body=TEXT_BODY,
+                stores=True,
             )
         },
     ),
@@ -204,6 +208,7 @@ ROUTES: tuple[Route, ...] = (
                         },
                     },
                 },
+                stores=True,
             )
         },
     ),
@@ -232,6 +237,7 @@ ROUTES: tuple[Route, ...] = (
                     403: "CSRF check failed",
                     409: "A message is being answered",
                 },
+                stores=True,
             )
         },
     ),
@@ -304,6 +310,7 @@ ROUTES: tuple[Route, ...] = (
                 {200: "An event stream", **COMMON},
                 content_type="text/event-stream",
                 params=(AFTER_SEQ, SSE_TIMEOUT),
+                stores=True,  # it follows one conversation from before its first message
             )
         },
     ),
@@ -344,6 +351,7 @@ ROUTES: tuple[Route, ...] = (
                     "required": ["graph"],
                     "properties": {"graph": {"type": "string"}},
                 },
+                stores=True,
             )
         },
     ),

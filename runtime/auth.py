@@ -27,6 +27,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
+from django.shortcuts import resolve_url
 from django.utils import timezone
 
 from runtime.errors import AgentError
@@ -128,12 +129,13 @@ def user_from_bearer(header_value: str | None):
 # --- REST ------------------------------------------------------------------------------
 
 
-def caller_resolve(request: HttpRequest) -> Caller:
+def caller_resolve(request: HttpRequest, *, stores: bool = False) -> Caller:
     """The caller of a REST request: bearer token, else session user, else anonymous if allowed.
 
     Raises AuthFailed for a bad token (never falling back to the session) and
-    for an anonymous caller when anonymous chat is off. Creates the anonymous
-    visitor's session when it has none yet, so its conversation is kept.
+    for an anonymous caller when anonymous chat is off. When the request
+    `stores` something, an anonymous visitor without a session gets one, so
+    its conversation is kept; a read leaves nothing behind (session_key "").
     """
     raw = bearer_value(request.headers.get("Authorization"))
     if raw is not None:
@@ -148,13 +150,14 @@ def caller_resolve(request: HttpRequest) -> Caller:
     if user is not None and user.is_authenticated:
         return Caller(user=user, session_key="", via="session")
     if not settings.AGENTSITE_ALLOW_ANONYMOUS:
-        raise AuthFailed("sign in (at /admin/login/) or send `Authorization: Bearer <token>`")
+        raise AuthFailed(f"sign in (at {resolve_url(settings.LOGIN_URL)}) or send "
+                         "`Authorization: Bearer <token>`")
     session = request.session
-    if not session.session_key:
+    if not session.session_key and stores:
         # An empty session is never sent back as a cookie: mark it so the visitor keeps it.
         session["agentsite_anonymous"] = True
         session.save()
-    return Caller(user=None, session_key=session.session_key, via="anonymous")
+    return Caller(user=None, session_key=session.session_key or "", via="anonymous")
 
 
 class _CsrfCheck(CsrfViewMiddleware):

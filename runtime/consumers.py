@@ -98,10 +98,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if user is not None and user.is_authenticated:
             owner: dict[str, Any] = {"user": user}
-        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None:
-            if not session.session_key:
-                await database_sync_to_async(session.save)()
+        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None and session.session_key:
             owner = {"session_key": session.session_key}
+        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None:
+            # A session made here would never reach the client (a socket sets no cookie):
+            # each such connect would leave a session and a conversation behind.
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "open the chat page "
+                         "first (it starts your session), or send `Authorization: Bearer "
+                         "<token>`")
+            return
         else:
             await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in, or send "
                                "`Authorization: Bearer <token>`")

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.sessions.models import Session
 from django.test import AsyncClient, Client
 
 from runtime import api, api_urls, dispatch
@@ -16,6 +17,7 @@ from runtime import conversations as conv
 from runtime.api_schema import ROUTES
 from runtime.auth import token_create
 from runtime.chatlog import chat_events_after
+from runtime.models import Conversation
 from runtime.publish import TEST_GROUP
 from tests.helpers import make_user, send
 from traces.testruns import test_check_record, test_run_start, test_suite_start
@@ -235,6 +237,26 @@ def test_anonymous_visitor_keeps_a_conversation_by_session(graphs, settings):
     assert Client().get("/api/history").json()["messages"] == []  # another visitor
 
 
+def test_reads_leave_nothing_behind(ada, settings):
+    """A read of a conversation that does not exist yet answers as for a new one and stores
+    nothing: no conversation for a user, no session for a cookieless visitor."""
+    settings.AGENTSITE_ALLOW_ANONYMOUS = True
+    before = (Conversation.objects.count(), Session.objects.count())
+    for client in (Client(), client_for(ada)):
+        for path in ("/api/state", "/api/history", "/api/frames", "/api/poll",
+                     "/api/graph/active", "/api/state?chat=other"):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.content)
+        assert post(client, "/api/send/check", {"text": "hello"}).status_code == 200
+        state = client.get("/api/state").json()
+        assert (state["conversation"], state["last_seq"], state["busy"]) == (None, 0, False)
+        assert state["graph"] == settings.AGENTSITE_DEFAULT_GRAPH
+        assert client.get("/api/result", {"id": str(uuid.UUID(int=1))}).status_code == 404
+    assert Conversation.objects.count() == before[0]
+    assert Session.objects.count() == before[1] + 1  # ada's sign-in only
+    assert "sessionid" not in Client().get("/api/state").cookies
+
+
 def test_staff_only_endpoints_refuse_others(ada):
     """/api/test/status is staff only: 403 for a user."""
     client = client_for(ada)
@@ -272,8 +294,9 @@ def test_auth_config(ada, settings):
     anonymous = Client().get("/auth/config").json()
     assert anonymous == {
         "anonymous_allowed": False,
-        "login_url": "/admin/login/",
+        "login_url": "/login/",  # the sign-in page: password, and the provider when on
         "oidc": False,
+        "oidc_url": None,
         "user": None,
     }
     signed_in = client_for(ada).get("/auth/config").json()

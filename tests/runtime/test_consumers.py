@@ -321,8 +321,18 @@ def test_anonymous_chat_only_when_allowed(graphs, settings):
     assert refused(communicator())[0] == 4401
     settings.AGENTSITE_ALLOW_ANONYMOUS = True
 
+    # A visitor without a session cookie is told to open the page, which starts one: a
+    # session made by the socket would never reach the client, and would be left behind.
+    before = Conversation.objects.count()
+    code, error = refused(communicator(headers=[ORIGIN, HOST]))
+    assert code == 4401 and "open the chat page" in error["message"]
+    assert Conversation.objects.count() == before
+    page = Client()
+    assert page.get("/").status_code == 200  # the page starts the visitor's session
+
     async def allowed():
-        comm = communicator(headers=[ORIGIN, HOST])  # a visitor without a session gets one
+        comm = communicator(headers=[ORIGIN, HOST, (
+            b"cookie", f"sessionid={page.cookies['sessionid'].value}".encode())])
         connected, _ = await comm.connect()
         ready = await comm.receive_json_from()
         await comm.disconnect()
