@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 from graphs.picture import graph_svg
 from graphs.selectors import graph_names, graph_spec_get
 from runtime import conversations as conv
-from runtime.chatlog import chat_last_seq
+from runtime.chatlog import chat_last_seq, chat_message_start
 from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
 
@@ -99,6 +99,13 @@ def chat(request: HttpRequest) -> HttpResponse:
         history = conv.conversation_history(conversation_id=conversation.id,
                                             limit=HISTORY_ON_PAGE)
         last_seq = chat_last_seq(conversation_id=conversation.id)
+        running = conv.conversation_running_message(conversation_id=conversation.id)
+        start = running and chat_message_start(conversation_id=conversation.id,
+                                                message_id=running)
+        if start:
+            # Drawn mid-answer: the history holds neither its question nor its answer yet,
+            # so the socket replays that message's events from its first (`accepted`).
+            last_seq = min(last_seq, start - 1)
     boot = {
         "conversation": conversation.id if conversation else None,
         "chat": "main",

@@ -49,6 +49,13 @@ def chat_events_after(*, conversation_id: int, after_seq: int, limit: int = RESU
                 .order_by("seq").values_list("payload", flat=True)[:limit])
 
 
+def chat_message_start(*, conversation_id: int, message_id: str) -> int | None:
+    """The seq of a message's `accepted` event, the first of its events (None if none)."""
+    return (ChatEvent.objects.filter(conversation_id=conversation_id, type="accepted",
+                                     payload__message_id=message_id)
+            .values_list("seq", flat=True).first())
+
+
 def chat_last_seq(*, conversation_id: int) -> int:
     """The last sequence number given in the conversation."""
     return Conversation.objects.filter(pk=conversation_id).values_list(

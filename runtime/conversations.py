@@ -383,6 +383,13 @@ def conversation_busy(*, conversation_id: int) -> bool:
             .exclude(_lost_filter()).exists())
 
 
+def conversation_running_message(*, conversation_id: int) -> str | None:
+    """The id of the message being answered now (None when idle or its process is lost)."""
+    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
+            .exclude(busy_message_id="").exclude(_lost_filter())
+            .values_list("busy_message_id", flat=True).first())
+
+
 def conversation_running(*, conversation_id: int, message_id: str) -> bool:
     """Whether this message holds its conversation's busy flag."""
     return Conversation.objects.filter(pk=conversation_id,

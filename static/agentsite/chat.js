@@ -32,6 +32,7 @@
     hudMessage: null,     // the message whose frames the HUD shows
     hudFrame: 0,
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
+    sent: null,           // the text this tab sent and already shows, until it is accepted
   };
 
   // --- small DOM helpers ------------------------------------------------------
@@ -145,8 +146,9 @@
   // --- events -------------------------------------------------------------------
 
   var handlers = {
-    ready: onReady, delta: onDelta, progress: onProgress, hud: onHud, controls: onControls,
-    frame_trace: onFrameTrace, done: onDone, cleared: onCleared, error: onError,
+    ready: onReady, accepted: onAccepted, delta: onDelta, progress: onProgress, hud: onHud,
+    controls: onControls, frame_trace: onFrameTrace, done: onDone, cleared: onCleared,
+    error: onError,
   };
 
   function receive(event) {
@@ -170,6 +172,19 @@
     if (typeof event.last_seq === "number" && event.last_seq > state.lastSeq) {
       send({ type: "resume", after_seq: state.lastSeq });
     }
+  }
+
+  function onAccepted(event) {
+    // The question: this tab shows its own already; one sent from another tab, or
+    // before this page was drawn (a reload mid-answer), is shown now.
+    if (state.sent !== null && state.sent === event.text) {
+      state.sent = null;
+    } else {
+      userLine(event.text);
+    }
+    answerFor(event.message_id);  // an empty answer says "thinking" until its first word
+    setBusy(true);
+    scrollToEnd();
   }
 
   function answerFor(messageId) {
@@ -273,6 +288,7 @@
     }
     if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
       setBusy(false);
+      state.sent = null;  // refused: no `accepted` will come for it
     }
     systemLine(event.message || event.code, "error");
   }
@@ -518,6 +534,7 @@
   function onOfferedClick(control) {
     if (!send({ type: "action", action: control.action })) return;
     userLine(control.label);
+    state.sent = control.label;
     startMessage();
   }
 
@@ -595,6 +612,7 @@
     if (!text) return;
     if (!send({ type: "message", text: text })) return;
     userLine(text);
+    state.sent = text;
     $("message").value = "";
     autosize();
     startMessage();

@@ -218,3 +218,52 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     page.wait_for_url(live_server_url + "/login/")
     expect(page.locator(".notice")).to_have_text("You have signed out.")
     assert console_errors == []
+
+
+@pytest.fixture(scope="module")
+def slow_server_url(tmp_path_factory) -> Iterator[str]:
+    """A live daphne whose builtin model takes 700 ms per call, to look at a message mid-answer."""
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with live_daphne(tmp_path_factory.mktemp("slow"), BUILTIN_LLM_LATENCY_MS="700") as server:
+        yield server.url
+
+
+def test_a_second_tab_and_a_reload_mid_answer_show_the_question(browser, slow_server_url):
+    """'thinking…' until the first word; another tab shows the question and its answer; a
+    page reloaded mid-answer shows the question and the whole answer, once."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    mine = context.new_page()
+    sign_in(mine, slow_server_url)
+    theirs = context.new_page()
+    theirs.goto(slow_server_url + "/")
+    for page in (mine, theirs):
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+
+    mine.fill("#message", "hello")
+    mine.keyboard.press("Enter")
+    waiting = mine.locator(".msg.assistant.streaming .body:empty")
+    expect(waiting).to_have_count(1)  # accepted, no word yet
+    assert "thinking" in mine.evaluate(
+        "getComputedStyle(document.querySelector('.msg.assistant.streaming .body'), "
+        "'::after').content")
+    expect(theirs.locator(".msg.user")).to_have_text(["hello"])
+    for page in (mine, theirs):
+        expect(page.locator(".msg.assistant .body")).to_have_text(
+            ["Hello! How can I help you today?"])
+    expect(mine.locator(".msg.user")).to_have_count(1)  # its own question, shown once
+
+    mine.fill("#message", "what is my name?")
+    mine.keyboard.press("Enter")
+    expect(theirs.locator(".msg.user")).to_have_count(2)
+    theirs.reload()  # mid-answer: the history has neither this question nor its answer yet
+    expect(theirs.locator(".msg.user")).to_have_text(["hello", "what is my name?"])
+    expect(theirs.locator(".msg.assistant")).to_have_count(2)
+    for page in (mine, theirs):
+        expect(page.locator(".msg.assistant").last).not_to_have_class(STREAMING)
+    answer = mine.locator(".msg.assistant .body").last.text_content()
+    assert answer and "name" in answer
+    expect(theirs.locator(".msg.assistant .body").last).to_have_text(answer)
+    context.close()
