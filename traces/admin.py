@@ -64,16 +64,18 @@ class TraceErrorFilter(admin.SimpleListFilter):
 class MessageTraceAdmin(admin.ModelAdmin):
     """Read-only: traces are written by the pipeline; superusers may delete them."""
 
+    # The message and whether it failed first: what a builder scans for. On a narrow
+    # screen the table scrolls sideways, and the numbers are what goes out of view.
     list_display = [
         "created",
+        "message_text",
+        "error_marker",
         "owner",
         "graph",
         "frame_path",
         "frames",
         "ms",
         "tokens",
-        "error_marker",
-        "message_text",
     ]
     list_display_links = ["created", "message_text"]
     list_filter = [

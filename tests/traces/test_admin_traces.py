@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -469,3 +470,14 @@ def test_query_counts_do_not_grow_with_rows(admin_client, django_assert_max_num_
     with django_assert_max_num_queries(PAGE_MAX_QUERIES):
         response = admin_client.get(page_url(trace))
     assert response.content.decode().count('class="tl-bar"') == 100
+
+
+def test_the_trace_list_shows_the_message_and_its_failure_first(admin_client, conversation):
+    """On a laptop screen the admin's sidebars leave room for a few columns: the message and
+    whether it failed come right after the time, the numbers last."""
+    send(conversation.id, "hello")
+    response = admin_client.get(LIST_URL)
+    header = response.content.decode()
+    columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', header)
+    assert columns[:3] == ["created", "message_text", "error_marker"], columns
+    assert columns[-3:] == ["frames", "ms", "tokens"]
