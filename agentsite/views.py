@@ -78,7 +78,10 @@ def _chat_owner(request: HttpRequest) -> dict[str, Any] | None:
 def _graph_pictures() -> list[dict[str, str]]:
     """Every stored graph's picture, drawn on the server (the switcher flips between them)."""
     # graph_svg escapes every label, so its markup is safe to embed as it is.
-    return [{"name": name, "svg": mark_safe(graph_svg(graph_spec_get(name=name)))}
+    # Top to bottom: the HUD is a narrow panel, where a left-to-right picture is shrunk
+    # until its labels cannot be read.
+    return [{"name": name,
+             "svg": mark_safe(graph_svg(graph_spec_get(name=name), direction="down"))}
             for name in graph_names()]
 
 
