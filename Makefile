@@ -78,7 +78,7 @@ test-real: setup
 	LLM_PORT=$(LLM_PORT) bash deploy/llm-local.sh --background
 	LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_API_KEY=local LLM_MODEL=$(LLM_MODEL_NAME) \
 	LLM_MODEL_CAPABILITIES='{"$(LLM_MODEL_NAME)": {"tools": $(LLM_TOOLS)}}' \
-	$(BIN)/python manage.py runtests $(SUITES) --repeat $(REPEAT) --user test-real
+	$(BIN)/python manage.py runtests $(SUITES) --repeat $(REPEAT) --user test-real --fail-under 0
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

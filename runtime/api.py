@@ -30,7 +30,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -75,6 +75,8 @@ from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
 from runtime.pipeline import InvalidMessage, validate_text
 from runtime.publish import publish_chat, publish_test
+from runtime.replay import ReplayImpossible
+from runtime.replay import trace_replay as replay_trace
 from runtime.suites.parser import suite_files
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
@@ -282,6 +284,13 @@ def _number_param(request: HttpRequest, param: Param) -> float:
     return value
 
 
+def _path_param(raw: str, param: Param) -> int:
+    """An integer path parameter within its row's range."""
+    if not raw.isdigit() or not param.minimum <= int(raw) <= param.maximum:
+        raise ApiError(404, "not_found", f"{raw!r} is not a {param.name} in this path")
+    return int(raw)
+
+
 def _message_id_param(request: HttpRequest) -> str:
     raw = request.GET.get(MESSAGE_ID.name, "")
     if not raw:
@@ -304,13 +313,15 @@ class Call:
     """The caller's conversation chosen by `?chat=` (0 for unscoped routes)."""
     body: dict[str, Any]
     """The decoded JSON body ({} without one)."""
+    path: dict[str, Any] = field(default_factory=dict)
+    """The path's parameters, checked against their rows."""
 
 
 def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
     """A Django view serving one row of the endpoint table."""
     allowed = ", ".join(sorted(route.operations))
 
-    async def view(request: HttpRequest) -> HttpResponse:
+    async def view(request: HttpRequest, **path: str) -> HttpResponse:
         op = route.operations.get(request.method or "")
         if op is None:
             return error_response(
@@ -321,6 +332,8 @@ def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
             )
         try:
             call = await _decode(request, op)
+            call = replace(call, path={p.name: _path_param(path.get(p.name, ""), p)
+                                       for p in op.path_params})
             return await HANDLERS[op.handler](call)
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message)
@@ -730,6 +743,23 @@ async def openapi(call: Call) -> HttpResponse:
     return _json(openapi_document())
 
 
+def _replayable(*, trace_id: int, caller: Caller) -> bool:
+    row = MessageTrace.objects.select_related("conversation").filter(pk=trace_id).first()
+    return row is not None and _trace_readable(trace=row, caller=caller)
+
+
+async def trace_replay(call: Call) -> HttpResponse:
+    """Run a traced message again from its recording (runtime.replay)."""
+    trace_id = call.path["id"]
+    if not await database_sync_to_async(_replayable)(trace_id=trace_id, caller=call.caller):
+        raise ApiError(404, "not_found", f"no trace {trace_id} that you may read")
+    try:
+        result = await replay_trace(trace_id=trace_id)
+    except ReplayImpossible as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
+    return _json(asdict(result), status=201)
+
+
 async def health(call: Call) -> HttpResponse:
     """Liveness: the process answers."""
     return _json({"status": "ok"})
@@ -764,6 +794,7 @@ HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
         tests,
         openapi,
         health,
+        trace_replay,
     )
 }
 """Handlers by the name the endpoint table gives them."""

@@ -7,6 +7,7 @@ is generated from them: the documentation cannot drift from what is served.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from runtime.consumers import CHAT_NAME
 from runtime.pipeline import MAX_MESSAGE_CHARS
 
 TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
+PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class Operation:
     """The JSON Schema of the request body (an object), if it takes one."""
     params: tuple[Param, ...] = ()
     """Query parameters besides `chat`."""
+    path_params: tuple[Param, ...] = ()
+    """Parameters in the path (`{name}`), each required."""
     content_type: str = "application/json"
     """The media type of its success response."""
 
@@ -98,6 +102,8 @@ AFTER_SEQ = Param("after_seq", "integer",
                   minimum=0, maximum=2**62, default=0)
 SSE_TIMEOUT = Param("timeout", "number", "Close the stream after this many seconds.",
                     exclusive_minimum=0, maximum=3600, default=300)
+TRACE_ID = Param("id", "integer", "The trace's id (`trace_id` in /api/trace; the admin's "
+                 "Message traces).", required=True, minimum=1, maximum=2**62)
 ELEMENTS = Param("elements", "integer", "1 to include Cytoscape elements.", minimum=0,
                  maximum=1, default=0)
 MAX_BODY_BYTES = 64 * 1024
@@ -289,6 +295,24 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
+        "/api/traces/{id}/replay",
+        "api-trace-replay",
+        {
+            "POST": Operation(
+                "trace_replay",
+                "Run a traced message again from its recording: no model is called, the "
+                "run is stored as a new trace linked to it (the conversation is untouched). "
+                "`{trace, original, path, frames, answer, model_calls, recorded_calls, "
+                "diverged, same}`; `diverged` names the node and call where a changed graph "
+                "left the recording.",
+                {201: "Replayed", **COMMON, 403: "CSRF check failed",
+                 404: "No such trace you may read", 409: "The trace holds no recording"},
+                scoped=False,
+                path_params=(TRACE_ID,),
+            )
+        },
+    ),
+    Route(
         "/api/poll",
         "api-poll",
         {
@@ -417,19 +441,20 @@ ERROR_SCHEMA = {
 
 
 def _operation_doc(op: Operation) -> dict[str, Any]:
-    params = ((CHAT,) if op.scoped else ()) + op.params
+    params = [(p, "path") for p in op.path_params] + [
+        (p, "query") for p in ((CHAT,) if op.scoped else ()) + op.params]
     doc: dict[str, Any] = {
         "operationId": op.handler,
         "summary": op.summary,
         "parameters": [
             {
                 "name": p.name,
-                "in": "query",
-                "required": p.required,
+                "in": where,
+                "required": p.required or where == "path",
                 "description": p.description,
                 "schema": p.schema(),
             }
-            for p in params
+            for p, where in params
         ],
         "responses": {
             str(code): {
@@ -456,6 +481,11 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     elif op.auth == "staff":
         doc["description"] = "Staff only."
     return doc
+
+
+def django_path(path: str) -> str:
+    """A table path as a Django URL pattern: `{id}` becomes `<str:id>` (checked by the view)."""
+    return PATH_PARAM.sub(lambda m: f"<str:{m.group(1)}>", path.lstrip("/"))
 
 
 def openapi_document() -> dict[str, Any]:

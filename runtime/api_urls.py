@@ -4,10 +4,10 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from runtime import api
-from runtime.api_schema import ROUTES
+from runtime.api_schema import ROUTES, django_path
 
 urlpatterns = [
-    path(route.path.lstrip("/"), api.as_view(route), name=route.name) for route in ROUTES
+    path(django_path(route.path), api.as_view(route), name=route.name) for route in ROUTES
 ] + [
     # Last: every other path under /api/ answers a JSON 404.
     re_path(r"^api(?:/.*)?$", csrf_exempt(api.not_found), name="api-not-found"),

@@ -40,6 +40,18 @@ class LLMStreamBroken(LLMError):
     code = "llm_stream_broken"
 
 
+class ReplayDiverged(AgentError):
+    """A replay needs a model call its recording does not hold (the graph changed since)."""
+
+    code = "replay_diverged"
+
+    def __init__(self, node: str, call: int) -> None:
+        super().__init__(f"the replay diverged at node {node!r}, model call {call}: the "
+                         "recording holds no such call (the graph changed since it was made)")
+        self.node = node
+        self.call = call
+
+
 class GraphError(AgentError):
     """A graph definition is invalid or cannot be run."""
 

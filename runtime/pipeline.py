@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
+from graphs.spec import GraphSpec
 from runtime import conversations as conv
 from runtime.conversations import LostMessage
 from runtime.db import ErasDatabase
@@ -50,6 +51,7 @@ from runtime.events import (
 )
 from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
+from runtime.llm.recorded import Recording
 from runtime.nodes.base import EngineEnv, Turn
 from runtime.nodes.ui import current_controls
 from runtime.types import FrameTrace, HudEvent, HudEventType
@@ -122,7 +124,7 @@ def validate_text(text: Any) -> str:
 
 def engine_env(
     *, on_event: EventSink, message_id: str, llm: LLMProvider | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None, recording: Recording | None = None,
 ) -> EngineEnv:
     """The engine's environment from settings, sending HUD events and deltas to `on_event`."""
 
@@ -144,10 +146,13 @@ def engine_env(
         frame_limit=settings.AGENTSITE_FRAME_LIMIT,
         on_progress=on_progress,
         deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
+        recording=recording,
     )
 
 
-def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = "") -> FrameTrace:
+def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
+             ) -> FrameTrace:
+    """The engine's record of a message, as stored and sent as `frame_trace`."""
     return FrameTrace(
         message_id=turn.message_id,
         conversation=turn.conversation_id,
@@ -166,8 +171,8 @@ def _trace(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
              failed: bool, now: datetime, token: str, worker: str) -> dict[str, Any]:
     """Store the exchange and its trace in one transaction; return the UI state now."""
-    memory = None if failed else result.outputs.get(_node_of(turn, "memorizer"), {}).get("memory")
-    ui = None if failed else result.outputs.get(_node_of(turn, "ui"), {}).get("ui")
+    memory = None if failed else result.outputs.get(node_of(turn, "memorizer"), {}).get("memory")
+    ui = None if failed else result.outputs.get(node_of(turn, "ui"), {}).get("ui")
     machine_calls = [] if failed else [
         call for node, out in result.outputs.items()
         if turn.graph.node(node).type == "director" for call in out.get("tool_calls", [])]
@@ -179,11 +184,28 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
         answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
         machine_calls=machine_calls, token=token,
     )
-    trace_store(trace=trace, answer=answer, worker=worker)
+    trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
     return stored_ui
 
 
-def _node_of(turn: Turn, node_type: str) -> str:
+def turn_snapshot(turn: Turn) -> dict[str, Any]:
+    """The state a message met, as stored with its trace: what a replay starts from."""
+    return {"history": [dict(m) for m in turn.history], "memory": dict(turn.memory),
+            "ui": dict(turn.ui), "experts": dict(turn.experts), "now": turn.now.isoformat()}
+
+
+def turn_from_snapshot(snapshot: dict[str, Any], *, conversation_id: int, message_id: str,
+                       message: str, graph: GraphSpec) -> Turn:
+    """A turn meeting exactly the stored state again (`turn_snapshot`)."""
+    return Turn(conversation_id=conversation_id, message_id=message_id, message=message,
+                graph=graph, history=tuple(snapshot.get("history", ())),
+                memory=snapshot.get("memory", {}), ui=snapshot.get("ui", {}),
+                now=datetime.fromisoformat(snapshot["now"]),
+                experts=snapshot.get("experts", {}))
+
+
+def node_of(turn: Turn, node_type: str) -> str:
+    """The id of the graph's first node of `node_type` ("" if none)."""
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
 
 
@@ -297,7 +319,7 @@ async def pipeline_run(
             # The user's message and the frames that did run are kept even when cancelled.
             logger.info("message %s cancelled in frame %s", message_id, loop.frame)
             partial = loop.result()
-            trace = _trace(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
+            trace = trace_of(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
                            error=f"cancelled during frame {loop.frame}")
             try:
                 await database_sync_to_async(_persist)(
@@ -311,10 +333,10 @@ async def pipeline_run(
             raise
         result = loop.result()
         failed = result.status != "done"
-        output_node = _node_of(turn, "output")
+        output_node = node_of(turn, "output")
         answer = (failure_answer(result.error) if failed and result.error
                   else result.outputs.get(output_node, {}).get("text", ""))
-        trace = _trace(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
+        trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
         ui_after = await database_sync_to_async(_persist)(
             turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,
             token=token, worker=worker,

@@ -27,6 +27,13 @@ class MessageTrace(models.Model):
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True,
                               help_text="The process that answered (host:pid).")
+    turn = models.JSONField(
+        default=dict, blank=True,
+        help_text="The state the message met (history, memory, ui, experts, now): a "
+                  "replay starts from it.")
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays",
+        help_text="The trace this one replays.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 
@@ -13,9 +14,15 @@ from traces.models import FrameRow, MessageTrace
 
 
 @transaction.atomic
-def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "") -> MessageTrace:
-    """Store a message trace and its frame records; `worker` is the process that answered."""
+def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "",
+                turn: dict[str, Any] | None = None, replay_of: MessageTrace | None = None
+                ) -> MessageTrace:
+    """Store a message trace and its frame records; `worker` is the process that answered,
+    `turn` the state the message met (what a replay starts from), `replay_of` the trace
+    this one replays."""
     row = MessageTrace.objects.create(
+        turn=turn or {},
+        replay_of=replay_of,
         message_id=trace.message_id,
         conversation_id=trace.conversation,
         graph=trace.graph,

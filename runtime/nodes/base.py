@@ -34,6 +34,7 @@ from runtime.llm.base import (
     ToolChoice,
     ToolSpec,
 )
+from runtime.llm.recorded import Recording
 from runtime.types import HudEvent, HudEventType, LLMCallRecord
 
 T = TypeVar("T")
@@ -93,6 +94,9 @@ class EngineEnv:
     deadline: float | None = None
     """`time.monotonic()` by which the message must be answered; every model call and
     retry respects it."""
+    recording: Recording | None = None
+    """A replay's recorded model calls: when set, nodes are answered from it, never by
+    `llm` (runtime.llm.recorded)."""
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,16 @@ class NodeContext:
             await self.env.on_delta(text)
 
     @property
+    def llm(self) -> LLMProvider:
+        """Who answers this node: the model, or in a replay the node's recorded calls."""
+        if self.env.recording is not None:
+            return self.env.recording.model_for(self.spec.id)
+        return self.env.llm
+
+    @property
     def capabilities(self) -> Capabilities:
         """What the endpoint can do for this node's model."""
-        return self.env.llm.capabilities(self.model)
+        return self.llm.capabilities(self.model)
 
     @property
     def history_window(self) -> int:
@@ -237,14 +248,15 @@ class NodeContext:
                    on_delta: Callable[[str], Awaitable[None]] | None = None) -> Completion:
         """One model call, recorded whatever happens (a failed one with its error)."""
         t0 = time.perf_counter()
+        llm = self.llm
         try:
             if on_delta is None:
-                completion = await self.env.llm.complete(request)
+                completion = await llm.complete(request)
             else:
-                completion = await self.env.llm.stream(request, on_delta)
+                completion = await llm.stream(request, on_delta)
         except LLMError as exc:
             self.calls.append(LLMCallRecord(
-                provider=self.env.llm.name, model=request.model, purpose=purpose,
+                provider=llm.name, model=request.model, purpose=purpose,
                 request=request_record(request), outcome="error", error=str(exc),
                 ms=round((time.perf_counter() - t0) * 1000, 3)))
             raise

@@ -163,7 +163,9 @@ def test_command_prints_stores_repeats_and_fails_under(graphs, tmp_path):
     path.write_text(GOOD + "- response contains: nonsense\n")
     out = io.StringIO()
     junit = tmp_path / "report.xml"
-    call_command("runtests", str(path), "--repeat", "2", "--junit", str(junit), stdout=out)
+    # A failed check fails the command (a CI gate by default), after the full report.
+    with pytest.raises(CommandError, match="1 checks are under their pass rate"):
+        call_command("runtests", str(path), "--repeat", "2", "--junit", str(junit), stdout=out)
     text = out.getvalue()
     assert "PASS  Greet › response contains: \"Hello\" or \"Hi\"" in text
     assert "FAIL  Count › response contains: nonsense" in text
@@ -178,6 +180,11 @@ def test_command_prints_stores_repeats_and_fails_under(graphs, tmp_path):
     with pytest.raises(CommandError, match="under --fail-under 80.0%"):
         call_command("runtests", str(path), "--fail-under", "80%", stdout=io.StringIO())
     call_command("runtests", str(path), "--fail-under", "0.7", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="1 checks failed .--fail-under relaxes this"):
+        call_command("runtests", str(path), stdout=io.StringIO())
+    call_command("runtests", str(path), "--fail-under", "0", stdout=io.StringIO())
+    path.write_text(GOOD)
+    call_command("runtests", str(path), stdout=io.StringIO())  # all pass: exit 0
 
 
 def test_command_errors_are_clear(graphs, tmp_path):
@@ -271,7 +278,9 @@ def test_repeat_reports_checks_under_their_threshold(graphs, tmp_path):
                     "- response contains: Zebra (min pass rate 1/2)\n"
                     "- trace frames: 2\n", encoding="utf-8")
     out = io.StringIO()
-    call_command("runtests", str(path), "--repeat", "2", "--min-pass-rate", "50%", stdout=out)
+    with pytest.raises(CommandError, match="1 checks are under their pass rate"):
+        call_command("runtests", str(path), "--repeat", "2", "--min-pass-rate", "50%",
+                     stdout=out)
     text = out.getvalue()
     assert "✗ 0/2  rated › greet › response contains: Zebra (min 50%)" in text
     assert "checks meeting their pass rate: 2/3" in text

@@ -61,7 +61,7 @@ def test_a_failing_check_is_reported_over_the_server(server, token, tmp_path):
     """A check that does not hold is a FAIL with the remote answer in its detail."""
     suite = tmp_path / "failing.md"
     suite.write_text(FAILING, encoding="utf-8")
-    output = runtests(str(suite), "--server", server.url, "--token", token)
+    output = runtests(str(suite), "--server", server.url, "--token", token, "--fail-under", "0")
     assert "FAIL  Greeting is not a farewell › response contains: Goodbye" in output
     assert "answer: 'Hello! How can I help you today?'" in output
     assert "PASS  Greeting is not a farewell › trace frames: 2" in output

@@ -73,7 +73,9 @@ class Command(BaseCommand):
                                  "pass where its suite states none (default: every round)")
         parser.add_argument("--junit", default="", help="write JUnit XML to this file")
         parser.add_argument("--fail-under", default="",
-                            help="exit non-zero when the share of passed checks is below this")
+                            help="exit non-zero only when the share of passed checks is below "
+                                 "this (0.9 or 90%%; 0 never fails); without it any failed "
+                                 "check (with --repeat: any check under its pass rate) does")
         parser.add_argument("--user", default="runtests",
                             help="the user whose conversations the suites run in (in process)")
         parser.add_argument("--server", default="",
@@ -103,6 +105,7 @@ class Command(BaseCommand):
             summary = self._run_remote(suites, options)
         else:
             summary = self._run_local(suites, options)
+        meeting = len(summary.tallies)
         if options["repeat"] > 1:
             self.stdout.write("pass rate per check (✗: under its threshold):")
             for tally in summary.tallies.values():
@@ -116,9 +119,16 @@ class Command(BaseCommand):
             Path(options["junit"]).write_text(junit_xml(summary), encoding="utf-8")
             self.stdout.write(f"JUnit report: {options['junit']}")
         self.stdout.write(f"{summary.passed} passed, {summary.failed} failed")
-        if threshold is not None and summary.rate < threshold:
-            raise CommandError(f"score {summary.rate:.1%} is under --fail-under "
-                               f"{threshold:.1%}")
+        if threshold is not None:
+            if summary.rate < threshold:
+                raise CommandError(f"score {summary.rate:.1%} is under --fail-under "
+                                   f"{threshold:.1%}")
+        elif options["repeat"] > 1:
+            if meeting < len(summary.tallies):
+                raise CommandError(f"{len(summary.tallies) - meeting} checks are under their "
+                                   "pass rate (--fail-under relaxes this)")
+        elif summary.failed:
+            raise CommandError(f"{summary.failed} checks failed (--fail-under relaxes this)")
 
     def _print(self, event: dict[str, Any]) -> None:
         if event["type"] == "suite_start":

@@ -1,0 +1,109 @@
+"""The `recorded` provider: a trace's stored model answers, served again in order.
+
+Every model call a node makes is stored with its frame (`FrameRow.llm_calls`):
+the request, the raw answer, native tool calls, tokens, how the answer's shape
+was asked for, and the outcome. A `Recording` holds them per node, in the
+order they were made; `Recording.model_for(node)` is a provider that answers
+that node's calls from it, one after another, so a message runs again
+through the engine with zero model calls and takes the same path. A call
+that failed is replayed as the same failure. A node asking for more calls
+than were recorded (the graph changed since) raises `ReplayDiverged`, naming
+the node and the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import LLMError, ReplayDiverged
+from runtime.llm.base import (
+    Capabilities,
+    Completion,
+    DeltaCallback,
+    LLMRequest,
+    ModelToolCall,
+    Usage,
+)
+
+PROVIDER = "recorded"
+STREAM_PIECE = 24
+"""Characters per delta when a recorded streamed answer is played back."""
+
+
+@dataclass
+class Recording:
+    """The model calls of one message, per node, in the order they were made."""
+
+    calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Each node's calls (`LLMCallRecord` as stored)."""
+    served: dict[str, int] = field(default_factory=dict)
+    """How many of each node's calls were served so far."""
+
+    @classmethod
+    def from_frames(cls, frames: Iterable[Mapping[str, Any]]) -> Recording:
+        """From stored frame records in order (`node`, `llm_calls` each)."""
+        recording = cls()
+        for frame in frames:
+            recording.calls.setdefault(frame["node"], []).extend(frame.get("llm_calls") or ())
+        return recording
+
+    def model_for(self, node: str) -> RecordedModel:
+        """The provider answering `node`'s calls."""
+        return RecordedModel(recording=self, node=node)
+
+    def next_call(self, node: str) -> dict[str, Any]:
+        """The node's next recorded call; ReplayDiverged when there is none."""
+        index = self.served.get(node, 0)
+        recorded = self.calls.get(node, [])
+        if index >= len(recorded):
+            raise ReplayDiverged(node, index + 1)
+        self.served[node] = index + 1
+        return recorded[index]
+
+    @property
+    def unused(self) -> dict[str, int]:
+        """Recorded calls no node asked for, per node (a replay that took a shorter path)."""
+        return {node: len(calls) - self.served.get(node, 0)
+                for node, calls in self.calls.items() if len(calls) > self.served.get(node, 0)}
+
+
+@dataclass(frozen=True)
+class RecordedModel:
+    """One node's view of a recording, as an `LLMProvider`."""
+
+    recording: Recording
+    node: str
+    name: str = PROVIDER
+
+    def capabilities(self, model: str = "") -> Capabilities:
+        """What the endpoint could do when the recording was made, so the node asks the
+        same way (native tools or JSON) and reads the answer the same way."""
+        calls = self.recording.calls.get(self.node, [])
+        index = min(self.recording.served.get(self.node, 0), max(len(calls) - 1, 0))
+        call = calls[index] if calls else {}
+        structured = call.get("structured") or "json_schema"
+        return Capabilities(structured=structured,
+                            tools=bool((call.get("request") or {}).get("tools")))
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """The node's next recorded answer (or its recorded failure)."""
+        call = self.recording.next_call(self.node)
+        if call.get("outcome") == "error":
+            raise LLMError(call.get("error") or "the recorded call failed")
+        return Completion(
+            text=call.get("answer", ""), provider=PROVIDER, model=call.get("model", ""),
+            usage=Usage(prompt_tokens=call.get("prompt_tokens", 0),
+                        completion_tokens=call.get("completion_tokens", 0)),
+            tool_calls=tuple(ModelToolCall(name=c["name"], arguments=c["arguments"])
+                             for c in call.get("tool_calls") or ()),
+            finish_reason=call.get("finish_reason", ""),
+            structured=call.get("structured", ""))
+
+    async def stream(self, request: LLMRequest, on_delta: DeltaCallback) -> Completion:
+        """The recorded answer, played back in small pieces."""
+        completion = await self.complete(request)
+        for start in range(0, len(completion.text), STREAM_PIECE):
+            await on_delta(completion.text[start:start + STREAM_PIECE])
+        return completion

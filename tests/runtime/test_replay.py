@@ -1,0 +1,160 @@
+"""Replay a message from its recording: same path, frames and answer, zero model calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import CommandError, call_command
+
+from graphs.selectors import graph_spec_get
+from graphs.services import graph_save
+from graphs.spec import EdgeSpec
+from runtime import conversations as conv
+from runtime.llm.builtin import BuiltinProvider
+from runtime.llm.openai import OpenAIProvider
+from runtime.models import Message
+from runtime.replay import ReplayImpossible, trace_replay
+from tests.helpers import send
+from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401
+from traces.models import MessageTrace
+
+# One conversation going through every path of both shipped graphs, machines and memory
+# included: each message meets the state the ones before it left.
+SCRIPT = [
+    ("v3-framed", "hello"),
+    ("v3-framed", "my name is Ada"),
+    ("v3-framed", "give me a counter"),
+    ("v3-framed", "how many customers are there?"),
+    ("v3-framed", "show me the customers in Berlin"),
+    ("v3-framed", "what is my name?"),
+    ("v4-eras", "how many projects are active?"),
+    ("v4-eras", "which customers have the most projects?"),
+    ("v4-eras", "remove the counter"),
+]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the calls that reach the builtin model."""
+    calls = []
+    for method in ("complete", "stream"):
+        original = getattr(BuiltinProvider, method)
+
+        async def counting(self, *args, _original=original, **kwargs):
+            calls.append(1)
+            return await _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(BuiltinProvider, method, counting)
+    return calls
+
+
+def replay(trace_id: int):
+    return async_to_sync(trace_replay)(trace_id=trace_id)
+
+
+def test_every_path_replays_identically_with_no_model_call(conversation, counted):
+    """Path, frames, decisions and answer as recorded; the conversation is untouched."""
+    originals = []
+    for graph, text in SCRIPT:
+        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
+        originals.append(send(conversation.id, text))
+    assert len(counted) > 20  # the recording was made by the model
+    stored = Message.objects.count()
+    counted.clear()
+    for original in originals:
+        row = MessageTrace.objects.get(message_id=original.message_id)
+        result = replay(row.pk)
+        assert result.same, (original.trace.path, result.path, original.answer, result.answer)
+        assert (result.model_calls, result.diverged) == (0, "")
+        assert result.recorded_calls == sum(len(f.llm_calls) for f in original.trace.frames)
+        copy = MessageTrace.objects.get(pk=result.trace)
+        assert copy.replay_of_id == row.pk and copy.worker == "replay"
+        assert [(f.frame, f.node, f.decision) for f in copy.frames.all()] == [
+            (f.frame, f.node, f.decision) for f in row.frames.all()]
+    assert counted == []  # not one call reached the model
+    assert Message.objects.count() == stored  # a replay adds nothing to the conversation
+
+
+def test_a_trace_recorded_over_http_replays_after_the_endpoint_is_gone(conversation, endpoint):  # noqa: F811
+    llm = OpenAIProvider(base_url=endpoint, api_key="k", model="remote-model", max_retries=0)
+    original = send(conversation.id, "how many customers are there?", llm=llm)
+    assert original.answer == "There are 120 customers."
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    BuiltinOverHTTP.seen = []
+    result = replay(row.pk)
+    assert result.same and result.model_calls == 0 and BuiltinOverHTTP.seen == []
+
+
+def test_a_changed_graph_stops_the_replay_where_it_diverges(conversation, counted):
+    """Reflex messages sent to the director instead: it has no recorded call, so the replay
+    stops there and names the node and the call."""
+    original = send(conversation.id, "hello")
+    assert original.trace.path.startswith("input>output")
+    spec = graph_spec_get(name="v3-framed")
+    edges = tuple(EdgeSpec(e.source, e.target, "") if e.target == "director" else e
+                  for e in spec.edges if not (e.source == "input" and e.target != "director"))
+    graph_save(spec=dataclasses.replace(spec, edges=edges))
+    counted.clear()
+    result = replay(MessageTrace.objects.get(message_id=original.message_id).pk)
+    assert result.diverged.startswith("the replay diverged at node 'director', model call 1")
+    assert not result.same and result.model_calls == 0 and counted == []
+    copy = MessageTrace.objects.get(pk=result.trace)
+    assert copy.error.startswith("replay stopped: the replay diverged at node 'director'")
+
+
+def test_what_cannot_be_replayed_is_said(db):
+    with pytest.raises(ReplayImpossible, match="no trace 999"):
+        replay(999)
+
+
+def test_replay_command_prints_the_new_trace_and_its_model_calls(conversation):
+    original = send(conversation.id, "how many customers are there?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    out = io.StringIO()
+    call_command("replay", str(row.pk), stdout=out)
+    text = out.getvalue()
+    copy = MessageTrace.objects.get(replay_of=row)
+    assert f"trace {copy.pk} (replay of {row.pk})" in text
+    assert f"path: {original.trace.path}" in text and "frames: 5" in text
+    assert "answer: There are 120 customers." in text
+    assert text.rstrip().endswith("model calls: 0")
+    with pytest.raises(CommandError, match="no trace 424242"):
+        call_command("replay", "424242", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("replay", str(row.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue())["model_calls"] == 0
+
+
+def test_replay_over_rest_for_the_traces_owner(conversation, counted):
+    """POST /api/traces/{id}/replay: 201 with the run; others' traces are 404 like missing
+    ones; a trace without a recording is 409."""
+    from django.test import Client
+
+    from tests.helpers import make_user
+
+    original = send(conversation.id, "give me a counter")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    client = Client()
+    client.force_login(conversation.user)
+    counted.clear()
+    response = client.post(f"/api/traces/{row.pk}/replay")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["original"], body["same"], body["model_calls"]) == (row.pk, True, 0)
+    assert body["path"] == original.trace.path and counted == []
+    other = Client()
+    other.force_login(make_user("mallory"))
+    for path in (f"/api/traces/{row.pk}/replay", "/api/traces/999999/replay",
+                 "/api/traces/abc/replay", "/api/traces/0/replay"):
+        refused = other.post(path)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    conv.conversation_record_failure(conversation_id=conversation.id,
+                                     message_id="00000000-0000-0000-0000-0000000000ff",
+                                     text="lost", reason="lost")
+    lost = MessageTrace.objects.get(message="lost")
+    refused = client.post(f"/api/traces/{lost.pk}/replay")
+    assert refused.status_code == 409 and "no recorded state" in refused.json()["error"]["message"]
