@@ -158,3 +158,16 @@ def test_replay_over_rest_for_the_traces_owner(conversation, counted):
     lost = MessageTrace.objects.get(message="lost")
     refused = client.post(f"/api/traces/{lost.pk}/replay")
     assert refused.status_code == 409 and "no recorded state" in refused.json()["error"]["message"]
+
+
+def test_every_shipped_suites_traces_replay_identically(graphs, counted):
+    """Run every suite of testcases/ (builtin model), then replay each trace they left."""
+    call_command("runtests", stdout=io.StringIO())
+    traces = list(MessageTrace.objects.exclude(turn={}).order_by("pk"))
+    assert len(traces) >= 25  # every message the suites sent
+    counted.clear()
+    for row in traces:
+        result = replay(row.pk)
+        assert result.same, (row.message, row.path, result.path, row.answer, result.answer)
+        assert result.model_calls == 0 and result.diverged == ""
+    assert counted == []
