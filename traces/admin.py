@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import re
 
-from django.contrib import admin
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.http import HttpResponseNotAllowed
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timezone import localtime
+from django.views.decorators.http import require_POST
 
+from runtime.replay import ReplayImpossible, trace_replay
 from traces.models import MessageTrace
 from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page
 
@@ -172,6 +177,32 @@ class MessageTraceAdmin(admin.ModelAdmin):
                 "filter_conversation_clear": f"?{others.urlencode()}",
             }
         return super().changelist_view(request, extra_context=context)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:trace_id>/replay/", wrap(require_POST(self.replay_view)),
+                 name="traces_messagetrace_replay"),
+            *super().get_urls(),
+        ]
+
+    def replay_view(self, request, trace_id: int):
+        """Run the trace's message again from its recording, then show the replay."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        try:
+            result = async_to_sync(trace_replay)(trace_id=trace_id)
+        except ReplayImpossible as exc:
+            messages.error(request, f"Cannot replay: {exc}.")
+            return redirect("admin:traces_messagetrace_change", trace_id)
+        if result.diverged:
+            messages.warning(request, f"Replay stopped: {result.diverged}.")
+        else:
+            messages.success(request, (
+                "Replayed from the recording: same path, frames and answer"
+                if result.same else "Replayed from the recording: it differs from the "
+                "original (see below)") + f"; model calls: {result.model_calls}.")
+        return redirect("admin:traces_messagetrace_change", result.trace)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The trace page: facts, a timeline and every frame record; nothing to change."""

@@ -87,6 +87,22 @@ class FrameDetail:
 
 
 @dataclass(frozen=True)
+class FrameComparison:
+    """One frame record of a replay beside the original's at the same place."""
+
+    frame: int
+    """The frame number."""
+    node: str
+    """The node (the replay's, or the original's where the replay has none)."""
+    before: str
+    """The original's decision ("" where it has no record here)."""
+    after: str
+    """The replay's decision ("" where it has no record here)."""
+    same: bool
+    """Whether node, decision and output are the same."""
+
+
+@dataclass(frozen=True)
 class TracePage:
     """Everything the admin's trace page shows, fetched in a constant number of queries."""
 
@@ -102,6 +118,10 @@ class TracePage:
     """The conversation's trace just before this one, if any."""
     next_id: int | None
     """The conversation's trace just after this one, if any."""
+    replays: tuple[int, ...] = ()
+    """The traces that replay this one, newest first."""
+    comparison: tuple[FrameComparison, ...] = ()
+    """For a replay: its records beside the original's, place by place."""
 
     @property
     def ticks(self) -> tuple[tuple[int, float], ...]:
@@ -136,7 +156,34 @@ def trace_page(*, trace_id: int) -> TracePage | None:
         scale_ms=scale_ms,
         previous_id=_neighbour_id(trace, newer=False),
         next_id=_neighbour_id(trace, newer=True),
+        replays=tuple(trace.replays.order_by("-pk").values_list("pk", flat=True)[:20]),
+        comparison=_comparison(records, list(FrameRow.objects.filter(
+            trace_id=trace.replay_of_id).order_by("position"))) if trace.replay_of_id else (),
     )
+
+
+def _comparison(after: list[FrameRow], before: list[FrameRow]) -> tuple[FrameComparison, ...]:
+    """A replay's records beside the original's, by position."""
+    rows = []
+    for index in range(max(len(after), len(before))):
+        new = after[index] if index < len(after) else None
+        old = before[index] if index < len(before) else None
+        shown = new or old
+        rows.append(FrameComparison(
+            frame=shown.frame, node=shown.node,
+            before=old.decision if old else "", after=new.decision if new else "",
+            same=bool(old and new and (old.node, old.decision, _steady(old.output)) ==
+                      (new.node, new.decision, _steady(new.output)))))
+    return tuple(rows)
+
+
+def _steady(value):
+    """An output without its timings (`ms`), which differ on every run."""
+    if isinstance(value, dict):
+        return {key: _steady(inner) for key, inner in value.items() if key != "ms"}
+    if isinstance(value, list):
+        return [_steady(inner) for inner in value]
+    return value
 
 
 def trace_count_older_than(*, older_than: datetime) -> tuple[int, int]:

@@ -171,3 +171,24 @@ def test_every_shipped_suites_traces_replay_identically(graphs, counted):
         assert result.same, (row.message, row.path, result.path, row.answer, result.answer)
         assert result.model_calls == 0 and result.diverged == ""
     assert counted == []
+
+
+def test_the_admin_trace_page_replays_and_compares(admin_client, conversation):
+    """A Replay button (POST) runs it; the replay's page links the original, says how it
+    went and shows its frames beside the original's; the original lists its replays."""
+    original = send(conversation.id, "how many customers are there?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    page = admin_client.get(f"/admin/traces/messagetrace/{row.pk}/change/").content.decode()
+    assert 'id="replay"' in page
+    assert admin_client.get(f"/admin/traces/messagetrace/{row.pk}/replay/").status_code == 405
+    response = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/replay/", follow=True)
+    copy = MessageTrace.objects.get(replay_of=row)
+    assert response.redirect_chain[-1][0] == f"/admin/traces/messagetrace/{copy.pk}/change/"
+    body = response.content.decode()
+    assert "same path, frames and answer; model calls: 0" in body
+    assert f'id="replay-of">trace {row.pk}</a>' in body
+    assert body.count('<tr class="same">') == row.frames.count() and 'class="differs"' not in body
+    listing = admin_client.get(f"/admin/traces/messagetrace/{row.pk}/change/").content.decode()
+    assert f">trace {copy.pk}</a>" in listing
+    missing = admin_client.post("/admin/traces/messagetrace/999999/replay/", follow=True)
+    assert "Cannot replay: no trace 999999." in missing.content.decode()
