@@ -244,6 +244,8 @@ async def pipeline_run(
     message_id: str | None = None,
     token: str | None = None,
     worker: str = "",
+    recording: Recording | None = None,
+    start: dict[str, Any] | None = None,
 ) -> PipelineResult:
     """Answer one message in one conversation.
 
@@ -261,6 +263,10 @@ async def pipeline_run(
             taken here and always given back.
         worker: the process answering, for the flag and the trace (default:
             this one).
+        recording, start: a frozen message replayed (runtests --replay): every
+            model call answered from `recording`, the engine started from the
+            stored state `start` (`turn_snapshot`) instead of the conversation's.
+            The turn is stored in the conversation as usual.
 
     The flag is beaten on every fifth of `AGENTSITE_BUSY_TIMEOUT_S` while the
     message runs, and the turn is stored only while the flag still holds.
@@ -293,24 +299,30 @@ async def pipeline_run(
     t0 = time.perf_counter()
     stored = False
     try:
-        situation = await database_sync_to_async(conv.conversation_update_situation)(
-            conversation_id=conversation_id, now=now
-        )
-        # The sensor's update is part of the message's story: observers replaying HUD
-        # events onto the state before the message must arrive at the state after it.
-        await on_event(HudEvent(
-            conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
-            event=HudEventType.UPDATED, data={"changed": ["situation"], "situation": situation},
-            ts=0.0,
-        ))
+        if start is None:
+            situation = await database_sync_to_async(conv.conversation_update_situation)(
+                conversation_id=conversation_id, now=now
+            )
+            # The sensor's update is part of the message's story: observers replaying HUD
+            # events onto the state before the message must arrive at the state after it.
+            await on_event(HudEvent(
+                conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
+                event=HudEventType.UPDATED,
+                data={"changed": ["situation"], "situation": situation}, ts=0.0,
+            ))
         state = await database_sync_to_async(conv.conversation_state)(
             conversation_id=conversation_id
         )
         graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
-        turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
-                    graph=graph, history=state.history, memory=state.memory, ui=state.ui,
-                    now=now, experts=state.experts)
-        env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock)
+        if start is None:
+            turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
+                        graph=graph, history=state.history, memory=state.memory, ui=state.ui,
+                        now=now, experts=state.experts)
+        else:
+            turn = turn_from_snapshot(start, conversation_id=conversation_id,
+                                      message_id=message_id, message=text, graph=graph)
+        env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock,
+                         recording=recording)
         loop = FrameLoop(turn=turn, env=env)
         try:
             while await loop.tick():

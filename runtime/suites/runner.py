@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync
 from runtime import conversations as conv
 from runtime.errors import AgentError
 from runtime.events import Event
+from runtime.llm.recorded import Recording
 from runtime.nodes.ui import current_controls
 from runtime.pipeline import pipeline_run
 from runtime.suites.checks import Outcome, evaluate
@@ -44,9 +45,13 @@ class Target(Protocol):
 class InProcessTarget:
     """Runs steps through the pipeline in this process, as `user`."""
 
-    def __init__(self, *, user) -> None:
+    def __init__(self, *, user, recordings: dict[str, dict[str, Any]] | None = None) -> None:
         self.user = user
         self.conversation_id = 0
+        self.recordings = recordings or {}
+        """Frozen steps by title (runtime.suites.frozen): answered from their recording."""
+        self.replayed = 0
+        """How many steps were answered from a recording."""
 
     def open(self, *, chat: str, graph: str) -> None:
         """A new conversation for the suite."""
@@ -58,7 +63,7 @@ class InProcessTarget:
     def run(self, step: Step) -> Outcome:
         """Send, click, clear or switch graph."""
         if step.action == "send":
-            return self._send(step.argument)
+            return self._send(step.argument, recorded=self.recordings.get(step.title))
         if step.action == "clear":
             conv.conversation_clear(conversation_id=self.conversation_id)
             return self._after([])
@@ -68,14 +73,22 @@ class InProcessTarget:
             return self._after([])
         return self._click(step.argument)
 
-    def _send(self, text: str) -> Outcome:
+    def _send(self, text: str, recorded: dict[str, Any] | None = None) -> Outcome:
         events: list[dict[str, Any]] = []
 
         async def collect(event: Event) -> None:
             events.append(event.as_dict())
 
+        replay: dict[str, Any] = {}
+        if recorded is not None:
+            # On its graph, from the state it met, every model call from its recording.
+            conv.conversation_switch_graph(conversation_id=self.conversation_id,
+                                           graph_name=recorded["graph"])
+            replay = {"recording": Recording.from_frames(recorded["frames"]),
+                      "start": recorded["turn"]}
+            self.replayed += 1
         result = async_to_sync(pipeline_run)(conversation_id=self.conversation_id, text=text,
-                                             on_event=collect)
+                                             on_event=collect, **replay)
         return self._after(events, answer=result.answer, message_id=result.message_id)
 
     def _click(self, which: str) -> Outcome:

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runtime.errors import AgentError
 from runtime.publish import publish_test
+from runtime.suites.frozen import recordings_load
 from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate, suite_files
 from runtime.suites.remote import RemoteTarget
 from runtime.suites.runner import InProcessTarget, RunSummary, junit_xml, run_suites
@@ -76,6 +77,9 @@ class Command(BaseCommand):
                             help="exit non-zero only when the share of passed checks is below "
                                  "this (0.9 or 90%%; 0 never fails); without it any failed "
                                  "check (with --repeat: any check under its pass rate) does")
+        parser.add_argument("--replay", action="store_true",
+                            help="answer frozen steps (manage.py freezetrace) from their "
+                                 "recordings, with no model call (in process only)")
         parser.add_argument("--user", default="runtests",
                             help="the user whose conversations the suites run in (in process)")
         parser.add_argument("--server", default="",
@@ -101,6 +105,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not suites:
             raise CommandError("no suites to run (testcases/ holds none)")
+        if options["server"] and options["replay"]:
+            raise CommandError("--replay runs in process; it cannot be used with --server")
         if options["server"]:
             summary = self._run_remote(suites, options)
         else:
@@ -162,14 +168,23 @@ class Command(BaseCommand):
             self._print(event)
             async_to_sync(publish_test)(event={**event, "run": run.pk})
 
+        recordings: dict[str, dict[str, Any]] = {}
+        if options["replay"]:
+            try:
+                for suite in suites:
+                    recordings.update(recordings_load(suite))
+            except SuiteError as exc:
+                raise CommandError(str(exc)) from None
+        target = InProcessTarget(user=user, recordings=recordings)
         try:
-            summary = run_suites(suites=suites, target=InProcessTarget(user=user),
-                                 graph=options["graph"], repeat=options["repeat"],
-                                 on_result=on_result)
+            summary = run_suites(suites=suites, target=target, graph=options["graph"],
+                                 repeat=options["repeat"], on_result=on_result)
         except BaseException:
             testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
             raise
         testruns.test_run_finish(run=run)
+        if options["replay"]:
+            self.stdout.write(f"steps answered from their recordings: {target.replayed}")
         return summary
 
     def _run_remote(self, suites: list[Suite], options: dict[str, Any]) -> RunSummary:
