@@ -87,3 +87,13 @@ def test_freezing_refuses_what_it_cannot_freeze(frozen):
         call_command("freezetrace", str(ids[0]), "--suite", str(suite), stdout=io.StringIO())
     with pytest.raises(CommandError, match="--replay runs in process"):
         runtests(str(suite), "--replay", "--server", "http://127.0.0.1:9", "--token", "x")
+
+
+def test_the_shipped_frozen_real_model_conversation_replays_offline(graphs, counted,  # noqa: F811
+                                                                    settings):
+    """testcases/frozen/: answers a 0.5B model gave over llama.cpp, checked with no model."""
+    suite = settings.BASE_DIR / "testcases" / "frozen" / "qwen2.5-coder-0.5b.md"
+    output = runtests(str(suite), "--replay")
+    assert "steps answered from their recordings: 3" in output
+    assert "11 passed, 0 failed" in output
+    assert counted == []
