@@ -80,7 +80,7 @@ from runtime.replay import trace_replay as replay_trace
 from runtime.suites.parser import suite_files
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
-from traces.testruns import test_run_list_with_trend
+from traces.testruns import test_run_events, test_run_list_with_trend
 
 logger = logging.getLogger(__name__)
 
@@ -714,6 +714,9 @@ def _latest_run() -> dict[str, Any] | None:
         "score": run.score,
         "started_at": run.started_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        # Each check as the runner reported it, from the database: a page follows a run
+        # made in another process (a plain in-process `runtests`) without a shared layer.
+        "events": test_run_events(run=run),
     }
 
 

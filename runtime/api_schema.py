@@ -385,7 +385,8 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 "test_status",
-                "The latest test run and its counts (null when none).",
+                "The latest test run: its counts and `events`, each check as the runner "
+                "reported it (null when none).",
                 {200: "The latest run", 401: COMMON[401], 403: "Staff only"},
                 auth="staff",
                 scoped=False,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from operator import or_
-from typing import Literal
+from typing import Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -116,6 +116,27 @@ def test_check_record(
 
 
 @transaction.atomic
+def test_run_events(*, run: TestRun) -> list[dict[str, Any]]:
+    """A run's stored results as the runner's events, in order (suite_start, step_result
+    per check, suite_end once a suite is over): how a page follows a run made in another
+    process, whatever channel layer it had."""
+    suites = list(run.suites.order_by("position").prefetch_related("checks"))
+    events: list[dict[str, Any]] = []
+    for number, suite in enumerate(suites):
+        events.append({"type": "suite_start", "suite": suite.name})
+        for check in sorted(suite.checks.all(), key=lambda c: c.position):
+            events.append({"type": "step_result", "suite": suite.name, "step": check.step,
+                           "check": check.check_text,
+                           "passed": check.status == TestCheckResult.Status.PASS,
+                           "detail": check.detail, "index": check.position,
+                           "message_id": str(check.message_id or "")})
+        if number < len(suites) - 1 or run.status != TestRun.Status.RUNNING:
+            events.append({"type": "suite_end", "suite": suite.name, "passed": suite.passed,
+                           "failed": suite.failed, "total": suite.total,
+                           "score": f"{suite.passed}/{suite.total}"})
+    return events
+
+
 def test_run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> TestRun:
     """Close a running run as finished (it ran to the end) or failed (the runner broke off)."""
     if status not in (TestRun.Status.FINISHED, TestRun.Status.FAILED):

@@ -192,8 +192,9 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
                                    min_rate=check.min_rate))
                     tally.passed += ok
                     tally.runs += 1
-                    result = _result(suite, step, check.text, ok, detail, outcome.message_id,
-                                     ms, round_)
+                    result = {**_result(suite, step, check.text, ok, detail,
+                                        outcome.message_id, ms, round_),
+                              "index": passed + failed}  # as the stored check's position
                     summary.results.append(result)
                     on_result(result)
             summary.passed += passed

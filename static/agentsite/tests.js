@@ -1,10 +1,12 @@
 /* The tests page: live suite progress from /ws/test, with a polling fallback.
  *
- * The socket is preferred. A proxy that buffers WebSocket frames shows up as a
- * socket that is open but silent while the run advances: a slow status check
- * (every 3 s) notices the run moved without a socket event and the page then
- * polls GET /api/test/status every 500 ms. A socket that cannot open at all
- * also switches to polling. The active mode is shown on the page.
+ * The socket is preferred. A run made in another process without a shared channel
+ * layer (a plain `manage.py runtests` next to `make run`), or a proxy that buffers
+ * WebSocket frames, shows up as a socket that is open but silent while the run
+ * advances: a slow status check (every 3 s) notices the run moved without a socket
+ * event and the page then polls GET /api/test/status every 500 ms, which carries
+ * each check from the database. A socket that cannot open at all also switches to
+ * polling. The active mode is shown on the page.
  */
 (function () {
   "use strict";
@@ -19,6 +21,7 @@
   var watchTimer = null;
   var suites = {};      // suite name -> {root, list, score}
   var seenPolled = 0;   // events already applied from a polled `events` list
+  var polledRun = null; // the run those events belong to
 
   function $(id) { return document.getElementById(id); }
 
@@ -90,7 +93,10 @@
     var suite = suiteFor(suiteName(event));
     var step = event.step !== undefined ? event.step : "";
     var check = event.check || event.name || event.description || "";
-    var key = step + "|" + check + "|" + (event.index !== undefined ? event.index : "");
+    // A check's place in its suite, where known: the socket and the database word steps
+    // differently but number checks alike.
+    var key = event.index !== undefined ? "#" + (event.round || 1) + "." + event.index
+      : step + "|" + check;
     if (suite.keys[key]) return;  // the socket and a poll may both report a result
     suite.keys[key] = true;
     var ok = passed(event);
@@ -164,6 +170,13 @@
     }
     if (status.run !== undefined) {
       showRun(status.run);
+      var events = status.run && Array.isArray(status.run.events) ? status.run.events : [];
+      if (status.run && status.run.id !== polledRun) {
+        polledRun = status.run.id;
+        seenPolled = 0;
+      }
+      events.slice(seenPolled).forEach(apply);
+      seenPolled = events.length;
       return;
     }
     var runs = Array.isArray(status.suites) ? status.suites : [status];
@@ -208,7 +221,8 @@
       var moved = lastFingerprint !== null && fingerprint !== lastFingerprint;
       lastFingerprint = fingerprint;
       if (moved && Date.now() - lastSocketEvent > WATCH_MS) {
-        setMode("polling", "the socket is silent while the run advances: a buffering proxy?");
+        setMode("polling", "following the run from the database: it runs in another " +
+                "process without a shared channel layer, or a proxy holds the socket's frames");
         applyStatus(status);
       }
     });

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import PASSWORD, USERNAME, live_daphne
+from tests.live import PASSWORD, USERNAME, LiveServer, live_daphne
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -37,16 +37,23 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_server_url(tmp_path_factory) -> Iterator[str]:
-    """A daphne server on a free port with a fresh database, graphs and a user; its base URL."""
+def site_server(tmp_path_factory, eras_path) -> Iterator[LiveServer]:
+    """A daphne server on a free port with a fresh database, graphs and a user."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("the playwright package is missing (pip install -e '.[dev]')")
-    with live_daphne(tmp_path_factory.mktemp("live")) as server:
-        yield server.url
+    with live_daphne(tmp_path_factory.mktemp("live"),
+                     ERAS_DATABASE_URL=f"sqlite:///{eras_path}") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def live_server_url(site_server) -> str:
+    """The live server's base URL."""
+    return site_server.url
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,8 @@ def sign_in(page, base: str, then: str = "/") -> None:
     page.wait_for_url(base + then)
 
 
-def test_tests_page_shows_live_results_and_falls_back_to_polling(browser, live_server_url):
+def test_tests_page_shows_live_results_and_falls_back_to_polling(browser, site_server,
+                                                                 live_server_url):
     """Runner events reach /tests over /ws/test; a socket that fails switches it to polling."""
     from playwright.sync_api import expect
 
@@ -99,12 +107,25 @@ def test_tests_page_shows_live_results_and_falls_back_to_polling(browser, live_s
     expect(suite.locator(".score")).to_have_text("score 1/2")
     page.screenshot(path=str(SCREENSHOT.with_name("tests.png")))
 
+    # A plain `runtests` in another process, with its own in-memory channel layer: the page
+    # follows it from the database, each check shown.
+    page = browser.new_page()
+    sign_in(page, site_server.url, "/tests")
+    expect(page.locator("#mode")).to_have_text("live socket")
+    site_server.manage("runtests", "fast", "--fail-under", "0")
+    fast = page.locator(".suite", has_text="fast")
+    expect(fast.locator(".results li")).to_have_count(10, timeout=15_000)
+    expect(fast.locator(".score")).to_have_text("score 10/10")
+    expect(page.locator("#mode")).to_contain_text("following the run from the database")
+
     # A socket that cannot get through (as behind a proxy that breaks it): polling.
     page = browser.new_page()
     page.route_web_socket("**/ws/test", lambda ws: ws.close(code=1011))
     sign_in(page, live_server_url, "/tests")
     expect(page.locator("#mode")).to_contain_text("polling every 500 ms")
-    expect(page.locator("#latest-run")).to_contain_text("No test run yet")
+    # ...and shows the latest run check by check, from the database.
+    expect(page.locator("#latest-run")).to_contain_text("10/10 passed")
+    expect(page.locator(".suite", has_text="fast").locator(".results li")).to_have_count(10)
 
 
 def test_chat_page_in_a_real_browser(browser, live_server_url):

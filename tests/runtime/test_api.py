@@ -382,6 +382,12 @@ def test_test_status_and_events_for_staff(graphs, settings, tmp_path):
     test_check_record(suite=suite, step="send: hi", check="response contains: Hi", passed=True)
     status = client.get("/api/test/status").json()["run"]
     assert (status["id"], status["passed"], status["total"]) == (run_row.pk, 1, 1)
+    # Each check, from the database: a page follows a run made in another process.
+    assert status["events"] == [
+        {"type": "suite_start", "suite": "fast"},
+        {"type": "step_result", "suite": "fast", "step": "send: hi",
+         "check": "response contains: Hi", "passed": True, "detail": "", "index": 1,
+         "message_id": ""}]  # no suite_end: the run is still going
 
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
