@@ -109,6 +109,9 @@ class TestRun(ScoreMixin, models.Model):
         max_length=300, default="in-process", help_text='"in-process" or the server URL.'
     )
     repeat = models.PositiveIntegerField(default=1)
+    selection = models.CharField(
+        max_length=400, blank=True, db_index=True,
+        help_text="The suites run, by name, sorted: trends compare runs of the same suites.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -45,12 +45,15 @@ def test_run_start(
     repeat: int = 1,
     user: AbstractBaseUser | None = None,
     note: str = "",
+    suites: Iterable[str] = (),
 ) -> TestRun:
-    """Open a run of the suites on `graph` against `target` ("in-process" or a server URL)."""
+    """Open a run of the named suites on `graph` against `target` ("in-process" or a
+    server URL); its trend compares it with earlier runs of the same suites only."""
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, not {repeat}")
     return TestRun.objects.create(
-        graph=graph, target=target, repeat=repeat, triggered_by=user, note=note
+        graph=graph, target=target, repeat=repeat, triggered_by=user, note=note,
+        selection=",".join(sorted(set(suites)))[:400],
     )
 
 
@@ -193,9 +196,10 @@ def _finished_with_checks() -> Q:
 def test_run_trends(*, runs: Sequence[TestRun]) -> dict[int, RunTrend]:
     """Trends of the given runs (a list page), by run id, in two queries whatever their number.
 
-    The history of a run is the last `TREND_LENGTH` finished runs of its graph started at
-    or before it. The first query finds, per run, where that window begins; the second
-    reads every window at once.
+    The history of a run is the last `TREND_LENGTH` finished runs of the same suites on
+    its graph started at or before it (a run of other suites measures something else).
+    The first query finds, per run, where that window begins; the second reads every
+    window at once.
     """
     runs = [run for run in runs if run.pk is not None]
     if not runs:
@@ -205,7 +209,8 @@ def test_run_trends(*, runs: Sequence[TestRun]) -> dict[int, RunTrend]:
         started_at=OuterRef("started_at"), id__lte=OuterRef("id")
     )
     window_start = (
-        TestRun.objects.filter(_finished_with_checks(), at_or_before, graph=OuterRef("graph"))
+        TestRun.objects.filter(_finished_with_checks(), at_or_before, graph=OuterRef("graph"),
+                               selection=OuterRef("selection"))
         .order_by("-started_at", "-id")
         .values("started_at")[TREND_LENGTH - 1 : TREND_LENGTH]
     )
@@ -214,29 +219,31 @@ def test_run_trends(*, runs: Sequence[TestRun]) -> dict[int, RunTrend]:
         .annotate(window_start=Subquery(window_start))
         .values_list("pk", "window_start")
     )
-    finished_by_graph: dict[str, list[tuple]] = defaultdict(list)
+    finished_by_kind: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     rows = (
         TestRun.objects.filter(_finished_with_checks())
         .filter(_windows_of(runs, starts))
         .order_by("started_at", "id")
-        .values_list("graph", "started_at", "id", "passed", "total")
+        .values_list("graph", "selection", "started_at", "id", "passed", "total")
     )
-    for graph, started_at, pk, passed, total in rows:
-        finished_by_graph[graph].append(((started_at, pk), passed / total))
-    return {run.pk: _trend_of(run, finished_by_graph[run.graph]) for run in runs}
+    for graph, selection, started_at, pk, passed, total in rows:
+        finished_by_kind[(graph, selection)].append(((started_at, pk), passed / total))
+    return {run.pk: _trend_of(run, finished_by_kind[(run.graph, run.selection)])
+            for run in runs}
 
 
 def _windows_of(runs: Sequence[TestRun], starts: dict[int, object]) -> Q:
-    """One condition covering every run's window, overlapping windows merged per graph.
+    """One condition covering every run's window, overlapping windows merged per graph and
+    suites.
 
-    A page of consecutive runs then reads as one time range per graph rather than
-    one per run.
+    A page of consecutive runs then reads as one time range per kind of run rather
+    than one per run.
     """
-    spans_by_graph: dict[str, list[tuple]] = defaultdict(list)
+    spans_by_kind: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for run in runs:
-        spans_by_graph[run.graph].append((starts.get(run.pk), run.started_at))
+        spans_by_kind[(run.graph, run.selection)].append((starts.get(run.pk), run.started_at))
     conditions = []
-    for graph, spans in spans_by_graph.items():
+    for (graph, selection), spans in spans_by_kind.items():
         # Open-ended windows (fewer than TREND_LENGTH runs before) sort first.
         spans.sort(key=lambda span: (span[0] is not None, span[0] or span[1]))
         merged: list[list] = []
@@ -246,7 +253,7 @@ def _windows_of(runs: Sequence[TestRun], starts: dict[int, object]) -> Q:
             else:
                 merged.append([low, high])
         for low, high in merged:
-            bounds = Q(graph=graph, started_at__lte=high)
+            bounds = Q(graph=graph, selection=selection, started_at__lte=high)
             conditions.append(bounds & Q(started_at__gte=low) if low is not None else bounds)
     return reduce(or_, conditions)
 

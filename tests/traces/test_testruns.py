@@ -28,8 +28,10 @@ def make_run(
     **run_kwargs,
 ) -> TestRun:
     """A run through the services: per suite name, (passed, failed) checks; started at T0+minute."""
-    run = testruns.test_run_start(graph=graph, target="in-process", **run_kwargs)
-    for name, (passed, failed) in (suites or {"smoketest": (1, 0)}).items():
+    suites = suites or {"smoketest": (1, 0)}
+    run = testruns.test_run_start(graph=graph, target="in-process", suites=list(suites),
+                                  **run_kwargs)
+    for name, (passed, failed) in suites.items():
         suite = testruns.test_suite_start(run=run, name=name, path=f"testcases/{name}.md")
         for index in range(passed + failed):
             testruns.test_check_record(
@@ -415,3 +417,16 @@ def test_run_page_query_count_is_constant(
     assert (
         html.count(f'href="{reverse("admin:traces_messagetrace_change", args=[trace.pk])}"') == 200
     )
+
+
+def test_run_trend_compares_only_runs_of_the_same_suites(db):
+    """A run of other suites on the same graph measures something else: no trend against it
+    (it read "down 22 points" between two different selections)."""
+    fast = make_run(suites={"fast": (10, 0)}, minute=1)
+    both = make_run(suites={"fast": (10, 0), "smoketest": (17, 6)}, minute=2)
+    fast_again = make_run(suites={"fast": (9, 1)}, minute=3)
+    trends = testruns.test_run_trends(runs=[fast, both, fast_again])
+    assert trends[both.pk].previous_rate is None and trends[both.pk].direction is None
+    assert trends[fast_again.pk].previous_rate == 1.0
+    assert trends[fast_again.pk].direction == "down" and trends[fast_again.pk].delta_points == -10
+    assert fast_again.selection == "fast" and both.selection == "fast,smoketest"

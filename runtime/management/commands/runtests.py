@@ -153,7 +153,8 @@ class Command(BaseCommand):
         """In process: published to this process's /ws/test and stored as a test run."""
         user, _ = get_user_model().objects.get_or_create(username=options["user"])
         run = testruns.test_run_start(graph=options["graph"] or "per suite",
-                                      target="in-process", repeat=options["repeat"], user=user)
+                                      target="in-process", repeat=options["repeat"], user=user,
+                                      suites=[suite.name for suite in suites])
         stored: dict[tuple[str, int], Any] = {}
 
         def on_result(event: dict[str, Any]) -> None:
