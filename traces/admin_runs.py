@@ -13,12 +13,13 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from traces.models import TestRun
-from traces.testruns import RunTrend, test_run_page, test_run_trends
+from traces.testruns import RunTrend, suite_scores, test_run_page, test_run_trends
 
 # Colours and layout live in static/agentsite/admin.css (classes trend-*, status-*,
 # nowrap, sparkline): the Content-Security-Policy refuses inline styles.
@@ -126,6 +127,34 @@ class TestRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: TestRun | None = None) -> bool:
         return request.user.is_superuser
+
+    def get_urls(self):
+        return [
+            path("suite/<str:name>/", self.admin_site.admin_view(self.suite_view),
+                 name="traces_testrun_suite"),
+            *super().get_urls(),
+        ]
+
+    def suite_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        """One suite's score over time: every finished run of it, with a sparkline."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        scores = suite_scores(name=name)
+        if not scores:
+            raise Http404(f"No finished run of a suite named {name!r}.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Suite {name}: score over time",
+            "subtitle": None,
+            "name": name,
+            "scores": [{"score": score, "rate": percent(score.rate)}
+                       for score in reversed(scores)],
+            "sparkline": sparkline_svg([s.rate for s in scores if s.rate is not None],
+                                       width=320, height=40),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/traces/testrun/suite.html", context)
 
     def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         """The run list, with every row's trend computed for the whole page at once."""

@@ -12,13 +12,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import reduce
 from operator import or_
 from typing import Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, OuterRef, Prefetch, Q, Subquery, Window
+from django.db.models import F, OuterRef, Prefetch, Q, Subquery, Sum, Window
 from django.db.models.functions import DenseRank
 from django.utils import timezone
 
@@ -322,6 +323,38 @@ def suite_trends(
     return {
         name: [passed / total for passed, total in sums[name].values() if total] for name in names
     }
+
+
+@dataclass(frozen=True)
+class SuiteScore:
+    """One finished run's score for a suite (its rounds summed)."""
+
+    run_id: int
+    """The run."""
+    started_at: datetime
+    """When the run started."""
+    graph: str
+    """The graph it ran on."""
+    passed: int
+    """Checks passed."""
+    total: int
+    """Checks run."""
+
+    @property
+    def rate(self) -> float | None:
+        """Passed over run (None when no check ran)."""
+        return self.passed / self.total if self.total else None
+
+
+def suite_scores(*, name: str, last: int = 50) -> list[SuiteScore]:
+    """A suite's score in its last `last` finished runs, oldest first (one query)."""
+    rows = (TestSuiteResult.objects.filter(name=name, run__status=TestRun.Status.FINISHED)
+            .values("run_id", "run__started_at", "run__graph")
+            .annotate(passed_sum=Sum("passed"), total_sum=Sum("total"))
+            .order_by("-run__started_at", "-run_id")[:last])
+    return [SuiteScore(run_id=r["run_id"], started_at=r["run__started_at"],
+                       graph=r["run__graph"], passed=r["passed_sum"], total=r["total_sum"])
+            for r in reversed(list(rows))]
 
 
 def suite_trend(*, name: str, last: int = TREND_LENGTH) -> list[float]:

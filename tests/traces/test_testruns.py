@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -430,3 +431,18 @@ def test_run_trend_compares_only_runs_of_the_same_suites(db):
     assert trends[fast_again.pk].previous_rate == 1.0
     assert trends[fast_again.pk].direction == "down" and trends[fast_again.pk].delta_points == -10
     assert fast_again.selection == "fast" and both.selection == "fast,smoketest"
+
+
+def test_a_suite_page_shows_its_score_over_time(admin_client):
+    """Every finished run of the suite, newest first, with a sparkline; the run page links it."""
+    first = make_run(suites={"fast": (10, 0)}, minute=1)
+    make_run(suites={"smoketest": (3, 1)}, minute=2)
+    last = make_run(suites={"fast": (7, 3), "smoketest": (4, 0)}, minute=3)
+    page = admin_client.get("/admin/traces/testrun/suite/fast/")
+    assert page.status_code == 200
+    rows = re.findall(r'>run (\d+)</a>.*?class="num">(\d+/\d+)<', page.content.decode(), re.S)
+    assert rows == [(str(last.pk), "7/10"), (str(first.pk), "10/10")]
+    assert "<svg" in page.content.decode()
+    assert admin_client.get("/admin/traces/testrun/suite/nope/").status_code == 404
+    run_page = admin_client.get(f"/admin/traces/testrun/{last.pk}/change/").content.decode()
+    assert 'href="/admin/traces/testrun/suite/fast/"' in run_page
