@@ -95,6 +95,7 @@ def chat(request: HttpRequest) -> HttpResponse:
     # Looking creates nothing: a first visit is drawn from the state a conversation
     # starts with, and the socket creates the conversation when it connects.
     conversation = conv.conversation_find(**owner, chat="main")
+    ratings: dict[str, int] = {}
     if conversation is None:
         state, history, last_seq = conv.conversation_state_new(), [], 0
     else:
@@ -102,6 +103,7 @@ def chat(request: HttpRequest) -> HttpResponse:
         history = conv.conversation_history(conversation_id=conversation.id,
                                             limit=HISTORY_ON_PAGE)
         last_seq = chat_last_seq(conversation_id=conversation.id)
+        ratings = conv.conversation_ratings(conversation_id=conversation.id)
         running = conv.conversation_running_message(conversation_id=conversation.id)
         start = running and chat_message_start(conversation_id=conversation.id,
                                                 message_id=running)
@@ -117,7 +119,8 @@ def chat(request: HttpRequest) -> HttpResponse:
         # Events after this number happened after the page was drawn: the socket
         # resumes from here so nothing between render and connect is lost.
         "last_seq": last_seq,
-        "history": [{"role": m.role, "text": m.text} for m in history],
+        "history": [{"role": m.role, "text": m.text, "message_id": str(m.message_id),
+                     "rating": ratings.get(str(m.message_id), 0)} for m in history],
         "memory": state.memory,
         "machines": state.ui["machines"],
         "controls": current_controls(state.ui),

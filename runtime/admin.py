@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from runtime.models import Conversation, Message
+from runtime.models import Conversation, Message, Rating
 
 
 class MessageInline(admin.TabularInline):
@@ -16,15 +16,33 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+class RatingInline(admin.TabularInline):
+    """The user's thumbs up and down on the conversation's answers."""
+
+    model = Rating
+    extra = 0
+    can_delete = False
+    fields = ["updated_at", "message_id", "value", "comment"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "graph_name", "busy_since", "last_message_at", "updated_at"]
-    list_filter = ["graph_name"]
+    """Read-only but for the builder's score of the conversation as a whole."""
+
+    list_display = ["__str__", "graph_name", "score", "busy_since", "last_message_at",
+                    "updated_at"]
+    list_filter = ["graph_name", "score"]
     list_select_related = ["user"]
     search_fields = ["user__username", "session_key"]
+    fields = ["score", "score_note", "user", "session_key", "chat", "graph_name", "memory",
+              "ui_state", "busy_since", "busy_token", "last_message_at", "created_at"]
     readonly_fields = ["user", "session_key", "chat", "graph_name", "memory", "ui_state",
                        "busy_since", "busy_token", "last_message_at", "created_at"]
-    inlines = [MessageInline]
+    inlines = [RatingInline, MessageInline]
 
     def has_add_permission(self, request) -> bool:
         return False

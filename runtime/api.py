@@ -67,7 +67,7 @@ from runtime.auth import (
 )
 from runtime.chatlog import chat_events_after, chat_last_seq
 from runtime.dispatch import message_submit, reap_and_publish
-from runtime.errors import ConversationBusy, DispatchFailed, GraphError
+from runtime.errors import ConversationBusy, DispatchFailed, GraphError, RatingRefused
 from runtime.events import ClearedEvent, ControlsEvent
 from runtime.jsonin import BadJSON, json_decode
 from runtime.machines import MachineError
@@ -528,6 +528,26 @@ async def result(call: Call) -> HttpResponse:
     raise ApiError(404, "not_found", f"no message {message_id} in this conversation")
 
 
+async def rate(call: Call) -> HttpResponse:
+    """Rate an answer (runtime.conversations.conversation_rate)."""
+    try:
+        message_id = str(uuid.UUID(call.body["id"]))
+    except ValueError:
+        raise bad_request(f"{call.body['id']!r} is not a message id") from None
+    comment = call.body.get("comment", "")
+    if len(comment) > conv.MAX_RATING_COMMENT:
+        raise bad_request(f"the comment is {len(comment)} characters long; the limit is "
+                          f"{conv.MAX_RATING_COMMENT}")
+    try:
+        await database_sync_to_async(conv.conversation_rate)(
+            conversation_id=call.conversation_id, message_id=message_id,
+            value=1 if call.body["rating"] == "up" else -1, comment=comment)
+    except RatingRefused as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return _json({"ok": True, "id": message_id, "rating": call.body["rating"],
+                  "comment": comment.strip()})
+
+
 async def clear(call: Call) -> HttpResponse:
     """Forget the conversation; a `cleared` event tells every listener."""
     await _refuse_if_busy(call.conversation_id)
@@ -542,6 +562,7 @@ async def state(call: Call) -> HttpResponse:
 
 
 def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
+    ratings = conv.conversation_ratings(conversation_id=conversation_id)
     return [
         {
             "message_id": str(m.message_id),
@@ -550,6 +571,8 @@ def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
             "status": m.status,
             "controls": m.controls,
             "created_at": m.created_at.isoformat(),
+            **({"rating": {1: "up", -1: "down"}[ratings[str(m.message_id)]]}
+               if m.role == "assistant" and str(m.message_id) in ratings else {}),
         }
         for m in conv.conversation_history(conversation_id=conversation_id, limit=limit)
     ]
@@ -781,6 +804,7 @@ HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
         send_check,
         send,
         action,
+        rate,
         result,
         clear,
         state,

@@ -219,6 +219,30 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
+        "/api/rate",
+        "api-rate",
+        {
+            "POST": Operation(
+                "rate",
+                "Rate an answer of the conversation: thumbs up or down, with an optional "
+                "comment; rating it again replaces the first.",
+                {200: "Stored: `{ok, id, rating, comment}`", **COMMON,
+                 403: "CSRF check failed", 404: "No such answer in this conversation"},
+                body={
+                    "type": "object",
+                    "required": ["id", "rating"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid",
+                               "description": "The answer's message id."},
+                        "rating": {"type": "string", "enum": ["up", "down"]},
+                        "comment": {"type": "string", "maxLength": 2000},
+                    },
+                },
+                stores=True,
+            )
+        },
+    ),
+    Route(
         "/api/result",
         "api-result",
         {

@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
 from runtime import machines as m
-from runtime.errors import ConversationBusy, MessageLost, sorry
+from runtime.errors import ConversationBusy, MessageLost, RatingRefused, sorry
 from runtime.memory import memory_normalize, memory_reset
-from runtime.models import Conversation, Message
+from runtime.models import Conversation, Message, Rating
 from runtime.nodes.sensor import situation_text
 from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.types import FrameTrace
@@ -369,6 +369,36 @@ def conversation_click(*, conversation_id: int, machine_id: str, action: str
     conversation.ui_state = ui
     conversation.save(update_fields=["ui_state", "updated_at"])
     return current_controls(ui)
+
+
+MAX_RATING_COMMENT = 2000
+
+
+@retrying
+@transaction.atomic
+def conversation_rate(*, conversation_id: int, message_id: str, value: int,
+                      comment: str = "") -> Rating:
+    """Rate an answer of the conversation (thumbs up 1, down -1); a second rating replaces
+    the first. RatingRefused when the conversation has no such answer or the comment is
+    too long."""
+    if value not in (Rating.Value.UP, Rating.Value.DOWN):
+        raise RatingRefused("a rating is up or down")
+    if len(comment) > MAX_RATING_COMMENT:
+        raise RatingRefused(f"the comment is {len(comment)} characters long; the limit is "
+                            f"{MAX_RATING_COMMENT}")
+    if not Message.objects.filter(conversation_id=conversation_id, message_id=message_id,
+                                  role=Message.Role.ASSISTANT).exists():
+        raise RatingRefused(f"no answer {message_id} in this conversation")
+    rating, _ = Rating.objects.update_or_create(
+        conversation_id=conversation_id, message_id=message_id,
+        defaults={"value": value, "comment": comment.strip()})
+    return rating
+
+
+def conversation_ratings(*, conversation_id: int) -> dict[str, int]:
+    """The conversation's ratings: answer's message id -> 1 or -1."""
+    return {str(mid): value for mid, value in Rating.objects.filter(
+        conversation_id=conversation_id).values_list("message_id", "value")}
 
 
 def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Message]:

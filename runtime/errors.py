@@ -52,6 +52,12 @@ class ReplayDiverged(AgentError):
         self.call = call
 
 
+class RatingRefused(AgentError):
+    """A rating that cannot be stored: no such answer, or a bad value or comment."""
+
+    code = "bad_request"
+
+
 class GraphError(AgentError):
     """A graph definition is invalid or cannot be run."""
 

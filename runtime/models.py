@@ -37,6 +37,10 @@ class Conversation(models.Model):
     busy_beat = models.DateTimeField(null=True, blank=True,
                                      help_text="The answering process's last sign of life.")
     last_message_at = models.DateTimeField(null=True, blank=True)
+    score = models.PositiveSmallIntegerField(
+        null=True, blank=True, choices=[(n, f"{n}/5") for n in range(1, 6)],
+        help_text="A builder's score of the conversation as a whole (1 to 5).")
+    score_note = models.TextField(blank=True, help_text="Why that score.")
     event_seq = models.PositiveBigIntegerField(
         default=0, help_text="The last sequence number given to a chat event.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -93,6 +97,30 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+
+class Rating(models.Model):
+    """A user's thumbs up or down on one answer, with an optional comment (one per answer)."""
+
+    class Value(models.IntegerChoices):
+        UP = 1, "up"
+        DOWN = -1, "down"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="ratings")
+    message_id = models.UUIDField(help_text="The answer rated.")
+    value = models.SmallIntegerField(choices=Value.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "message_id"],
+                                               name="runtime_rating_one_per_answer")]
+
+    def __str__(self) -> str:
+        return f"{self.get_value_display()} on {self.message_id}"
 
 
 class Process(models.Model):

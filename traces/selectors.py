@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
-from runtime.models import Conversation
+from runtime.models import Conversation, Rating
 from traces.models import FrameRow, MessageTrace
 
 # A bar narrower than this (percent of the timeline) could not be seen or hovered.
@@ -120,6 +120,8 @@ class TracePage:
     """The conversation's trace just after this one, if any."""
     replays: tuple[int, ...] = ()
     """The traces that replay this one, newest first."""
+    rating: Rating | None = None
+    """The user's rating of this answer, if any."""
     comparison: tuple[FrameComparison, ...] = ()
     """For a replay: its records beside the original's, place by place."""
 
@@ -157,6 +159,8 @@ def trace_page(*, trace_id: int) -> TracePage | None:
         previous_id=_neighbour_id(trace, newer=False),
         next_id=_neighbour_id(trace, newer=True),
         replays=tuple(trace.replays.order_by("-pk").values_list("pk", flat=True)[:20]),
+        rating=Rating.objects.filter(conversation_id=trace.conversation_id,
+                                     message_id=trace.message_id).first(),
         comparison=_comparison(records, list(FrameRow.objects.filter(
             trace_id=trace.replay_of_id).order_by("position"))) if trace.replay_of_id else (),
     )

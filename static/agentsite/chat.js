@@ -242,6 +242,59 @@
     scrollToEnd();
   }
 
+  // --- rating an answer -------------------------------------------------------------
+
+  /** Thumbs up / down under an answer, and a comment box once one is chosen. */
+  function ratingFor(bubble, messageId, current) {
+    var box = el("div", "rating");
+    var up = el("button", "thumb up", "👍");
+    var down = el("button", "thumb down", "👎");
+    up.type = down.type = "button";
+    up.title = "A good answer";
+    down.title = "A bad answer";
+    var note = el("form", "rating-note");
+    note.hidden = true;
+    var input = el("input");
+    input.type = "text";
+    input.maxLength = 2000;
+    input.placeholder = "What was good or wrong? (optional)";
+    var save = el("button", "small", "Send");
+    save.type = "submit";
+    note.appendChild(input);
+    note.appendChild(save);
+    var chosen = current === 1 ? "up" : current === -1 ? "down" : "";
+
+    function show() {
+      up.classList.toggle("chosen", chosen === "up");
+      down.classList.toggle("chosen", chosen === "down");
+      up.setAttribute("aria-pressed", String(chosen === "up"));
+      down.setAttribute("aria-pressed", String(chosen === "down"));
+    }
+
+    function rate(value, comment) {
+      api("POST", "/api/rate", { id: messageId, rating: value, comment: comment || "" })
+        .then(function (result) {
+          if (!result.ok) { systemLine(apiError(result, "Rating the answer"), "error"); return; }
+          chosen = value;
+          show();
+          if (comment) { note.hidden = true; box.appendChild(el("span", "muted", "thanks")); }
+          else { note.hidden = false; }
+        });
+    }
+
+    up.addEventListener("click", function () { rate("up"); });
+    down.addEventListener("click", function () { rate("down"); });
+    note.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (chosen && input.value.trim()) rate(chosen, input.value.trim());
+    });
+    box.appendChild(up);
+    box.appendChild(down);
+    box.appendChild(note);
+    show();
+    bubble.appendChild(box);
+  }
+
   function onDone(event) {
     var answer = answerFor(event.message_id);
     answer.text = event.answer;
@@ -250,6 +303,10 @@
     if (event.failed) answer.bubble.classList.add("failed");
     answer.meta.textContent = [event.path, event.frames + " frames",
                                Math.round(event.ms) + " ms"].join(" · ");
+    if (!answer.rated) {
+      answer.rated = true;
+      ratingFor(answer.bubble, event.message_id, 0);
+    }
     // Processes still shown as running were finished by the answer.
     Array.prototype.forEach.call(answer.steps.querySelectorAll("button"), function (b) {
       b.remove();
@@ -626,6 +683,7 @@
       var body = el("div", "body");
       md.renderInto(body, m.text);
       bubble.appendChild(body);
+      if (m.message_id) ratingFor(bubble, m.message_id, m.rating || 0);
       $("transcript").appendChild(bubble);
     });
     scrollToEnd();

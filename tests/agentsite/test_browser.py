@@ -162,6 +162,14 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     expect(answer.locator(".body")).to_have_text("Hello! How can I help you today?")
     expect(answer).not_to_have_class(STREAMING)
     assert len(deltas) > 1, "the answer arrived in more than one delta"
+    # Rate it: a thumb, then an optional comment; stored for this answer.
+    answer.locator(".thumb.up").click()
+    expect(answer.locator(".thumb.up")).to_have_attribute("aria-pressed", "true")
+    answer.locator(".rating-note input").fill("friendly")
+    answer.locator(".rating-note button").click()
+    expect(answer.locator(".rating")).to_contain_text("thanks")
+    history = page.evaluate("() => fetch('/api/history').then(r => r.json())")
+    assert history["messages"][-1]["rating"] == "up"
     expect(page.locator("#frames-summary")).to_contain_text("2 frames")
     expect(page.locator("#frames tr")).to_have_count(4)  # input; output, memorizer, ui
     expect(page.locator("#frames")).to_contain_text("route=reflex")
