@@ -75,7 +75,7 @@ from runtime.nodes.ui import current_controls
 from runtime.oidc import oidc_enabled
 from runtime.pipeline import InvalidMessage, validate_text
 from runtime.publish import publish_chat, publish_test
-from runtime.replay import ReplayImpossible
+from runtime.replay import Edits, ReplayImpossible
 from runtime.replay import trace_replay as replay_trace
 from runtime.suites.parser import suite_files
 from traces.models import MessageTrace
@@ -240,6 +240,8 @@ def _read_body(request: HttpRequest) -> bytes:
 
 def _decode_body(raw: bytes, schema: dict[str, Any]) -> dict[str, Any]:
     """The JSON object body, checked against the route's schema (required, types, enums)."""
+    if not raw.strip() and not schema.get("required"):
+        return {}  # every field optional: no body is an empty one
     try:
         data = json_decode(raw or b"")
     except BadJSON as exc:
@@ -779,8 +781,16 @@ async def trace_replay(call: Call) -> HttpResponse:
     trace_id = call.path["id"]
     if not await database_sync_to_async(_replayable)(trace_id=trace_id, caller=call.caller):
         raise ApiError(404, "not_found", f"no trace {trace_id} that you may read")
+    body = call.body
+    if "from_frame" in body and body["from_frame"] < 1:
+        raise bad_request("'from_frame' must be 1 or more")
+    if any(not isinstance(v, dict) for v in body.get("config", {}).values()):
+        raise bad_request("'config' maps node ids to objects of config keys")
+    edits = Edits(memory=body.get("memory", {}), config=body.get("config", {}),
+                  answers=body.get("answers", {}))
     try:
-        result = await replay_trace(trace_id=trace_id)
+        result = await replay_trace(trace_id=trace_id, from_frame=body.get("from_frame", 0),
+                                    edits=edits)
     except ReplayImpossible as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     return _json(asdict(result), status=201)

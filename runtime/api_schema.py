@@ -324,7 +324,8 @@ ROUTES: tuple[Route, ...] = (
         {
             "POST": Operation(
                 "trace_replay",
-                "Run a traced message again from its recording: no model is called, the "
+                "Run a traced message again from its recording (a rerun from a frame on runs "
+                "the rest live): without a rerun no model is called, the "
                 "run is stored as a new trace linked to it (the conversation is untouched). "
                 "`{trace, original, path, frames, answer, model_calls, recorded_calls, "
                 "diverged, same}`; `diverged` names the node and call where a changed graph "
@@ -333,6 +334,21 @@ ROUTES: tuple[Route, ...] = (
                  404: "No such trace you may read", 409: "The trace holds no recording"},
                 scoped=False,
                 path_params=(TRACE_ID,),
+                body={
+                    "type": "object",
+                    "description": "Optional (no body: a full replay). A rerun: frames "
+                    "before `from_frame` from the recording, from it on live.",
+                    "properties": {
+                        "from_frame": {"type": "integer", "minimum": 1},
+                        "memory": {"type": "object",
+                                   "description": "Memory fields the message meets instead."},
+                        "config": {"type": "object",
+                                   "description": "`{node: {key: value}}` set before it runs."},
+                        "answers": {"type": "object",
+                                    "description": "`{\"node:k\": text}`: the node's k-th "
+                                    "recorded answer replaced."},
+                    },
+                },
             )
         },
     ),

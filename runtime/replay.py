@@ -12,17 +12,21 @@ the replay stops there and says which node and call diverged.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.db import transaction
 
 from graphs.selectors import graph_spec_get
+from graphs.spec import GraphSpec
 from runtime.engine import FrameLoop
 from runtime.errors import AgentError, NodeFailed, ReplayDiverged
 from runtime.events import EventSink, discard
+from runtime.llm import provider_from_settings
+from runtime.llm.base import LLMProvider
 from runtime.llm.recorded import PROVIDER, Recording
 from runtime.pipeline import (
     engine_env,
@@ -71,6 +75,22 @@ class ReplayResult:
     """Whether path, frames and answer equal the original's."""
 
 
+@dataclass(frozen=True)
+class Edits:
+    """What a rerun changes before it runs."""
+
+    memory: dict = field(default_factory=dict)
+    """Memory fields the message meets instead of the recorded ones."""
+    config: dict = field(default_factory=dict)
+    """Per node id, config keys to set (a prompt, a temperature...)."""
+    answers: dict = field(default_factory=dict)
+    """`"node:k"` (the node's k-th recorded call, 1-based) -> the answer served instead."""
+
+    def as_dict(self) -> dict:
+        """As stored with the rerun's trace."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value}
+
+
 def trace_for_replay(*, trace_id: int) -> tuple[MessageTrace, list[dict]]:
     """The trace and its frames' nodes and calls, in order; ReplayImpossible says why not."""
     trace = MessageTrace.objects.filter(pk=trace_id).first()
@@ -79,21 +99,43 @@ def trace_for_replay(*, trace_id: int) -> tuple[MessageTrace, list[dict]]:
     if not trace.turn:
         raise ReplayImpossible(f"trace {trace_id} holds no recorded state to start from (it "
                                "failed before its first frame, or was stored before replays)")
-    frames = list(trace.frames.order_by("position").values("node", "llm_calls"))
+    frames = list(trace.frames.order_by("position").values("frame", "node", "llm_calls"))
     return trace, frames
 
 
-async def trace_replay(*, trace_id: int, on_event: EventSink = discard) -> ReplayResult:
+async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
+                       from_frame: int = 0, edits: Edits | None = None,
+                       llm: LLMProvider | None = None) -> ReplayResult:
     """Run trace `trace_id`'s message again from its recording; store and return the run.
 
+    With `from_frame` N (a rerun), frames before N are answered from the recording
+    and frames from N on by the live model (`llm`, default: the configured one);
+    `edits` change the memory the message meets, nodes' config, or recorded answers.
+
     Raises:
-        ReplayImpossible: no such trace, or one that cannot be replayed.
+        ReplayImpossible: no such trace, one that cannot be replayed, or edits that do
+            not fit it (an unknown node, frame or call).
     """
+    edits = edits or Edits()
     original, frames = await database_sync_to_async(trace_for_replay)(trace_id=trace_id)
-    recording = Recording.from_frames(frames)
+    if from_frame and not 1 <= from_frame <= original.total_frames:
+        raise ReplayImpossible(f"trace {trace_id} has frames 1 to {original.total_frames}, "
+                               f"not {from_frame}")
+    live = (llm or provider_from_settings()) if from_frame else None
+    recording = Recording.from_frames(frames, live=live, live_from=from_frame)
+    for key, answer in edits.answers.items():
+        node, _, number = str(key).partition(":")
+        try:
+            recording.edit_answer(node, int(number or 0), str(answer))
+        except (KeyError, ValueError):
+            raise ReplayImpossible(f"no recorded call {key!r} to edit (write node:k, k "
+                                   "from 1, for a call made before the rerun's frame)"
+                                   ) from None
     graph = await database_sync_to_async(graph_spec_get)(name=original.graph)
+    graph = _with_config(graph, edits.config)
     message_id = str(uuid.uuid4())
-    turn = turn_from_snapshot(original.turn, conversation_id=original.conversation_id,
+    snapshot = {**original.turn, "memory": {**original.turn.get("memory", {}), **edits.memory}}
+    turn = turn_from_snapshot(snapshot, conversation_id=original.conversation_id,
                               message_id=message_id, message=original.message, graph=graph)
     env = engine_env(on_event=on_event, message_id=message_id, recording=recording)
     loop = FrameLoop(turn=turn, env=env)
@@ -109,7 +151,8 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard) -> Repla
                      error=f"replay stopped: {diverged}" if diverged else "")
     calls = [call for record in trace.frames for call in record.llm_calls]
     row = await database_sync_to_async(_store)(
-        trace=trace, answer=answer, snapshot=turn_snapshot(turn), original=original)
+        trace=trace, answer=answer, snapshot=turn_snapshot(turn), original=original,
+        from_frame=from_frame, edits=edits.as_dict())
     return ReplayResult(
         original=original.pk, trace=row.pk, message_id=message_id, path=trace.path,
         frames=trace.total_frames, answer=answer,
@@ -121,9 +164,22 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard) -> Repla
 
 
 @transaction.atomic
-def _store(*, trace, answer: str, snapshot: dict, original: MessageTrace) -> MessageTrace:
+def _store(*, trace, answer: str, snapshot: dict, original: MessageTrace, from_frame: int,
+           edits: dict) -> MessageTrace:
     return trace_store(trace=trace, answer=answer, worker=REPLAY_WORKER, turn=snapshot,
-                       replay_of=original)
+                       replay_of=original, replay_from=from_frame, replay_edits=edits)
+
+
+def _with_config(graph: GraphSpec, config: dict) -> GraphSpec:
+    """The graph with some nodes' config keys set; ReplayImpossible for an unknown node."""
+    known = {node.id for node in graph.nodes}
+    unknown = [node for node in config if node not in known]
+    if unknown:
+        raise ReplayImpossible(f"no node {unknown[0]!r} in graph {graph.name!r}; nodes are: "
+                               f"{', '.join(sorted(known))}")
+    return dataclasses.replace(graph, nodes=tuple(
+        dataclasses.replace(node, config={**node.config, **config[node.id]})
+        if node.id in config else node for node in graph.nodes))
 
 
 def _divergence(error: BaseException | None) -> str:

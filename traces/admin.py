@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from asgiref.sync import async_to_sync
@@ -19,7 +20,7 @@ from django.utils.text import Truncator
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
-from runtime.replay import ReplayImpossible, trace_replay
+from runtime.replay import Edits, ReplayImpossible, trace_replay
 from traces.models import MessageTrace
 from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page
 
@@ -191,7 +192,9 @@ class MessageTraceAdmin(admin.ModelAdmin):
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
         try:
-            result = async_to_sync(trace_replay)(trace_id=trace_id)
+            from_frame, edits = _rerun_form(request.POST)
+            result = async_to_sync(trace_replay)(trace_id=trace_id, from_frame=from_frame,
+                                                 edits=edits)
         except ReplayImpossible as exc:
             messages.error(request, f"Cannot replay: {exc}.")
             return redirect("admin:traces_messagetrace_change", trace_id)
@@ -222,9 +225,33 @@ class MessageTraceAdmin(admin.ModelAdmin):
             "trace": page.trace,
             "has_delete_permission": self.has_delete_permission(request, page.trace),
             "conversation_filter": f"{CONVERSATION_LOOKUP}={page.trace.conversation_id}",
+            "frame_numbers": range(1, page.trace.total_frames + 1),
+            "turn_memory": json.dumps(page.trace.turn.get("memory", {}), indent=1,
+                                      ensure_ascii=False),
             **(extra_context or {}),
         }
         return TemplateResponse(request, self.trace_template, context)
+
+
+def _rerun_form(data) -> tuple[int, Edits]:
+    """The rerun form's frame and edits (all optional: none is a full replay)."""
+    raw = (data.get("from_frame") or "").strip()
+    if raw and not raw.isdigit():
+        raise ReplayImpossible(f"the frame must be a number, not {raw!r}")
+    parts = {}
+    for name in ("memory", "config", "answers"):
+        text = (data.get(name) or "").strip()
+        try:
+            value = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise ReplayImpossible(f"{name} is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ReplayImpossible(f"{name} must be a JSON object")
+        parts[name] = value
+    if any(not isinstance(v, dict) for v in parts["config"].values()):
+        raise ReplayImpossible('config maps node ids to objects, e.g. {"thinker": '
+                               '{"temperature": 0.5}}')
+    return int(raw or 0), Edits(**parts)
 
 
 def _path_parts(path: str) -> list[str]:

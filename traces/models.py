@@ -34,6 +34,11 @@ class MessageTrace(models.Model):
     replay_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays",
         help_text="The trace this one replays.")
+    replay_from = models.PositiveIntegerField(
+        default=0, help_text="For a rerun: the first frame run live (0: a full replay).")
+    replay_edits = models.JSONField(
+        default=dict, blank=True,
+        help_text="For a rerun: what was changed (memory fields, node config, answers).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

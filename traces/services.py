@@ -15,7 +15,8 @@ from traces.models import FrameRow, MessageTrace
 
 @transaction.atomic
 def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "",
-                turn: dict[str, Any] | None = None, replay_of: MessageTrace | None = None
+                turn: dict[str, Any] | None = None, replay_of: MessageTrace | None = None,
+                replay_from: int = 0, replay_edits: dict[str, Any] | None = None
                 ) -> MessageTrace:
     """Store a message trace and its frame records; `worker` is the process that answered,
     `turn` the state the message met (what a replay starts from), `replay_of` the trace
@@ -23,6 +24,8 @@ def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "",
     row = MessageTrace.objects.create(
         turn=turn or {},
         replay_of=replay_of,
+        replay_from=replay_from,
+        replay_edits=replay_edits or {},
         message_id=trace.message_id,
         conversation_id=trace.conversation,
         graph=trace.graph,

@@ -22,6 +22,7 @@ from runtime.llm.base import (
     Capabilities,
     Completion,
     DeltaCallback,
+    LLMProvider,
     LLMRequest,
     ModelToolCall,
     Usage,
@@ -40,18 +41,38 @@ class Recording:
     """Each node's calls (`LLMCallRecord` as stored)."""
     served: dict[str, int] = field(default_factory=dict)
     """How many of each node's calls were served so far."""
+    live: LLMProvider | None = None
+    """For a rerun: the model answering frames from `live_from` on."""
+    live_from: int = 0
+    """The first frame answered by `live` (0: none, a full replay)."""
 
     @classmethod
-    def from_frames(cls, frames: Iterable[Mapping[str, Any]]) -> Recording:
-        """From stored frame records in order (`node`, `llm_calls` each)."""
-        recording = cls()
+    def from_frames(cls, frames: Iterable[Mapping[str, Any]], *, live: LLMProvider | None = None,
+                    live_from: int = 0) -> Recording:
+        """From stored frame records in order (`node`, `llm_calls`, and `frame` for a
+        rerun: frames from `live_from` on are left out, to be answered by `live`)."""
+        recording = cls(live=live, live_from=live_from if live is not None else 0)
         for frame in frames:
+            if recording.live_from and frame.get("frame", 0) >= recording.live_from:
+                continue
             recording.calls.setdefault(frame["node"], []).extend(frame.get("llm_calls") or ())
         return recording
 
-    def model_for(self, node: str) -> RecordedModel:
-        """The provider answering `node`'s calls."""
+    def model_for(self, node: str, frame: int = 0) -> LLMProvider:
+        """Who answers `node` in `frame`: its recorded calls, or for a rerun from that
+        frame on, the live model."""
+        if self.live is not None and self.live_from and frame >= self.live_from:
+            return self.live
         return RecordedModel(recording=self, node=node)
+
+    def edit_answer(self, node: str, call: int, answer: str) -> None:
+        """Replace the raw answer of `node`'s `call`-th recorded call (1-based); its native
+        tool calls go with it. KeyError when there is no such call."""
+        calls = self.calls.get(node, [])
+        if not 1 <= call <= len(calls):
+            raise KeyError(f"node {node!r} has no recorded call {call}")
+        calls[call - 1] = {**calls[call - 1], "answer": answer, "tool_calls": [],
+                           "outcome": "ok", "error": ""}
 
     def next_call(self, node: str) -> dict[str, Any]:
         """The node's next recorded call; ReplayDiverged when there is none."""

@@ -190,7 +190,7 @@ class NodeContext:
     def llm(self) -> LLMProvider:
         """Who answers this node: the model, or in a replay the node's recorded calls."""
         if self.env.recording is not None:
-            return self.env.recording.model_for(self.spec.id)
+            return self.env.recording.model_for(self.spec.id, self.frame)
         return self.env.llm
 
     @property

@@ -17,7 +17,7 @@ from runtime import conversations as conv
 from runtime.llm.builtin import BuiltinProvider
 from runtime.llm.openai import OpenAIProvider
 from runtime.models import Message
-from runtime.replay import ReplayImpossible, trace_replay
+from runtime.replay import Edits, ReplayImpossible, trace_replay
 from tests.helpers import send
 from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401
 from traces.models import MessageTrace
@@ -141,7 +141,7 @@ def test_replay_over_rest_for_the_traces_owner(conversation, counted):
     client = Client()
     client.force_login(conversation.user)
     counted.clear()
-    response = client.post(f"/api/traces/{row.pk}/replay")
+    response = client.post(f"/api/traces/{row.pk}/replay", content_type="application/json")
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["original"], body["same"], body["model_calls"]) == (row.pk, True, 0)
@@ -150,13 +150,13 @@ def test_replay_over_rest_for_the_traces_owner(conversation, counted):
     other.force_login(make_user("mallory"))
     for path in (f"/api/traces/{row.pk}/replay", "/api/traces/999999/replay",
                  "/api/traces/abc/replay", "/api/traces/0/replay"):
-        refused = other.post(path)
+        refused = other.post(path, content_type="application/json")
         assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
     conv.conversation_record_failure(conversation_id=conversation.id,
                                      message_id="00000000-0000-0000-0000-0000000000ff",
                                      text="lost", reason="lost")
     lost = MessageTrace.objects.get(message="lost")
-    refused = client.post(f"/api/traces/{lost.pk}/replay")
+    refused = client.post(f"/api/traces/{lost.pk}/replay", content_type="application/json")
     assert refused.status_code == 409 and "no recorded state" in refused.json()["error"]["message"]
 
 
@@ -192,3 +192,89 @@ def test_the_admin_trace_page_replays_and_compares(admin_client, conversation):
     assert f">trace {copy.pk}</a>" in listing
     missing = admin_client.post("/admin/traces/messagetrace/999999/replay/", follow=True)
     assert "Cannot replay: no trace 999999." in missing.content.decode()
+
+
+def test_rerun_from_a_frame_with_edited_memory_changes_only_what_depends_on_it(conversation,
+                                                                              counted):
+    """Frames before N come from the recording (no call), frames from N run live and see
+    the edited memory; the per-frame comparison says which changed."""
+    from traces.selectors import trace_page
+
+    send(conversation.id, "my name is Ada")
+    original = send(conversation.id, "what is my name?")
+    assert "Ada" in original.answer
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    counted.clear()
+    result = async_to_sync(trace_replay)(trace_id=row.pk, from_frame=3,
+                                         edits=Edits(memory={"user_name": "Bob"}))
+    assert "Bob" in result.answer and not result.same
+    assert result.model_calls == len(counted) > 0  # frames 3 on, live
+    assert result.recorded_calls == sum(len(f.llm_calls) for f in original.trace.frames
+                                        if f.frame < 3)
+    copy = MessageTrace.objects.get(pk=result.trace)
+    assert (copy.replay_from, copy.replay_edits) == (3, {"memory": {"user_name": "Bob"}})
+    rows = trace_page(trace_id=copy.pk).comparison
+    assert all(r.same for r in rows if r.frame < 3)
+    assert any(not r.same for r in rows if r.frame >= 3)
+
+
+def test_rerun_edits_are_checked(conversation):
+    original = send(conversation.id, "how many customers are there?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    for kwargs, words in (({"from_frame": 9}, "has frames 1 to 5, not 9"),
+                          ({"edits": Edits(config={"nope": {"x": 1}})}, "no node 'nope'"),
+                          ({"edits": Edits(answers={"thinker:7": "x"})}, "no recorded call")):
+        with pytest.raises(ReplayImpossible, match=words):
+            async_to_sync(trace_replay)(trace_id=row.pk, **kwargs)
+
+
+def test_an_edited_recorded_answer_is_served(conversation, counted):
+    """A builder changes what a node's model said and sees where the message goes."""
+    original = send(conversation.id, "hello")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    output_calls = next(f for f in original.trace.frames if f.node == "output").llm_calls
+    assert len(output_calls) == 1
+    counted.clear()
+    out = io.StringIO()
+    call_command("replay", str(row.pk), "--answer", "output:1=Ahoy there!", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["answer"] == "Ahoy there!" and result["model_calls"] == 0 and counted == []
+
+
+def test_rerun_over_rest_and_the_cli(conversation):
+    from django.test import Client
+
+    send(conversation.id, "my name is Ada")
+    original = send(conversation.id, "what is my name?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    client = Client()
+    client.force_login(conversation.user)
+    response = client.post(f"/api/traces/{row.pk}/replay",
+                           json.dumps({"from_frame": 3, "memory": {"user_name": "Cy"}}),
+                           content_type="application/json")
+    assert response.status_code == 201 and "Cy" in response.json()["answer"]
+    bad = client.post(f"/api/traces/{row.pk}/replay", json.dumps({"from_frame": 0}),
+                      content_type="application/json")
+    assert bad.status_code == 400
+    out = io.StringIO()
+    call_command("replay", str(row.pk), "--from-frame", "3", "--memory", "user_name=Dee",
+                 "--config", "thinker.temperature=0.5", stdout=out)
+    assert f"(rerun from frame 3 of {row.pk})" in out.getvalue() and "Dee" in out.getvalue()
+
+
+def test_the_admin_reruns_from_a_frame_with_edits(admin_client, conversation):
+    send(conversation.id, "my name is Ada")
+    original = send(conversation.id, "what is my name?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    page = admin_client.get(f"/admin/traces/messagetrace/{row.pk}/change/").content.decode()
+    assert 'id="rerun"' in page and "&quot;user_name&quot;: &quot;Ada&quot;" in page
+    response = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/replay/", {
+        "from_frame": "3", "memory": '{"user_name": "Bob"}', "config": "", "answers": ""},
+        follow=True)
+    body = response.content.decode()
+    assert "(rerun from frame 3)" in body and "differs from the original" in body
+    copy = MessageTrace.objects.get(replay_of=row)
+    assert "Bob" in copy.answer and copy.replay_from == 3
+    bad = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/replay/",
+                            {"memory": "{not json"}, follow=True)
+    assert "Cannot replay: memory is not JSON" in bad.content.decode()
