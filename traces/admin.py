@@ -226,11 +226,17 @@ class MessageTraceAdmin(admin.ModelAdmin):
             "has_delete_permission": self.has_delete_permission(request, page.trace),
             "conversation_filter": f"{CONVERSATION_LOOKUP}={page.trace.conversation_id}",
             "frame_numbers": range(1, page.trace.total_frames + 1),
+            "step": _frame_step(request.GET.get("frame", ""), page.trace.total_frames),
             "turn_memory": json.dumps(page.trace.turn.get("memory", {}), indent=1,
                                       ensure_ascii=False),
             **(extra_context or {}),
         }
         return TemplateResponse(request, self.trace_template, context)
+
+
+def _frame_step(raw: str, frames: int) -> int | None:
+    """The frame being stepped through (`?frame=k`), if a valid one is asked for."""
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= frames else None
 
 
 def _rerun_form(data) -> tuple[int, Edits]:

@@ -100,6 +100,14 @@ class FrameComparison:
     """The replay's decision ("" where it has no record here)."""
     same: bool
     """Whether node, decision and output are the same."""
+    before_tokens: int = 0
+    """The original's tokens (prompt + completion)."""
+    after_tokens: int = 0
+    """The replay's tokens."""
+    before_ms: float = 0.0
+    """The original's duration."""
+    after_ms: float = 0.0
+    """The replay's duration."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,11 @@ def _comparison(after: list[FrameRow], before: list[FrameRow]) -> tuple[FrameCom
             frame=shown.frame, node=shown.node,
             before=old.decision if old else "", after=new.decision if new else "",
             same=bool(old and new and (old.node, old.decision, _steady(old.output)) ==
-                      (new.node, new.decision, _steady(new.output)))))
+                      (new.node, new.decision, _steady(new.output))),
+            before_tokens=(old.prompt_tokens + old.completion_tokens) if old else 0,
+            after_tokens=(new.prompt_tokens + new.completion_tokens) if new else 0,
+            before_ms=old.duration_ms if old else 0.0,
+            after_ms=new.duration_ms if new else 0.0))
     return tuple(rows)
 
 

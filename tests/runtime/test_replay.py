@@ -187,7 +187,8 @@ def test_the_admin_trace_page_replays_and_compares(admin_client, conversation):
     body = response.content.decode()
     assert "same path, frames and answer; model calls: 0" in body
     assert f'id="replay-of">trace {row.pk}</a>' in body
-    assert body.count('<tr class="same">') == row.frames.count() and 'class="differs"' not in body
+    assert body.count('<tr class="same">') == row.frames.count() + 2  # + path and answer
+    assert 'class="differs"' not in body
     listing = admin_client.get(f"/admin/traces/messagetrace/{row.pk}/change/").content.decode()
     assert f">trace {copy.pk}</a>" in listing
     missing = admin_client.post("/admin/traces/messagetrace/999999/replay/", follow=True)
@@ -278,3 +279,22 @@ def test_the_admin_reruns_from_a_frame_with_edits(admin_client, conversation):
     bad = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/replay/",
                             {"memory": "{not json"}, follow=True)
     assert "Cannot replay: memory is not JSON" in bad.content.decode()
+
+
+def test_a_trace_can_be_stepped_through_frame_by_frame(admin_client, conversation):
+    """?frame=k marks frame k's records, with back and forward links; a replay's page
+    compares path, answer, tokens and ms with the original's."""
+    original = send(conversation.id, "how many customers are there?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    url = f"/admin/traces/messagetrace/{row.pk}/change/"
+    first = admin_client.get(url, {"frame": "1"}).content.decode()
+    assert 'id="step-back"' not in first and "?frame=2#frame-stepper" in first
+    middle = admin_client.get(url, {"frame": "3"}).content.decode()
+    assert "?frame=2#frame-stepper" in middle and "?frame=4#frame-stepper" in middle
+    assert middle.count(" current\"") == sum(1 for f in original.trace.frames if f.frame == 3)
+    last = admin_client.get(url, {"frame": "5"}).content.decode()
+    assert 'id="step-forward"' not in last and "frame 5 of 5" in last
+    assert " current\"" not in admin_client.get(url, {"frame": "99"}).content.decode()
+    result = replay(row.pk)
+    page = admin_client.get(f"/admin/traces/messagetrace/{result.trace}/change/").content.decode()
+    assert 'id="comparison-summary"' in page and "&rarr;" in page
