@@ -33,6 +33,8 @@
     hudFrame: 0,
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
     sent: null,           // the text this tab sent and already shows, until it is accepted
+    lastTrace: null,      // the last message's frame_trace, for stepping through its frames
+    step: 0,              // the frame shown alone (0: all of them)
   };
 
   // --- small DOM helpers ------------------------------------------------------
@@ -469,12 +471,45 @@
     while (log.children.length > HUD_LOG_LIMIT) log.removeChild(log.lastChild);
   }
 
+  // --- stepping through the last message's frames ---------------------------------------
+
+  /** Show frame `step` of the last trace (0: all): its nodes lit, earlier ones visited. */
+  function showStep(step) {
+    var trace = state.lastTrace;
+    if (!trace) return;
+    var total = trace.total_frames || 0;
+    state.step = Math.max(0, Math.min(step, total));
+    Array.prototype.forEach.call(document.querySelectorAll(".picture g.node"), function (g) {
+      g.classList.remove("active", "visited");
+    });
+    (trace.frames || []).forEach(function (f) {
+      var g = nodeInPicture(f.node);
+      if (!g) return;
+      if (!state.step || f.frame < state.step) g.classList.add("visited");
+      else if (f.frame === state.step) g.classList.add("active");
+    });
+    Array.prototype.forEach.call($("frames").querySelectorAll("tr"), function (row) {
+      row.classList.toggle("current", state.step > 0 &&
+                           Number(row.getAttribute("data-frame")) === state.step);
+    });
+    $("step-label").textContent = state.step ? "frame " + state.step + " of " + total : "all";
+    $("step-back").disabled = state.step <= 1 && state.step !== 0;
+    $("step-forward").disabled = state.step >= total;
+  }
+
   function onFrameTrace(event) {
     if (event.message_id !== state.hudMessage) resetHud(event.message_id);
+    state.lastTrace = event;
+    state.step = 0;
+    $("stepper").hidden = !(event.total_frames > 0);
+    $("step-label").textContent = "all";
+    $("step-back").disabled = false;
+    $("step-forward").disabled = false;
     var rows = $("frames");
     clear(rows);
     (event.frames || []).forEach(function (f) {
       var row = el("tr", f.error ? "failed" : "");
+      row.setAttribute("data-frame", f.frame);
       row.appendChild(el("td", "num", f.frame));
       row.appendChild(el("td", "node", f.node));
       row.appendChild(el("td", "num", Number(f.duration_ms || 0).toFixed(1)));
@@ -697,6 +732,13 @@
 
   // --- graph switcher and clear -------------------------------------------------
 
+  function wireStepper() {
+    $("step-back").addEventListener("click", function () {
+      showStep(state.step ? state.step - 1 : (state.lastTrace ? state.lastTrace.total_frames : 0));
+    });
+    $("step-forward").addEventListener("click", function () { showStep(state.step + 1); });
+  }
+
   function fillGraphs(names) {
     var select = $("graph-select");
     var have = {};
@@ -765,6 +807,7 @@
     });
     $("graph-select").addEventListener("change", function (e) { switchGraph(e.target.value); });
     $("clear-button").addEventListener("click", clearConversation);
+    wireStepper();
     $("pictures").addEventListener("click", function () {
       $("pictures").classList.toggle("zoomed");
     });

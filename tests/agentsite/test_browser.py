@@ -183,6 +183,18 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     counter = page.locator('.machine[data-machine="counter"]')
     expect(counter.locator(".machine-text")).to_have_text("Count: 0")
     expect(page.locator("#frames-summary")).to_contain_text("4 frames")
+    # Step through its frames in the HUD: one frame's nodes lit at a time.
+    page.click("#step-forward")
+    expect(page.locator("#step-label")).to_have_text("frame 1 of 4")
+    expect(page.locator('.picture:not([hidden]) g.node.active')).to_have_count(1)
+    expect(page.locator('.picture:not([hidden]) g.node[data-node="input"]')).to_have_class(
+        re.compile(r"\bactive\b"))
+    page.click("#step-forward")
+    expect(page.locator('.picture:not([hidden]) g.node[data-node="director"]')).to_have_class(
+        re.compile(r"\bactive\b"))
+    expect(page.locator('#frames tr.current')).to_have_count(1)
+    page.click("#step-back")
+    expect(page.locator("#step-label")).to_have_text("frame 1 of 4")
     seq_before = page.evaluate("window.agentChat.lastSeq()")
     shown = page.evaluate("""() => {
         const card = document.querySelector('.machine[data-machine="counter"]');
