@@ -6,6 +6,7 @@ import json
 import re
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -21,6 +22,7 @@ from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
 from runtime.replay import Edits, ReplayImpossible, trace_replay
+from runtime.suites.frozen import FreezeImpossible, trace_freeze
 from traces.models import MessageTrace
 from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page
 
@@ -184,6 +186,8 @@ class MessageTraceAdmin(admin.ModelAdmin):
         return [
             path("<int:trace_id>/replay/", wrap(require_POST(self.replay_view)),
                  name="traces_messagetrace_replay"),
+            path("<int:trace_id>/freeze/", wrap(require_POST(self.freeze_view)),
+                 name="traces_messagetrace_freeze"),
             *super().get_urls(),
         ]
 
@@ -206,6 +210,21 @@ class MessageTraceAdmin(admin.ModelAdmin):
                 if result.same else "Replayed from the recording: it differs from the "
                 "original (see below)") + f"; model calls: {result.model_calls}.")
         return redirect("admin:traces_messagetrace_change", result.trace)
+
+    def freeze_view(self, request, trace_id: int):
+        """Write the trace as a step of testcases/frozen/trace-ID.md, with its recording."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        suite = settings.BASE_DIR / "testcases" / "frozen" / f"trace-{trace_id}.md"
+        try:
+            frozen = trace_freeze(trace_id=trace_id, suite_path=suite)
+        except (FreezeImpossible, OSError) as exc:
+            messages.error(request, f"Cannot freeze: {exc}.")
+        else:
+            relative = frozen.suite.relative_to(settings.BASE_DIR)
+            messages.success(request, f"Frozen as {relative} (recording beside it): run it "
+                             f"offline with `python manage.py runtests {relative} --replay`.")
+        return redirect("admin:traces_messagetrace_change", trace_id)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The trace page: facts, a timeline and every frame record; nothing to change."""

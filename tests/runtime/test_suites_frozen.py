@@ -97,3 +97,18 @@ def test_the_shipped_frozen_real_model_conversation_replays_offline(graphs, coun
     assert "steps answered from their recordings: 3" in output
     assert "11 passed, 0 failed" in output
     assert counted == []
+
+
+def test_the_admin_freezes_a_trace_as_a_test(admin_client, conversation, settings, tmp_path,
+                                            counted):  # noqa: F811
+    settings.BASE_DIR = tmp_path
+    original = send(conversation.id, "how many customers are there?")
+    row = MessageTrace.objects.get(message_id=original.message_id)
+    response = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/freeze/", follow=True)
+    body = response.content.decode()
+    suite = tmp_path / "testcases" / "frozen" / f"trace-{row.pk}.md"
+    assert f"Frozen as testcases/frozen/trace-{row.pk}.md" in body and suite.is_file()
+    counted.clear()
+    assert "0 failed" in runtests(str(suite), "--replay") and counted == []
+    again = admin_client.post(f"/admin/traces/messagetrace/{row.pk}/freeze/", follow=True)
+    assert "Cannot freeze:" in again.content.decode() and "already" in again.content.decode()
