@@ -52,6 +52,7 @@ from runtime.messages import (
 from runtime.pipeline import InvalidMessage
 from runtime.processes import ProcessNotFound, process_cancel
 from runtime.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
+from traces.testruns import test_event_key, test_runs_followed
 
 logger = logging.getLogger(__name__)
 CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
@@ -329,15 +330,61 @@ class TraceConsumer(StaffObserverConsumer):
         await self.send(text_data=json.dumps(message["event"], default=str))
 
 
+TEST_TAIL_S = 0.5
+"""How often `/ws/test` reads the stored runs for events no channel layer brought."""
+
+
 class TestConsumer(StaffObserverConsumer):
-    """`/ws/test`: live test-runner progress (suite_start, step_result, suite_end)."""
+    """`/ws/test`: live test-runner progress (suite_start, step_result, suite_end).
+
+    Events come through the channel layer from a runner that shares it, and from
+    the database, where every runner stores its checks as it goes: a plain
+    `manage.py runtests` beside `make run` has an in-memory layer of its own, so
+    only the database carries its progress here. Each event is sent once,
+    whichever way it came first.
+    """
 
     __test__ = False  # not a pytest test class
     group = TEST_GROUP
+    tail: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        """Staff only; then follow the stored runs too."""
+        await super().connect()
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated and user.is_staff:
+            self.seen: set[tuple] = set()
+            self.tail = asyncio.create_task(self._tail(since=timezone.now()))
+            self.tail.add_done_callback(_log_task_failure)
+
+    async def disconnect(self, code: int) -> None:
+        """Stop following the stored runs; leave the group."""
+        if self.tail is not None:
+            self.tail.cancel()
+            await asyncio.gather(self.tail, return_exceptions=True)
+        await super().disconnect(code)
 
     async def test_event(self, message: dict[str, Any]) -> None:
-        """Relay one test-runner event."""
-        await self.send(text_data=json.dumps(message["event"], default=str))
+        """Relay one test-runner event (once)."""
+        await self._send_once(message["event"])
+
+    async def _send_once(self, event: dict[str, Any]) -> None:
+        key = test_event_key(event)
+        if key is not None:
+            if key in self.seen:
+                return
+            self.seen.add(key)
+        await self.send(text_data=json.dumps(event, default=str))
+
+    async def _tail(self, *, since) -> None:
+        sent: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(TEST_TAIL_S)
+            runs = await database_sync_to_async(test_runs_followed)(since=since)
+            for run_id, events in runs:
+                for event in events[sent.get(run_id, 0):]:
+                    await self._send_once(event)
+                sent[run_id] = len(events)
 
 
 def _log_task_failure(task: asyncio.Task) -> None:

@@ -126,19 +126,39 @@ def test_run_events(*, run: TestRun) -> list[dict[str, Any]]:
     process, whatever channel layer it had."""
     suites = list(run.suites.order_by("position").prefetch_related("checks"))
     events: list[dict[str, Any]] = []
+    rounds: dict[str, int] = defaultdict(int)
     for number, suite in enumerate(suites):
-        events.append({"type": "suite_start", "suite": suite.name})
+        rounds[suite.name] += 1  # a suite's n-th result in a run is its n-th round
+        where = {"suite": suite.name, "run": run.pk, "round": rounds[suite.name]}
+        events.append({"type": "suite_start", **where})
         for check in sorted(suite.checks.all(), key=lambda c: c.position):
-            events.append({"type": "step_result", "suite": suite.name, "step": check.step,
+            events.append({"type": "step_result", **where, "step": check.step,
                            "check": check.check_text,
                            "passed": check.status == TestCheckResult.Status.PASS,
                            "detail": check.detail, "index": check.position,
                            "message_id": str(check.message_id or "")})
         if number < len(suites) - 1 or run.status != TestRun.Status.RUNNING:
-            events.append({"type": "suite_end", "suite": suite.name, "passed": suite.passed,
+            events.append({"type": "suite_end", **where, "passed": suite.passed,
                            "failed": suite.failed, "total": suite.total,
                            "score": f"{suite.passed}/{suite.total}"})
     return events
+
+
+def test_runs_followed(*, since: datetime) -> list[tuple[int, list[dict[str, Any]]]]:
+    """The runs going on, or ended since `since`, with their events so far (oldest first):
+    what a /ws/test observer follows from the database."""
+    runs = TestRun.objects.filter(Q(status=TestRun.Status.RUNNING) | Q(finished_at__gte=since)
+                                  ).order_by("started_at", "id")[:5]
+    return [(run.pk, test_run_events(run=run)) for run in runs]
+
+
+def test_event_key(event: dict[str, Any]) -> tuple | None:
+    """What identifies a runner event, however it came (channel layer or database)."""
+    if "run" not in event or event.get("type") not in ("suite_start", "step_result",
+                                                         "suite_end"):
+        return None
+    return (event["run"], event.get("suite"), event.get("round", 1), event["type"],
+            event.get("index"))
 
 
 def test_run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> TestRun:

@@ -1,12 +1,12 @@
 /* The tests page: live suite progress from /ws/test, with a polling fallback.
  *
- * The socket is preferred. A run made in another process without a shared channel
- * layer (a plain `manage.py runtests` next to `make run`), or a proxy that buffers
- * WebSocket frames, shows up as a socket that is open but silent while the run
- * advances: a slow status check (every 3 s) notices the run moved without a socket
- * event and the page then polls GET /api/test/status every 500 ms, which carries
- * each check from the database. A socket that cannot open at all also switches to
- * polling. The active mode is shown on the page.
+ * The socket is preferred: it brings each check whichever process runs the suites
+ * (through the channel layer, or read from the database by the socket's server). A
+ * proxy that buffers WebSocket frames shows up as a socket that is open but silent
+ * while the run advances: a slow status check (every 3 s) notices the run moved
+ * without a socket event and the page then polls GET /api/test/status every
+ * 500 ms, which carries each check from the database. A socket that cannot open at
+ * all also switches to polling. The active mode is shown on the page.
  */
 (function () {
   "use strict";
@@ -221,8 +221,8 @@
       var moved = lastFingerprint !== null && fingerprint !== lastFingerprint;
       lastFingerprint = fingerprint;
       if (moved && Date.now() - lastSocketEvent > WATCH_MS) {
-        setMode("polling", "following the run from the database: it runs in another " +
-                "process without a shared channel layer, or a proxy holds the socket's frames");
+        setMode("polling", "the socket is silent while the run advances (a proxy holding " +
+                "its frames?): following the run from the database");
         applyStatus(status);
       }
     });

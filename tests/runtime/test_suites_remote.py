@@ -121,3 +121,43 @@ def test_remote_target_outcomes_have_the_in_process_shape(server, token):
             target.run(step("graph", "no-such-graph"))
     finally:
         target.close()
+
+
+def test_a_plain_runtests_in_another_process_is_seen_live_on_ws_test(server):
+    """`manage.py runtests` with its own in-memory channel layer: a staff observer's
+    /ws/test socket still gets every check, once, read from the database as it goes."""
+    import asyncio
+    import json
+    import re
+    import threading
+
+    import websockets
+
+    from tests.live import PASSWORD
+
+    with httpx.Client(base_url=server.url) as client:
+        page = client.get("/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        client.post("/login/", data={"username": USERNAME, "password": PASSWORD,
+                                     "csrfmiddlewaretoken": token, "next": "/"})
+        session = client.cookies["sessionid"]
+
+    async def watch() -> list[dict]:
+        uri = server.url.replace("http", "ws", 1) + "/ws/test"
+        events: list[dict] = []
+        async with websockets.connect(uri, origin=server.url,
+                                      additional_headers={"Cookie": f"sessionid={session}"}
+                                      ) as socket:
+            runner = threading.Thread(target=server.manage, args=(
+                "runtests", "fast", "--fail-under", "0"))
+            runner.start()
+            async with asyncio.timeout(60):
+                while not any(e["type"] == "suite_end" for e in events):
+                    events.append(json.loads(await socket.recv()))
+            await asyncio.to_thread(runner.join)
+        return events
+
+    events = asyncio.run(watch())
+    results = [e for e in events if e["type"] == "step_result"]
+    assert [e["index"] for e in results] == list(range(1, 11))  # each check once, in order
+    assert events[0]["type"] == "suite_start" and events[-1]["score"] == "10/10"
