@@ -5,28 +5,29 @@ from django.contrib import admin
 from runtime.models import Conversation, Message, Rating
 
 
-class MessageInline(admin.TabularInline):
-    model = Message
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown as they are: nothing added, changed or deleted here."""
+
     extra = 0
     can_delete = False
-    fields = ["created_at", "role", "status", "text"]
-    readonly_fields = fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
 
-class RatingInline(admin.TabularInline):
+class MessageInline(ReadOnlyInline):
+    model = Message
+    fields = ["created_at", "role", "status", "text"]
+
+
+class RatingInline(ReadOnlyInline):
     """The user's thumbs up and down on the conversation's answers."""
 
     model = Rating
-    extra = 0
-    can_delete = False
     fields = ["updated_at", "message_id", "value", "comment"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Conversation)
