@@ -134,6 +134,8 @@ def trace_as_dict(trace: MessageTrace) -> dict[str, Any]:
     """A stored trace in the shape of a `frame_trace` event (FrameTrace.as_dict)."""
     return {
         "type": "frame_trace",
+        "id": trace.pk,
+        "replay_of": trace.replay_of_id,
         "message_id": str(trace.message_id),
         "conversation": trace.conversation_id,
         "graph": trace.graph,

@@ -284,6 +284,12 @@
         });
     }
 
+    var replay = el("button", "thumb replay", "⟲ replay");
+    replay.type = "button";
+    replay.title = "Run this answer again from its recording (no model call) and step " +
+      "through its frames in the HUD";
+    replay.addEventListener("click", function () { replayInHud(messageId, replay); });
+
     up.addEventListener("click", function () { rate("up"); });
     down.addEventListener("click", function () { rate("down"); });
     note.addEventListener("submit", function (e) {
@@ -292,9 +298,30 @@
     });
     box.appendChild(up);
     box.appendChild(down);
+    box.appendChild(replay);
     box.appendChild(note);
     show();
     bubble.appendChild(box);
+  }
+
+  /** Replay an answer from its recording and show the replay in the HUD, frame 1 lit:
+   * ◀ ▶ then step through it. */
+  function replayInHud(messageId, button) {
+    button.disabled = true;
+    api("GET", "/api/trace?id=" + encodeURIComponent(messageId)).then(function (found) {
+      if (!found.ok) throw found;
+      return api("POST", "/api/traces/" + found.data.id + "/replay", {});
+    }).then(function (replayed) {
+      if (!replayed.ok) throw replayed;
+      return api("GET", "/api/trace?id=" + encodeURIComponent(replayed.data.message_id));
+    }).then(function (trace) {
+      if (!trace.ok) throw trace;
+      onFrameTrace(trace.data);
+      $("frames-summary").textContent = "replay · " + trace.data.total_frames + " frames";
+      showStep(1);
+    }).catch(function (result) {
+      systemLine(apiError(result || {}, "Replaying the answer"), "error");
+    }).then(function () { button.disabled = false; });
   }
 
   function onDone(event) {

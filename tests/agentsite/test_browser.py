@@ -195,6 +195,13 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     expect(page.locator('#frames tr.current')).to_have_count(1)
     page.click("#step-back")
     expect(page.locator("#step-label")).to_have_text("frame 1 of 4")
+    # Replay that answer from its recording, then step through the replay in the HUD.
+    page.locator(".msg.assistant").last.locator(".thumb.replay").click()
+    expect(page.locator("#frames-summary")).to_have_text("replay · 4 frames")
+    expect(page.locator("#step-label")).to_have_text("frame 1 of 4")
+    page.click("#step-forward")
+    expect(page.locator('.picture:not([hidden]) g.node[data-node="director"]')).to_have_class(
+        re.compile(r"\bactive\b"))
     seq_before = page.evaluate("window.agentChat.lastSeq()")
     shown = page.evaluate("""() => {
         const card = document.querySelector('.machine[data-machine="counter"]');
