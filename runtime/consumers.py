@@ -295,6 +295,8 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
     """A staff-only socket that relays one group's events and accepts no messages."""
 
     group = ""
+    watching: bool = False
+    """Whether the socket was let in (staff) and listens."""
 
     async def connect(self) -> None:
         """Staff only."""
@@ -307,6 +309,7 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.watching = True
 
     async def disconnect(self, code: int) -> None:
         """Leave the group."""
@@ -351,8 +354,7 @@ class TestConsumer(StaffObserverConsumer):
     async def connect(self) -> None:
         """Staff only; then follow the stored runs too."""
         await super().connect()
-        user = self.scope.get("user")
-        if user is not None and user.is_authenticated and user.is_staff:
+        if self.watching:
             self.seen: set[tuple] = set()
             self.tail = asyncio.create_task(self._tail(since=timezone.now()))
             self.tail.add_done_callback(_log_task_failure)

@@ -204,6 +204,13 @@ def turn_from_snapshot(snapshot: dict[str, Any], *, conversation_id: int, messag
                 experts=snapshot.get("experts", {}))
 
 
+def answer_of(turn: Turn, result: EngineResult) -> str:
+    """What the user reads: the output node's text, or the failure said plainly."""
+    if result.status != "done" and result.error:
+        return failure_answer(result.error)
+    return result.outputs.get(node_of(turn, "output"), {}).get("text", "")
+
+
 def node_of(turn: Turn, node_type: str) -> str:
     """The id of the graph's first node of `node_type` ("" if none)."""
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
@@ -345,9 +352,7 @@ async def pipeline_run(
             raise
         result = loop.result()
         failed = result.status != "done"
-        output_node = node_of(turn, "output")
-        answer = (failure_answer(result.error) if failed and result.error
-                  else result.outputs.get(output_node, {}).get("text", ""))
+        answer = answer_of(turn, result)
         trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
         ui_after = await database_sync_to_async(_persist)(
             turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,

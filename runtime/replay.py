@@ -29,9 +29,8 @@ from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
 from runtime.llm.recorded import PROVIDER, Recording
 from runtime.pipeline import (
+    answer_of,
     engine_env,
-    failure_answer,
-    node_of,
     trace_of,
     turn_from_snapshot,
     turn_snapshot,
@@ -144,9 +143,7 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
         pass
     result = loop.result()
     diverged = _divergence(result.error)
-    failed = result.status != "done"
-    answer = (failure_answer(result.error) if failed and result.error
-              else result.outputs.get(node_of(turn, "output"), {}).get("text", ""))
+    answer = answer_of(turn, result)
     trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000,
                      error=f"replay stopped: {diverged}" if diverged else "")
     calls = [call for record in trace.frames for call in record.llm_calls]
