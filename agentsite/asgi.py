@@ -1,6 +1,6 @@
 """ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks
-(refusals are accepted, explained and closed with 4400/4401/4403: runtime.auth);
-the `pipeline` channel for `manage.py runworker pipeline` (runtime.worker)."""
+(refusals are accepted, explained and closed with 4400/4401/4403: runtime.api.auth);
+the `pipeline` channel for `manage.py runworker pipeline` (runtime.conversations.worker)."""
 
 import os
 
@@ -14,10 +14,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from runtime.auth import BearerTokenMiddleware, SocketOriginMiddleware  # noqa: E402
-from runtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
-from runtime.dispatch import PIPELINE_CHANNEL  # noqa: E402
-from runtime.worker import PipelineConsumer  # noqa: E402
+from runtime.api.auth import BearerTokenMiddleware, SocketOriginMiddleware  # noqa: E402
+from runtime.conversations.answering import PIPELINE_CHANNEL  # noqa: E402
+from runtime.conversations.worker import PipelineConsumer  # noqa: E402
+from runtime.realtime.consumers import ChatConsumer, TestConsumer, TraceConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws", ChatConsumer.as_asgi()),
@@ -29,7 +29,7 @@ application = ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": AuthMiddlewareStack(
         # Inside the session stack, so a token's user overrides the session's; the Origin
-        # check inside that, as it applies to cookie sockets only (runtime.auth).
+        # check inside that, as it applies to cookie sockets only (runtime.api.auth).
         BearerTokenMiddleware(SocketOriginMiddleware(URLRouter(websocket_urlpatterns)))),
     "channel": ChannelNameRouter({PIPELINE_CHANNEL: PipelineConsumer.as_asgi()}),
 })

@@ -143,7 +143,7 @@ if REDIS_URL:
                 # reading from ..." (django/channels_redis#422): the layer times itself.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 # Room for a burst of streamed deltas; a socket that still falls behind
-                # fills the gap from the conversation's event log (runtime.consumers).
+                # fills the gap from the conversation's event log (runtime.realtime.consumers).
                 "capacity": 1000,
                 "expiry": int(AGENTSITE_QUEUE_TIMEOUT_S),
             },
@@ -239,15 +239,15 @@ AGENTSITE_LLM_PROVIDERS = {
 }
 
 AGENTSITE_NODE_TYPES = {
-    "input": "runtime.nodes.input.InputNode",
-    "director": "runtime.nodes.director.DirectorNode",
-    "thinker": "runtime.nodes.thinker.ThinkerNode",
-    "interpreter": "runtime.nodes.interpreter.InterpreterNode",
-    "memorizer": "runtime.nodes.memorizer.MemorizerNode",
-    "ui": "runtime.nodes.ui.UINode",
-    "output": "runtime.nodes.output.OutputNode",
-    "pa": "runtime.nodes.pa.PANode",
-    "eras_expert": "runtime.experts.eras.ErasExpert",
+    "input": "runtime.agent.nodes.input.InputNode",
+    "director": "runtime.agent.nodes.director.DirectorNode",
+    "thinker": "runtime.agent.nodes.thinker.ThinkerNode",
+    "interpreter": "runtime.agent.nodes.interpreter.InterpreterNode",
+    "memorizer": "runtime.agent.nodes.memorizer.MemorizerNode",
+    "ui": "runtime.agent.nodes.ui.UINode",
+    "output": "runtime.agent.nodes.output.OutputNode",
+    "pa": "runtime.agent.nodes.pa.PANode",
+    "eras_expert": "runtime.agent.experts.eras.ErasExpert",
 }
 
 # The graph a new conversation starts on.
@@ -304,7 +304,7 @@ if min(ERAS_VALUE_LIMIT_BYTES, ERAS_RESULT_LIMIT_BYTES) < 1000:
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "runtime.oidc.SubjectOIDCBackend",  # does nothing unless OIDC is configured
+    "runtime.api.oidc.SubjectOIDCBackend",  # does nothing unless OIDC is configured
 ]
 # The sign-in page (agentsite.views.SignInView: password, and OIDC when configured);
 # the admin keeps its own staff-only login.

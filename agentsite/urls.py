@@ -5,7 +5,7 @@ from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from agentsite import views
-from runtime.oidc import OIDCCallbackView, OIDCLoginView
+from runtime.api.oidc import OIDCCallbackView, OIDCLoginView
 
 urlpatterns = [
     path("", views.chat, name="chat"),
@@ -16,7 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("oidc/authenticate/", OIDCLoginView.as_view(), name="oidc_authentication_init"),
     path("oidc/callback/", OIDCCallbackView.as_view(), name="oidc_authentication_callback"),
-    path("", include("runtime.api_urls")),
+    path("", include("runtime.api.urls")),
 ]
 # Static files in development only (an empty list unless DEBUG): `make run` serves
 # with plain daphne, which does not serve them; production serves them from nginx.

@@ -17,10 +17,10 @@ from django.views.decorators.http import require_GET
 
 from graphs.picture import graph_svg
 from graphs.selectors import graph_names, graph_spec_get
-from runtime import conversations as conv
-from runtime.chatlog import chat_last_seq, chat_message_start
-from runtime.nodes.ui import current_controls
-from runtime.oidc import oidc_enabled
+from runtime.agent.nodes.ui import current_controls
+from runtime.api.oidc import oidc_enabled
+from runtime.conversations import services as conv
+from runtime.conversations.eventlog import chat_last_seq, chat_message_start
 
 HISTORY_ON_PAGE = 50
 """How many past messages the chat page shows when it opens."""

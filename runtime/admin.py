@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from runtime.models import Conversation, Message, Rating
+from runtime.conversations.models import Conversation, Message, Rating
 
 
 class ReadOnlyInline(admin.TabularInline):

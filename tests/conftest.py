@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from graphs.services import graph_load_builtin
-from runtime import conversations as conv
-from runtime.eras_demo import build_eras_database
+from runtime.conversations import services as conv
+from runtime.domain.demo import build_eras_database
 from tests.helpers import make_user
 
 

@@ -7,7 +7,7 @@ import itertools
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
-from runtime.pipeline import PipelineResult, pipeline_run
+from runtime.conversations.turns import PipelineResult, pipeline_run
 
 _usernames = itertools.count(1)
 

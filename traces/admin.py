@@ -21,7 +21,7 @@ from django.utils.text import Truncator
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
-from runtime.replay import Edits, ReplayImpossible, trace_replay
+from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 from runtime.suites.frozen import FreezeImpossible, trace_freeze
 from traces.models import MessageTrace
 from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page

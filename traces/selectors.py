@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
-from runtime.models import Conversation, Rating
+from runtime.conversations.models import Conversation, Rating
 from traces.models import FrameRow, MessageTrace
 
 # A bar narrower than this (percent of the timeline) could not be seen or hovered.

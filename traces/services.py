@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
-from runtime.types import FrameTrace
+from runtime.engine.records import FrameTrace
 from traces.models import FrameRow, MessageTrace
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.agent.machines import machine_template
 from runtime.llm.base import (
     Capabilities,
     Completion,
@@ -28,7 +29,6 @@ from runtime.llm.base import (
     ModelToolCall,
     Usage,
 )
-from runtime.machines import machine_template
 
 _ROLE = re.compile(r"You are the (\w+)")
 _TOKEN = re.compile(r"\w+|[^\w\s]")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.conversations.models import Message
 from runtime.errors import AgentError
-from runtime.models import Message
 from runtime.suites.parser import Suite, SuiteError
 from traces.models import MessageTrace
 

@@ -18,14 +18,14 @@ from xml.etree import ElementTree as ET
 
 from asgiref.sync import async_to_sync
 
-from runtime import conversations as conv
+from runtime.agent.nodes.ui import current_controls
+from runtime.conversations import services as conv
+from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
-from runtime.events import Event
 from runtime.llm.recorded import Recording
-from runtime.nodes.ui import current_controls
-from runtime.pipeline import pipeline_run
 from runtime.suites.checks import Outcome, evaluate
 from runtime.suites.parser import Step, Suite
+from runtime.wire import Event
 
 ResultSink = Callable[[dict[str, Any]], None]
 

@@ -600,7 +600,7 @@
 
   // --- controls and machines -------------------------------------------------------
 
-  /** The machine's state text with {field} filled from its data (as runtime/machines.py does). */
+  /** The machine's state text with {field} filled from its data (as runtime/agent/machines.py does). */
   function renderMachineText(machine) {
     var current = (machine.states || {})[machine.state] || {};
     var data = machine.data || {};

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from graphs.models import Graph
-from runtime import conversations as conv
+from runtime.conversations import services as conv
 from tests.helpers import send
 from traces import testruns
 from traces.models import MessageTrace

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from runtime import conversations as conv
-from runtime.chatlog import chat_event_append
-from runtime.models import Conversation
+from runtime.conversations import services as conv
+from runtime.conversations.eventlog import chat_event_append
+from runtime.conversations.models import Conversation
 from tests.helpers import make_user, send
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from agentsite.scaled import postgres_database, postgres_drop
-from runtime.eras_demo import load_eras_into_postgres
+from runtime.domain.demo import load_eras_into_postgres
 
 POSTGRES_URL_VARIABLE = "AGENTSITE_TEST_POSTGRES_URL"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runtime.nodes.base import Node, NodeContext, NodeResult
-from runtime.nodes.thinker import ThinkerNode
+from runtime.agent.nodes.base import Node, NodeContext, NodeResult
+from runtime.agent.nodes.thinker import ThinkerNode
 
 
 class ExplodingThinker(ThinkerNode):

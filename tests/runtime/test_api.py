@@ -13,13 +13,15 @@ from channels.layers import get_channel_layer
 from django.contrib.sessions.models import Session
 from django.test import AsyncClient, Client
 
-from runtime import api, api_urls, dispatch
-from runtime import conversations as conv
-from runtime.api_schema import ROUTES
-from runtime.auth import token_create
-from runtime.chatlog import chat_events_after
-from runtime.models import Conversation
-from runtime.publish import TEST_GROUP
+from runtime.api import urls as api_urls
+from runtime.api import views as api
+from runtime.api.auth import token_create
+from runtime.api.schema import ROUTES
+from runtime.conversations import answering as dispatch
+from runtime.conversations import services as conv
+from runtime.conversations.eventlog import chat_events_after
+from runtime.conversations.models import Conversation
+from runtime.conversations.publish import TEST_GROUP
 from tests.helpers import make_user, send
 from traces.testruns import test_check_record, test_run_start, test_suite_start
 

@@ -13,8 +13,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from agentsite.asgi import application
-from runtime.auth import token_hash, user_from_bearer
-from runtime.models import ApiToken
+from runtime.api.auth import token_hash, user_from_bearer
+from runtime.conversations.models import ApiToken
 from tests.helpers import make_user
 
 ORIGIN = (b"origin", b"http://testserver")

@@ -13,9 +13,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from agentsite.asgi import application
-from runtime import conversations as conv
-from runtime.models import Conversation
-from runtime.publish import publish_test
+from runtime.conversations import services as conv
+from runtime.conversations.models import Conversation
+from runtime.conversations.publish import publish_test
 from traces.models import MessageTrace
 
 ORIGIN = (b"origin", b"http://testserver")
@@ -496,8 +496,8 @@ def test_a_gap_in_the_relayed_events_is_filled_from_the_log(ada):
     The log is the truth and the layer only the news: the socket sends every
     event once, in `seq` order, whichever process published it.
     """
-    from runtime.chatlog import chat_event_append
-    from runtime.publish import publish_chat
+    from runtime.conversations.eventlog import chat_event_append
+    from runtime.conversations.publish import publish_chat
 
     async def scenario():
         comm, ready = await open_chat(ada)

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime.db import (
+from runtime.domain.database import (
     Column,
     ErasDatabase,
     QueryResult,
     TableSchema,
     connect_read_only,
 )
-from runtime.eras_demo import TABLES, build_eras_database
+from runtime.domain.demo import TABLES, build_eras_database
 from runtime.errors import DatabaseToolError
 
 

@@ -15,11 +15,11 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-import runtime.db
-from runtime.db import DESCRIBE_COLUMNS, ErasDatabase, QueryHandle
-from runtime.eras_demo import TABLES, build_eras_database
+import runtime.domain.database
+from runtime.domain.database import DESCRIBE_COLUMNS, ErasDatabase, QueryHandle
+from runtime.domain.demo import TABLES, build_eras_database
+from runtime.domain.sqlguard import GuardedSQL
 from runtime.errors import DatabaseToolError, QueryCancelled
-from runtime.sqlguard import GuardedSQL
 from tests.runtime.test_sqlguard import ATTACKS
 
 BACKENDS = ("sqlite", "postgres")
@@ -138,7 +138,7 @@ ROLLED_BACK_PAST_THE_GUARD = [
 def unguarded(monkeypatch, tmp_path):
     """guard_sql switched off (everything passes as a SELECT), run from an empty folder."""
     monkeypatch.setattr(
-        runtime.db,
+        runtime.domain.database,
         "guard_sql",
         lambda sql, *, dialect: GuardedSQL(sql=sql, kind="select", tables=()),
     )

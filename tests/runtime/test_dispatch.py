@@ -21,14 +21,14 @@ from django.core.management import CommandError, call_command, get_commands
 from django.db import OperationalError
 from django.utils import timezone
 
-from runtime import conversations as conv
-from runtime import dispatch
-from runtime.chatlog import chat_events_after
+from runtime.conversations import answering as dispatch
+from runtime.conversations import services as conv
+from runtime.conversations.eventlog import chat_events_after
+from runtime.conversations.models import Conversation, Message
+from runtime.conversations.turns import pipeline_run, worker_name
+from runtime.conversations.worker import PipelineConsumer
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost
-from runtime.events import ErrorEvent
-from runtime.models import Conversation, Message
-from runtime.pipeline import pipeline_run, worker_name
-from runtime.worker import PipelineConsumer
+from runtime.wire import ErrorEvent
 from tests.helpers import Events, send
 from traces.models import MessageTrace
 

@@ -8,11 +8,11 @@ import pytest
 
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec, spec_from_data
-from runtime import conversations as conv
-from runtime.engine import entry_frame, next_frame, path_text
-from runtime.memory import memory_normalize
-from runtime.models import Conversation, Message
-from runtime.types import HudEventType
+from runtime.agent.memory import memory_normalize
+from runtime.conversations import services as conv
+from runtime.conversations.models import Conversation, Message
+from runtime.engine.loop import entry_frame, next_frame, path_text
+from runtime.engine.records import HudEventType
 from tests.helpers import Events, send
 
 V3_PATHS = [
@@ -122,7 +122,7 @@ def test_node_that_raises_becomes_a_clear_answer(conversation, settings):
         ("user", "ok"), ("assistant", "error")]
     # The conversation still works after the failure.
     settings.AGENTSITE_NODE_TYPES = {
-        **settings.AGENTSITE_NODE_TYPES, "thinker": "runtime.nodes.thinker.ThinkerNode"}
+        **settings.AGENTSITE_NODE_TYPES, "thinker": "runtime.agent.nodes.thinker.ThinkerNode"}
     assert not send(conversation.id, "what is my name?").failed
 
 

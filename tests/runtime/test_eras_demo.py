@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from runtime.eras_demo import (
+from runtime.domain.demo import (
     ERAS_SCHEMA_VERSION,
     TABLES,
     build_eras_database,

@@ -7,8 +7,13 @@ import json
 
 import pytest
 
-from runtime import machines as m
-from runtime.db import Column, ErasDatabase, TableSchema
+from runtime.agent import machines as m
+from runtime.agent.nodes.base import sections as prompt_sections
+from runtime.agent.nodes.interpreter import result_table
+from runtime.agent.speech import parse_answer
+from runtime.conversations.models import Conversation
+from runtime.domain.database import Column, ErasDatabase, TableSchema
+from runtime.domain.sqlguard import guard_sql
 from runtime.llm.base import ChatMessage, LLMRequest
 from runtime.llm.builtin import (
     BuiltinProvider,
@@ -26,11 +31,6 @@ from runtime.llm.builtin import (
     sql_for,
     think,
 )
-from runtime.models import Conversation
-from runtime.nodes.base import sections as prompt_sections
-from runtime.nodes.interpreter import result_table
-from runtime.nodes.speech import parse_answer
-from runtime.sqlguard import guard_sql
 from tests.helpers import send
 
 
@@ -565,7 +565,7 @@ def test_speak_uses_the_known_name():
 
 
 def test_sections_reads_node_prompts():
-    """sections() parses exactly what runtime.nodes.base.sections writes."""
+    """sections() parses exactly what runtime.agent.nodes.base.sections writes."""
     body = prompt_sections(context_summary="new user", message="hi\nthere", memory={"a": 1})
     assert sections(body) == {
         "context summary": "new user",

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from runtime import machines as m
-from runtime.nodes.ui import current_controls, ui_empty, ui_normalize
+from runtime.agent import machines as m
+from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
 
 
 def counter_buttons() -> list[dict]:

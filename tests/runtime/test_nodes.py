@@ -15,18 +15,18 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from graphs.selectors import graph_spec_get
-from runtime.db import ErasDatabase
+from runtime.agent.memory import memory_empty
+from runtime.agent.nodes.base import EngineEnv, NodeContext, Turn
+from runtime.agent.nodes.director import DirectorNode
+from runtime.agent.nodes.input import InputNode
+from runtime.agent.nodes.interpreter import format_value
+from runtime.agent.nodes.memorizer import MemorizerNode
+from runtime.agent.nodes.output import OutputNode
+from runtime.agent.nodes.thinker import ThinkerNode
+from runtime.agent.nodes.ui import UINode, ui_empty
+from runtime.domain.database import ErasDatabase
 from runtime.llm.base import Capabilities, Completion, LLMRequest, ModelToolCall, Usage
 from runtime.llm.builtin import BuiltinProvider
-from runtime.memory import memory_empty
-from runtime.nodes.base import EngineEnv, NodeContext, Turn
-from runtime.nodes.director import DirectorNode
-from runtime.nodes.input import InputNode
-from runtime.nodes.interpreter import format_value
-from runtime.nodes.memorizer import MemorizerNode
-from runtime.nodes.output import OutputNode
-from runtime.nodes.thinker import ThinkerNode
-from runtime.nodes.ui import UINode, ui_empty
 
 
 class ScriptedModel:
@@ -340,7 +340,7 @@ def test_director_names_a_machine_and_the_template_builds_it(graphs):
     assert [b["action"] for b in call["args"]["buttons"]] == ["inc", "dec", "reset"]
     remove = {**answer, "machine": "switch", "machine_action": "remove"}
     counter_ui = {"machines": {}}
-    from runtime import machines as m
+    from runtime.agent import machines as m
     for c in m.machine_template("counter"):
         counter_ui["machines"] = m.apply_tool_call(counter_ui["machines"], c)
     result, *_ = run_node(DirectorNode, "director", message="remove the switch",
@@ -352,7 +352,7 @@ def test_director_names_a_machine_and_the_template_builds_it(graphs):
 def test_list_fields_are_bounded(graphs):
     """A list over its `max_items` (a small model repeating itself) is a violation: the
     schema says maxItems and the validator enforces it."""
-    from runtime.contracts import ContractViolation, MemoryUpdate, json_schema, validate
+    from runtime.agent.contracts import ContractViolation, MemoryUpdate, json_schema, validate
 
     assert json_schema(MemoryUpdate)["properties"]["new_facts"]["maxItems"] == 3
     with pytest.raises(ContractViolation, match="at most 3"):
@@ -361,7 +361,7 @@ def test_list_fields_are_bounded(graphs):
 
 def test_tables_a_task_names():
     """Table names, singular or plural, with underscores read as spaces."""
-    from runtime.experts.eras import tables_named
+    from runtime.agent.experts.eras import tables_named
 
     tables = ["customers", "invoices", "time_entries", "projects"]
     assert tables_named("top 3 customers by invoice amount", tables) == ["customers",
@@ -372,7 +372,7 @@ def test_tables_a_task_names():
 
 def test_history_window_bounds_the_context_summary(graphs):
     """A node's config `history` sets how many recent messages its summary shows (0: none)."""
-    from runtime.nodes.summary import context_summary
+    from runtime.agent.context import context_summary
 
     graph = graph_spec_get(name="v3-framed")
     history = tuple({"role": "user", "text": f"message {i}"} for i in range(8))
@@ -387,7 +387,7 @@ def test_history_window_bounds_the_context_summary(graphs):
 def test_plain_reading_never_takes_a_capped_list_for_the_total():
     """The fallback reading of a list that filled its LIMIT (or was cut at the row limit)
     says "at least"; a list shorter than its LIMIT is all there is."""
-    from runtime.nodes.interpreter import plain_reading
+    from runtime.agent.nodes.interpreter import plain_reading
 
     rows = [[f"Customer {i}", "Oslo"] for i in range(20)]
     result = {"columns": ["name", "city"], "rows": rows, "row_count": 20, "truncated": False}

@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 
-from runtime.models import OIDCIdentity
-from runtime.oidc import discover
+from runtime.api.oidc import discover
+from runtime.conversations.models import OIDCIdentity
 
 
 def _b64(number: int) -> str:

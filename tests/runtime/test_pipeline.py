@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from runtime import conversations as conv
+from runtime.agent.memory import memory_normalize
+from runtime.agent.nodes.ui import ui_normalize
+from runtime.conversations import services as conv
+from runtime.conversations.models import Conversation, Message
+from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
+from runtime.engine.records import HudEventType
 from runtime.errors import ConversationBusy, GraphError
-from runtime.memory import memory_normalize
-from runtime.models import Conversation, Message
-from runtime.nodes.ui import ui_normalize
-from runtime.pipeline import MAX_MESSAGE_CHARS, InvalidMessage
-from runtime.types import HudEventType
 from tests.helpers import Events, make_user, send
 from traces.models import MessageTrace
 
@@ -220,8 +220,8 @@ def test_cancelled_message_is_kept_with_its_partial_trace(conversation):
 
     from asgiref.sync import async_to_sync
 
+    from runtime.conversations.turns import CANCELLED_ANSWER, pipeline_run
     from runtime.llm.builtin import BuiltinProvider
-    from runtime.pipeline import CANCELLED_ANSWER, pipeline_run
 
     async def scenario() -> None:
         thinking = asyncio.Event()

@@ -159,8 +159,8 @@ def test_a_misbehaving_model_gets_repairs_then_fallbacks(conversation, endpoint)
     answer cut at max_tokens (director), duplicate keys (memorizer). Each node repairs once,
     then takes its fallback; the message still succeeds with a plain answer, and the trace
     records every call."""
-    from runtime.models import Conversation
-    from runtime.nodes.speech import looks_internal
+    from runtime.agent.speech import looks_internal
+    from runtime.conversations.models import Conversation
 
     def misbehave(body):
         role = _role(body)

@@ -10,9 +10,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
+from runtime.conversations.models import Process
+from runtime.conversations.processes import process_cancel, process_run
 from runtime.errors import QueryCancelled
-from runtime.models import Process
-from runtime.processes import process_cancel, process_run
 
 
 def run(conversation, work, **kwargs):

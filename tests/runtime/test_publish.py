@@ -6,10 +6,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from runtime.chatlog import chat_events_after
-from runtime.events import DeltaEvent, DoneEvent
-from runtime.models import Conversation
-from runtime.publish import ChatPublisher, chat_group
+from runtime.conversations.eventlog import chat_events_after
+from runtime.conversations.models import Conversation
+from runtime.conversations.publish import ChatPublisher, chat_group
+from runtime.wire import DeltaEvent, DoneEvent
 
 
 def test_a_burst_of_events_is_stored_in_order_in_one_batch(conversation):

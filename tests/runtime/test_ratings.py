@@ -7,7 +7,7 @@ import uuid
 
 from django.test import Client
 
-from runtime.models import Conversation, Rating
+from runtime.conversations.models import Conversation, Rating
 from tests.helpers import make_user, send
 from traces.models import MessageTrace
 

@@ -1,6 +1,6 @@
 """Retention: expired sessions, idle and unreachable conversations, old traces go; nothing else.
 
-`runtime.retention.retention_run` is one pass; `manage.py prune` and every pipeline
+`runtime.conversations.retention.retention_run` is one pass; `manage.py prune` and every pipeline
 worker run it.
 """
 
@@ -17,10 +17,10 @@ from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from runtime import conversations as conv
-from runtime.chatlog import chat_event_append
-from runtime.models import ChatEvent, Conversation, Message
-from runtime.retention import retention_run
+from runtime.conversations import services as conv
+from runtime.conversations.eventlog import chat_event_append
+from runtime.conversations.models import ChatEvent, Conversation, Message
+from runtime.conversations.retention import retention_run
 from tests.helpers import make_user, send
 from traces.models import FrameRow, MessageTrace
 
@@ -156,7 +156,7 @@ def test_deletes_in_batches(graphs):
 @pytest.mark.django_db(transaction=True)
 def test_the_pipeline_worker_runs_retention(graphs, settings):
     """A pipeline worker runs a retention pass when it starts, then every interval; 0: never."""
-    from runtime.worker import PipelineWorker
+    from runtime.conversations.worker import PipelineWorker
 
     old = conv.conversation_get_or_create(user=make_user())
     idle_for(old, 100 * DAY)

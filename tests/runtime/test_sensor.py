@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from runtime import conversations as conv
-from runtime.memory import memory_normalize
-from runtime.models import Conversation
-from runtime.nodes.sensor import Sensor, part_of_day, situation_text
+from runtime.agent.memory import memory_normalize
+from runtime.agent.situation import Sensor, part_of_day, situation_text
+from runtime.conversations import services as conv
+from runtime.conversations.models import Conversation
 
 NOON = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
 

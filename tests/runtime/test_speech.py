@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from runtime.nodes.speech import AnswerStream, parse_answer
+from runtime.agent.speech import AnswerStream, parse_answer
 
 BUTTONS_LINE = 'BUTTONS: [{"label": "Yes", "action": "yes"}, "No thanks"]'
 
@@ -172,7 +172,7 @@ def test_parse_answer_tool_word_in_text_is_not_a_call():
 ])
 def test_looks_internal(text, found):
     """JSON objects, SQL statements and exception names are found; prose is not flagged."""
-    from runtime.nodes.speech import looks_internal
+    from runtime.agent.speech import looks_internal
 
     assert looks_internal(text) == found
 
@@ -180,10 +180,10 @@ def test_looks_internal(text, found):
 def test_no_user_facing_text_can_carry_an_exception_name():
     """Every sentence a user can be told when something fails is plain, whatever the
     failure's own message says (its class, the endpoint's URL, SQL)."""
+    from runtime.agent.nodes import interpreter, output, pa, thinker
+    from runtime.agent.speech import looks_internal
+    from runtime.conversations.turns import failure_answer
     from runtime.errors import FrameLimitExceeded, LLMError, LLMTimeout, NodeFailed
-    from runtime.nodes import interpreter, output, pa, thinker
-    from runtime.nodes.speech import looks_internal
-    from runtime.pipeline import failure_answer
 
     nasty = "KeyError: 'sql' at http://127.0.0.1:9/v1 after SELECT * FROM x"
     errors = [NodeFailed("thinker", 3, ValueError(nasty)),

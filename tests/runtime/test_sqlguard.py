@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from runtime.domain.sqlguard import FORBIDDEN_FUNCTIONS, GuardedSQL, guard_sql
 from runtime.errors import DatabaseToolError
-from runtime.sqlguard import FORBIDDEN_FUNCTIONS, GuardedSQL, guard_sql
 
 DIALECTS = ("sqlite", "postgres", "mysql")
 

@@ -206,7 +206,7 @@ def test_results_stream_live_to_the_test_socket(graphs, tmp_path):
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from runtime.publish import TEST_GROUP
+    from runtime.conversations.publish import TEST_GROUP
 
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec
-from runtime import conversations as conv
+from runtime.conversations import services as conv
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import send
 from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401

@@ -7,10 +7,10 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from runtime import conversations as conv
-from runtime.models import Conversation, Process
-from runtime.processes import ProcessNotFound, process_cancel
-from runtime.types import HudEventType
+from runtime.conversations import services as conv
+from runtime.conversations.models import Conversation, Process
+from runtime.conversations.processes import ProcessNotFound, process_cancel
+from runtime.engine.records import HudEventType
 from tests.helpers import Events, make_user, send
 from tests.runtime.test_nodes import ScriptedModel
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError, transaction
 
-from runtime import writes
-from runtime.writes import retrying
+from runtime.conversations import writes
+from runtime.conversations.writes import retrying
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.html import escape
 
-from runtime.models import Conversation
+from runtime.conversations.models import Conversation
 from tests.helpers import send
 from traces.models import FrameRow, MessageTrace
 

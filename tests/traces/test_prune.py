@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from runtime.models import Conversation
+from runtime.conversations.models import Conversation
 from traces.models import FrameRow, MessageTrace
 from traces.services import trace_prune
 
@@ -177,8 +177,8 @@ def test_prune_also_drops_old_chat_events(conversation):
 
     from django.core.management import call_command
 
-    from runtime.chatlog import chat_event_append
-    from runtime.models import ChatEvent
+    from runtime.conversations.eventlog import chat_event_append
+    from runtime.conversations.models import ChatEvent
 
     chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "old"})
     chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "new"})

@@ -6,11 +6,11 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from runtime import conversations as conv
+from runtime.agent.machines import MachineError
+from runtime.conversations import services as conv
+from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError, ConversationBusy, GraphError
-from runtime.events import DeltaEvent, Event
-from runtime.machines import MachineError
-from runtime.pipeline import pipeline_run
+from runtime.wire import DeltaEvent, Event
 
 HELP_TEXT = """Type a message and press Enter. Commands:
   /click ACTION     click a control (machine button or offered button) by its action or label
@@ -112,7 +112,7 @@ class Command(BaseCommand):
         self.stdout.write(f"(now on graph {graph_name}; memory and history kept)")
 
     def _controls(self) -> list[dict]:
-        from runtime.nodes.ui import current_controls
+        from runtime.agent.nodes.ui import current_controls
 
         state = conv.conversation_state(conversation_id=self.conversation_id)
         return current_controls(state.ui)
@@ -143,7 +143,7 @@ class Command(BaseCommand):
             self.stderr.write(f"error: {exc}")
             return
         state = conv.conversation_state(conversation_id=self.conversation_id)
-        from runtime.machines import render_text
+        from runtime.agent.machines import render_text
 
         machine = state.ui["machines"][control["machine"]]
         self.stdout.write(f"{machine['name']}: {render_text(machine)}")

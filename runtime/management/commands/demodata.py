@@ -7,9 +7,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from runtime import conversations as conv
-from runtime.models import Message
-from runtime.pipeline import pipeline_run
+from runtime.conversations import services as conv
+from runtime.conversations.models import Message
+from runtime.conversations.turns import pipeline_run
 
 DEMO_MESSAGES = (
     "hello",

@@ -13,8 +13,13 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runtime.db import POSTGRES_SCHEMES, SQLITE_PREFIX, redact_url, sqlite_path_from_url
-from runtime.eras_demo import (
+from runtime.domain.database import (
+    POSTGRES_SCHEMES,
+    SQLITE_PREFIX,
+    redact_url,
+    sqlite_path_from_url,
+)
+from runtime.domain.demo import (
     DEFAULT_SEED,
     ERAS_SCHEMA_VERSION,
     build_eras_database,

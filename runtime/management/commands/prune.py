@@ -1,10 +1,10 @@
-"""`manage.py prune`: one retention pass (runtime.retention), e.g. daily from cron."""
+"""`manage.py prune`: one retention pass (runtime.conversations.retention), e.g. daily from cron."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runtime.retention import retention_run
+from runtime.conversations.retention import retention_run
 
 
 class Command(BaseCommand):

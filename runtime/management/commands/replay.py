@@ -8,7 +8,7 @@ from dataclasses import asdict
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runtime.replay import Edits, ReplayImpossible, trace_replay
+from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 
 
 class Command(BaseCommand):

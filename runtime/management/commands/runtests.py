@@ -20,8 +20,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from runtime.conversations.publish import publish_test
 from runtime.errors import AgentError
-from runtime.publish import publish_test
 from runtime.suites.frozen import recordings_load
 from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate, suite_files
 from runtime.suites.remote import RemoteTarget

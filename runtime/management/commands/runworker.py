@@ -2,7 +2,7 @@
 
 The same command and arguments as Channels' own (`runworker CHANNEL [...]
 [--layer ALIAS]`); the worker class adds back-pressure, the reaper of lost
-messages and a clean stop on SIGTERM (runtime.worker). `runtime` is listed
+messages and a clean stop on SIGTERM (runtime.conversations.worker). `runtime` is listed
 before `channels` in INSTALLED_APPS so this command is the one `manage.py`
 finds.
 """
@@ -13,8 +13,8 @@ from channels.management.commands import runworker
 from django.conf import settings
 from django.core.management import CommandError
 
-from runtime.dispatch import PIPELINE_CHANNEL
-from runtime.worker import PipelineWorker
+from runtime.conversations.answering import PIPELINE_CHANNEL
+from runtime.conversations.worker import PipelineWorker
 
 
 class Command(runworker.Command):

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from runtime.chatlog import chat_event_prune
+from runtime.conversations.eventlog import chat_event_prune
 from traces.selectors import trace_count_older_than
 from traces.services import trace_prune
 

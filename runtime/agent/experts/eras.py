@@ -1,0 +1,238 @@
+"""The eras expert: a read-only SQL specialist on the eras database, DESCRIBE-first.
+
+It never queries a table it has not described in this conversation: the
+planner sees only table names and the schemas described so far; if it asks
+for descriptions, they run first and the planner is asked again with the
+DESCRIBE output (so a cold cache costs one more planning call, a warm one
+none). A query naming a table that is still undescribed gets it described
+before it runs, whatever the plan said. Described schemas are cached per
+conversation and dropped when the database changes or on request. A failing
+query is retried once, after describing its tables afresh, with the error in
+context; then the failure is told plainly. Every query runs as a process
+with a pid the user can cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs, Tool
+from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
+from runtime.agent.nodes.base import NodeContext, sections
+from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
+from runtime.agent.speech import speak
+from runtime.conversations.processes import process_run
+from runtime.domain.database import ErasDatabase
+from runtime.domain.sqlguard import guard_sql
+from runtime.engine.records import HudEventType, ToolCall, ToolResult
+from runtime.errors import DatabaseToolError, QueryCancelled
+
+RESULT_ROWS_KEPT = 50
+
+
+def database_identity(db: ErasDatabase) -> str:
+    """A short fingerprint of the database a cache belongs to (no credentials in it)."""
+    return hashlib.sha256(db.url.encode()).hexdigest()[:16]
+
+
+def tables_named(task: str, tables: list[str]) -> list[str]:
+    """The tables a task names (`invoices` for "invoice amount", `time_entries` for "time
+    entries"), in the database's order."""
+    lowered = task.lower()
+    found = []
+    for table in tables:
+        words = table.replace("_", " ")
+        singular = words[:-3] + "y" if words.endswith("ies") else words.rstrip("s")
+        if re.search(r"\b(" + re.escape(words) + "|" + re.escape(singular) + r")\b", lowered):
+            found.append(table)
+    return found
+
+
+def described(run: ExpertRun) -> dict[str, str]:
+    """The schemas described in this conversation: table -> DESCRIBE text."""
+    return run.state.setdefault("schemas", {})
+
+
+class ErasExpert(Expert):
+    """Answers questions about the eras database with read-only SQL."""
+
+    tools = (
+        Tool("describe", "Describe a table: its columns, keys, references and row count.",
+             DescribeArgs),
+        Tool("query", "Run one read-only SQL SELECT (row- and time-limited) and get its rows.",
+             QueryArgs),
+    )
+
+    async def plan(self, ctx: NodeContext, run: ExpertRun) -> list[ToolCall]:
+        """Ask for a plan; run the descriptions it needs first and ask again with them."""
+        db = ctx.env.database()
+        identity = database_identity(db)
+        if run.state.get("db") != identity:
+            run.state.clear()
+            run.state["db"] = identity
+        try:
+            tables = await asyncio.to_thread(db.tables)
+        except DatabaseToolError as exc:
+            run.results.append(ToolResult(tool="tables", args={}, ok=False, data={},
+                                          error=str(exc)))
+            return []
+        run.state["tables"] = tables
+        named = [ToolCall("describe", {"table": t}) for t in tables_named(run.task, tables)
+                 if t not in described(run)]
+        if named:
+            # The tables the task names are described before the first plan: the planner
+            # then writes its query at once, instead of planning twice (and a small model
+            # often forgets the second table of a join).
+            run.planned += len(named)
+            for call in named:
+                await self.call(ctx, run, call)
+        steps = await self._ask_plan(ctx, run, tables)
+        wanted = [c for c in steps if c.tool == "describe"
+                  and c.args.get("table") not in described(run)]
+        if wanted:
+            run.planned += len(wanted)
+            for call in wanted:
+                await self.call(ctx, run, call)
+            steps = await self._ask_plan(ctx, run, tables)
+        elif steps and not any(c.tool == "query" for c in steps):
+            # Only descriptions of tables already described (a small model repeats the
+            # first step it knows): ask once more with the query as the only tool.
+            steps = await self._ask_plan(ctx, run, tables, query_only=True)
+        return [c for c in steps if c.tool == "query"]
+
+    async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
+                        query_only: bool = False) -> list[ToolCall]:
+        return await plan_calls(ctx, self.tools[1:] if query_only else self.tools, sections(
+            task=run.task,
+            tables=", ".join(tables),
+            described="\n".join(described(run).values()) or "(none yet)",
+            note="The tables you need are described above: write the query now."
+            if query_only else "",
+        ), choices={"table": tuple(tables)})
+
+    def step_text(self, call: ToolCall) -> str:
+        """`describe customers` / `query: SELECT ...`."""
+        if call.tool == "describe":
+            return f"describe {call.args.get('table', '?')}"
+        return f"query: {call.args.get('sql', '')}"
+
+    async def run_tool(self, ctx: NodeContext, run: ExpertRun, call: ToolCall) -> ToolResult:
+        """Describe a table (and cache it) or run a query as a process."""
+        db = ctx.env.database()
+        if call.tool == "describe":
+            table = str(call.args.get("table", ""))
+            try:
+                schema = await asyncio.to_thread(db.describe, table)
+            except DatabaseToolError as exc:
+                return ToolResult(tool="describe", args={"table": table}, ok=False, data={},
+                                  error=str(exc))
+            described(run)[table] = schema.as_text()
+            return ToolResult(tool="describe", args={"table": table}, ok=True,
+                              data={"schema": schema.as_text(), "row_count": 0})
+        return await self._query(ctx, run, db, str(call.args.get("sql", "")))
+
+    async def _query(self, ctx: NodeContext, run: ExpertRun, db: ErasDatabase, sql: str
+                     ) -> ToolResult:
+        args = {"sql": sql}
+        try:
+            guarded = guard_sql(sql, dialect=db.dialect)
+        except DatabaseToolError as exc:
+            return ToolResult(tool="query", args=args, ok=False, data={}, error=str(exc))
+        for table in guarded.tables:
+            if table not in described(run):
+                # DESCRIBE-first holds even when the plan skipped the description.
+                run.planned += 1
+                result = await self.call(ctx, run, ToolCall("describe", {"table": table}))
+                if not result.ok:
+                    return ToolResult(tool="query", args=args, ok=False, data={},
+                                      error=result.error)
+
+        async def announce(pid: str) -> None:
+            await ctx.progress("process", f"running query {pid}", pid=pid, status="running")
+
+        async def still_running(pid: str, elapsed: float) -> None:
+            await ctx.progress("process", f"query {pid} still running ({elapsed:.0f} s)",
+                               pid=pid, status="running")
+
+        try:
+            pid, result = await process_run(
+                conversation_id=ctx.turn.conversation_id, message_id=ctx.turn.message_id,
+                node=self.spec.id, description=guarded.sql,
+                work=lambda handle: db.query(guarded.sql, handle=handle), on_start=announce,
+                on_tick=still_running)
+        except QueryCancelled:
+            await ctx.progress("process", "query cancelled", status="cancelled")
+            return ToolResult(tool="query", args=args, ok=False, data={"cancelled": True},
+                              error="the query was cancelled")
+        except DatabaseToolError as exc:
+            return ToolResult(tool="query", args=args, ok=False, data={}, error=str(exc))
+        await ctx.progress("process", f"query {pid} done: {len(result.rows)} rows", pid=pid,
+                           status="done")
+        return ToolResult(tool="query", args=args, ok=True, pid=pid, data={
+            "columns": list(result.columns),
+            "rows": [list(row) for row in result.rows[:RESULT_ROWS_KEPT]],
+            "row_count": len(result.rows),
+            "truncated": result.truncated,
+        })
+
+    async def recover(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
+                      failed: ToolResult) -> ToolResult:
+        """Retry a failed query once: describe its tables afresh, then ask for a fix."""
+        if call.tool != "query" or failed.data.get("cancelled") or call.args.get("retry"):
+            return failed
+        db = ctx.env.database()
+        try:
+            tables = guard_sql(str(call.args.get("sql", "")), dialect=db.dialect).tables
+        except DatabaseToolError:
+            tables = ()
+        for table in tables:
+            # A stale cached description is a common reason a query fails: describe afresh.
+            described(run).pop(table, None)
+            run.planned += 1
+            await self.call(ctx, run, ToolCall("describe", {"table": table}))
+        await ctx.emit(HudEventType.THINKING, {"retry": True, "error": failed.error})
+        sql = await self._fixed_sql(ctx, run, call, failed)
+        if not sql:
+            return failed
+        run.planned += 1
+        return await self.call(ctx, run, ToolCall("query", {"sql": sql, "retry": True}))
+
+    async def _fixed_sql(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
+                         failed: ToolResult) -> str:
+        """The fixer's corrected query: a native `query` call, or a `FixedQuery` without tools."""
+        user = sections(
+            task=run.task,
+            described="\n".join(described(run).values()) or "(none)",
+            failed_sql=call.args.get("sql", ""),
+            error=failed.error,
+        )
+        if ctx.capabilities.tools:
+            use = await ctx.use_tools((self.tools[1],), user, prompt="fix_prompt")
+            return use.calls[0][1].sql.strip() if use.calls else ""
+        decided = await ctx.decide(FixedQuery, user, fallback=FixedQuery(sql=""),
+                                   fallback_name="no fix", prompt="fix_prompt", max_tokens=300)
+        return decided.value.sql.strip()
+
+    async def execute(self, ctx: NodeContext, run: ExpertRun) -> str:
+        """Stream the answer from the last query's rows, or say plainly what went wrong."""
+        last = run.results[-1] if run.results else None
+        query = next((r for r in reversed(run.results) if r.tool == "query"), None)
+        if last is None or not last.ok or query is None:
+            # The user reads a plain sentence; the database's own words stay in the trace.
+            if last is not None and last.data.get("cancelled"):
+                answer = "I stopped the query, as you asked. Nothing else was changed."
+            elif last is not None and not last.ok:
+                answer = database_trouble(last.error)
+            else:
+                tables = ", ".join(run.state.get("tables", [])) or "none"
+                answer = ("I could not work out how to answer that from the eras database. "
+                          f"Its tables are: {tables}.")
+            await ctx.delta(answer)
+            return answer
+        answer, _ = await speak(ctx, sections(
+            question=run.task, sql=query.args.get("sql", ""), result=result_table(query.data),
+        ), prompt="execute_prompt", fallback=plain_reading(query.data, query.args.get("sql", "")),
+            fallback_on_error=True)
+        return answer

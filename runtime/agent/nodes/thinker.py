@@ -1,0 +1,152 @@
+"""The thinker: writes the answer (streamed), proposes buttons, or calls the db tool."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from runtime.agent import machines as m
+from runtime.agent.context import context_summary
+from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
+from runtime.agent.memory import memory_normalize
+from runtime.agent.nodes.base import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
+from runtime.agent.speech import parse_answer, speak
+from runtime.engine.records import HudEventType
+from runtime.errors import DatabaseToolError, LLMError
+
+_FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
+# A statement, read or write: a write still goes to the guard, which refuses it plainly.
+_BARE_SQL = re.compile(r"^(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|REPLACE|PRAGMA|"
+                       r"ATTACH|TRUNCATE)\b", re.IGNORECASE)
+# Rows of a tool result kept in the node's output (and so in the trace).
+RESULT_ROWS_KEPT = 50
+# Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
+PLAIN_FALLBACK = "Sorry, I could not put that into words just now. Could you ask it another way?"
+NO_QUERY = "I could not turn that into a database question. Could you ask it another way?"
+# The text protocol for endpoints without native tools: the answer is one TOOL line.
+TEXT_PROTOCOL = ("Do not answer yet: reply with exactly one line\n"
+                 "TOOL query_db: followed by one read-only SQL SELECT over the schema given.")
+
+
+def _sql_or_nothing(ctx: NodeContext, sql: str) -> str:
+    """The query when the model's text is one, else empty (and the fallback noted)."""
+    bare = _FENCE.sub("", sql.strip()).strip()
+    if _BARE_SQL.match(bare):
+        return bare
+    if bare:
+        ctx.note_fallback("no query", f"the model wrote {bare[:80]!r}, not a query")
+    return ""
+
+
+class ThinkerNode(Node):
+    """Answers from memory and the director's plan; for `query` plans runs one SQL query."""
+
+    type_name = "thinker"
+
+    async def run(self, ctx: NodeContext) -> NodeResult:
+        """Stream the answer, or, for a `query` plan, write the query and run it."""
+        await ctx.emit(HudEventType.THINKING)
+        director = ctx.latest("director") or {"plan": "answer", "goal": "", "tool_calls": []}
+        machines = dict(ctx.turn.ui.get("machines", {}))
+        for call in director.get("tool_calls", []):
+            machines = m.apply_tool_call(machines, call)
+        tools = list(self.spec.config.get("tools", []))
+        schema = ""
+        if director.get("plan") == "query" and "query_db" in tools:
+            schema = await self._schema(ctx)
+
+        def prompt(plan: str, schema: str = "") -> str:
+            return sections(
+                context_summary=context_summary(ctx.turn, window=ctx.history_window),
+                memory=memory_normalize(dict(ctx.turn.memory)),
+                plan=plan,
+                goal=director.get("goal", ""),
+                machines=m.machines_summary(machines),
+                database_schema=schema,
+                message=ctx.turn.message,
+            )
+
+        seen = {"plan": director.get("plan"), "schema_tables": schema.count("rows)")}
+        decision = "answer"
+        if schema:
+            sql = await self._write_query(ctx, prompt("query", schema))
+            if sql:
+                return await self._run_tool(ctx, "query_db", sql, seen)
+            # No usable query (a small model often just answers, e.g. "what is my name?"
+            # planned as a query): answer without the database instead.
+            decision = "answer instead of a query"
+        answer, buttons = await speak(ctx, prompt("answer" if schema else director.get(
+            "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK)
+        return NodeResult(
+            output={"tool_used": False, "answer": answer, "buttons": buttons},
+            decision=decision + (f" buttons={len(buttons)}" if buttons else ""),
+            seen=seen,
+        )
+
+    async def _write_query(self, ctx: NodeContext, prompt: str) -> str:
+        """The SQL the model writes: a native `query_db` call; without native tools a
+        `QueryArgs` object where the endpoint has structured output, else a TOOL line."""
+        key = "query_prompt" if ctx.config.get("query_prompt") else "prompt"
+        capabilities = ctx.capabilities
+        if capabilities.tools:
+            use = await ctx.use_tools((QUERY_DB_TOOL,), prompt, prompt=key)
+            if use.calls:
+                return _sql_or_nothing(ctx, use.calls[0][1].sql)
+            ctx.note_fallback("no query", "; ".join(use.errors) or "no usable tool call")
+            return ""
+        if capabilities.structured != "off":
+            decided = await ctx.decide(QueryArgs, prompt, prompt=key, fallback=QueryArgs(sql=""),
+                                       fallback_name="no query", max_tokens=DEFAULT_TOOL_TOKENS)
+            return _sql_or_nothing(ctx, decided.value.sql)
+        request = ctx.request(prompt, prompt=key, system_extra=TEXT_PROTOCOL,
+                              max_tokens=DEFAULT_TOOL_TOKENS)
+        try:
+            text = (await ctx.call(request, purpose="query")).text
+        except LLMError as exc:
+            ctx.note_fallback("no query", f"the model failed: {exc}")
+            return ""
+        _, _, tool = parse_answer(text)
+        if tool is not None and tool[0] == "query_db":
+            return tool[1]
+        # Small models often write the bare query (fenced or not) without the TOOL prefix;
+        # here a query is all that was asked for, so it is taken as one.
+        bare = _FENCE.sub("", text.strip()).strip()
+        if _BARE_SQL.match(bare):
+            return bare
+        ctx.note_fallback("no query", "the answer was neither a query_db line nor a query")
+        return ""
+
+    async def _schema(self, ctx: NodeContext) -> str:
+        try:
+            db = ctx.env.database()
+            schemas = await asyncio.to_thread(db.describe_all)
+        except DatabaseToolError as exc:
+            await ctx.emit(HudEventType.ERROR, {"tool": "query_db", "error": str(exc)})
+            return ""
+        return "\n".join(schema.as_text() for schema in schemas)
+
+    async def _run_tool(self, ctx: NodeContext, name: str, sql: str, seen: dict) -> NodeResult:
+        await ctx.emit(HudEventType.TOOL_CALL, {"tool": name, "sql": sql})
+        output: dict[str, Any] = {"tool_used": True, "tool": name, "sql": sql, "answer": ""}
+        if name != "query_db":
+            output["error"] = f"unknown tool {name!r}; the thinker's tool is query_db"
+        else:
+            try:
+                result = await asyncio.to_thread(ctx.env.database().query, sql)
+            except DatabaseToolError as exc:
+                output["error"] = str(exc)
+            else:
+                output["result"] = {
+                    "columns": list(result.columns),
+                    "rows": [list(row) for row in result.rows[:RESULT_ROWS_KEPT]],
+                    "row_count": len(result.rows),
+                    "truncated": result.truncated,
+                    "ms": round(result.ms, 3),
+                }
+        await ctx.emit(HudEventType.TOOL_RESULT, {
+            "tool": name,
+            "error": output.get("error", ""),
+            "row_count": output.get("result", {}).get("row_count", 0),
+        })
+        return NodeResult(output=output, decision=f"tool={name}", seen=seen)

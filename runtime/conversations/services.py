@@ -1,0 +1,447 @@
+"""Services and selectors for conversations: ownership, busy flag, state, history."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from graphs.selectors import graph_spec_get
+from runtime.agent import machines as m
+from runtime.agent.memory import memory_normalize, memory_reset
+from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
+from runtime.agent.situation import situation_text
+from runtime.conversations.models import Conversation, Message, Rating
+from runtime.conversations.writes import retrying
+from runtime.engine.records import FrameTrace
+from runtime.errors import ConversationBusy, MessageLost, RatingRefused, sorry
+from traces.models import MessageTrace
+from traces.services import trace_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """A snapshot of a conversation as a pipeline needs it."""
+
+    id: int
+    """The conversation's id."""
+    graph_name: str
+    """The active graph."""
+    memory: dict[str, Any]
+    """The memory state."""
+    ui: dict[str, Any]
+    """The UI state."""
+    history: tuple[dict[str, str], ...]
+    """Recent messages, oldest first."""
+    experts: dict[str, Any]
+    """Per-expert state (schema caches), keyed by expert node id."""
+    last_message_at: datetime | None
+    """When the user last wrote."""
+
+
+@retrying
+def conversation_get_or_create(
+    *, user=None, session_key: str = "", chat: str = "main"
+) -> Conversation:
+    """The caller's conversation for `chat`, created on first use.
+
+    A signed-in user owns conversations by user; an anonymous visitor by session
+    key. Nothing is ever shared between two owners.
+    """
+    if user is not None and getattr(user, "is_authenticated", False):
+        owner = {"user": user}
+    elif session_key:
+        owner = {"user": None, "session_key": session_key}
+    else:
+        raise ValueError("a conversation needs a signed-in user or a session key")
+    conversation, _ = Conversation.objects.get_or_create(
+        **owner, chat=chat,
+        defaults={"graph_name": settings.AGENTSITE_DEFAULT_GRAPH,
+                  "memory": memory_normalize({}), "ui_state": ui_empty()},
+    )
+    return conversation
+
+
+def conversation_find(*, user=None, session_key: str = "", chat: str = "main"
+                      ) -> Conversation | None:
+    """The caller's conversation for `chat` if it exists; never creates one.
+
+    For reads (a page, a state poll): a visitor who only looks leaves no row behind.
+    """
+    if user is not None and getattr(user, "is_authenticated", False):
+        return Conversation.objects.filter(user=user, chat=chat).first()
+    if session_key:
+        return Conversation.objects.filter(user=None, session_key=session_key, chat=chat).first()
+    return None
+
+
+def conversation_state_new() -> ConversationState:
+    """The state a conversation starts with, for a caller who has none yet (id 0)."""
+    return ConversationState(
+        id=0, graph_name=settings.AGENTSITE_DEFAULT_GRAPH, memory=memory_normalize({}),
+        ui=ui_empty(), history=(), experts={}, last_message_at=None)
+
+
+def conversation_state(*, conversation_id: int) -> ConversationState:
+    """The conversation's state and its last messages."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    window = settings.AGENTSITE_HISTORY_WINDOW
+    recent = list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .order_by("-id").values("role", "text")[:window]
+    )
+    return ConversationState(
+        id=conversation.id,
+        graph_name=conversation.graph_name,
+        memory=memory_normalize(conversation.memory),
+        ui=ui_normalize(conversation.ui_state),
+        history=tuple({"role": r["role"], "text": r["text"]} for r in reversed(recent)),
+        experts=dict(conversation.expert_state or {}),
+        last_message_at=conversation.last_message_at,
+    )
+
+
+@retrying
+def conversation_acquire(
+    *, conversation_id: int, now: datetime | None = None, message_id: str = "",
+    text: str = "", worker: str = "",
+) -> str:
+    """Take the conversation's busy flag for one message; return its token or raise ConversationBusy.
+
+    One conditional UPDATE does it, so the database (SQLite's write lock,
+    PostgreSQL's row lock) guarantees that two pipelines never hold the flag at
+    once, whichever process they run in. `worker` names the process that will
+    answer (host:pid); empty means the message waits for a pipeline worker to
+    `conversation_claim` it. A flag whose holder is gone is not taken over
+    here: `conversation_reap` records that message as failed first.
+
+    Flag times are the database's clock (`now` only in tests), so processes on
+    machines whose clocks disagree still agree on who went silent.
+    """
+    stamp = now or Now()
+    token = uuid.uuid4().hex
+    taken = Conversation.objects.filter(pk=conversation_id, busy_token="").update(
+        busy_since=stamp, busy_beat=stamp, busy_token=token, busy_message_id=message_id,
+        busy_text=text, busy_worker=worker[:200])
+    if not taken:
+        raise ConversationBusy("a message is already being answered in this conversation")
+    return token
+
+
+@retrying
+def conversation_claim(*, conversation_id: int, token: str, worker: str) -> bool:
+    """A worker takes a submitted message; False when it was reaped or claimed already."""
+    return bool(Conversation.objects.filter(
+        pk=conversation_id, busy_token=token, busy_worker="").update(
+        busy_worker=worker[:200], busy_beat=Now()))
+
+
+@retrying
+def conversation_beat(*, conversation_id: int, token: str) -> bool:
+    """The answering process is alive; False when its flag was taken from it."""
+    return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
+        busy_beat=Now()))
+
+
+@retrying
+def conversation_release(*, conversation_id: int, token: str) -> None:
+    """Give the busy flag back (only if this token still holds it)."""
+    Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
+        busy_since=None, busy_beat=None, busy_token="", busy_message_id="", busy_text="",
+        busy_worker="")
+
+
+def _ago(seconds: float) -> ExpressionWrapper:
+    """The database's clock, `seconds` ago."""
+    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def _lost_filter() -> Q:
+    """Flags whose message will never be answered.
+
+    Claimed: the answering process has not beaten for `AGENTSITE_BUSY_TIMEOUT_S`.
+    Unclaimed: no worker took it within `AGENTSITE_QUEUE_TIMEOUT_S` (by then the
+    channel layer has dropped it too).
+    """
+    silent = _ago(settings.AGENTSITE_BUSY_TIMEOUT_S)
+    unclaimed = _ago(settings.AGENTSITE_QUEUE_TIMEOUT_S)
+    claimed = ~Q(busy_worker="") & (Q(busy_beat__lt=silent) | Q(busy_beat__isnull=True))
+    waiting = Q(busy_worker="") & Q(busy_since__lt=unclaimed)
+    return ~Q(busy_token="") & (claimed | waiting)
+
+
+@dataclass(frozen=True)
+class LostMessage:
+    """A message whose pipeline was lost; it is now stored as failed."""
+
+    conversation_id: int
+    """Its conversation."""
+    message_id: str
+    """Its id."""
+    reason: str
+    """The answer stored for it: what happened, for a person."""
+
+
+def lost_reason(*, worker: str) -> str:
+    """What the user is told about a message whose pipeline was lost."""
+    if worker:
+        what = (f"the process answering it ({worker}) stopped responding for "
+                f"{settings.AGENTSITE_BUSY_TIMEOUT_S:g} s")
+    else:
+        what = (f"no pipeline worker took it within {settings.AGENTSITE_QUEUE_TIMEOUT_S:g} s "
+                "(are the `runworker pipeline` processes running?)")
+    return sorry(what)
+
+
+@retrying
+def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
+    """Record every lost message (of one conversation, or all) as failed and free its flag.
+
+    Safe to run in every process at once: each flag is freed by a conditional
+    check under the row lock, so one caller records each lost message. The
+    user's text is kept and the answer says what happened; a trace with the
+    reason is stored so the admin shows it.
+    """
+    rows = Conversation.objects.filter(_lost_filter())
+    if conversation_id is not None:
+        rows = rows.filter(pk=conversation_id)
+    lost = []
+    for pk, token in rows.values_list("pk", "busy_token")[:500]:
+        with transaction.atomic():
+            row = (Conversation.objects.select_for_update()
+                   .filter(_lost_filter(), pk=pk, busy_token=token).first())
+            if row is None:
+                continue  # answered, released or reaped meanwhile
+            reason = lost_reason(worker=row.busy_worker)
+            message_id = row.busy_message_id
+            # Stored already when its answer was stored but its flag could not be released.
+            stored = bool(message_id) and conversation_record_failure(
+                conversation_id=pk, message_id=message_id, text=row.busy_text,
+                reason=reason, graph=row.graph_name, worker=row.busy_worker)
+            conversation_release(conversation_id=pk, token=token)
+        if stored:
+            logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
+            lost.append(LostMessage(conversation_id=pk, message_id=message_id, reason=reason))
+    return lost
+
+
+@retrying
+@transaction.atomic
+def conversation_record_failure(
+    *, conversation_id: int, message_id: str, text: str, reason: str, graph: str = "",
+    worker: str = "", now: datetime | None = None,
+) -> bool:
+    """Store a message that never got an answer as failed (unless it was stored already).
+
+    The user's text is kept; `reason` becomes the assistant's answer and the
+    error of a frameless trace. Returns whether anything was stored.
+    """
+    if Message.objects.filter(conversation_id=conversation_id, message_id=message_id).exists():
+        return False
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.USER, text=text)
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.ASSISTANT, text=reason,
+                           controls=current_controls(ui_normalize(conversation.ui_state)),
+                           status=Message.Status.ERROR)
+    conversation.last_message_at = now or timezone.now()
+    conversation.save(update_fields=["last_message_at", "updated_at"])
+    trace_store(trace=FrameTrace(
+        message_id=message_id, conversation=conversation_id,
+        graph=graph or conversation.graph_name, message=text, path="", total_frames=0,
+        total_ms=0.0, frames=(), error=reason), answer=reason, worker=worker)
+    return True
+
+
+@transaction.atomic
+def conversation_record_turn(
+    *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
+    memory: dict[str, Any] | None, ui: dict[str, Any] | None, now: datetime,
+    experts: dict[str, Any] | None = None, machine_calls: list[dict[str, Any]] | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Persist one exchange: both messages, and memory / UI / expert state when given.
+
+    Machines may have been clicked while the message ran, so they are not taken
+    from `ui` (computed from the state before the message): the message's
+    machine tool calls are applied again to the machines as they are now.
+    With `token`, the turn is stored only while that busy flag still holds
+    (MessageLost otherwise: the message was recorded as failed meanwhile).
+    Returns the UI state after the exchange.
+    """
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    if token is not None and conversation.busy_token != token:
+        raise MessageLost(f"message {message_id} was recorded as lost before it finished")
+    current = ui_normalize(conversation.ui_state)
+    if ui is not None:
+        machines = current["machines"]
+        for call in machine_calls or []:
+            try:
+                machines = m.apply_tool_call(machines, call)
+            except m.MachineError as exc:  # e.g. the machine was removed meanwhile
+                logger.warning("machine call %s not applied: %s", call.get("name"), exc)
+        current = {**ui_normalize(ui), "machines": machines}
+        conversation.ui_state = current
+    Message.objects.create(conversation=conversation, message_id=message_id,
+                           role=Message.Role.USER, text=text)
+    Message.objects.create(
+        conversation=conversation, message_id=message_id, role=Message.Role.ASSISTANT,
+        text=answer, controls=current_controls(current),
+        status=Message.Status.ERROR if failed else Message.Status.OK,
+    )
+    if memory is not None:
+        conversation.memory = memory
+    if experts:
+        conversation.expert_state = {**(conversation.expert_state or {}), **experts}
+    conversation.last_message_at = now
+    conversation.save(update_fields=["memory", "ui_state", "expert_state", "last_message_at",
+                                     "updated_at"])
+    return current
+
+
+@retrying
+def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
+    """Refresh the memory's `situation` (the sensor's job) and return it."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        memory = memory_normalize(conversation.memory)
+        memory["situation"] = situation_text(now=now, last_message_at=conversation.last_message_at)
+        conversation.memory = memory
+        conversation.save(update_fields=["memory", "updated_at"])
+    return memory["situation"]
+
+
+@retrying
+@transaction.atomic
+def conversation_clear(*, conversation_id: int) -> None:
+    """Forget history, memory (except `situation`) and UI state."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    Message.objects.filter(conversation=conversation).delete()
+    conversation.memory = memory_reset(conversation.memory)
+    conversation.ui_state = ui_empty()
+    conversation.save(update_fields=["memory", "ui_state", "updated_at"])
+
+
+@retrying
+@transaction.atomic
+def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -> list[str]:
+    """Forget described schemas (of one expert, or all); return the experts affected."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    state = dict(conversation.expert_state or {})
+    names = [expert] if expert else list(state)
+    touched = []
+    for name in names:
+        if name in state and state[name].get("schemas"):
+            state[name] = {**state[name], "schemas": {}}
+            touched.append(name)
+    conversation.expert_state = state
+    conversation.save(update_fields=["expert_state", "updated_at"])
+    return touched
+
+
+@retrying
+@transaction.atomic
+def conversation_switch_graph(*, conversation_id: int, graph_name: str) -> None:
+    """Run the conversation on another graph from its next message; memory and history stay."""
+    graph_spec_get(name=graph_name)  # raises GraphError naming the known graphs
+    Conversation.objects.filter(pk=conversation_id).update(graph_name=graph_name)
+
+
+@retrying
+@transaction.atomic
+def conversation_click(*, conversation_id: int, machine_id: str, action: str
+                       ) -> list[dict[str, Any]]:
+    """Click a machine button: the machine moves at once, no model call. Returns the controls."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    ui = ui_normalize(conversation.ui_state)
+    ui["machines"] = m.click(ui["machines"], machine_id=machine_id, action=action)
+    conversation.ui_state = ui
+    conversation.save(update_fields=["ui_state", "updated_at"])
+    return current_controls(ui)
+
+
+MAX_RATING_COMMENT = 2000
+
+
+@retrying
+@transaction.atomic
+def conversation_rate(*, conversation_id: int, message_id: str, value: int,
+                      comment: str = "") -> Rating:
+    """Rate an answer of the conversation (thumbs up 1, down -1); a second rating replaces
+    the first. RatingRefused when the conversation has no such answer or the comment is
+    too long."""
+    if value not in (Rating.Value.UP, Rating.Value.DOWN):
+        raise RatingRefused("a rating is up or down")
+    if len(comment) > MAX_RATING_COMMENT:
+        raise RatingRefused(f"the comment is {len(comment)} characters long; the limit is "
+                            f"{MAX_RATING_COMMENT}")
+    if not Message.objects.filter(conversation_id=conversation_id, message_id=message_id,
+                                  role=Message.Role.ASSISTANT).exists():
+        raise RatingRefused(f"no answer {message_id} in this conversation")
+    rating, _ = Rating.objects.update_or_create(
+        conversation_id=conversation_id, message_id=message_id,
+        defaults={"value": value, "comment": comment.strip()})
+    return rating
+
+
+def conversation_ratings(*, conversation_id: int) -> dict[str, int]:
+    """The conversation's ratings: answer's message id -> 1 or -1."""
+    return {str(mid): value for mid, value in Rating.objects.filter(
+        conversation_id=conversation_id).values_list("message_id", "value")}
+
+
+def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Message]:
+    """The last `limit` messages, oldest first."""
+    rows = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
+    return list(reversed(rows))
+
+
+def conversation_busy(*, conversation_id: int) -> bool:
+    """Whether a message of the conversation is being answered (or waits for a worker)."""
+    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
+            .exclude(_lost_filter()).exists())
+
+
+def conversation_running_message(*, conversation_id: int) -> str | None:
+    """The id of the message being answered now (None when idle or its process is lost)."""
+    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
+            .exclude(busy_message_id="").exclude(_lost_filter())
+            .values_list("busy_message_id", flat=True).first())
+
+
+def conversation_running(*, conversation_id: int, message_id: str) -> bool:
+    """Whether this message holds its conversation's busy flag."""
+    return Conversation.objects.filter(pk=conversation_id,
+                                       busy_message_id=message_id).exclude(busy_token="").exists()
+
+
+def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
+    """The stored answer of a message of this conversation, with its trace's path and frames."""
+    answer = Message.objects.filter(
+        conversation_id=conversation_id, message_id=message_id, role=Message.Role.ASSISTANT
+    ).first()
+    if answer is None:
+        return None
+    trace = (
+        MessageTrace.objects.filter(conversation_id=conversation_id, message_id=message_id)
+        .values("path", "total_frames")
+        .first()
+    ) or {"path": "", "total_frames": 0}
+    return {
+        "status": "failed" if answer.status == Message.Status.ERROR else "done",
+        "answer": answer.text,
+        "controls": answer.controls,
+        "path": trace["path"],
+        "frames": trace["total_frames"],
+    }

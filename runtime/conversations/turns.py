@@ -1,0 +1,376 @@
+"""One message through one conversation: busy flag, engine, persistence, events.
+
+This is the service every surface calls (CLI now; sockets, REST and workers
+later). It owns the order of things: take the busy flag, refresh the
+situation, run the graph, store the turn and the trace in the database, then
+tell listeners, then give the flag back whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from graphs.selectors import graph_spec_get
+from graphs.spec import GraphSpec
+from runtime.agent.nodes.base import EngineEnv, Turn
+from runtime.agent.nodes.ui import current_controls
+from runtime.conversations import services as conv
+from runtime.conversations.services import LostMessage
+from runtime.conversations.writes import retrying
+from runtime.domain.database import ErasDatabase
+from runtime.engine.loop import EngineResult, FrameLoop
+from runtime.engine.records import FrameTrace, HudEvent, HudEventType
+from runtime.errors import (
+    AgentError,
+    FrameLimitExceeded,
+    LLMError,
+    LLMTimeout,
+    MessageLost,
+    NodeFailed,
+    sorry,
+)
+from runtime.llm import provider_from_settings
+from runtime.llm.base import LLMProvider
+from runtime.llm.recorded import Recording
+from runtime.wire import (
+    ControlsEvent,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    EventSink,
+    ProgressEvent,
+    discard,
+)
+from traces.services import trace_store
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 8000
+CANCELLED_ANSWER = "(cancelled before the answer was complete)"
+
+
+class InvalidMessage(AgentError):
+    """The message cannot be processed as given (empty or too long)."""
+
+    code = "bad_input"
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """The outcome of one message."""
+
+    message_id: str
+    """The message's id."""
+    answer: str
+    """The answer shown to the user."""
+    failed: bool
+    """True when the answer explains a failure."""
+    controls: list[dict[str, Any]]
+    """The controls after this answer."""
+    trace: FrameTrace
+    """What the engine did."""
+
+
+def failure_answer(error: AgentError) -> str:
+    """A clear answer for the user when a message could not be completed.
+
+    It says what happened in plain words; the exception, its class and the
+    endpoint's own words stay in the trace.
+    """
+    if isinstance(error, NodeFailed):
+        cause = error.error
+        if isinstance(cause, LLMTimeout):
+            what = f"the model took too long in the {error.node} step"
+        elif isinstance(cause, LLMError):
+            what = f"the model could not answer the {error.node} step"
+        else:
+            what = f"something went wrong in the {error.node} step"
+    elif isinstance(error, FrameLimitExceeded):
+        what = "my steps did not come to an end"
+    else:
+        what = "something went wrong on my side"
+    return sorry(what)
+
+
+def validate_text(text: Any) -> str:
+    """The message text, stripped; InvalidMessage says what is wrong."""
+    if not isinstance(text, str):
+        raise InvalidMessage("the message text must be a string")
+    # Measured as sent, as the API's schema states it (maxLength), before white space goes.
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidMessage(
+            f"the message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}"
+        )
+    text = text.strip()
+    if not text:
+        raise InvalidMessage("the message is empty")
+    return text
+
+
+def engine_env(
+    *, on_event: EventSink, message_id: str, llm: LLMProvider | None = None,
+    clock: Callable[[], float] | None = None, recording: Recording | None = None,
+) -> EngineEnv:
+    """The engine's environment from settings, sending HUD events and deltas to `on_event`."""
+
+    async def on_hud(event: HudEvent) -> None:
+        await on_event(event)
+
+    async def on_delta(text: str) -> None:
+        await on_event(DeltaEvent(message_id=message_id, text=text))
+
+    async def on_progress(event: ProgressEvent) -> None:
+        await on_event(event)
+
+    return EngineEnv(
+        llm=llm or provider_from_settings(),
+        on_hud=on_hud,
+        on_delta=on_delta,
+        database=ErasDatabase.from_settings,
+        clock=clock or time.perf_counter,
+        frame_limit=settings.AGENTSITE_FRAME_LIMIT,
+        on_progress=on_progress,
+        deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
+        recording=recording,
+    )
+
+
+def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""
+             ) -> FrameTrace:
+    """The engine's record of a message, as stored and sent as `frame_trace`."""
+    return FrameTrace(
+        message_id=turn.message_id,
+        conversation=turn.conversation_id,
+        graph=turn.graph.name,
+        message=turn.message,
+        path=result.path,
+        total_frames=len(result.frames),
+        total_ms=round(total_ms, 3),
+        frames=result.records,
+        error=error or (str(result.error) if result.error else ""),
+    )
+
+
+@retrying
+@transaction.atomic
+def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
+             failed: bool, now: datetime, token: str, worker: str) -> dict[str, Any]:
+    """Store the exchange and its trace in one transaction; return the UI state now."""
+    memory = None if failed else result.outputs.get(node_of(turn, "memorizer"), {}).get("memory")
+    ui = None if failed else result.outputs.get(node_of(turn, "ui"), {}).get("ui")
+    machine_calls = [] if failed else [
+        call for node, out in result.outputs.items()
+        if turn.graph.node(node).type == "director" for call in out.get("tool_calls", [])]
+    # Expert caches are kept even when the message failed: what was described stays true.
+    experts = {node: out["expert_state"] for node, out in result.outputs.items()
+               if isinstance(out.get("expert_state"), dict)}
+    stored_ui = conv.conversation_record_turn(
+        conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
+        answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
+        machine_calls=machine_calls, token=token,
+    )
+    trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
+    return stored_ui
+
+
+def turn_snapshot(turn: Turn) -> dict[str, Any]:
+    """The state a message met, as stored with its trace: what a replay starts from."""
+    return {"history": [dict(m) for m in turn.history], "memory": dict(turn.memory),
+            "ui": dict(turn.ui), "experts": dict(turn.experts), "now": turn.now.isoformat()}
+
+
+def turn_from_snapshot(snapshot: dict[str, Any], *, conversation_id: int, message_id: str,
+                       message: str, graph: GraphSpec) -> Turn:
+    """A turn meeting exactly the stored state again (`turn_snapshot`)."""
+    return Turn(conversation_id=conversation_id, message_id=message_id, message=message,
+                graph=graph, history=tuple(snapshot.get("history", ())),
+                memory=snapshot.get("memory", {}), ui=snapshot.get("ui", {}),
+                now=datetime.fromisoformat(snapshot["now"]),
+                experts=snapshot.get("experts", {}))
+
+
+def answer_of(turn: Turn, result: EngineResult) -> str:
+    """What the user reads: the output node's text, or the failure said plainly."""
+    if result.status != "done" and result.error:
+        return failure_answer(result.error)
+    return result.outputs.get(node_of(turn, "output"), {}).get("text", "")
+
+
+def node_of(turn: Turn, node_type: str) -> str:
+    """The id of the graph's first node of `node_type` ("" if none)."""
+    return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
+
+
+def worker_name() -> str:
+    """This process, as busy flags and traces name it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lost_events(lost: LostMessage, code: str = "worker_lost") -> list[Event]:
+    """What listeners are told about a message that failed unanswered: an error, then done."""
+    return [ErrorEvent(code=code, message=lost.reason, message_id=lost.message_id),
+            DoneEvent(message_id=lost.message_id, answer=lost.reason, failed=True, path="",
+                      frames=0, ms=0.0)]
+
+
+async def _heartbeat(*, conversation_id: int, token: str) -> None:
+    """Beat on the busy flag while the message runs, so no reaper takes it for dead."""
+    interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
+    while True:
+        await asyncio.sleep(interval)
+        if not await database_sync_to_async(conv.conversation_beat)(
+                conversation_id=conversation_id, token=token):
+            logger.warning("conversation %s: the busy flag was taken from a running message",
+                           conversation_id)
+            return
+
+
+async def pipeline_run(
+    *,
+    conversation_id: int,
+    text: str,
+    on_event: EventSink = discard,
+    llm: LLMProvider | None = None,
+    clock: Callable[[], float] | None = None,
+    now: datetime | None = None,
+    message_id: str | None = None,
+    token: str | None = None,
+    worker: str = "",
+    recording: Recording | None = None,
+    start: dict[str, Any] | None = None,
+) -> PipelineResult:
+    """Answer one message in one conversation.
+
+    Args:
+        conversation_id: the conversation, already resolved for its owner.
+        text: the user's message.
+        on_event: receives deltas and HUD events live, then controls, the frame
+            trace and done after the turn is stored.
+        llm, clock, now, message_id: replacements for tests and benchmarks.
+        token: the busy flag, when the message was submitted with it already
+            taken (runtime.conversations.answering): it is given back once the turn is stored;
+            when this raises before that, the caller stores the failure and
+            gives it back. Without a token, a lost message of the conversation
+            is recorded as failed (its events go to `on_event`) and the flag is
+            taken here and always given back.
+        worker: the process answering, for the flag and the trace (default:
+            this one).
+        recording, start: a frozen message replayed (runtests --replay): every
+            model call answered from `recording`, the engine started from the
+            stored state `start` (`turn_snapshot`) instead of the conversation's.
+            The turn is stored in the conversation as usual.
+
+    The flag is beaten on every fifth of `AGENTSITE_BUSY_TIMEOUT_S` while the
+    message runs, and the turn is stored only while the flag still holds.
+
+    Returns:
+        The answer, controls and trace. A node failure does not raise: it
+        becomes a clear answer and is recorded in the trace.
+
+    Raises:
+        InvalidMessage: empty or oversized text (nothing is stored).
+        ConversationBusy: another message of this conversation is running.
+        MessageLost: the flag was taken from this message (recorded as failed
+            by whoever took it); nothing more is stored.
+    """
+    text = validate_text(text)
+    now = now or timezone.now()
+    message_id = message_id or str(uuid.uuid4())
+    worker = worker or worker_name()
+    # Whoever passed the flag in stores a failure this function could not store, and gives
+    # the flag back; a flag taken here is given back here whatever happens.
+    owns_flag = token is None
+    if token is None:
+        for lost in await database_sync_to_async(conv.conversation_reap)(
+                conversation_id=conversation_id):
+            for event in lost_events(lost):
+                await on_event(event)
+        token = await database_sync_to_async(conv.conversation_acquire)(
+            conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
+    beat = asyncio.create_task(_heartbeat(conversation_id=conversation_id, token=token))
+    t0 = time.perf_counter()
+    stored = False
+    try:
+        if start is None:
+            situation = await database_sync_to_async(conv.conversation_update_situation)(
+                conversation_id=conversation_id, now=now
+            )
+            # The sensor's update is part of the message's story: observers replaying HUD
+            # events onto the state before the message must arrive at the state after it.
+            await on_event(HudEvent(
+                conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
+                event=HudEventType.UPDATED,
+                data={"changed": ["situation"], "situation": situation}, ts=0.0,
+            ))
+        state = await database_sync_to_async(conv.conversation_state)(
+            conversation_id=conversation_id
+        )
+        graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
+        if start is None:
+            turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
+                        graph=graph, history=state.history, memory=state.memory, ui=state.ui,
+                        now=now, experts=state.experts)
+        else:
+            turn = turn_from_snapshot(start, conversation_id=conversation_id,
+                                      message_id=message_id, message=text, graph=graph)
+        env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock,
+                         recording=recording)
+        loop = FrameLoop(turn=turn, env=env)
+        try:
+            while await loop.tick():
+                pass
+        except asyncio.CancelledError:
+            # The user's message and the frames that did run are kept even when cancelled.
+            logger.info("message %s cancelled in frame %s", message_id, loop.frame)
+            partial = loop.result()
+            trace = trace_of(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
+                           error=f"cancelled during frame {loop.frame}")
+            try:
+                await database_sync_to_async(_persist)(
+                    turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
+                    failed=True, now=now, token=token, worker=worker,
+                )
+                stored = True
+            except MessageLost:
+                logger.info("message %s was recorded as lost before it was cancelled",
+                            message_id)
+            raise
+        result = loop.result()
+        failed = result.status != "done"
+        answer = answer_of(turn, result)
+        trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
+        ui_after = await database_sync_to_async(_persist)(
+            turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,
+            token=token, worker=worker,
+        )
+        stored = True
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        if stored or owns_flag:
+            await database_sync_to_async(conv.conversation_release)(
+                conversation_id=conversation_id, token=token
+            )
+    controls = current_controls(ui_after)
+    await on_event(ControlsEvent(message_id=message_id, controls=controls,
+                                 machines=ui_after["machines"]))
+    await on_event(trace)
+    await on_event(DoneEvent(message_id=message_id, answer=answer, failed=failed,
+                             path=trace.path, frames=trace.total_frames, ms=trace.total_ms))
+    return PipelineResult(message_id=message_id, answer=answer, failed=failed,
+                          controls=controls, trace=trace)

@@ -1,0 +1,191 @@
+"""Pipeline workers: `python manage.py runworker pipeline`, a Channels background worker.
+
+With `REDIS_URL` the web processes do not answer messages themselves: they
+send each one to the `pipeline` channel (runtime.conversations.answering) and any number of
+worker processes, on any number of machines, share the queue.
+
+`PipelineWorker` is Channels' own `Worker`, with three additions:
+
+- Back-pressure: it takes a message from the channel only while it answers
+  fewer than `AGENTSITE_WORKER_CONCURRENCY`, so a busy worker leaves the queue
+  to idle ones and a dying worker holds nothing it has not started.
+- A reaper: every third of `AGENTSITE_BUSY_TIMEOUT_S` it records the messages
+  of dead processes as failed (runtime.conversations.answering.reap_and_publish).
+- Retention: every `AGENTSITE_RETENTION_INTERVAL_S` (from its start) it runs
+  a retention pass (runtime.conversations.retention: expired sessions, idle conversations,
+  old traces), so a site with workers needs no cron for it.
+- A clean stop: on SIGTERM or SIGINT it stops taking messages and lets the
+  running ones finish (within `AGENTSITE_PIPELINE_TIMEOUT_S`).
+
+`PipelineConsumer` is the channel's application: it claims the message's busy
+flag (dropping messages already claimed or reaped) and answers it with the
+same `runtime.conversations.answering.message_answer` the web process uses without workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.worker import Worker
+from django.conf import settings
+
+from runtime.conversations import services as conv
+from runtime.conversations.answering import (
+    PIPELINE_MESSAGE,
+    message_answer,
+    pipeline_tasks,
+    reap_and_publish,
+)
+from runtime.conversations.retention import retention_run
+from runtime.conversations.turns import worker_name
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineConsumer(AsyncConsumer):
+    """Answers the messages the `pipeline` channel brings, several at once."""
+
+    async def pipeline_message(self, message: dict[str, Any]) -> None:
+        """Claim a submitted message and answer it in an owned task."""
+        slots: asyncio.Semaphore | None = self.scope.get("slots")
+        try:
+            conversation_id = int(message["conversation"])
+            message_id, text, token = (str(message[k]) for k in ("message_id", "text", "token"))
+        except (KeyError, TypeError, ValueError):
+            logger.error("pipeline: a malformed message was dropped: %r", message)
+            _release(slots)
+            return
+        worker = worker_name()
+        try:
+            claimed = await database_sync_to_async(conv.conversation_claim)(
+                conversation_id=conversation_id, token=token, worker=worker)
+        except Exception:
+            # The database is unreachable: leave the message to the reaper (stored as
+            # failed after the queue timeout) rather than answer it without a flag.
+            logger.exception("pipeline: message %s could not be claimed", message_id)
+            claimed = False
+        if not claimed:
+            # Also the normal fate of a repeat: channels-redis can deliver a message to
+            # two workers at once, and only one claim succeeds.
+            logger.info("pipeline: message %s was not claimed (taken, or recorded as lost "
+                        "already); dropped", message_id)
+            _release(slots)
+            return
+
+        async def work() -> None:
+            try:
+                await message_answer(conversation_id=conversation_id, message_id=message_id,
+                                     text=text, token=token, worker=worker)
+            finally:
+                _release(slots)
+
+        pipeline_tasks().start(conversation_id=conversation_id, message_id=message_id,
+                               work=work)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Unknown message types are logged and dropped; the worker goes on."""
+        if message.get("type") != PIPELINE_MESSAGE:
+            logger.error("pipeline: a message of unknown type %r was dropped",
+                         message.get("type"))
+            _release(self.scope.get("slots"))
+            return
+        await super().dispatch(message)
+
+
+def _release(slots: asyncio.Semaphore | None) -> None:
+    if slots is not None:
+        slots.release()
+
+
+class PipelineWorker(Worker):
+    """Channels' worker with back-pressure, a reaper and a clean stop (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = max(int(settings.AGENTSITE_WORKER_CONCURRENCY), 1)
+        self.slots: asyncio.Semaphore | None = None
+        self.stopping: asyncio.Event | None = None
+
+    async def handle(self) -> None:
+        """Listen, reap and prune until asked to stop (or a listener fails); then drain."""
+        self.slots = asyncio.Semaphore(self.capacity)
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        logger.info("pipeline worker %s: listening on %s, %d at a time", worker_name(),
+                    ", ".join(self.channels), self.capacity)
+        listeners = [asyncio.ensure_future(self.listener(channel)) for channel in self.channels]
+        reaping = asyncio.ensure_future(self.reap_forever())
+        pruning = asyncio.ensure_future(self.prune_forever())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in listeners if t.done() and not t.cancelled() and t.exception()]
+        logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
+                    worker_name(), pipeline_tasks().running())
+        for task in (*listeners, reaping, pruning, stop):
+            task.cancel()
+        await asyncio.gather(*listeners, reaping, pruning, stop, return_exceptions=True)
+        try:
+            await asyncio.wait_for(pipeline_tasks().drain(),
+                                   timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
+        except TimeoutError:
+            logger.error("pipeline worker %s: stopped with messages still running",
+                         worker_name())
+        if failed:  # e.g. Redis went away: exit non-zero so a supervisor restarts the worker
+            raise failed[0].exception()
+
+    async def listener(self, channel: str) -> None:
+        """Take a message only when a slot is free (the slot goes with the message)."""
+        assert self.slots is not None
+        while True:
+            await self.slots.acquire()
+            try:
+                message = await self.channel_layer.receive(channel)
+            except BaseException:
+                self.slots.release()
+                raise
+            scope = {"type": "channel", "channel": channel, "slots": self.slots}
+            queue = self.get_or_create_application_instance(channel, scope)
+            await queue.put(message)
+
+    async def reap_forever(self) -> None:
+        """Record messages of dead processes as failed, every third of the busy timeout."""
+        interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 3, 0.1)
+        while True:
+            try:
+                count = await reap_and_publish()
+                if count:
+                    logger.warning("pipeline worker %s: %d lost message(s) recorded as failed",
+                                   worker_name(), count)
+            except Exception:
+                logger.exception("pipeline worker: the reaper failed; trying again")
+            await asyncio.sleep(interval)
+
+    async def prune_forever(self) -> None:
+        """A retention pass at start and every `AGENTSITE_RETENTION_INTERVAL_S`; 0: never.
+
+        Every worker runs it: a pass deletes in small batches and a second one at the
+        same time finds less to do, so no worker has to be the one.
+        """
+        interval = settings.AGENTSITE_RETENTION_INTERVAL_S
+        if interval <= 0:
+            return
+        while True:
+            try:
+                report = await database_sync_to_async(retention_run)()
+                if report.deleted_anything:
+                    logger.info(
+                        "pipeline worker %s: retention deleted %d expired sessions, "
+                        "%d conversations (%d messages), %d traces and %d chat events",
+                        worker_name(), report.sessions, report.conversations, report.messages,
+                        report.traces, report.events)
+            except Exception:
+                logger.exception("pipeline worker: the retention pass failed; trying again "
+                                 "in %g s", interval)
+            await asyncio.sleep(interval)

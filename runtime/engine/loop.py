@@ -1,0 +1,188 @@
+"""The frame engine: runs one message through a graph, frame by frame.
+
+Pure functions decide which nodes run next; `FrameLoop.tick()` runs one frame
+and says whether another follows; `run_frame` executes a frame's nodes
+concurrently and returns their records in graph order, so the same input
+always gives the same trace. A frame starts only when every node of the
+previous one has completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from graphs.spec import GraphSpec, parse_condition
+from runtime.agent.nodes.base import EngineEnv, Node, NodeContext, NodeResult, Turn
+from runtime.engine.records import FrameRecord, HudEventType
+from runtime.errors import AgentError, FrameLimitExceeded, GraphError, NodeFailed
+
+logger = logging.getLogger(__name__)
+
+
+def node_class(type_name: str) -> type[Node]:
+    """The Node class registered for `type_name` in settings.AGENTSITE_NODE_TYPES."""
+    try:
+        path = settings.AGENTSITE_NODE_TYPES[type_name]
+    except KeyError:
+        raise GraphError(f"unknown node type {type_name!r}") from None
+    return import_string(path)
+
+
+def entry_frame(graph: GraphSpec) -> tuple[str, ...]:
+    """The nodes of the first frame: the graph's input node."""
+    inputs = tuple(node.id for node in graph.nodes if node.type == "input")
+    if len(inputs) != 1:
+        raise GraphError(f"graph {graph.name!r} needs exactly one input node")
+    return inputs
+
+
+def next_frame(
+    graph: GraphSpec, ran: tuple[str, ...], outputs: dict[str, dict[str, Any]]
+) -> tuple[str, ...]:
+    """The nodes triggered by the frame that just ran, in graph order."""
+    targets = {
+        edge.target
+        for edge in graph.edges
+        if edge.source in ran and parse_condition(edge.condition).holds(outputs[edge.source])
+    }
+    return tuple(node.id for node in graph.nodes if node.id in targets)
+
+
+def path_text(frames: list[tuple[str, ...]]) -> str:
+    """The path as read in a trace: frames joined by `>`, nodes of one frame by `+`."""
+    return ">".join("+".join(frame) for frame in frames)
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """How a message's run ended."""
+
+    status: str
+    """`done` or `failed`."""
+    frames: tuple[tuple[str, ...], ...]
+    """The nodes of each frame that ran."""
+    outputs: dict[str, dict[str, Any]]
+    """Each node's output."""
+    records: tuple[FrameRecord, ...]
+    """The frame records, in order."""
+    error: AgentError | None
+    """Why it failed, if it did."""
+
+    @property
+    def path(self) -> str:
+        """The path text."""
+        return path_text(list(self.frames))
+
+
+async def run_frame(
+    *, frame: int, node_ids: tuple[str, ...], turn: Turn,
+    outputs: dict[str, dict[str, Any]], env: EngineEnv, started: float,
+) -> list[tuple[FrameRecord, NodeResult | None, BaseException | None]]:
+    """Run one frame's nodes concurrently; results come back in `node_ids` order."""
+    snapshot = dict(outputs)
+
+    async def one(node_id: str):
+        spec = turn.graph.node(node_id)
+        ctx = NodeContext(spec=spec, frame=frame, turn=turn, outputs=snapshot, env=env,
+                          started=started)
+        t0 = ctx.elapsed_ms()
+        result: NodeResult | None = None
+        error: BaseException | None = None
+        try:
+            result = await node_class(spec.type)(spec).run(ctx)
+        except Exception as exc:  # recorded in the frame, never raised past it
+            logger.exception("node %s failed in frame %s", node_id, frame)
+            error = exc
+            await ctx.emit(HudEventType.ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+        record = FrameRecord(
+            frame=frame,
+            node=node_id,
+            node_type=spec.type,
+            started_ms=round(t0, 3),
+            duration_ms=round(ctx.elapsed_ms() - t0, 3),
+            input=result.seen if result else {},
+            output=result.output if result else {},
+            decision=result.decision if result else "",
+            llm_calls=tuple(ctx.calls),
+            error=f"{type(error).__name__}: {error}" if error else "",
+            fallback=ctx.fallback,
+        )
+        return record, result, error
+
+    return list(await asyncio.gather(*(one(node_id) for node_id in node_ids)))
+
+
+class FrameLoop:
+    """Advances a message through its graph one frame per `tick()`."""
+
+    def __init__(self, *, turn: Turn, env: EngineEnv) -> None:
+        self.turn = turn
+        self.env = env
+        self.started = env.clock()
+        self.frame = 0
+        self.pending = entry_frame(turn.graph)
+        self.frames: list[tuple[str, ...]] = []
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.records: list[FrameRecord] = []
+        self.status = "running"
+        self.error: AgentError | None = None
+
+    async def tick(self) -> bool:
+        """Run the next frame; True if another frame follows."""
+        if self.status != "running":
+            return False
+        if not self.pending:
+            self.status = "done"
+            return False
+        if self.frame >= self.env.frame_limit:
+            self.status = "failed"
+            self.error = FrameLimitExceeded(
+                f"graph {self.turn.graph.name!r} ran {self.frame} frames without finishing "
+                f"(limit {self.env.frame_limit}); next were {', '.join(self.pending)}"
+            )
+            return False
+        self.frame += 1
+        ran = self.pending
+        results = await run_frame(
+            frame=self.frame, node_ids=ran, turn=self.turn, outputs=self.outputs,
+            env=self.env, started=self.started,
+        )
+        self.frames.append(ran)
+        for record, result, error in results:
+            self.records.append(record)
+            if result is not None:
+                self.outputs[record.node] = result.output
+            if error is not None and self.error is None:
+                self.error = NodeFailed(record.node, self.frame, error)
+        if self.error is not None:
+            self.status = "failed"
+            return False
+        self.pending = next_frame(self.turn.graph, ran, self.outputs)
+        if not self.pending:
+            self.status = "done"
+            return False
+        return True
+
+    def result(self) -> EngineResult:
+        """The outcome so far."""
+        return EngineResult(
+            status=self.status,
+            frames=tuple(self.frames),
+            outputs=dict(self.outputs),
+            records=tuple(self.records),
+            error=self.error,
+        )
+
+
+async def run_graph(*, turn: Turn, env: EngineEnv) -> EngineResult:
+    """Run every frame of one message and return the outcome."""
+    loop = FrameLoop(turn=turn, env=env)
+    while await loop.tick():
+        pass
+    return loop.result()

@@ -1,1 +1,0 @@
-"""Experts: stateless specialists the PA routes to (plan, run tools, execute)."""

@@ -1,0 +1,394 @@
+"""WebSocket consumers: `/ws` (chat), `/ws/trace` and `/ws/test` (staff observers).
+
+Thin edges: decode a frame, call one service, send the result. A message is
+handed to `runtime.conversations.answering.message_submit` (answered in this process or by a
+pipeline worker) and its events come back like every other conversation
+event: through the conversation's channel-layer group, numbered by `seq`. The
+socket sends them in order, once each, filling any gap from the stored log,
+so an answer arrives whole whichever process produced it. A disconnect does
+not stop the answer; a resumed client gets it from the log.
+
+The socket does not stream its own answer with `self.send` straight from the
+pipeline: with pipeline workers that answer is produced in another process,
+and one path for both deployments keeps the order, numbering and gap
+filling in one place. Its own replies (errors for its requests, a machine
+click it made) are still sent directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from runtime.agent.machines import MachineError
+from runtime.api.auth import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHENTICATED,
+    token_alive,
+)
+from runtime.conversations import services as conv
+from runtime.conversations.answering import message_submit, reap_and_publish
+from runtime.conversations.eventlog import chat_events_after, chat_last_seq
+from runtime.conversations.processes import ProcessNotFound, process_cancel
+from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
+from runtime.conversations.turns import InvalidMessage
+from runtime.errors import ConversationBusy, DispatchFailed
+from runtime.realtime.inbound import (
+    ActionIn,
+    BadMessage,
+    CancelProcessIn,
+    MessageIn,
+    ResumeIn,
+    parse_inbound,
+)
+from runtime.wire import ControlsEvent, ErrorEvent
+from traces.testruns import test_event_key, test_runs_followed
+
+logger = logging.getLogger(__name__)
+CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
+
+
+async def refuse(consumer: AsyncWebsocketConsumer, close_code: int, code: str, message: str
+                 ) -> None:
+    """Accept, say why, close: a client sees the code, not daphne's HTTP 403 (runtime.api.auth)."""
+    await consumer.accept()
+    await consumer.send(text_data=json.dumps(
+        {**ErrorEvent(code=code, message=message).as_dict(), "seq": None}))
+    await consumer.close(code=close_code)
+
+
+def _session_alive(session_key: str | None, user_id: int | None) -> bool:
+    """Whether the socket's session still exists, is unexpired and (if any) holds the user."""
+    if not session_key:
+        return user_id is None
+    row = Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now()).first()
+    if row is None:
+        return False
+    if user_id is None:
+        return True
+    return str(row.get_decoded().get("_auth_user_id")) == str(user_id)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One browser tab (or API client) chatting in one conversation."""
+
+    conversation_id: int = 0
+    sent_seq: int = 0
+    """The last conversation event this socket has sent (events come in `seq` order)."""
+    watchdog: asyncio.Task | None = None
+    closed: bool = False
+
+    async def connect(self) -> None:
+        """Find the caller's conversation; refuse callers who may not chat."""
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        chat = self._query().get("chat", "main")
+        if not CHAT_NAME.match(chat):
+            await refuse(self, CLOSE_BAD_REQUEST, "bad_request", f"{chat!r} is not a chat "
+                               "name: use 1-80 of a-z, 0-9, _ and -")
+            return
+        if user is not None and user.is_authenticated:
+            owner: dict[str, Any] = {"user": user}
+        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None and session.session_key:
+            owner = {"session_key": session.session_key}
+        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None:
+            # A session made here would never reach the client (a socket sets no cookie):
+            # each such connect would leave a session and a conversation behind.
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "open the chat page "
+                         "first (it starts your session), or send `Authorization: Bearer "
+                         "<token>`")
+            return
+        else:
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in, or send "
+                               "`Authorization: Bearer <token>`")
+            return
+        conversation = await database_sync_to_async(conv.conversation_get_or_create)(
+            **owner, chat=chat)
+        self.conversation_id = conversation.id
+        # A message whose process died is recorded as failed before the client looks.
+        await reap_and_publish(conversation_id=self.conversation_id)
+        await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
+        await self.accept()
+        last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
+        self.sent_seq = last
+        await self._send({"type": "ready", "conversation": self.conversation_id,
+                          "graph": conversation.graph_name, "last_seq": last, "seq": None})
+        self.watchdog = asyncio.create_task(self._watch_session())
+        self.watchdog.add_done_callback(_log_task_failure)
+
+    async def _watch_session(self) -> None:
+        """Close the socket soon after its session ends, its user signs out or is
+        deactivated, or its token is revoked."""
+        while not self.closed:
+            await asyncio.sleep(settings.AGENTSITE_SESSION_CHECK_S)
+            token = self.scope.get("token")
+            alive = (await database_sync_to_async(token_alive)(token) if token
+                     else await self._still_signed_in())
+            if not self.closed and not alive:
+                await self._error("unauthenticated", "your token was revoked" if token else
+                                  "your session has expired or you signed out; sign in again")
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
+
+    async def disconnect(self, code: int) -> None:
+        """Stop listening; a running answer goes on and is stored for `resume`."""
+        self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            await asyncio.gather(self.watchdog, return_exceptions=True)
+        if self.conversation_id:
+            await self.channel_layer.group_discard(chat_group(self.conversation_id),
+                                                   self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
+                      ) -> None:
+        """Decode one frame and act on it; bad input gets a clear error, the socket stays."""
+        if not await self._still_signed_in():
+            await self._error("unauthenticated", "your session has expired or you signed out; "
+                              "sign in again")
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            message = parse_inbound(text_data if bytes_data is None else bytes_data)
+        except BadMessage as exc:
+            await self._error(exc.code, str(exc))
+            return
+        try:
+            if isinstance(message, MessageIn):
+                await self._start(message.text)
+            elif isinstance(message, ActionIn):
+                await self._action(message)
+            elif isinstance(message, CancelProcessIn):
+                await self._cancel(message.pid)
+            elif isinstance(message, ResumeIn):
+                await self._resume(message.after_seq)
+        except Exception:
+            # Broad on purpose: one failed request must not kill the socket (close 1011);
+            # the client gets a plain error and the log the traceback.
+            logger.exception("chat socket: %s failed", type(message).__name__)
+            await self._error("internal", "something went wrong on our side; the details "
+                              "are in the server log")
+
+    # --- message handlers ------------------------------------------------------
+
+    async def _start(self, text: str) -> None:
+        try:
+            await message_submit(conversation_id=self.conversation_id, text=text)
+        except InvalidMessage as exc:
+            await self._error("bad_request", str(exc))
+        except ConversationBusy:
+            await self._error("busy", "a message is already being answered; wait for its "
+                              "`done` or cancel its process")
+        except DispatchFailed as exc:
+            await self._error(exc.code, str(exc))
+
+    async def _action(self, message: ActionIn) -> None:
+        machine = message.data.get("machine")
+        if machine:
+            try:
+                controls = await database_sync_to_async(conv.conversation_click)(
+                    conversation_id=self.conversation_id, machine_id=str(machine),
+                    action=message.action)
+            except MachineError as exc:
+                await self._error("not_found", str(exc))
+                return
+            state = await database_sync_to_async(conv.conversation_state)(
+                conversation_id=self.conversation_id)
+            event = ControlsEvent(message_id="", controls=controls,
+                                  machines=state.ui["machines"])
+            await self._send_event(await publish_chat(conversation_id=self.conversation_id,
+                                                      event=event.as_dict()))
+            return
+        state = await database_sync_to_async(conv.conversation_state)(
+            conversation_id=self.conversation_id)
+        label = state.ui["bindings"].get(message.action)
+        if label is None:
+            offered = ", ".join(state.ui["bindings"]) or "none"
+            await self._error("not_found", f"no control with action {message.action!r}; "
+                              f"offered actions are: {offered}")
+            return
+        await self._start(label)
+
+    async def _cancel(self, pid: str) -> None:
+        try:
+            await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
+                                                         pid=pid)
+        except ProcessNotFound as exc:
+            await self._error("not_found", str(exc))
+
+    async def _resume(self, after_seq: int) -> None:
+        events = await database_sync_to_async(chat_events_after)(
+            conversation_id=self.conversation_id, after_seq=after_seq)
+        for event in events:
+            await self._send(event)
+            self.sent_seq = max(self.sent_seq, event["seq"])
+
+    # --- the conversation's events, from whichever process caused them ----------
+
+    async def chat_event(self, message: dict[str, Any]) -> None:
+        """An event of this conversation, from the channel layer."""
+        await self._send_event(message["event"])
+
+    async def chat_events(self, message: dict[str, Any]) -> None:
+        """Several consecutive events of this conversation (a pipeline's batch)."""
+        for event in message["events"]:
+            await self._send_event(event)
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        """Send a numbered event once, in order; fill a gap from the stored log first.
+
+        Events of one conversation may come from several processes (a worker's
+        answer, another tab's click) and the channel layer may drop a message
+        for a slow socket; the log has them all.
+        """
+        seq = event["seq"]
+        if seq <= self.sent_seq:
+            return  # sent already (by a resume, a gap fill, or this socket itself)
+        if seq > self.sent_seq + 1:
+            missing = await database_sync_to_async(chat_events_after)(
+                conversation_id=self.conversation_id, after_seq=self.sent_seq,
+                limit=seq - self.sent_seq - 1)
+            for earlier in missing:
+                await self._send(earlier)
+        await self._send(event)
+        self.sent_seq = seq
+
+    # --- helpers ---------------------------------------------------------------
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        if not self.closed:
+            await self.send(text_data=json.dumps(payload, default=str))
+
+    async def _error(self, code: str, message: str) -> None:
+        # Answers to this socket's own requests: not conversation events, so no seq.
+        await self._send({**ErrorEvent(code=code, message=message).as_dict(), "seq": None})
+
+    def _query(self) -> dict[str, str]:
+        from urllib.parse import parse_qs
+
+        raw = self.scope.get("query_string", b"").decode()
+        return {k: v[-1] for k, v in parse_qs(raw).items()}
+
+    async def _still_signed_in(self) -> bool:
+        if self.scope.get("auth") == "token":
+            return True  # a bearer token was checked when the socket connected
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        user_id = user.pk if user is not None and user.is_authenticated else None
+        if user_id is None and session is None:
+            return True
+        return await database_sync_to_async(_session_alive)(
+            getattr(session, "session_key", None), user_id)
+
+
+class StaffObserverConsumer(AsyncWebsocketConsumer):
+    """A staff-only socket that relays one group's events and accepts no messages."""
+
+    group = ""
+    watching: bool = False
+    """Whether the socket was let in (staff) and listens."""
+
+    async def connect(self) -> None:
+        """Staff only."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in as staff")
+            return
+        if not user.is_staff:
+            await refuse(self, CLOSE_FORBIDDEN, "forbidden", "only staff may watch this socket")
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self.watching = True
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the group."""
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
+                      ) -> None:
+        """Observers only listen: say so clearly."""
+        await self.send(text_data=json.dumps(ErrorEvent(
+            code="bad_request", message="this socket only sends events; it accepts no "
+                                        "messages").as_dict()))
+
+
+class TraceConsumer(StaffObserverConsumer):
+    """`/ws/trace`: HUD and frame_trace events of every conversation, for staff."""
+
+    group = TRACE_GROUP
+
+    async def trace_event(self, message: dict[str, Any]) -> None:
+        """Relay one HUD or frame_trace event."""
+        await self.send(text_data=json.dumps(message["event"], default=str))
+
+
+TEST_TAIL_S = 0.5
+"""How often `/ws/test` reads the stored runs for events no channel layer brought."""
+
+
+class TestConsumer(StaffObserverConsumer):
+    """`/ws/test`: live test-runner progress (suite_start, step_result, suite_end).
+
+    Events come through the channel layer from a runner that shares it, and from
+    the database, where every runner stores its checks as it goes: a plain
+    `manage.py runtests` beside `make run` has an in-memory layer of its own, so
+    only the database carries its progress here. Each event is sent once,
+    whichever way it came first.
+    """
+
+    __test__ = False  # not a pytest test class
+    group = TEST_GROUP
+    tail: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        """Staff only; then follow the stored runs too."""
+        await super().connect()
+        if self.watching:
+            self.seen: set[tuple] = set()
+            self.tail = asyncio.create_task(self._tail(since=timezone.now()))
+            self.tail.add_done_callback(_log_task_failure)
+
+    async def disconnect(self, code: int) -> None:
+        """Stop following the stored runs; leave the group."""
+        if self.tail is not None:
+            self.tail.cancel()
+            await asyncio.gather(self.tail, return_exceptions=True)
+        await super().disconnect(code)
+
+    async def test_event(self, message: dict[str, Any]) -> None:
+        """Relay one test-runner event (once)."""
+        await self._send_once(message["event"])
+
+    async def _send_once(self, event: dict[str, Any]) -> None:
+        key = test_event_key(event)
+        if key is not None:
+            if key in self.seen:
+                return
+            self.seen.add(key)
+        await self.send(text_data=json.dumps(event, default=str))
+
+    async def _tail(self, *, since) -> None:
+        sent: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(TEST_TAIL_S)
+            runs = await database_sync_to_async(test_runs_followed)(since=since)
+            for run_id, events in runs:
+                for event in events[sent.get(run_id, 0):]:
+                    await self._send_once(event)
+                sent[run_id] = len(events)
+
+
+def _log_task_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("socket task failed", exc_info=task.exception())
