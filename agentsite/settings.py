@@ -234,7 +234,7 @@ if LLM_PROVIDER == "openai" and not LLM_BASE_URL:
     raise ImproperlyConfigured("LLM_PROVIDER=openai needs LLM_BASE_URL.")
 
 AGENTSITE_LLM_PROVIDERS = {
-    "builtin": "runtime.llm.builtin.BuiltinProvider",
+    "builtin": "runtime.agent.builtin.BuiltinProvider",
     "openai": "runtime.llm.openai.OpenAIProvider",
 }
 

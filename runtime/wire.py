@@ -1,14 +1,188 @@
-"""The events a pipeline sends to whoever listens (CLI, sockets, tests), typed.
+"""Every message that crosses a socket or the event log, typed in one module.
 
-HUD events and frame traces are defined in `runtime.engine.records`; these are the
-chat events a user sees. Every one has a literal `type` and `as_dict()`.
+Outbound: the chat events a user sees (accepted, delta, progress, controls,
+done, cleared, error), HUD events and the frame trace (with its frame and
+model-call records). Inbound: the frames the chat socket accepts, and their
+parser. Each has a literal `type` and `as_dict()`; on `/ws` each outbound
+event also carries `seq`, its per-conversation sequence number.
+
+This is the shared vocabulary of every room (the engine records frames, nodes
+say HUD events, conversations publish, sockets send), so it imports nothing
+from them.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from runtime.errors import AgentError
+from runtime.jsonin import BadJSON, json_decode
+
+# --- HUD events and the frame trace ---------------------------------------------------
+
+
+class HudEventType(enum.StrEnum):
+    """What a node can say while it works."""
+
+    THINKING = "thinking"
+    PERCEIVED = "perceived"
+    DECIDED = "decided"
+    ROUTED = "routed"
+    STREAMING = "streaming"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    PROGRESS = "progress"
+    INTERPRETED = "interpreted"
+    UPDATED = "updated"
+    CONTROLS = "controls"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class HudEvent:
+    """One HUD event, as broadcast to trace observers."""
+
+    conversation: int
+    """The conversation's id."""
+    message_id: str
+    """The id of the message being processed."""
+    frame: int
+    """The frame the node ran in (1-based)."""
+    node: str
+    """The node's id in the graph."""
+    event: HudEventType
+    """What happened."""
+    data: dict[str, Any]
+    """Event details (JSON-serialisable)."""
+    ts: float
+    """Milliseconds since the message started."""
+    type: Literal["hud"] = "hud"
+    """The wire type, always `hud`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict."""
+        out = asdict(self)
+        out["event"] = self.event.value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCallRecord:
+    """One model call a node made, failed ones included: enough to replay it exactly."""
+
+    provider: str
+    """The provider's name."""
+    model: str
+    """The model asked (or that answered)."""
+    purpose: str
+    """Why the node called: `decide`, `tools`, `repair`, `stream`..."""
+    request: dict[str, Any]
+    """What was sent: messages, temperature, max_tokens, schema name, tool names."""
+    answer: str = ""
+    """The raw answer text."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Native tool calls in the answer: `{name, arguments}`, arguments as the model wrote them."""
+    prompt_tokens: int = 0
+    """Prompt tokens."""
+    completion_tokens: int = 0
+    """Completion tokens."""
+    ms: float = 0.0
+    """Time spent on the call."""
+    finish_reason: str = ""
+    """Why the model stopped, as the endpoint said."""
+    structured: str = ""
+    """How a structured answer was asked for in the end (json_schema, json_object, off)."""
+    attempts: int = 1
+    """HTTP attempts (retries, downgrades) behind this call."""
+    outcome: str = "ok"
+    """`ok`, `invalid` (did not fit the contract) or `error` (the call failed)."""
+    error: str = ""
+    """Why the call failed or its answer was invalid."""
+    cost: float = 0.0
+    """The call's cost, where a price is known (not yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """What one node did in one frame."""
+
+    frame: int
+    """The frame number (1-based)."""
+    node: str
+    """The node's id in the graph."""
+    node_type: str
+    """The node's type (input, director, ...)."""
+    started_ms: float
+    """When the node started, in ms since the message started."""
+    duration_ms: float
+    """How long the node ran."""
+    input: dict[str, Any]
+    """What the node was given (summarised)."""
+    output: dict[str, Any]
+    """What the node returned."""
+    decision: str
+    """The node's decision in a word or a phrase (route, plan, tool...)."""
+    llm_calls: tuple[LLMCallRecord, ...] = ()
+    """Every model call it made, in order, failed ones included."""
+    error: str = ""
+    """The error it raised, if any."""
+    fallback: str = ""
+    """The fallback it took when a model's answer could not be used, if any."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens over all its calls."""
+        return sum(c.prompt_tokens for c in self.llm_calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens over all its calls."""
+        return sum(c.completion_tokens for c in self.llm_calls)
+
+    @property
+    def llm_ms(self) -> float:
+        """Time spent waiting on the model, over all its calls."""
+        return round(sum(c.ms for c in self.llm_calls), 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTrace:
+    """Everything the engine did for one message."""
+
+    message_id: str
+    """The message's id."""
+    conversation: int
+    """The conversation's id."""
+    graph: str
+    """The graph's name."""
+    message: str
+    """The user's message text."""
+    path: str
+    """The nodes that ran, frame by frame, e.g. `input>director>thinker>output`."""
+    total_frames: int
+    """How many frames ran."""
+    total_ms: float
+    """Wall time of the whole message."""
+    frames: tuple[FrameRecord, ...]
+    """One record per node per frame, in frame order then graph order."""
+    error: str = ""
+    """The failure that stopped the message, if any."""
+    type: Literal["frame_trace"] = "frame_trace"
+    """The wire type, always `frame_trace`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The trace as a JSON-ready dict."""
+        return asdict(self)
+
+
+# --- chat events ----------------------------------------------------------------------
 
 
 class Event(Protocol):
@@ -24,7 +198,7 @@ class Event(Protocol):
 EventSink = Callable[[Event], Awaitable[None]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AcceptedEvent:
     """A message is being answered: its id and text, before any other of its events.
 
@@ -37,14 +211,14 @@ class AcceptedEvent:
     """The id the message's events and stored answer carry."""
     text: str
     """The message as it will be answered (stripped)."""
-    type: str = "accepted"
+    type: Literal["accepted"] = "accepted"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeltaEvent:
     """A piece of the streamed answer."""
 
@@ -52,14 +226,14 @@ class DeltaEvent:
     """The message being answered."""
     text: str
     """The piece of text."""
-    type: str = "delta"
+    type: Literal["delta"] = "delta"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ControlsEvent:
     """The controls the user can click now."""
 
@@ -69,14 +243,14 @@ class ControlsEvent:
     """`{label, action, go, payload, machine}` each."""
     machines: dict[str, Any] = field(default_factory=dict)
     """The machines, for widgets."""
-    type: str = "controls"
+    type: Literal["controls"] = "controls"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DoneEvent:
     """The answer is complete (or failed with a clear message)."""
 
@@ -92,14 +266,14 @@ class DoneEvent:
     """How many frames ran."""
     ms: float
     """Wall time of the message."""
-    type: str = "done"
+    type: Literal["done"] = "done"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """Work in progress the user can see: a thinking message, a tool call, a process."""
 
@@ -119,7 +293,7 @@ class ProgressEvent:
     """For processes: the pid to cancel with `cancel_process`."""
     status: str = ""
     """For processes: running, done, failed or cancelled."""
-    type: str = "progress"
+    type: Literal["progress"] = "progress"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
@@ -131,18 +305,18 @@ async def discard(event: Event) -> None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClearedEvent:
     """The conversation was cleared (history, memory but situation, machines)."""
 
-    type: str = "cleared"
+    type: Literal["cleared"] = "cleared"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict."""
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something the client asked for could not be done; `code` is stable."""
 
@@ -152,7 +326,7 @@ class ErrorEvent:
     """What went wrong, for a person."""
     message_id: str = ""
     """The message it concerns, when it concerns one (e.g. a lost or timed-out answer)."""
-    type: str = "error"
+    type: Literal["error"] = "error"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict; `message_id` only when set."""
@@ -160,3 +334,99 @@ class ErrorEvent:
         if not self.message_id:
             del data["message_id"]
         return data
+
+
+# --- inbound socket frames ------------------------------------------------------------
+
+MAX_FRAME_BYTES = 64 * 1024
+"""The largest socket frame accepted; a message's text has its own, smaller limit."""
+
+
+class BadMessage(AgentError):
+    """An inbound message that cannot be understood; the reason is for the client."""
+
+    code = "bad_request"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIn:
+    """`{type:"message", text, dashboard?}`: a chat message."""
+
+    text: str
+    dashboard: dict[str, Any] = field(default_factory=dict)
+    type: Literal["message"] = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionIn:
+    """`{type:"action", action, data?}`: a click on a control."""
+
+    action: str
+    data: dict[str, Any] = field(default_factory=dict)
+    type: Literal["action"] = "action"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelProcessIn:
+    """`{type:"cancel_process", pid}`: stop a running query."""
+
+    pid: str
+    type: Literal["cancel_process"] = "cancel_process"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeIn:
+    """`{type:"resume", after_seq}`: send again every event after `after_seq`."""
+
+    after_seq: int
+    type: Literal["resume"] = "resume"
+
+
+Inbound = MessageIn | ActionIn | CancelProcessIn | ResumeIn
+INBOUND_TYPES = ("message", "action", "cancel_process", "resume")
+
+
+def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True,
+           default: Any = None) -> Any:
+    if name not in data:
+        if required:
+            raise BadMessage(f"a {data['type']!r} message needs the field {name!r}")
+        return default
+    value = data[name]
+    if kind is int and isinstance(value, bool):
+        raise BadMessage(f"{name!r} must be an integer")
+    if not isinstance(value, kind):
+        raise BadMessage(f"{name!r} must be {'text' if kind is str else kind.__name__}, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def parse_inbound(raw: str | bytes | None) -> Inbound:
+    """Parse one socket frame; BadMessage says exactly what is wrong with it."""
+    if raw is None or isinstance(raw, bytes):
+        raise BadMessage("binary frames are not accepted; send JSON text")
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise BadMessage(f"the frame is {len(raw.encode('utf-8', 'surrogatepass'))} bytes; the limit is "
+                         f"{MAX_FRAME_BYTES}")
+    try:
+        data = json_decode(raw)
+    except BadJSON as exc:
+        raise BadMessage(str(exc)) from None
+    if not isinstance(data, dict):
+        raise BadMessage("a message must be a JSON object with a `type`")
+    kind = data.get("type")
+    if kind not in INBOUND_TYPES:
+        raise BadMessage(f"unknown message type {kind!r}; types are: "
+                         f"{', '.join(INBOUND_TYPES)}")
+    if kind == "message":
+        return MessageIn(text=_field(data, "text", str),
+                         dashboard=_field(data, "dashboard", dict, required=False, default={}))
+    if kind == "action":
+        return ActionIn(action=_field(data, "action", str),
+                        data=_field(data, "data", dict, required=False, default={}))
+    if kind == "cancel_process":
+        return CancelProcessIn(pid=_field(data, "pid", str))
+    after = _field(data, "after_seq", int)
+    if after < 0:
+        raise BadMessage("'after_seq' must be 0 or more")
+    return ResumeIn(after_seq=after)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
-from runtime.engine.records import FrameTrace
+from runtime.wire import FrameTrace
 from traces.models import FrameRow, MessageTrace
 
 

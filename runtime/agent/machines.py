@@ -12,7 +12,7 @@ import copy
 import re
 from typing import Any
 
-from runtime.engine.records import Control
+from runtime.agent.records import Control
 from runtime.errors import AgentError
 
 MACHINE_TOOLS = ("add_state", "reset_machine", "destroy_machine")

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime.agent import machines as m
-from runtime.engine.records import HudEventType
 from runtime.errors import LLMError
+from runtime.wire import HudEventType
 
 TOOL_PREFIX = "TOOL"
 BUTTONS_MARKER = "BUTTONS:"

@@ -21,8 +21,8 @@ from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.agent.situation import situation_text
 from runtime.conversations.models import Conversation, Message, Rating
 from runtime.conversations.writes import retrying
-from runtime.engine.records import FrameTrace
 from runtime.errors import ConversationBusy, MessageLost, RatingRefused, sorry
+from runtime.wire import FrameTrace
 from traces.models import MessageTrace
 from traces.services import trace_store
 

@@ -33,7 +33,6 @@ from runtime.conversations.services import LostMessage
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, FrameLoop
-from runtime.engine.records import FrameTrace, HudEvent, HudEventType
 from runtime.errors import (
     AgentError,
     FrameLimitExceeded,
@@ -53,6 +52,9 @@ from runtime.wire import (
     ErrorEvent,
     Event,
     EventSink,
+    FrameTrace,
+    HudEvent,
+    HudEventType,
     ProgressEvent,
     discard,
 )

@@ -19,8 +19,8 @@ from django.utils.module_loading import import_string
 
 from graphs.spec import GraphSpec, parse_condition
 from runtime.agent.nodes.base import EngineEnv, Node, NodeContext, NodeResult, Turn
-from runtime.engine.records import FrameRecord, HudEventType
 from runtime.errors import AgentError, FrameLimitExceeded, GraphError, NodeFailed
+from runtime.wire import FrameRecord, HudEventType
 
 logger = logging.getLogger(__name__)
 

@@ -43,15 +43,16 @@ from runtime.conversations.processes import ProcessNotFound, process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
 from runtime.conversations.turns import InvalidMessage
 from runtime.errors import ConversationBusy, DispatchFailed
-from runtime.realtime.inbound import (
+from runtime.wire import (
     ActionIn,
     BadMessage,
     CancelProcessIn,
+    ControlsEvent,
+    ErrorEvent,
     MessageIn,
     ResumeIn,
     parse_inbound,
 )
-from runtime.wire import ControlsEvent, ErrorEvent
 from traces.testruns import test_event_key, test_runs_followed
 
 logger = logging.getLogger(__name__)

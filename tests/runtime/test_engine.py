@@ -12,7 +12,7 @@ from runtime.agent.memory import memory_normalize
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
 from runtime.engine.loop import entry_frame, next_frame, path_text
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 from tests.helpers import Events, send
 
 V3_PATHS = [

@@ -8,14 +8,7 @@ import json
 import pytest
 
 from runtime.agent import machines as m
-from runtime.agent.nodes.base import sections as prompt_sections
-from runtime.agent.nodes.interpreter import result_table
-from runtime.agent.speech import parse_answer
-from runtime.conversations.models import Conversation
-from runtime.domain.database import Column, ErasDatabase, TableSchema
-from runtime.domain.sqlguard import guard_sql
-from runtime.llm.base import ChatMessage, LLMRequest
-from runtime.llm.builtin import (
+from runtime.agent.builtin import (
     BuiltinProvider,
     count_tokens,
     direct,
@@ -31,6 +24,13 @@ from runtime.llm.builtin import (
     sql_for,
     think,
 )
+from runtime.agent.nodes.base import sections as prompt_sections
+from runtime.agent.nodes.interpreter import result_table
+from runtime.agent.speech import parse_answer
+from runtime.conversations.models import Conversation
+from runtime.domain.database import Column, ErasDatabase, TableSchema
+from runtime.domain.sqlguard import guard_sql
+from runtime.llm.base import ChatMessage, LLMRequest
 from tests.helpers import send
 
 

@@ -15,6 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from graphs.selectors import graph_spec_get
+from runtime.agent.builtin import BuiltinProvider
 from runtime.agent.memory import memory_empty
 from runtime.agent.nodes.base import EngineEnv, NodeContext, Turn
 from runtime.agent.nodes.director import DirectorNode
@@ -26,7 +27,6 @@ from runtime.agent.nodes.thinker import ThinkerNode
 from runtime.agent.nodes.ui import UINode, ui_empty
 from runtime.domain.database import ErasDatabase
 from runtime.llm.base import Capabilities, Completion, LLMRequest, ModelToolCall, Usage
-from runtime.llm.builtin import BuiltinProvider
 
 
 class ScriptedModel:

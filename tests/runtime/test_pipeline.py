@@ -12,8 +12,8 @@ from runtime.agent.nodes.ui import ui_normalize
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
-from runtime.engine.records import HudEventType
 from runtime.errors import ConversationBusy, GraphError
+from runtime.wire import HudEventType
 from tests.helpers import Events, make_user, send
 from traces.models import MessageTrace
 
@@ -220,8 +220,8 @@ def test_cancelled_message_is_kept_with_its_partial_trace(conversation):
 
     from asgiref.sync import async_to_sync
 
+    from runtime.agent.builtin import BuiltinProvider
     from runtime.conversations.turns import CANCELLED_ANSWER, pipeline_run
-    from runtime.llm.builtin import BuiltinProvider
 
     async def scenario() -> None:
         thinking = asyncio.Event()

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from runtime.agent.builtin import count_tokens, respond, respond_with_tools
 from runtime.llm.base import ChatMessage, LLMRequest, OutputSchema, ToolSpec
-from runtime.llm.builtin import count_tokens, respond, respond_with_tools
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import Events, send
 

@@ -13,10 +13,10 @@ from django.core.management import CommandError, call_command
 from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec
+from runtime.agent.builtin import BuiltinProvider
 from runtime.conversations import services as conv
 from runtime.conversations.models import Message
 from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
-from runtime.llm.builtin import BuiltinProvider
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import send
 from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Process
 from runtime.conversations.processes import ProcessNotFound, process_cancel
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 from tests.helpers import Events, make_user, send
 from tests.runtime.test_nodes import ScriptedModel
 

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 from runtime.agent.contracts import Choices, ContractViolation, ExpertPlan, Tool, validate
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
-from runtime.engine.records import HudEventType, ToolCall, ToolResult
+from runtime.agent.records import ToolCall, ToolResult
+from runtime.wire import HudEventType
 
 
 @dataclass

@@ -22,12 +22,13 @@ from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs, Tool
 from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
 from runtime.agent.nodes.base import NodeContext, sections
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
+from runtime.agent.records import ToolCall, ToolResult
 from runtime.agent.speech import speak
 from runtime.conversations.processes import process_run
 from runtime.domain.database import ErasDatabase
 from runtime.domain.sqlguard import guard_sql
-from runtime.engine.records import HudEventType, ToolCall, ToolResult
 from runtime.errors import DatabaseToolError, QueryCancelled
+from runtime.wire import HudEventType
 
 RESULT_ROWS_KEPT = 50
 

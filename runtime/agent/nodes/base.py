@@ -22,7 +22,6 @@ from runtime.agent.contracts import (
     tool_spec,
     validate,
 )
-from runtime.engine.records import HudEvent, HudEventType, LLMCallRecord
 from runtime.errors import LLMError
 from runtime.llm.base import (
     Capabilities,
@@ -35,7 +34,7 @@ from runtime.llm.base import (
     ToolSpec,
 )
 from runtime.llm.recorded import Recording
-from runtime.wire import ProgressEvent
+from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent
 
 T = TypeVar("T")
 

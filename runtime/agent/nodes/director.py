@@ -16,7 +16,7 @@ from runtime.agent.contracts import (
     validate,
 )
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 
 PLANS = ("answer", "query")
 _TOOL_ARGS = {tool.name: tool.args for tool in MACHINE_TOOLS}

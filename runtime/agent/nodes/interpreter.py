@@ -7,7 +7,7 @@ from typing import Any
 
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.agent.speech import speak
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 
 ROWS_SHOWN = 30
 _LIMIT = re.compile(r"\bLIMIT\s+(\d+)", re.IGNORECASE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from runtime.agent.contracts import MemoryUpdate
 from runtime.agent.memory import memory_apply, memory_normalize
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 
 
 class MemorizerNode(Node):

@@ -6,9 +6,10 @@ from runtime.agent.context import context_summary
 from runtime.agent.contracts import NO_EXPERT, Route
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.agent.records import RoutingDecision
 from runtime.agent.speech import looks_internal, speak
 from runtime.engine.loop import node_class
-from runtime.engine.records import HudEventType, RoutingDecision
+from runtime.wire import HudEventType
 
 DEFAULT_THINKING = "Let me look into that."
 PLAIN_FALLBACK = "Sorry, I could not put that into words just now. Could you ask it another way?"

@@ -12,8 +12,8 @@ from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.base import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
 from runtime.agent.speech import parse_answer, speak
-from runtime.engine.records import HudEventType
 from runtime.errors import DatabaseToolError, LLMError
+from runtime.wire import HudEventType
 
 _FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
 # A statement, read or write: a write still goes to the guard, which refuses it plainly.

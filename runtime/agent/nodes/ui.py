@@ -6,7 +6,7 @@ from typing import Any
 
 from runtime.agent import machines as m
 from runtime.agent.nodes.base import Node, NodeContext, NodeResult
-from runtime.engine.records import HudEventType
+from runtime.wire import HudEventType
 
 
 def ui_empty() -> dict[str, Any]:

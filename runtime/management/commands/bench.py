@@ -25,11 +25,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from graphs.selectors import graph_spec_get
+from runtime.agent.builtin import BuiltinProvider
 from runtime.conversations import services as conv
 from runtime.conversations.turns import pipeline_run
-from runtime.engine.records import FrameTrace
 from runtime.errors import AgentError
-from runtime.llm.builtin import BuiltinProvider
+from runtime.wire import FrameTrace
 
 
 @dataclass(frozen=True)
