@@ -19,6 +19,7 @@ from graphs.picture import graph_svg
 from graphs.selectors import graph_names, graph_spec_get
 from runtime.agent.nodes.ui import current_controls
 from runtime.api.oidc import oidc_enabled
+from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_last_seq, chat_message_start
 
@@ -104,7 +105,7 @@ def chat(request: HttpRequest) -> HttpResponse:
                                             limit=HISTORY_ON_PAGE)
         last_seq = chat_last_seq(conversation_id=conversation.id)
         ratings = conv.conversation_ratings(conversation_id=conversation.id)
-        running = conv.conversation_running_message(conversation_id=conversation.id)
+        running = busy.busy_message(conversation_id=conversation.id)
         start = running and chat_message_start(conversation_id=conversation.id,
                                                 message_id=running)
         if start:

@@ -67,8 +67,9 @@ from runtime.api.schema import (
     Route,
     openapi_document,
 )
+from runtime.conversations import busy
 from runtime.conversations import services as conv
-from runtime.conversations.answering import message_submit, reap_and_publish
+from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.publish import publish_chat, publish_test
 from runtime.conversations.replay import Edits, ReplayImpossible
@@ -199,7 +200,7 @@ def _state(*, conversation_id: int) -> dict[str, Any]:
         "graph": state.graph_name,
         "memory": state.memory,
         "ui": {"machines": state.ui["machines"], "controls": current_controls(state.ui)},
-        "busy": conv.conversation_busy(conversation_id=conversation_id),
+        "busy": busy.busy_held(conversation_id=conversation_id),
         "last_seq": _last_seq(conversation_id),
     }
 
@@ -426,7 +427,7 @@ def _busy() -> ApiError:
 
 
 async def _refuse_if_busy(conversation_id: int) -> None:
-    if await database_sync_to_async(conv.conversation_busy)(conversation_id=conversation_id):
+    if await database_sync_to_async(busy.busy_held)(conversation_id=conversation_id):
         raise _busy()
 
 
@@ -520,12 +521,12 @@ async def result(call: Call) -> HttpResponse:
         return _json(stored)
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
-    if await reap_and_publish(conversation_id=call.conversation_id):
+    if await busy.busy_reap_and_publish(conversation_id=call.conversation_id):
         stored = await database_sync_to_async(conv.conversation_message_result)(
             conversation_id=call.conversation_id, message_id=message_id)
         if stored is not None:
             return _json(stored)
-    if await database_sync_to_async(conv.conversation_running)(
+    if await database_sync_to_async(busy.busy_holds)(
             conversation_id=call.conversation_id, message_id=message_id):
         return _json({"status": "running", "answer": "", "controls": [], "path": "",
                       "frames": 0})

@@ -32,15 +32,10 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.publish import ChatPublisher
-from runtime.conversations.turns import (
-    CANCELLED_ANSWER,
-    lost_events,
-    pipeline_run,
-    validate_text,
-    worker_name,
-)
+from runtime.conversations.turns import CANCELLED_ANSWER, pipeline_run, validate_text
 from runtime.errors import DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
 
@@ -103,16 +98,6 @@ def pipeline_tasks() -> PipelineTasks:
     return PipelineTasks()
 
 
-async def reap_and_publish(*, conversation_id: int | None = None) -> int:
-    """Record lost messages (of one conversation, or all) as failed and tell their sockets."""
-    lost = await database_sync_to_async(conv.conversation_reap)(conversation_id=conversation_id)
-    for message in lost:
-        async with ChatPublisher(conversation_id=message.conversation_id) as publish:
-            for event in lost_events(message):
-                await publish(event)
-    return len(lost)
-
-
 async def message_submit(*, conversation_id: int, text: str, message_id: str | None = None,
                          inline: bool = False) -> str:
     """Start answering `text` in the conversation; return the message id at once.
@@ -128,11 +113,11 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
     """
     text = validate_text(text)
     message_id = message_id or str(uuid.uuid4())
-    await reap_and_publish(conversation_id=conversation_id)
+    await busy.busy_reap_and_publish(conversation_id=conversation_id)
     workers = settings.AGENTSITE_PIPELINE_WORKERS
-    token = await database_sync_to_async(conv.conversation_acquire)(
+    token = await database_sync_to_async(busy.busy_acquire)(
         conversation_id=conversation_id, message_id=message_id, text=text,
-        worker="" if workers else worker_name())
+        worker="" if workers else busy.worker_name())
     if workers:
         await _send_to_workers(conversation_id=conversation_id, message_id=message_id,
                                text=text, token=token)
@@ -161,7 +146,7 @@ async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, 
         reason = f"the channel layer could not be reached ({type(exc).__name__}: {exc})"
     else:
         return
-    await database_sync_to_async(conv.conversation_release)(conversation_id=conversation_id,
+    await database_sync_to_async(busy.busy_release)(conversation_id=conversation_id,
                                                             token=token)
     raise DispatchFailed(f"{reason}; nothing was stored, send your message again")
 
@@ -203,7 +188,7 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
             try:
                 stored = await database_sync_to_async(conv.conversation_record_failure)(
                     conversation_id=conversation_id, message_id=message_id, text=text,
-                    reason=reason, worker=worker or worker_name())
+                    reason=reason, worker=worker or busy.worker_name())
             except Exception:  # the database refuses even the failure (down, disk full...)
                 # Broad on purpose: keep the busy flag, now silent. The reaper records the
                 # message as failed and announces it once the database takes writes again
@@ -212,9 +197,9 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
                                  "reaper", message_id)
                 return
             if stored:
-                lost = conv.LostMessage(conversation_id=conversation_id, message_id=message_id,
+                lost = busy.LostMessage(conversation_id=conversation_id, message_id=message_id,
                                         reason=reason)
-                for event in lost_events(lost, code="internal"):
+                for event in busy.lost_events(lost, code="internal"):
                     await publish(event)
-            await database_sync_to_async(conv.conversation_release)(
+            await database_sync_to_async(busy.busy_release)(
                 conversation_id=conversation_id, token=token)

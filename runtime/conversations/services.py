@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
@@ -21,7 +18,7 @@ from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.agent.situation import situation_text
 from runtime.conversations.models import Conversation, Message, Rating
 from runtime.conversations.writes import retrying
-from runtime.errors import ConversationBusy, MessageLost, RatingRefused, sorry
+from runtime.errors import MessageLost, RatingRefused
 from runtime.wire import FrameTrace
 from traces.models import MessageTrace
 from traces.services import trace_store
@@ -109,130 +106,6 @@ def conversation_state(*, conversation_id: int) -> ConversationState:
         experts=dict(conversation.expert_state or {}),
         last_message_at=conversation.last_message_at,
     )
-
-
-@retrying
-def conversation_acquire(
-    *, conversation_id: int, now: datetime | None = None, message_id: str = "",
-    text: str = "", worker: str = "",
-) -> str:
-    """Take the conversation's busy flag for one message; return its token or raise ConversationBusy.
-
-    One conditional UPDATE does it, so the database (SQLite's write lock,
-    PostgreSQL's row lock) guarantees that two pipelines never hold the flag at
-    once, whichever process they run in. `worker` names the process that will
-    answer (host:pid); empty means the message waits for a pipeline worker to
-    `conversation_claim` it. A flag whose holder is gone is not taken over
-    here: `conversation_reap` records that message as failed first.
-
-    Flag times are the database's clock (`now` only in tests), so processes on
-    machines whose clocks disagree still agree on who went silent.
-    """
-    stamp = now or Now()
-    token = uuid.uuid4().hex
-    taken = Conversation.objects.filter(pk=conversation_id, busy_token="").update(
-        busy_since=stamp, busy_beat=stamp, busy_token=token, busy_message_id=message_id,
-        busy_text=text, busy_worker=worker[:200])
-    if not taken:
-        raise ConversationBusy("a message is already being answered in this conversation")
-    return token
-
-
-@retrying
-def conversation_claim(*, conversation_id: int, token: str, worker: str) -> bool:
-    """A worker takes a submitted message; False when it was reaped or claimed already."""
-    return bool(Conversation.objects.filter(
-        pk=conversation_id, busy_token=token, busy_worker="").update(
-        busy_worker=worker[:200], busy_beat=Now()))
-
-
-@retrying
-def conversation_beat(*, conversation_id: int, token: str) -> bool:
-    """The answering process is alive; False when its flag was taken from it."""
-    return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_beat=Now()))
-
-
-@retrying
-def conversation_release(*, conversation_id: int, token: str) -> None:
-    """Give the busy flag back (only if this token still holds it)."""
-    Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_since=None, busy_beat=None, busy_token="", busy_message_id="", busy_text="",
-        busy_worker="")
-
-
-def _ago(seconds: float) -> ExpressionWrapper:
-    """The database's clock, `seconds` ago."""
-    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
-
-
-def _lost_filter() -> Q:
-    """Flags whose message will never be answered.
-
-    Claimed: the answering process has not beaten for `AGENTSITE_BUSY_TIMEOUT_S`.
-    Unclaimed: no worker took it within `AGENTSITE_QUEUE_TIMEOUT_S` (by then the
-    channel layer has dropped it too).
-    """
-    silent = _ago(settings.AGENTSITE_BUSY_TIMEOUT_S)
-    unclaimed = _ago(settings.AGENTSITE_QUEUE_TIMEOUT_S)
-    claimed = ~Q(busy_worker="") & (Q(busy_beat__lt=silent) | Q(busy_beat__isnull=True))
-    waiting = Q(busy_worker="") & Q(busy_since__lt=unclaimed)
-    return ~Q(busy_token="") & (claimed | waiting)
-
-
-@dataclass(frozen=True)
-class LostMessage:
-    """A message whose pipeline was lost; it is now stored as failed."""
-
-    conversation_id: int
-    """Its conversation."""
-    message_id: str
-    """Its id."""
-    reason: str
-    """The answer stored for it: what happened, for a person."""
-
-
-def lost_reason(*, worker: str) -> str:
-    """What the user is told about a message whose pipeline was lost."""
-    if worker:
-        what = (f"the process answering it ({worker}) stopped responding for "
-                f"{settings.AGENTSITE_BUSY_TIMEOUT_S:g} s")
-    else:
-        what = (f"no pipeline worker took it within {settings.AGENTSITE_QUEUE_TIMEOUT_S:g} s "
-                "(are the `runworker pipeline` processes running?)")
-    return sorry(what)
-
-
-@retrying
-def conversation_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
-    """Record every lost message (of one conversation, or all) as failed and free its flag.
-
-    Safe to run in every process at once: each flag is freed by a conditional
-    check under the row lock, so one caller records each lost message. The
-    user's text is kept and the answer says what happened; a trace with the
-    reason is stored so the admin shows it.
-    """
-    rows = Conversation.objects.filter(_lost_filter())
-    if conversation_id is not None:
-        rows = rows.filter(pk=conversation_id)
-    lost = []
-    for pk, token in rows.values_list("pk", "busy_token")[:500]:
-        with transaction.atomic():
-            row = (Conversation.objects.select_for_update()
-                   .filter(_lost_filter(), pk=pk, busy_token=token).first())
-            if row is None:
-                continue  # answered, released or reaped meanwhile
-            reason = lost_reason(worker=row.busy_worker)
-            message_id = row.busy_message_id
-            # Stored already when its answer was stored but its flag could not be released.
-            stored = bool(message_id) and conversation_record_failure(
-                conversation_id=pk, message_id=message_id, text=row.busy_text,
-                reason=reason, graph=row.graph_name, worker=row.busy_worker)
-            conversation_release(conversation_id=pk, token=token)
-        if stored:
-            logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
-            lost.append(LostMessage(conversation_id=pk, message_id=message_id, reason=reason))
-    return lost
 
 
 @retrying
@@ -405,25 +278,6 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
     """The last `limit` messages, oldest first."""
     rows = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
     return list(reversed(rows))
-
-
-def conversation_busy(*, conversation_id: int) -> bool:
-    """Whether a message of the conversation is being answered (or waits for a worker)."""
-    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
-            .exclude(_lost_filter()).exists())
-
-
-def conversation_running_message(*, conversation_id: int) -> str | None:
-    """The id of the message being answered now (None when idle or its process is lost)."""
-    return (Conversation.objects.filter(pk=conversation_id).exclude(busy_token="")
-            .exclude(busy_message_id="").exclude(_lost_filter())
-            .values_list("busy_message_id", flat=True).first())
-
-
-def conversation_running(*, conversation_id: int, message_id: str) -> bool:
-    """Whether this message holds its conversation's busy flag."""
-    return Conversation.objects.filter(pk=conversation_id,
-                                       busy_message_id=message_id).exclude(busy_token="").exists()
 
 
 def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:

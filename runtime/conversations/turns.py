@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -28,8 +26,8 @@ from graphs.selectors import graph_spec_get
 from graphs.spec import GraphSpec
 from runtime.agent.nodes.base import EngineEnv, Turn
 from runtime.agent.nodes.ui import current_controls
+from runtime.conversations import busy
 from runtime.conversations import services as conv
-from runtime.conversations.services import LostMessage
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, FrameLoop
@@ -49,8 +47,6 @@ from runtime.wire import (
     ControlsEvent,
     DeltaEvent,
     DoneEvent,
-    ErrorEvent,
-    Event,
     EventSink,
     FrameTrace,
     HudEvent,
@@ -218,30 +214,6 @@ def node_of(turn: Turn, node_type: str) -> str:
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
 
 
-def worker_name() -> str:
-    """This process, as busy flags and traces name it: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def lost_events(lost: LostMessage, code: str = "worker_lost") -> list[Event]:
-    """What listeners are told about a message that failed unanswered: an error, then done."""
-    return [ErrorEvent(code=code, message=lost.reason, message_id=lost.message_id),
-            DoneEvent(message_id=lost.message_id, answer=lost.reason, failed=True, path="",
-                      frames=0, ms=0.0)]
-
-
-async def _heartbeat(*, conversation_id: int, token: str) -> None:
-    """Beat on the busy flag while the message runs, so no reaper takes it for dead."""
-    interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
-    while True:
-        await asyncio.sleep(interval)
-        if not await database_sync_to_async(conv.conversation_beat)(
-                conversation_id=conversation_id, token=token):
-            logger.warning("conversation %s: the busy flag was taken from a running message",
-                           conversation_id)
-            return
-
-
 async def pipeline_run(
     *,
     conversation_id: int,
@@ -293,18 +265,18 @@ async def pipeline_run(
     text = validate_text(text)
     now = now or timezone.now()
     message_id = message_id or str(uuid.uuid4())
-    worker = worker or worker_name()
+    worker = worker or busy.worker_name()
     # Whoever passed the flag in stores a failure this function could not store, and gives
     # the flag back; a flag taken here is given back here whatever happens.
     owns_flag = token is None
     if token is None:
-        for lost in await database_sync_to_async(conv.conversation_reap)(
+        for lost in await database_sync_to_async(busy.busy_reap)(
                 conversation_id=conversation_id):
-            for event in lost_events(lost):
+            for event in busy.lost_events(lost):
                 await on_event(event)
-        token = await database_sync_to_async(conv.conversation_acquire)(
+        token = await database_sync_to_async(busy.busy_acquire)(
             conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
-    beat = asyncio.create_task(_heartbeat(conversation_id=conversation_id, token=token))
+    beat = asyncio.create_task(busy.busy_heartbeat(conversation_id=conversation_id, token=token))
     t0 = time.perf_counter()
     stored = False
     try:
@@ -365,7 +337,7 @@ async def pipeline_run(
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
         if stored or owns_flag:
-            await database_sync_to_async(conv.conversation_release)(
+            await database_sync_to_async(busy.busy_release)(
                 conversation_id=conversation_id, token=token
             )
     controls = current_controls(ui_after)

@@ -10,7 +10,7 @@ worker processes, on any number of machines, share the queue.
   fewer than `AGENTSITE_WORKER_CONCURRENCY`, so a busy worker leaves the queue
   to idle ones and a dying worker holds nothing it has not started.
 - A reaper: every third of `AGENTSITE_BUSY_TIMEOUT_S` it records the messages
-  of dead processes as failed (runtime.conversations.answering.reap_and_publish).
+  of dead processes as failed (runtime.conversations.busy.busy_reap_and_publish).
 - Retention: every `AGENTSITE_RETENTION_INTERVAL_S` (from its start) it runs
   a retention pass (runtime.conversations.retention: expired sessions, idle conversations,
   old traces), so a site with workers needs no cron for it.
@@ -34,15 +34,9 @@ from channels.db import database_sync_to_async
 from channels.worker import Worker
 from django.conf import settings
 
-from runtime.conversations import services as conv
-from runtime.conversations.answering import (
-    PIPELINE_MESSAGE,
-    message_answer,
-    pipeline_tasks,
-    reap_and_publish,
-)
+from runtime.conversations import busy
+from runtime.conversations.answering import PIPELINE_MESSAGE, message_answer, pipeline_tasks
 from runtime.conversations.retention import retention_run
-from runtime.conversations.turns import worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +54,9 @@ class PipelineConsumer(AsyncConsumer):
             logger.error("pipeline: a malformed message was dropped: %r", message)
             _release(slots)
             return
-        worker = worker_name()
+        worker = busy.worker_name()
         try:
-            claimed = await database_sync_to_async(conv.conversation_claim)(
+            claimed = await database_sync_to_async(busy.busy_claim)(
                 conversation_id=conversation_id, token=token, worker=worker)
         except Exception:
             # The database is unreachable: leave the message to the reaper (stored as
@@ -118,7 +112,7 @@ class PipelineWorker(Worker):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        logger.info("pipeline worker %s: listening on %s, %d at a time", worker_name(),
+        logger.info("pipeline worker %s: listening on %s, %d at a time", busy.worker_name(),
                     ", ".join(self.channels), self.capacity)
         listeners = [asyncio.ensure_future(self.listener(channel)) for channel in self.channels]
         reaping = asyncio.ensure_future(self.reap_forever())
@@ -127,7 +121,7 @@ class PipelineWorker(Worker):
         await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in listeners if t.done() and not t.cancelled() and t.exception()]
         logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
-                    worker_name(), pipeline_tasks().running())
+                    busy.worker_name(), pipeline_tasks().running())
         for task in (*listeners, reaping, pruning, stop):
             task.cancel()
         await asyncio.gather(*listeners, reaping, pruning, stop, return_exceptions=True)
@@ -136,7 +130,7 @@ class PipelineWorker(Worker):
                                    timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
         except TimeoutError:
             logger.error("pipeline worker %s: stopped with messages still running",
-                         worker_name())
+                         busy.worker_name())
         if failed:  # e.g. Redis went away: exit non-zero so a supervisor restarts the worker
             raise failed[0].exception()
 
@@ -159,10 +153,10 @@ class PipelineWorker(Worker):
         interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 3, 0.1)
         while True:
             try:
-                count = await reap_and_publish()
+                count = await busy.busy_reap_and_publish()
                 if count:
                     logger.warning("pipeline worker %s: %d lost message(s) recorded as failed",
-                                   worker_name(), count)
+                                   busy.worker_name(), count)
             except Exception:
                 logger.exception("pipeline worker: the reaper failed; trying again")
             await asyncio.sleep(interval)
@@ -183,7 +177,7 @@ class PipelineWorker(Worker):
                     logger.info(
                         "pipeline worker %s: retention deleted %d expired sessions, "
                         "%d conversations (%d messages), %d traces and %d chat events",
-                        worker_name(), report.sessions, report.conversations, report.messages,
+                        busy.worker_name(), report.sessions, report.conversations, report.messages,
                         report.traces, report.events)
             except Exception:
                 logger.exception("pipeline worker: the retention pass failed; trying again "

@@ -36,8 +36,9 @@ from runtime.api.auth import (
     CLOSE_UNAUTHENTICATED,
     token_alive,
 )
+from runtime.conversations import busy
 from runtime.conversations import services as conv
-from runtime.conversations.answering import message_submit, reap_and_publish
+from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.processes import ProcessNotFound, process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
@@ -117,7 +118,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             **owner, chat=chat)
         self.conversation_id = conversation.id
         # A message whose process died is recorded as failed before the client looks.
-        await reap_and_publish(conversation_id=self.conversation_id)
+        await busy.busy_reap_and_publish(conversation_id=self.conversation_id)
         await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
         await self.accept()
         last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)

@@ -18,6 +18,7 @@ from runtime.api import views as api
 from runtime.api.auth import token_create
 from runtime.api.schema import ROUTES
 from runtime.conversations import answering as dispatch
+from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation
@@ -179,7 +180,7 @@ def test_bad_bodies_are_400_with_a_clear_message(ada, path, body, reason):
 def test_busy_conversation_is_409(ada):
     """While the busy flag is held, check, send and clear answer 409."""
     client = client_for(ada)
-    conv.conversation_acquire(conversation_id=conversation_of(ada).id)
+    busy.busy_acquire(conversation_id=conversation_of(ada).id)
     for path, body in [
         ("/api/send/check", {"text": "hi"}),
         ("/api/send", {"text": "hi"}),

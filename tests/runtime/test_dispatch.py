@@ -22,10 +22,12 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from runtime.conversations import answering as dispatch
+from runtime.conversations import busy
 from runtime.conversations import services as conv
+from runtime.conversations.busy import worker_name
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message
-from runtime.conversations.turns import pipeline_run, worker_name
+from runtime.conversations.turns import pipeline_run
 from runtime.conversations.worker import PipelineConsumer
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost
 from runtime.wire import ErrorEvent
@@ -61,39 +63,39 @@ def stored(conversation_id: int) -> list[tuple[str, str, str]]:
 def test_a_silent_claimed_flag_is_reaped_into_a_failed_message(conversation, settings):
     """A process silent for the busy timeout: its message is stored failed, the flag freed."""
     settings.AGENTSITE_BUSY_TIMEOUT_S = 10
-    conv.conversation_acquire(conversation_id=conversation.id, message_id=M1,
+    busy.busy_acquire(conversation_id=conversation.id, message_id=M1,
                               text="what is my name?", worker="box:4242")
     age_flag(conversation.id, seconds=5)
-    assert conv.conversation_reap() == []  # still within the timeout
+    assert busy.busy_reap() == []  # still within the timeout
     age_flag(conversation.id, seconds=11)
-    [lost] = conv.conversation_reap()
+    [lost] = busy.busy_reap()
     assert lost.message_id == M1 and "(box:4242) stopped responding" in lost.reason
     assert "send your message again" in lost.reason
     assert stored(conversation.id) == [("user", "ok", "what is my name?"),
                                        ("assistant", "error", lost.reason)]
     trace = MessageTrace.objects.get(conversation=conversation)
     assert trace.error == lost.reason and trace.worker == "box:4242" and trace.total_frames == 0
-    assert not conv.conversation_busy(conversation_id=conversation.id)
-    assert conv.conversation_reap() == []  # recorded once
+    assert not busy.busy_held(conversation_id=conversation.id)
+    assert busy.busy_reap() == []  # recorded once
 
 
 def test_an_unclaimed_message_is_reaped_after_the_queue_timeout(conversation, settings):
     """A message no worker took is kept waiting for the queue timeout, then stored failed."""
     settings.AGENTSITE_BUSY_TIMEOUT_S = 1
     settings.AGENTSITE_QUEUE_TIMEOUT_S = 30
-    conv.conversation_acquire(conversation_id=conversation.id, message_id=str(uuid.uuid4()), text="hi")
+    busy.busy_acquire(conversation_id=conversation.id, message_id=str(uuid.uuid4()), text="hi")
     age_flag(conversation.id, seconds=20)
-    assert conv.conversation_busy(conversation_id=conversation.id)
-    assert conv.conversation_reap() == []
+    assert busy.busy_held(conversation_id=conversation.id)
+    assert busy.busy_reap() == []
     age_flag(conversation.id, seconds=31)
-    [lost] = conv.conversation_reap(conversation_id=conversation.id)
+    [lost] = busy.busy_reap(conversation_id=conversation.id)
     assert "no pipeline worker took it within 30 s" in lost.reason
 
 
 def test_sending_after_a_lost_message_records_it_then_answers(conversation, settings):
     """The user can send again: the lost message is stored failed and announced first."""
     settings.AGENTSITE_BUSY_TIMEOUT_S = 10
-    conv.conversation_acquire(conversation_id=conversation.id, message_id=M2,
+    busy.busy_acquire(conversation_id=conversation.id, message_id=M2,
                               text="my name is Ada", worker="box:1")
     age_flag(conversation.id, seconds=60)
     events = Events()
@@ -108,7 +110,7 @@ def test_sending_after_a_lost_message_records_it_then_answers(conversation, sett
 
 def test_a_live_flag_is_never_taken(conversation):
     """While the holder beats, a second message is refused, however long the first runs."""
-    conv.conversation_acquire(conversation_id=conversation.id, worker="box:1")
+    busy.busy_acquire(conversation_id=conversation.id, worker="box:1")
     with pytest.raises(ConversationBusy):
         send(conversation.id, "hello")
 
@@ -123,7 +125,7 @@ def test_the_heartbeat_keeps_a_long_message_alive(conversation, settings):
         answer = asyncio.create_task(pipeline_run(conversation_id=conversation.id,
                                                   text=QUESTION))
         while not answer.done():
-            reaped.extend(await dispatch.database_sync_to_async(conv.conversation_reap)())
+            reaped.extend(await dispatch.database_sync_to_async(busy.busy_reap)())
             await asyncio.sleep(0.1)
         return await answer
 
@@ -140,7 +142,7 @@ def test_a_message_reaped_while_it_runs_is_not_stored_twice(conversation, settin
     async def on_event(event):
         if getattr(event, "frame", None) == 1:  # the graph is running: a reaper strikes
             await dispatch.database_sync_to_async(age_flag)(conversation.id, seconds=60)
-            await dispatch.database_sync_to_async(conv.conversation_reap)()
+            await dispatch.database_sync_to_async(busy.busy_reap)()
 
     with pytest.raises(MessageLost):
         send(conversation.id, QUESTION, on_event)
@@ -178,7 +180,7 @@ def test_submit_in_process_answers_in_an_owned_task(conversation):
 def test_an_internal_failure_is_stored_and_announced(conversation, settings):
     """A pipeline that raises unexpectedly still ends stored as failed, with a done event."""
     settings.AGENTSITE_PIPELINE_TIMEOUT_S = 30
-    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M3,
+    token = busy.busy_acquire(conversation_id=conversation.id, message_id=M3,
                                       text="hello", worker=worker_name())
     Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
     async_to_sync(dispatch.message_answer)(conversation_id=conversation.id,
@@ -189,7 +191,7 @@ def test_an_internal_failure_is_stored_and_announced(conversation, settings):
     assert "GraphError" not in error["message"]  # the class name is for the log, not the user
     assert log[-1]["type"] == "done" and log[-1]["failed"] is True
     assert stored(conversation.id)[0] == ("user", "ok", "hello")
-    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert not busy.busy_held(conversation_id=conversation.id)
 
 
 def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, settings,
@@ -199,7 +201,7 @@ def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, sett
     The message is never lost: it ends failed, stored and announced once the
     database takes writes again (here: the next `reap_and_publish`).
     """
-    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M3,
+    token = busy.busy_acquire(conversation_id=conversation.id, message_id=M3,
                                       text="hello", worker=worker_name())
     Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
 
@@ -213,21 +215,21 @@ def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, sett
     assert stored(conversation.id) == []
     assert Conversation.objects.get(pk=conversation.id).busy_token == token  # kept, silent
     age_flag(conversation.id, seconds=settings.AGENTSITE_BUSY_TIMEOUT_S + 1)
-    assert async_to_sync(dispatch.reap_and_publish)(conversation_id=conversation.id) == 1
+    assert async_to_sync(busy.busy_reap_and_publish)(conversation_id=conversation.id) == 1
     assert [row[:2] for row in stored(conversation.id)] == [("user", "ok"), ("assistant", "error")]
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
     assert log[-1]["type"] == "done" and log[-1]["message_id"] == M3 and log[-1]["failed"]
-    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert not busy.busy_held(conversation_id=conversation.id)
 
 
 def test_a_reaped_flag_whose_answer_was_stored_announces_nothing(conversation, settings):
     """An answer stored before its flag could be released is not announced again as lost."""
-    token = conv.conversation_acquire(conversation_id=conversation.id, message_id=M1,
+    token = busy.busy_acquire(conversation_id=conversation.id, message_id=M1,
                                       text=QUESTION, worker=worker_name())
     conv.conversation_record_failure(conversation_id=conversation.id, message_id=M1,
                                      text=QUESTION, reason="stored before")
     age_flag(conversation.id, seconds=settings.AGENTSITE_BUSY_TIMEOUT_S + 1)
-    assert async_to_sync(dispatch.reap_and_publish)(conversation_id=conversation.id) == 0
+    assert async_to_sync(busy.busy_reap_and_publish)(conversation_id=conversation.id) == 0
     assert Conversation.objects.get(pk=conversation.id).busy_token == ""
     assert token and len(stored(conversation.id)) == 2
 
@@ -279,7 +281,7 @@ def test_with_workers_a_message_waits_on_the_channel_then_a_worker_answers(conve
     assert MessageTrace.objects.get(message_id=message_id).worker == worker_name()
     assert [(r, s) for r, s, _ in stored(conversation.id)] == [("user", "ok"),
                                                                ("assistant", "ok")]
-    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert not busy.busy_held(conversation_id=conversation.id)
 
 
 def test_a_worker_drops_malformed_and_unknown_messages(conversation, workers_on):
@@ -305,7 +307,7 @@ def test_a_full_queue_refuses_the_message_and_frees_the_flag(conversation, worke
             await dispatch.message_submit(conversation_id=conversation.id, text="hello")
 
     async_to_sync(scenario)()
-    assert not conv.conversation_busy(conversation_id=conversation.id)
+    assert not busy.busy_held(conversation_id=conversation.id)
     assert not Message.objects.filter(conversation=conversation).exists()
 
 

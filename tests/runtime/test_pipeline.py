@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import ui_normalize
+from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
@@ -116,11 +117,11 @@ def test_toggle_and_checklist_machines(conversation):
 
 def test_busy_conversation_refuses_a_second_pipeline(conversation):
     """While one pipeline holds a conversation, another is refused and nothing is stored."""
-    token = conv.conversation_acquire(conversation_id=conversation.id)
+    token = busy.busy_acquire(conversation_id=conversation.id)
     with pytest.raises(ConversationBusy):
         send(conversation.id, "hello")
     assert not Message.objects.filter(conversation_id=conversation.id).exists()
-    conv.conversation_release(conversation_id=conversation.id, token=token)
+    busy.busy_release(conversation_id=conversation.id, token=token)
     assert not send(conversation.id, "hello").failed
 
 
@@ -128,7 +129,7 @@ def test_stale_busy_flag_is_taken_over(conversation, settings):
     """A flag held longer than the busy timeout belongs to a dead pipeline and is taken over."""
     settings.AGENTSITE_BUSY_TIMEOUT_S = 60
     old = timezone.now() - timedelta(seconds=120)
-    conv.conversation_acquire(conversation_id=conversation.id, now=old)
+    busy.busy_acquire(conversation_id=conversation.id, now=old)
     assert not send(conversation.id, "hello").failed
 
 

@@ -17,6 +17,7 @@ from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_event_append
 from runtime.conversations.models import ChatEvent, Conversation, Message
@@ -68,11 +69,11 @@ def test_idle_conversations_go_with_everything_they_hold(graphs):
 
 def test_a_busy_conversation_is_never_deleted(graphs):
     """However idle it looks, a conversation whose busy flag is held stays."""
-    busy = conv.conversation_get_or_create(user=make_user())
-    conv.conversation_acquire(conversation_id=busy.id, message_id=str(uuid.uuid4()), text="hi")
-    idle_for(busy, 400 * DAY)
+    held = conv.conversation_get_or_create(user=make_user())
+    busy.busy_acquire(conversation_id=held.id, message_id=str(uuid.uuid4()), text="hi")
+    idle_for(held, 400 * DAY)
     assert retention_run().conversations == 0
-    assert Conversation.objects.filter(pk=busy.pk).exists()
+    assert Conversation.objects.filter(pk=held.pk).exists()
 
 
 def test_empty_anonymous_conversations_go_once_their_session_is_gone(graphs):
