@@ -582,34 +582,62 @@ def recall(message: str, memory: dict[str, Any]) -> str:
 
 def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
     """The thinker's (or PA's) answer (text, maybe a BUTTONS line) or a `TOOL` line."""
-    if parts.get("plan") == "query" and parts.get("database schema"):
-        tables = [t.name for t in parse_schema(parts["database schema"])]
-        named = tables_mentioned(message, tables)
-        sql = (write_sql(message, named[0]) if named else "") or sql_for(
-            message, parts["database schema"])
-        if sql:
-            return f"TOOL query_db: {sql}"
-        names = ", ".join(t.name for t in parse_schema(parts["database schema"]))
-        return f"I could not tell which table that is about. The tables are: {names}."
-    memory = _json(parts.get("memory", ""))
+    schema = parts.get("database schema", "")
+    if parts.get("plan") == "query" and schema:
+        return _query_line(message, schema)
     kind = _machine_kind(message)
-    if kind and not machines:
-        return (f"I can't make a {kind} here: machines live in the v3-framed graph. "
-                "Switch to it and ask again.")
-    if kind and (RESET.search(message) or DESTROY.search(message)):
-        return _machine_done(kind, reset=bool(RESET.search(message)), parts=parts)
     if kind:
-        return {"counter": "Here is your counter. Use the buttons to count.",
-                "toggle": "Here is a switch. Click to turn it on or off.",
-                "checklist": "Here is your checklist. Tick items off as you go."}[kind]
+        return _machine_answer(kind, message, parts, machines=machines)
     if parts.get("plan") == "query":
         return "I cannot reach the database right now, so I cannot look that up."
+    memory = _json(parts.get("memory", ""))
+    # The first kind of answer that fits wins, so their order is the order of priority.
+    for answer_from in (_recollection, _acknowledgement, _lookup, _suggestion):
+        answer = answer_from(message, memory)
+        if answer is not None:
+            return answer
+    name = memory.get("user_name")
+    suffix = f", {name}" if name else ""
+    return (f"I hear you{suffix}. I am the builtin offline model, so I keep to simple things: "
+            "names, facts, moods, topics, counters, switches, checklists and questions about "
+            "the eras database.")
+
+
+def _query_line(message: str, schema: str) -> str:
+    """A `TOOL query_db` line for a question about the described tables, or their names."""
+    tables = [t.name for t in parse_schema(schema)]
+    named = tables_mentioned(message, tables)
+    sql = (write_sql(message, named[0]) if named else "") or sql_for(message, schema)
+    if sql:
+        return f"TOOL query_db: {sql}"
+    return f"I could not tell which table that is about. The tables are: {', '.join(tables)}."
+
+
+def _machine_answer(kind: str, message: str, parts: dict[str, str], *, machines: bool) -> str:
+    """What to say about a counter, toggle or checklist the message asks for."""
+    if not machines:
+        return (f"I can't make a {kind} here: machines live in the v3-framed graph. "
+                "Switch to it and ask again.")
+    if RESET.search(message) or DESTROY.search(message):
+        return _machine_done(kind, reset=bool(RESET.search(message)), parts=parts)
+    return {"counter": "Here is your counter. Use the buttons to count.",
+            "toggle": "Here is a switch. Click to turn it on or off.",
+            "checklist": "Here is your checklist. Tick items off as you go."}[kind]
+
+
+def _recollection(message: str, memory: dict[str, Any]) -> str | None:
+    """The answer to "what's my name?" or "what do you remember?", if the message asks."""
     if ASK_NAME.search(message):
         name = memory.get("user_name")
         return (f"Your name is {name}." if name
                 else "I don't know your name yet. Tell me with \"my name is …\".")
     if MEMORY_QUESTION.search(message):
         return recall(message, memory)
+    return None
+
+
+def _acknowledgement(message: str, memory: dict[str, Any]) -> str | None:
+    """The reply to a fact, a mood or a topic the user just gave, if they gave one."""
     fact = fact_to_remember(message)
     if fact:
         return f"Got it — I'll remember that {_your(fact)}."
@@ -623,6 +651,12 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
     if topic:
         subject = next(g for g in topic.groups() if g).strip()
         return f"Sure, let's talk about {subject}. What would you like to know?"
+    return None
+
+
+def _lookup(message: str, memory: dict[str, Any]) -> str | None:
+    """The answer, from memory, to a question about mood, topic, time or one of the user's
+    things, if the message asks one."""
     if ASK_MOOD.search(message):
         mood_now = memory.get("user_mood")
         return (f"You told me you're feeling {mood_now}." if mood_now
@@ -640,6 +674,11 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
             if subject in fact.lower():
                 return f"You told me that {_your(fact)}."
         return f"You haven't told me your {subject} yet."
+    return None
+
+
+def _suggestion(message: str, memory: dict[str, Any]) -> str | None:
+    """An answer with buttons to a "should I …?" or a request for help, if it is one."""
     if SHOULD.search(message):
         return ("That depends on what matters most to you. Shall we weigh it up together?\n"
                 'BUTTONS: [{"label": "Yes, let\'s", "action": "weigh_up"}, '
@@ -650,11 +689,7 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
                 'BUTTONS: [{"label": "Give me a counter", "action": "give me a counter"}, '
                 '{"label": "How many customers are there?", '
                 '"action": "how many customers are there?"}]')
-    name = memory.get("user_name")
-    suffix = f", {name}" if name else ""
-    return (f"I hear you{suffix}. I am the builtin offline model, so I keep to simple things: "
-            "names, facts, moods, topics, counters, switches, checklists and questions about "
-            "the eras database.")
+    return None
 
 
 # --- interpret ---------------------------------------------------------------
