@@ -377,11 +377,6 @@ def suite_scores(*, name: str, last: int = 50) -> list[SuiteScore]:
             for r in reversed(list(rows))]
 
 
-def suite_trend(*, name: str, last: int = TREND_LENGTH) -> list[float]:
-    """Pass rates of one suite in its last `last` finished runs, oldest first."""
-    return suite_trends(names=[name], last=last)[name]
-
-
 # --- selectors: run page -------------------------------------------------------------------
 
 

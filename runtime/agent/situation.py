@@ -1,17 +1,14 @@
-"""The sensor: keeps the memory's `situation` current (time of day, idle time).
+"""The situation line the conversation's memory carries: date, time, part of day, idleness.
 
-It never calls a model. `situation_text` is the pure part; `Sensor` ticks in
-the background for one conversation until stopped.
+Pure and model-free. A new message refreshes it before the graph runs
+(`conversations.services.conversation_update_situation`; the HUD shows that as
+the `sensor` node), so prompts see the time of the message and how long the
+user was away; a replay keeps the situation it recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-
-logger = logging.getLogger(__name__)
 
 
 def part_of_day(hour: int) -> str:
@@ -36,41 +33,3 @@ def situation_text(*, now: datetime, last_message_at: datetime | None) -> str:
     if idle < 3600:
         return line + f"; the user was idle {idle // 60} min"
     return line + f"; the user was idle {idle // 3600} h {idle % 3600 // 60} min"
-
-
-class Sensor:
-    """Ticks every `interval_s`, calling `update(now)`; stop it with `stop()`."""
-
-    def __init__(
-        self,
-        *,
-        update: Callable[[datetime], Awaitable[None]],
-        now: Callable[[], datetime],
-        interval_s: float = 60.0,
-    ) -> None:
-        self.update = update
-        self.now = now
-        self.interval_s = interval_s
-        self.ticks = 0
-        self._stopped = asyncio.Event()
-
-    async def tick(self) -> None:
-        """Update the situation once."""
-        await self.update(self.now())
-        self.ticks += 1
-
-    async def run(self) -> None:
-        """Tick until stopped; a failing tick is logged and the sensor goes on."""
-        while not self._stopped.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("sensor tick failed")
-            try:
-                await asyncio.wait_for(self._stopped.wait(), timeout=self.interval_s)
-            except TimeoutError:
-                continue
-
-    def stop(self) -> None:
-        """Ask the sensor to stop after the current tick."""
-        self._stopped.set()

@@ -20,9 +20,10 @@ the connection could not write even if the guard let something through.
   and a query runs through a server-side cursor: `DECLARE ... CURSOR FOR`
   accepts a single SELECT only, and rows come on demand, so a huge result is
   never built in memory. Tables are those of the `public` schema.
-- MySQL / MariaDB (`mysql://`): not wired up, as no driver ships with agentsite
-  (`pip install mysqlclient`). Whoever adds it should give it the same layers:
-  a user with only SELECT grants on the one schema; `SET SESSION TRANSACTION
+- MySQL / MariaDB (`mysql://`, `mariadb://`): refused with a
+  `DatabaseToolError`; there is no MySQL session here, so installing a driver
+  (`pip install mysqlclient`) is not enough. A MySQL backend needs the same
+  layers: a user with only SELECT grants on the one schema; `SET SESSION TRANSACTION
   READ ONLY` and every call inside `START TRANSACTION READ ONLY` ... `ROLLBACK`;
   a time limit per statement with `SET SESSION max_execution_time = <ms>`
   (MySQL, SELECT only) or `SET SESSION max_statement_time = <s>` (MariaDB);
@@ -297,7 +298,7 @@ class ErasDatabase:
 
     @property
     def dialect(self) -> Dialect:
-        """The SQL dialect of the database: "sqlite", "postgres" or "mysql"."""
+        """The SQL dialect of the database: "sqlite" or "postgres" (MySQL URLs are refused)."""
         return self._dialect
 
     def __repr__(self) -> str:

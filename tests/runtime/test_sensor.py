@@ -1,12 +1,11 @@
-"""The sensor keeps `situation` current without a model."""
+"""The situation line in the memory: built without a model, refreshed per message."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from runtime.agent.memory import memory_normalize
-from runtime.agent.situation import Sensor, part_of_day, situation_text
+from runtime.agent.situation import part_of_day, situation_text
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation
 
@@ -26,27 +25,8 @@ def test_situation_text_names_time_and_idleness():
     assert [part_of_day(h) for h in (6, 13, 20, 2)] == ["morning", "afternoon", "evening", "night"]
 
 
-def test_sensor_ticks_until_stopped():
-    """The sensor ticks in the background and stops when asked."""
-    seen: list[datetime] = []
-
-    async def update(now: datetime) -> None:
-        seen.append(now)
-        if len(seen) == 3:
-            sensor.stop()
-
-    sensor = Sensor(update=update, now=lambda: NOON, interval_s=0.001)
-
-    async def main() -> None:
-        await asyncio.wait_for(sensor.run(), timeout=5)
-
-    asyncio.run(main())
-    assert sensor.ticks == 3
-    assert seen == [NOON] * 3
-
-
 def test_sensor_updates_the_conversation_situation(conversation):
-    """A sensor tick writes the situation into the conversation's memory, nothing else."""
+    """Refreshing the situation writes it into the conversation's memory, nothing else."""
     conv.conversation_update_situation(conversation_id=conversation.id, now=NOON)
     memory = memory_normalize(Conversation.objects.get(pk=conversation.id).memory)
     assert memory["situation"].startswith("Tuesday 24 November 2026, 12:30")

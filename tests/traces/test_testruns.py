@@ -150,7 +150,7 @@ def test_check_keeps_a_message_id_with_no_local_trace(db):
 # --- selectors ---------------------------------------------------------------------------
 
 
-def test_suite_trend_lists_finished_runs_of_that_suite_oldest_first(db):
+def test_suite_trends_list_finished_runs_of_each_suite_oldest_first(db):
     """Suite rates come from finished runs only, oldest first, the last N of them."""
     make_run(suites={"fast": (1, 1), "smoketest": (0, 3)}, minute=1)
     make_run(suites={"fast": (3, 1)}, minute=2)
@@ -159,13 +159,12 @@ def test_suite_trend_lists_finished_runs_of_that_suite_oldest_first(db):
     make_run(suites={"fast": (0, 2)}, minute=5, status=TestRun.Status.RUNNING)
     make_run(suites={"fast": (4, 0)}, minute=6, graph="v4-eras")
 
-    assert testruns.suite_trend(name="fast") == [0.5, 0.75, 1.0]
-    assert testruns.suite_trend(name="fast", last=2) == [0.75, 1.0]
-    assert testruns.suite_trend(name="smoketest") == [0.0, 1.0]
-    assert testruns.suite_trend(name="nothing") == []
+    assert testruns.suite_trends(names=["fast", "smoketest", "nothing"]) == {
+        "fast": [0.5, 0.75, 1.0], "smoketest": [0.0, 1.0], "nothing": []}
+    assert testruns.suite_trends(names=["fast"], last=2) == {"fast": [0.75, 1.0]}
 
 
-def test_suite_trend_counts_a_repeated_suite_once_per_run(db):
+def test_suite_trends_count_a_repeated_suite_once_per_run(db):
     """A suite repeated within a run (repeat > 1) is one point: its checks summed."""
     run = testruns.test_run_start(graph="v3-framed", target="in-process", repeat=2)
     for passed in (True, False):
@@ -173,7 +172,7 @@ def test_suite_trend_counts_a_repeated_suite_once_per_run(db):
         testruns.test_check_record(suite=suite, step="s", check="c", passed=passed)
         testruns.test_check_record(suite=suite, step="s", check="c", passed=True)
     testruns.test_run_finish(run=run)
-    assert testruns.suite_trend(name="fast") == [0.75]
+    assert testruns.suite_trends(names=["fast"]) == {"fast": [0.75]}
 
 
 def test_run_trend_compares_with_the_previous_finished_run_of_its_graph(db):
