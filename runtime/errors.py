@@ -58,6 +58,12 @@ class RatingRefused(AgentError):
     code = "bad_request"
 
 
+class ControlNotFound(AgentError):
+    """The conversation offers no such control (or no such machine button)."""
+
+    code = "not_found"
+
+
 class GraphError(AgentError):
     """A graph definition is invalid or cannot be run."""
 

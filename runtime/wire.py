@@ -317,6 +317,19 @@ class ClearedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class GraphEvent:
+    """The conversation runs on another graph from its next message (memory and history stay)."""
+
+    graph: str
+    """The graph's name."""
+    type: Literal["graph"] = "graph"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something the client asked for could not be done; `code` is stable."""
 

@@ -42,7 +42,6 @@ from django.views.decorators.csrf import csrf_exempt
 
 from graphs.selectors import graph_list_with_counts, graph_spec_get
 from graphs.spec import cytoscape
-from runtime.agent.machines import MachineError
 from runtime.agent.nodes.ui import current_controls
 from runtime.api.auth import (
     AuthFailed,
@@ -67,18 +66,23 @@ from runtime.api.schema import (
     Route,
     openapi_document,
 )
-from runtime.conversations import busy
+from runtime.conversations import actions, busy
 from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
-from runtime.conversations.publish import publish_chat, publish_test
+from runtime.conversations.publish import publish_test
 from runtime.conversations.replay import Edits, ReplayImpossible
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import InvalidMessage, validate_text
-from runtime.errors import ConversationBusy, DispatchFailed, GraphError, RatingRefused
+from runtime.errors import (
+    ControlNotFound,
+    ConversationBusy,
+    DispatchFailed,
+    GraphError,
+    RatingRefused,
+)
 from runtime.jsonin import BadJSON, json_decode
 from runtime.suites.parser import suite_files
-from runtime.wire import ClearedEvent, ControlsEvent
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
 from traces.testruns import test_run_events, test_run_list_with_trend
@@ -467,14 +471,6 @@ async def _queue(call: Call, text: str) -> dict[str, Any]:
     return {"id": message_id, "after_seq": after_seq}
 
 
-def _click(*, conversation_id: int, machine_id: str, action: str) -> dict[str, Any]:
-    controls = conv.conversation_click(
-        conversation_id=conversation_id, machine_id=machine_id, action=action
-    )
-    machines = conv.conversation_state(conversation_id=conversation_id).ui["machines"]
-    return ControlsEvent(message_id="", controls=controls, machines=machines).as_dict()
-
-
 async def action(call: Call) -> HttpResponse:
     """Click a control, as the socket's `action` message does.
 
@@ -484,31 +480,18 @@ async def action(call: Call) -> HttpResponse:
     button: its label is sent as a message, exactly like `/api/send`, and the
     answer is 202 `{id, after_seq, text}`.
     """
-    name = call.body["action"]
-    machine = call.body.get("data", {}).get("machine")
-    if machine:
-        if not isinstance(machine, str):
-            raise bad_request("'data.machine' must be text")
-        try:
-            event = await database_sync_to_async(_click)(
-                conversation_id=call.conversation_id, machine_id=machine, action=name
-            )
-        except MachineError as exc:
-            raise ApiError(404, "not_found", str(exc)) from None
-        wire = await publish_chat(conversation_id=call.conversation_id, event=event)
-        return _json({"ok": True, "controls": wire["controls"], "seq": wire["seq"]})
-    state = await database_sync_to_async(conv.conversation_state)(
-        conversation_id=call.conversation_id
-    )
-    label = state.ui["bindings"].get(name)
-    if label is None:
-        offered = ", ".join(state.ui["bindings"]) or "none"
-        raise ApiError(
-            404,
-            "not_found",
-            f"no control with action {name!r}; offered actions are: {offered}",
-        )
-    return _json({**await _queue(call, label), "text": label}, status=202)
+    machine = call.body.get("data", {}).get("machine", "")
+    if not isinstance(machine, str):
+        raise bad_request("'data.machine' must be text")
+    try:
+        clicked = await database_sync_to_async(actions.conversation_click)(
+            conversation_id=call.conversation_id, action=call.body["action"], machine=machine)
+    except ControlNotFound as exc:
+        raise ApiError(404, exc.code, str(exc)) from None
+    if clicked.event is not None:
+        return _json({"ok": True, "controls": clicked.event["controls"],
+                      "seq": clicked.event["seq"]})
+    return _json({**await _queue(call, clicked.message), "text": clicked.message}, status=202)
 
 
 async def result(call: Call) -> HttpResponse:
@@ -555,9 +538,11 @@ async def rate(call: Call) -> HttpResponse:
 
 async def clear(call: Call) -> HttpResponse:
     """Forget the conversation; a `cleared` event tells every listener."""
-    await _refuse_if_busy(call.conversation_id)
-    await database_sync_to_async(conv.conversation_clear)(conversation_id=call.conversation_id)
-    await publish_chat(conversation_id=call.conversation_id, event=ClearedEvent().as_dict())
+    try:
+        await database_sync_to_async(actions.conversation_clear)(
+            conversation_id=call.conversation_id)
+    except ConversationBusy:
+        raise _busy() from None
     return _json({"ok": True})
 
 
@@ -718,7 +703,7 @@ async def graph_switch(call: Call) -> HttpResponse:
     """Switch the conversation's graph."""
     name = call.body["graph"]
     try:
-        await database_sync_to_async(conv.conversation_switch_graph)(
+        await database_sync_to_async(actions.conversation_switch_graph)(
             conversation_id=call.conversation_id, graph_name=name
         )
     except GraphError as exc:

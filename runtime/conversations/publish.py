@@ -11,12 +11,16 @@ Trace and test events go to staff observers only.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Sequence
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 
-from runtime.conversations.eventlog import chat_event_append, chat_events_append
+from runtime.conversations.eventlog import chat_events_append
 from runtime.wire import Event
 
 TRACE_GROUP = "trace"
@@ -28,15 +32,21 @@ def chat_group(conversation_id: int) -> str:
     return f"chat.{conversation_id}"
 
 
-async def publish_chat(*, conversation_id: int, event: dict[str, Any]) -> dict[str, Any]:
-    """Store a chat event and send it to the conversation's sockets; return it with seq."""
-    wire = await database_sync_to_async(chat_event_append)(conversation_id=conversation_id,
-                                                           event=event)
+def events_publish(*, conversation_id: int, events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Append events to the conversation's log in the caller's transaction; send them on commit.
+
+    For a service that changes the conversation's state and says so: the events
+    are stored in the same transaction as the state they describe, and no socket
+    hears of a write that rolled back. Returns the events with their `seq`.
+    """
+    wires = chat_events_append(conversation_id=conversation_id,
+                               events=[event.as_dict() for event in events])
     layer = get_channel_layer()
     if layer is not None:
-        await layer.group_send(chat_group(conversation_id),
-                               {"type": "chat.event", "event": wire})
-    return wire
+        transaction.on_commit(functools.partial(
+            async_to_sync(layer.group_send), chat_group(conversation_id),
+            {"type": "chat.events", "events": wires}))
+    return wires
 
 
 class ChatPublisher:

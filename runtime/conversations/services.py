@@ -11,9 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from graphs.selectors import graph_spec_get
 from runtime.agent import machines as m
-from runtime.agent.memory import memory_normalize, memory_reset
+from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.agent.situation import situation_text
 from runtime.conversations.models import Conversation, Message, Rating
@@ -197,17 +196,6 @@ def conversation_update_situation(*, conversation_id: int, now: datetime) -> str
 
 @retrying
 @transaction.atomic
-def conversation_clear(*, conversation_id: int) -> None:
-    """Forget history, memory (except `situation`) and UI state."""
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-    Message.objects.filter(conversation=conversation).delete()
-    conversation.memory = memory_reset(conversation.memory)
-    conversation.ui_state = ui_empty()
-    conversation.save(update_fields=["memory", "ui_state", "updated_at"])
-
-
-@retrying
-@transaction.atomic
 def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -> list[str]:
     """Forget described schemas (of one expert, or all); return the experts affected."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
@@ -221,27 +209,6 @@ def conversation_invalidate_schemas(*, conversation_id: int, expert: str = "") -
     conversation.expert_state = state
     conversation.save(update_fields=["expert_state", "updated_at"])
     return touched
-
-
-@retrying
-@transaction.atomic
-def conversation_switch_graph(*, conversation_id: int, graph_name: str) -> None:
-    """Run the conversation on another graph from its next message; memory and history stay."""
-    graph_spec_get(name=graph_name)  # raises GraphError naming the known graphs
-    Conversation.objects.filter(pk=conversation_id).update(graph_name=graph_name)
-
-
-@retrying
-@transaction.atomic
-def conversation_click(*, conversation_id: int, machine_id: str, action: str
-                       ) -> list[dict[str, Any]]:
-    """Click a machine button: the machine moves at once, no model call. Returns the controls."""
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-    ui = ui_normalize(conversation.ui_state)
-    ui["machines"] = m.click(ui["machines"], machine_id=machine_id, action=action)
-    conversation.ui_state = ui
-    conversation.save(update_fields=["ui_state", "updated_at"])
-    return current_controls(ui)
 
 
 MAX_RATING_COMMENT = 2000

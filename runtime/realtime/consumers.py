@@ -29,26 +29,24 @@ from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from runtime.agent.machines import MachineError
 from runtime.api.auth import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHENTICATED,
     token_alive,
 )
-from runtime.conversations import busy
+from runtime.conversations import actions, busy
 from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.processes import ProcessNotFound, process_cancel
-from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group, publish_chat
+from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
 from runtime.conversations.turns import InvalidMessage
-from runtime.errors import ConversationBusy, DispatchFailed
+from runtime.errors import ControlNotFound, ConversationBusy, DispatchFailed
 from runtime.wire import (
     ActionIn,
     BadMessage,
     CancelProcessIn,
-    ControlsEvent,
     ErrorEvent,
     MessageIn,
     ResumeIn,
@@ -195,31 +193,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error(exc.code, str(exc))
 
     async def _action(self, message: ActionIn) -> None:
-        machine = message.data.get("machine")
-        if machine:
-            try:
-                controls = await database_sync_to_async(conv.conversation_click)(
-                    conversation_id=self.conversation_id, machine_id=str(machine),
-                    action=message.action)
-            except MachineError as exc:
-                await self._error("not_found", str(exc))
-                return
-            state = await database_sync_to_async(conv.conversation_state)(
-                conversation_id=self.conversation_id)
-            event = ControlsEvent(message_id="", controls=controls,
-                                  machines=state.ui["machines"])
-            await self._send_event(await publish_chat(conversation_id=self.conversation_id,
-                                                      event=event.as_dict()))
+        try:
+            clicked = await database_sync_to_async(actions.conversation_click)(
+                conversation_id=self.conversation_id, action=message.action,
+                machine=str(message.data.get("machine") or ""))
+        except ControlNotFound as exc:
+            await self._error(exc.code, str(exc))
             return
-        state = await database_sync_to_async(conv.conversation_state)(
-            conversation_id=self.conversation_id)
-        label = state.ui["bindings"].get(message.action)
-        if label is None:
-            offered = ", ".join(state.ui["bindings"]) or "none"
-            await self._error("not_found", f"no control with action {message.action!r}; "
-                              f"offered actions are: {offered}")
-            return
-        await self._start(label)
+        if clicked.event is not None:
+            await self._send_event(clicked.event)
+        else:
+            await self._start(clicked.message)
 
     async def _cancel(self, pid: str) -> None:
         try:
@@ -236,10 +220,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.sent_seq = max(self.sent_seq, event["seq"])
 
     # --- the conversation's events, from whichever process caused them ----------
-
-    async def chat_event(self, message: dict[str, Any]) -> None:
-        """An event of this conversation, from the channel layer."""
-        await self._send_event(message["event"])
 
     async def chat_events(self, message: dict[str, Any]) -> None:
         """Several consecutive events of this conversation (a pipeline's batch)."""

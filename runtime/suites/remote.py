@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from runtime.conversations.actions import control_find
 from runtime.errors import AgentError
 from runtime.suites.checks import Outcome
 from runtime.suites.parser import Step
@@ -95,14 +96,7 @@ class RemoteTarget:
     # --- steps --------------------------------------------------------------------------
 
     def _click(self, which: str) -> Outcome:
-        controls = self._state()["ui"]["controls"]
-        wanted = which.strip().lower()
-        control = next(
-            (c for c in controls if wanted in (c["label"].lower(), c["action"].lower())), None
-        )
-        if control is None:
-            offered = ", ".join(c["label"] for c in controls) or "none"
-            raise AgentError(f"no control {which!r} to click; controls are: {offered}")
+        control = control_find(self._state()["ui"]["controls"], which)
         if not control["machine"]:
             queued = self.request(
                 "POST", "/api/action", scoped=True, json={"action": control["action"]}

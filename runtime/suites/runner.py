@@ -19,6 +19,7 @@ from xml.etree import ElementTree as ET
 from asgiref.sync import async_to_sync
 
 from runtime.agent.nodes.ui import current_controls
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
@@ -56,8 +57,8 @@ class InProcessTarget:
     def open(self, *, chat: str, graph: str) -> None:
         """A new conversation for the suite."""
         conversation = conv.conversation_get_or_create(user=self.user, chat=chat)
-        conv.conversation_clear(conversation_id=conversation.id)
-        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
+        actions.conversation_clear(conversation_id=conversation.id)
+        actions.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
         self.conversation_id = conversation.id
 
     def run(self, step: Step) -> Outcome:
@@ -65,11 +66,11 @@ class InProcessTarget:
         if step.action == "send":
             return self._send(step.argument, recorded=self.recordings.get(step.title))
         if step.action == "clear":
-            conv.conversation_clear(conversation_id=self.conversation_id)
+            actions.conversation_clear(conversation_id=self.conversation_id)
             return self._after([])
         if step.action == "graph":
-            conv.conversation_switch_graph(conversation_id=self.conversation_id,
-                                           graph_name=step.argument)
+            actions.conversation_switch_graph(conversation_id=self.conversation_id,
+                                              graph_name=step.argument)
             return self._after([])
         return self._click(step.argument)
 
@@ -82,8 +83,8 @@ class InProcessTarget:
         replay: dict[str, Any] = {}
         if recorded is not None:
             # On its graph, from the state it met, every model call from its recording.
-            conv.conversation_switch_graph(conversation_id=self.conversation_id,
-                                           graph_name=recorded["graph"])
+            actions.conversation_switch_graph(conversation_id=self.conversation_id,
+                                              graph_name=recorded["graph"])
             replay = {"recording": Recording.from_frames(recorded["frames"]),
                       "start": recorded["turn"]}
             self.replayed += 1
@@ -93,16 +94,11 @@ class InProcessTarget:
 
     def _click(self, which: str) -> Outcome:
         state = conv.conversation_state(conversation_id=self.conversation_id)
-        wanted = which.strip().lower()
-        control = next((c for c in current_controls(state.ui)
-                        if wanted in (c["label"].lower(), c["action"].lower())), None)
-        if control is None:
-            offered = ", ".join(c["label"] for c in current_controls(state.ui)) or "none"
-            raise AgentError(f"no control {which!r} to click; controls are: {offered}")
-        if not control["machine"]:
-            return self._send(control["label"])
-        conv.conversation_click(conversation_id=self.conversation_id,
-                                machine_id=control["machine"], action=control["action"])
+        control = actions.control_find(current_controls(state.ui), which)
+        clicked = actions.conversation_click(conversation_id=self.conversation_id,
+                                             action=control["action"], machine=control["machine"])
+        if clicked.message:
+            return self._send(clicked.message)
         return self._after([])
 
     def _after(self, events: list[dict[str, Any]], answer: str = "", message_id: str = ""

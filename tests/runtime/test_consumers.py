@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from agentsite.asgi import application
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation
 from runtime.conversations.publish import publish_test
@@ -245,7 +246,7 @@ def test_cancel_unknown_or_foreign_process_is_refused(ada, bob):
         pid = next(e["pid"] for e in events if e["type"] == "progress" and e.get("pid"))
         return pid
 
-    conv.conversation_switch_graph(
+    actions.conversation_switch_graph(
         conversation_id=conv.conversation_get_or_create(user=ada).id, graph_name="v4-eras")
     pid = run(scenario)
 
@@ -303,7 +304,7 @@ def test_socket_survives_a_graph_switch(ada):
         await comm.send_json_to({"type": "message", "text": "what is my name?"})
         first = (await receive_until(comm, "done"))[-1]
         from channels.db import database_sync_to_async
-        await database_sync_to_async(conv.conversation_switch_graph)(
+        await database_sync_to_async(actions.conversation_switch_graph)(
             conversation_id=ready["conversation"], graph_name="v4-eras")
         await comm.send_json_to({"type": "message", "text": "what is my name?"})
         second = (await receive_until(comm, "done"))[-1]
@@ -490,34 +491,37 @@ def test_action_is_handled_while_an_answer_runs(ada, settings):
     assert state.ui["machines"]["counter"]["data"]["count"] == 1
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_gap_in_the_relayed_events_is_filled_from_the_log(ada):
     """An event the channel layer dropped is sent from the stored log before the next one.
 
     The log is the truth and the layer only the news: the socket sends every
     event once, in `seq` order, whichever process published it.
     """
-    from runtime.conversations.eventlog import chat_event_append
-    from runtime.conversations.publish import publish_chat
+    from runtime.conversations.eventlog import chat_events_append
+    from runtime.conversations.publish import events_publish
+    from runtime.wire import DeltaEvent
 
     async def scenario():
         comm, ready = await open_chat(ada)
         conversation = ready["conversation"]
-        append = database_sync_to_async(chat_event_append)
         # Stored, but its group message "lost" (never sent to the layer).
-        await append(conversation_id=conversation, event={"type": "cleared", "note": "lost"})
-        await publish_chat(conversation_id=conversation, event={"type": "cleared", "note": "next"})
+        await database_sync_to_async(chat_events_append)(
+            conversation_id=conversation, events=[{"type": "cleared", "note": "lost"}])
+        await database_sync_to_async(events_publish)(
+            conversation_id=conversation, events=[DeltaEvent(message_id="", text="next")])
         first = await comm.receive_json_from()
         second = await comm.receive_json_from()
         # A repeat of an event already sent is not sent again.
         await get_channel_layer().group_send(f"chat.{conversation}", {
-            "type": "chat.event", "event": {**second}})
+            "type": "chat.events", "events": [{**second}]})
         nothing = await comm.receive_nothing(timeout=0.2)
         await comm.disconnect()
         return ready, first, second, nothing
 
     ready, first, second, nothing = run(scenario)
     assert (first["note"], first["seq"]) == ("lost", ready["last_seq"] + 1)
-    assert (second["note"], second["seq"]) == ("next", ready["last_seq"] + 2)
+    assert (second["text"], second["seq"]) == ("next", ready["last_seq"] + 2)
     assert nothing
 
 

@@ -9,6 +9,7 @@ import pytest
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec, spec_from_data
 from runtime.agent.memory import memory_normalize
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
 from runtime.engine.loop import entry_frame, next_frame, path_text
@@ -139,7 +140,7 @@ def test_frame_limit_stops_a_runaway_graph(user, graphs, settings):
                EdgeSpec("b", "output", "not again")),
     ))
     c = conv.conversation_get_or_create(user=user)
-    conv.conversation_switch_graph(conversation_id=c.id, graph_name="looping")
+    actions.conversation_switch_graph(conversation_id=c.id, graph_name="looping")
     result = send(c.id, "hello")
     assert result.failed
     assert result.trace.total_frames == 6

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import ui_normalize
-from runtime.conversations import busy
+from runtime.conversations import actions, busy
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
@@ -60,7 +60,7 @@ def test_clear_resets_memory_but_situation_survives(conversation):
     send(conversation.id, "give me a counter")
     situation = memory_normalize(Conversation.objects.get(pk=conversation.id).memory)["situation"]
     assert situation
-    conv.conversation_clear(conversation_id=conversation.id)
+    actions.conversation_clear(conversation_id=conversation.id)
     stored = Conversation.objects.get(pk=conversation.id)
     memory = memory_normalize(stored.memory)
     assert memory["user_name"] == ""
@@ -85,7 +85,7 @@ def test_machines_persist_and_thinker_controls_are_replaced(conversation):
 def test_machine_tools_create_reset_and_destroy(conversation):
     """The director's add_state, reset_machine and destroy_machine act on persisted machines."""
     send(conversation.id, "give me a counter starting at 3")
-    conv.conversation_click(conversation_id=conversation.id, machine_id="counter", action="inc")
+    actions.conversation_click(conversation_id=conversation.id, machine="counter", action="inc")
     ui = ui_normalize(Conversation.objects.get(pk=conversation.id).ui_state)
     assert ui["machines"]["counter"]["data"]["count"] == 4
     result = send(conversation.id, "reset the counter")
@@ -103,10 +103,11 @@ def test_toggle_and_checklist_machines(conversation):
     send(conversation.id, "give me a toggle")
     send(conversation.id, "make a checklist for milk, eggs and bread")
     traces_before = MessageTrace.objects.count()
-    conv.conversation_click(conversation_id=conversation.id, machine_id="toggle",
-                            action="turn_on")
-    controls = conv.conversation_click(conversation_id=conversation.id, machine_id="checklist",
-                                       action="tick-eggs")
+    actions.conversation_click(conversation_id=conversation.id, machine="toggle",
+                               action="turn_on")
+    clicked = actions.conversation_click(conversation_id=conversation.id, machine="checklist",
+                                         action="tick-eggs")
+    controls = clicked.event["controls"]
     ui = ui_normalize(Conversation.objects.get(pk=conversation.id).ui_state)
     assert ui["machines"]["toggle"]["state"] == "on"
     assert ui["machines"]["checklist"]["data"]["items"] == {
@@ -169,8 +170,8 @@ def test_switch_graph_keeps_memory_and_history(conversation):
     """Switching graphs keeps memory and history; an unknown graph is refused by name."""
     send(conversation.id, "my name is Ada")
     with pytest.raises(GraphError, match="known graphs: v3-framed"):
-        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="nope")
-    conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
+        actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="nope")
+    actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
     state = conv.conversation_state(conversation_id=conversation.id)
     assert state.memory["user_name"] == "Ada"
     assert len(state.history) == 2

@@ -14,6 +14,7 @@ from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec
 from runtime.agent.builtin import BuiltinProvider
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Message
 from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
@@ -60,7 +61,7 @@ def test_every_path_replays_identically_with_no_model_call(conversation, counted
     """Path, frames, decisions and answer as recorded; the conversation is untouched."""
     originals = []
     for graph, text in SCRIPT:
-        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
+        actions.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
         originals.append(send(conversation.id, text))
     assert len(counted) > 20  # the recording was made by the model
     stored = Message.objects.count()

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
 from graphs.spec import EdgeSpec
-from runtime.conversations import services as conv
+from runtime.conversations import actions
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import send
 from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401
@@ -37,7 +37,7 @@ def frozen(conversation, endpoint, tmp_path):  # noqa: F811
                         ("v3-framed", "give me a counter"),
                         ("v3-framed", "how many customers are there?"),
                         ("v4-eras", "how many projects are active?")):
-        conv.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
+        actions.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
         result = send(conversation.id, text, llm=llm)
         ids.append(MessageTrace.objects.get(message_id=result.message_id).pk)
     for trace_id in ids:

@@ -7,6 +7,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Process
 from runtime.conversations.processes import ProcessNotFound, process_cancel
@@ -25,7 +26,7 @@ V4_PATHS = [
 def v4(graphs, user):
     """A conversation on v4-eras."""
     c = conv.conversation_get_or_create(user=user)
-    conv.conversation_switch_graph(conversation_id=c.id, graph_name="v4-eras")
+    actions.conversation_switch_graph(conversation_id=c.id, graph_name="v4-eras")
     return c
 
 
@@ -112,7 +113,7 @@ def test_schema_cache_is_per_conversation_and_invalidated(v4, graphs):
     assert len(record(second, "eras").llm_calls) == 2
     assert second.answer == "There are 7 customers in Berlin."
     other = conv.conversation_get_or_create(user=make_user())
-    conv.conversation_switch_graph(conversation_id=other.id, graph_name="v4-eras")
+    actions.conversation_switch_graph(conversation_id=other.id, graph_name="v4-eras")
     assert tool_calls(send(other.id, "how many customers are there?"))[0] == (
         "describe", "customers")
     assert conv.conversation_invalidate_schemas(conversation_id=v4.id) == ["eras"]
@@ -232,10 +233,10 @@ def test_cancel_is_scoped_to_the_conversation(v4):
 def test_switching_graphs_keeps_memory_and_history(conversation):
     """A conversation moved from v3-framed to v4-eras and back keeps its memory and history."""
     send(conversation.id, "my name is Ada")
-    conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="v4-eras")
+    actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="v4-eras")
     result = send(conversation.id, "what is my name?")
     assert result.answer == "Your name is Ada." and result.trace.total_frames == 3
-    conv.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
+    actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
     assert send(conversation.id, "what is my name?").trace.total_frames == 4
     assert len(conv.conversation_state(conversation_id=conversation.id).history) == 6
 

@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from graphs.selectors import graph_spec_get
 from runtime.agent.builtin import BuiltinProvider
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
@@ -231,7 +232,7 @@ class Command(BaseCommand):
             conversation = await database_sync_to_async(conv.conversation_get_or_create)(
                 user=users[path.name], chat="main"
             )
-            await database_sync_to_async(conv.conversation_switch_graph)(
+            await database_sync_to_async(actions.conversation_switch_graph)(
                 conversation_id=conversation.id, graph_name=graph
             )
             for i in range(warmup):

@@ -6,10 +6,12 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from runtime.agent.machines import MachineError
+from runtime.agent.machines import render_text
+from runtime.agent.nodes.ui import current_controls
+from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.turns import pipeline_run
-from runtime.errors import AgentError, ConversationBusy, GraphError
+from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
 from runtime.wire import DeltaEvent, Event
 
 HELP_TEXT = """Type a message and press Enter. Commands:
@@ -57,7 +59,7 @@ class Command(BaseCommand):
             if line in {"/quit", "/exit"}:
                 return
             if line == "/clear":
-                conv.conversation_clear(conversation_id=self.conversation_id)
+                actions.conversation_clear(conversation_id=self.conversation_id)
                 self.stdout.write("(cleared: history and memory forgotten, situation kept)")
             elif line == "/controls":
                 self._print_controls(self._controls())
@@ -105,15 +107,13 @@ class Command(BaseCommand):
 
     def _switch(self, graph_name: str) -> None:
         try:
-            conv.conversation_switch_graph(conversation_id=self.conversation_id,
+            actions.conversation_switch_graph(conversation_id=self.conversation_id,
                                            graph_name=graph_name)
         except GraphError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"(now on graph {graph_name}; memory and history kept)")
 
     def _controls(self) -> list[dict]:
-        from runtime.agent.nodes.ui import current_controls
-
         state = conv.conversation_state(conversation_id=self.conversation_id)
         return current_controls(state.ui)
 
@@ -124,29 +124,19 @@ class Command(BaseCommand):
                 for c in controls))
 
     def _click(self, which: str) -> None:
-        control = next((c for c in self._controls()
-                        if which in {c["action"], c["label"], f"{c['machine']}:{c['action']}"}),
-                       None)
-        if control is None:
-            self.stderr.write(f"no control {which!r}; /controls lists them")
-            return
-        if not control["machine"]:
-            # An offered button answers as if the user had said its label.
-            self.stdout.write(f"you> {control['label']}")
-            self._send(control["label"])
-            return
         try:
-            controls = conv.conversation_click(conversation_id=self.conversation_id,
-                                               machine_id=control["machine"],
-                                               action=control["action"])
-        except MachineError as exc:
-            self.stderr.write(f"error: {exc}")
+            control = actions.control_find(self._controls(), which)
+            clicked = actions.conversation_click(conversation_id=self.conversation_id,
+                                                 action=control["action"],
+                                                 machine=control["machine"])
+        except ControlNotFound as exc:
+            self.stderr.write(f"error: {exc}; /controls lists them")
             return
-        state = conv.conversation_state(conversation_id=self.conversation_id)
-        from runtime.agent.machines import render_text
-
-        machine = state.ui["machines"][control["machine"]]
+        if clicked.message:
+            # An offered button answers as if the user had said its label.
+            self.stdout.write(f"you> {clicked.message}")
+            self._send(clicked.message)
+            return
+        machine = clicked.event["machines"][control["machine"]]
         self.stdout.write(f"{machine['name']}: {render_text(machine)}")
-        self._print_controls(controls)
-
-
+        self._print_controls(clicked.event["controls"])
