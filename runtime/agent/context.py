@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.agent.nodes.base import Turn
+from runtime.engine.node import Turn
 
 _SNIPPET = 160
 

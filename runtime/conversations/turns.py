@@ -24,13 +24,14 @@ from django.utils import timezone
 
 from graphs.selectors import graph_spec_get
 from graphs.spec import GraphSpec
-from runtime.agent.nodes.base import EngineEnv, Turn
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy
 from runtime.conversations import services as conv
+from runtime.conversations.processes import process_run
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, FrameLoop
+from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
     AgentError,
     FrameLimitExceeded,
@@ -65,7 +66,7 @@ CANCELLED_ANSWER = "(cancelled before the answer was complete)"
 class InvalidMessage(AgentError):
     """The message cannot be processed as given (empty or too long)."""
 
-    code = "bad_input"
+    code = "bad_request"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def engine_env(
         on_progress=on_progress,
         deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
         recording=recording,
+        run_process=process_run,
     )
 
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from graphs.spec import GraphSpec, parse_condition
-from runtime.agent.nodes.base import EngineEnv, Node, NodeContext, NodeResult, Turn
+from runtime.engine.node import EngineEnv, Node, NodeContext, NodeResult, Turn
 from runtime.errors import AgentError, FrameLimitExceeded, GraphError, NodeFailed
 from runtime.wire import FrameRecord, HudEventType
 

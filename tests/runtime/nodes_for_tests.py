@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult
 from runtime.agent.nodes.thinker import ThinkerNode
+from runtime.engine.node import Node, NodeContext, NodeResult
 
 
 class ExplodingThinker(ThinkerNode):
     """A thinker that fails the way buggy node code fails."""
 
-    type_name = "thinker"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         raise ValueError("boom in the thinker")
@@ -18,7 +17,6 @@ class ExplodingThinker(ThinkerNode):
 class PassNode(Node):
     """Does nothing and asks every edge to fire (for loop graphs)."""
 
-    type_name = "pass"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         return NodeResult(output={"again": True}, decision="pass")

@@ -24,12 +24,12 @@ from runtime.agent.builtin import (
     sql_for,
     think,
 )
-from runtime.agent.nodes.base import sections as prompt_sections
 from runtime.agent.nodes.interpreter import result_table
 from runtime.agent.speech import parse_answer
 from runtime.conversations.models import Conversation
 from runtime.domain.database import Column, ErasDatabase, TableSchema
 from runtime.domain.sqlguard import guard_sql
+from runtime.engine.node import sections as prompt_sections
 from runtime.llm.base import ChatMessage, LLMRequest
 from tests.helpers import send
 
@@ -565,7 +565,7 @@ def test_speak_uses_the_known_name():
 
 
 def test_sections_reads_node_prompts():
-    """sections() parses exactly what runtime.agent.nodes.base.sections writes."""
+    """sections() parses exactly what runtime.engine.node.sections writes."""
     body = prompt_sections(context_summary="new user", message="hi\nthere", memory={"a": 1})
     assert sections(body) == {
         "context summary": "new user",

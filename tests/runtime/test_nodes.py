@@ -17,7 +17,6 @@ from asgiref.sync import async_to_sync
 from graphs.selectors import graph_spec_get
 from runtime.agent.builtin import BuiltinProvider
 from runtime.agent.memory import memory_empty
-from runtime.agent.nodes.base import EngineEnv, NodeContext, Turn
 from runtime.agent.nodes.director import DirectorNode
 from runtime.agent.nodes.input import InputNode
 from runtime.agent.nodes.interpreter import format_value
@@ -26,6 +25,7 @@ from runtime.agent.nodes.output import OutputNode
 from runtime.agent.nodes.thinker import ThinkerNode
 from runtime.agent.nodes.ui import UINode, ui_empty
 from runtime.domain.database import ErasDatabase
+from runtime.engine.node import EngineEnv, NodeContext, Turn
 from runtime.llm.base import Capabilities, Completion, LLMRequest, ModelToolCall, Usage
 
 
@@ -352,7 +352,8 @@ def test_director_names_a_machine_and_the_template_builds_it(graphs):
 def test_list_fields_are_bounded(graphs):
     """A list over its `max_items` (a small model repeating itself) is a violation: the
     schema says maxItems and the validator enforces it."""
-    from runtime.agent.contracts import ContractViolation, MemoryUpdate, json_schema, validate
+    from runtime.agent.contracts import MemoryUpdate
+    from runtime.llm.contracts import ContractViolation, json_schema, validate
 
     assert json_schema(MemoryUpdate)["properties"]["new_facts"]["maxItems"] == 3
     with pytest.raises(ContractViolation, match="at most 3"):

@@ -15,9 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runtime.agent.contracts import Choices, ContractViolation, ExpertPlan, Tool, validate
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.agent.contracts import ExpertPlan
 from runtime.agent.records import ToolCall, ToolResult
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
+from runtime.llm.contracts import Choices, ContractViolation, Tool, validate
 from runtime.wire import HudEventType
 
 

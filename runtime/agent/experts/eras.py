@@ -18,16 +18,16 @@ import asyncio
 import hashlib
 import re
 
-from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs, Tool
+from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs
 from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
-from runtime.agent.nodes.base import NodeContext, sections
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.agent.speech import speak
-from runtime.conversations.processes import process_run
 from runtime.domain.database import ErasDatabase
 from runtime.domain.sqlguard import guard_sql
+from runtime.engine.node import NodeContext, sections
 from runtime.errors import DatabaseToolError, QueryCancelled
+from runtime.llm.contracts import Tool
 from runtime.wire import HudEventType
 
 RESULT_ROWS_KEPT = 50
@@ -158,7 +158,9 @@ class ErasExpert(Expert):
                                pid=pid, status="running")
 
         try:
-            pid, result = await process_run(
+            if ctx.env.run_process is None:
+                raise DatabaseToolError("queries cannot run here: no process runner")
+            pid, result = await ctx.env.run_process(
                 conversation_id=ctx.turn.conversation_id, message_id=ctx.turn.message_id,
                 node=self.spec.id, description=guarded.sql,
                 work=lambda handle: db.query(guarded.sql, handle=handle), on_start=announce,

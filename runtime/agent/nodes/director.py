@@ -7,15 +7,9 @@ from typing import Any
 
 from runtime.agent import machines as m
 from runtime.agent.context import context_summary
-from runtime.agent.contracts import (
-    MACHINE_TOOL,
-    MACHINE_TOOLS,
-    PLAN_TOOL,
-    ContractViolation,
-    DirectorDecision,
-    validate,
-)
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.agent.contracts import MACHINE_TOOL, MACHINE_TOOLS, PLAN_TOOL, DirectorDecision
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
+from runtime.llm.contracts import ContractViolation, validate
 from runtime.wire import HudEventType
 
 PLANS = ("answer", "query")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import Perception
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.wire import HudEventType
 
 ROUTES = ("reflex", "director")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.agent.speech import speak
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.wire import HudEventType
 
 ROWS_SHOWN = 30

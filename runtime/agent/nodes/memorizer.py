@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runtime.agent.contracts import MemoryUpdate
 from runtime.agent.memory import memory_apply, memory_normalize
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.wire import HudEventType
 
 

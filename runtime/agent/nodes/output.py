@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from runtime.agent.context import context_summary
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.agent.speech import speak
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
 
 # The reflex path's answer when the model's cannot be shown.
 REFLEX_FALLBACK = "I'm here. How can I help?"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import NO_EXPERT, Route
 from runtime.agent.memory import memory_normalize
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult, sections
 from runtime.agent.records import RoutingDecision
 from runtime.agent.speech import looks_internal, speak
 from runtime.engine.loop import node_class
+from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.wire import HudEventType
 
 DEFAULT_THINKING = "Let me look into that."

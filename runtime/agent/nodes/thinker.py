@@ -10,8 +10,8 @@ from runtime.agent import machines as m
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.agent.memory import memory_normalize
-from runtime.agent.nodes.base import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
 from runtime.agent.speech import parse_answer, speak
+from runtime.engine.node import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
 from runtime.errors import DatabaseToolError, LLMError
 from runtime.wire import HudEventType
 
@@ -42,7 +42,6 @@ def _sql_or_nothing(ctx: NodeContext, sql: str) -> str:
 class ThinkerNode(Node):
     """Answers from memory and the director's plan; for `query` plans runs one SQL query."""
 
-    type_name = "thinker"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Stream the answer, or, for a `query` plan, write the query and run it."""

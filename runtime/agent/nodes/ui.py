@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.agent import machines as m
-from runtime.agent.nodes.base import Node, NodeContext, NodeResult
+from runtime.engine.node import Node, NodeContext, NodeResult
 from runtime.wire import HudEventType
 
 
@@ -36,7 +36,6 @@ def current_controls(ui: dict[str, Any]) -> list[dict[str, Any]]:
 class UINode(Node):
     """Applies the director's machine tools; replaces thinker controls with this answer's."""
 
-    type_name = "ui"
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         """Return the new UI state and its controls."""

@@ -1,4 +1,12 @@
-"""What every node is given (NodeContext) and returns (NodeResult)."""
+"""The engine's side of a node: what it is given and what it returns.
+
+`Turn` is the message and the state it meets; `EngineEnv` what the outside
+world lends the engine (model, domain database, processes, event sinks,
+clock); `NodeContext` one node's view of the message while it runs in a
+frame: its config, the outputs of earlier frames, HUD events and progress,
+and every model call it makes, recorded (validated against its contract,
+repaired once, then its fallback). `Node` is the class a node type extends.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +16,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from graphs.spec import GraphSpec, NodeSpec
-from runtime.agent.contracts import (
-    Choices,
-    ContractViolation,
-    Tool,
-    describe_fields,
-    json_object,
-    output_schema,
-    parse,
-    tool_spec,
-    validate,
-)
 from runtime.errors import LLMError
 from runtime.llm.base import (
     Capabilities,
@@ -32,6 +29,17 @@ from runtime.llm.base import (
     OutputSchema,
     ToolChoice,
     ToolSpec,
+)
+from runtime.llm.contracts import (
+    Choices,
+    ContractViolation,
+    Tool,
+    describe_fields,
+    json_object,
+    output_schema,
+    parse,
+    tool_spec,
+    validate,
 )
 from runtime.llm.recorded import Recording
 from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent
@@ -45,7 +53,7 @@ DEFAULT_TOOL_TOKENS = 400
 DEFAULT_ANSWER_TOKENS = 300
 
 if TYPE_CHECKING:
-    from runtime.domain.database import ErasDatabase
+    from runtime.domain.database import ErasDatabase, QueryHandle
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,23 @@ class Turn:
     """Per-expert conversation state (schema caches), keyed by the expert's node id."""
 
 
+class ProcessRunner(Protocol):
+    """Runs `work(handle)` in a thread as a process with a pid; returns (pid, its result).
+
+    `on_start(pid)` is awaited once the process exists and `on_tick(pid, elapsed_s)`
+    every `tick_s` while it runs; a cancel request stops the work through its handle
+    and raises QueryCancelled.
+    """
+
+    async def __call__(
+        self, *, conversation_id: int, message_id: str, node: str, description: str,
+        work: Callable[[QueryHandle], T], on_start: Callable[[str], Any] | None = None,
+        on_tick: Callable[[str, float], Any] | None = None, tick_s: float = 1.0,
+    ) -> tuple[str, T]:
+        """Run the work as a process."""
+        ...
+
+
 @dataclass(frozen=True)
 class EngineEnv:
     """What the engine needs from the outside world; replaceable in tests."""
@@ -96,6 +121,9 @@ class EngineEnv:
     recording: Recording | None = None
     """A replay's recorded model calls: when set, nodes are answered from it, never by
     `llm` (runtime.llm.recorded)."""
+    run_process: ProcessRunner | None = None
+    """Runs long work (a query) as a process the user sees and can cancel
+    (runtime.conversations.processes.process_run); None: no node may start one."""
 
 
 @dataclass(frozen=True)
@@ -446,9 +474,7 @@ def request_record(request: LLMRequest) -> dict[str, Any]:
 
 
 class Node:
-    """A node type: one job, configured by its NodeSpec. Subclasses set `type_name`."""
-
-    type_name: ClassVar[str] = ""
+    """A node type: one job, configured by its NodeSpec (registered in AGENTSITE_NODE_TYPES)."""
 
     def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
