@@ -21,10 +21,12 @@ disagree still agree on who went silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -199,8 +201,22 @@ def lost_events(lost: LostMessage, code: str = "worker_lost") -> list[Event]:
                       frames=0, ms=0.0)]
 
 
-async def busy_heartbeat(*, conversation_id: int, token: str) -> None:
-    """Beat on the busy flag while the message runs, so no reaper takes it for dead."""
+@contextlib.asynccontextmanager
+async def busy_heartbeat(*, conversation_id: int, token: str) -> AsyncIterator[None]:
+    """Beat on the busy flag while the block runs, so no reaper takes the message for dead.
+
+    Every fifth of `AGENTSITE_BUSY_TIMEOUT_S`, in a task this owns and cancels on leaving.
+    """
+    beat = asyncio.create_task(_beat_forever(conversation_id=conversation_id, token=token),
+                               name=f"heartbeat {conversation_id}")
+    try:
+        yield
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+
+
+async def _beat_forever(*, conversation_id: int, token: str) -> None:
     interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
     while True:
         await asyncio.sleep(interval)

@@ -29,7 +29,7 @@ from runtime.conversations.turns import (
     turn_from_snapshot,
     turn_snapshot,
 )
-from runtime.engine.loop import FrameLoop
+from runtime.engine.loop import run_graph
 from runtime.errors import AgentError, NodeFailed, ReplayDiverged
 from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
@@ -137,11 +137,8 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
     turn = turn_from_snapshot(snapshot, conversation_id=original.conversation_id,
                               message_id=message_id, message=original.message, graph=graph)
     env = engine_env(on_event=on_event, message_id=message_id, recording=recording)
-    loop = FrameLoop(turn=turn, env=env)
     t0 = time.perf_counter()
-    while await loop.tick():
-        pass
-    result = loop.result()
+    result = await run_graph(turn=turn, env=env)
     diverged = _divergence(result.error)
     answer = answer_of(turn, result)
     trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000,

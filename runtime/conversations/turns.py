@@ -1,19 +1,19 @@
 """One message through one conversation: busy flag, engine, persistence, events.
 
-This is the service every surface calls (CLI now; sockets, REST and workers
-later). It owns the order of things: take the busy flag, refresh the
-situation, run the graph, store the turn and the trace in the database, then
-tell listeners, then give the flag back whatever happened.
+Every surface reaches it through `runtime.conversations.answering` (socket,
+REST, pipeline workers); suites and the `chat` command call it directly. It
+owns the order of things: take the busy flag, refresh the situation, run the
+graph, store the turn and the trace in the database, give the flag back
+whatever happened, then tell listeners.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from runtime.conversations import services as conv
 from runtime.conversations.processes import process_run
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
-from runtime.engine.loop import EngineResult, FrameLoop
+from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
     AgentError,
@@ -83,6 +83,8 @@ class PipelineResult:
     """The controls after this answer."""
     trace: FrameTrace
     """What the engine did."""
+    machines: dict[str, Any] = field(default_factory=dict)
+    """The machines after this answer."""
 
 
 def failure_answer(error: AgentError) -> str:
@@ -251,8 +253,10 @@ async def pipeline_run(
             stored state `start` (`turn_snapshot`) instead of the conversation's.
             The turn is stored in the conversation as usual.
 
-    The flag is beaten on every fifth of `AGENTSITE_BUSY_TIMEOUT_S` while the
-    message runs, and the turn is stored only while the flag still holds.
+    Four steps: prepare (the flag, the situation, the turn), run the graph,
+    commit (the turn and its trace, only while the flag still holds; a
+    cancelled run keeps its message and frames), announce (controls, the frame
+    trace, done). The flag is beaten while the message runs.
 
     Returns:
         The answer, controls and trace. A node failure does not raise: it
@@ -265,88 +269,114 @@ async def pipeline_run(
             by whoever took it); nothing more is stored.
     """
     text = validate_text(text)
-    now = now or timezone.now()
     message_id = message_id or str(uuid.uuid4())
     worker = worker or busy.worker_name()
     # Whoever passed the flag in stores a failure this function could not store, and gives
     # the flag back; a flag taken here is given back here whatever happens.
     owns_flag = token is None
     if token is None:
-        for lost in await database_sync_to_async(busy.busy_reap)(
-                conversation_id=conversation_id):
-            for event in busy.lost_events(lost):
-                await on_event(event)
-        token = await database_sync_to_async(busy.busy_acquire)(
-            conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
-    beat = asyncio.create_task(busy.busy_heartbeat(conversation_id=conversation_id, token=token))
-    t0 = time.perf_counter()
-    stored = False
+        token = await _flag_take(conversation_id=conversation_id, message_id=message_id,
+                                 text=text, worker=worker, on_event=on_event)
+    commit = _Commit(token=token, worker=worker, now=now or timezone.now())
     try:
-        if start is None:
-            situation = await database_sync_to_async(conv.conversation_update_situation)(
-                conversation_id=conversation_id, now=now
-            )
-            # The sensor's update is part of the message's story: observers replaying HUD
-            # events onto the state before the message must arrive at the state after it.
-            await on_event(HudEvent(
-                conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
-                event=HudEventType.UPDATED,
-                data={"changed": ["situation"], "situation": situation}, ts=0.0,
-            ))
-        state = await database_sync_to_async(conv.conversation_state)(
-            conversation_id=conversation_id
-        )
-        graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
-        if start is None:
-            turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
-                        graph=graph, history=state.history, memory=state.memory, ui=state.ui,
-                        now=now, experts=state.experts)
-        else:
-            turn = turn_from_snapshot(start, conversation_id=conversation_id,
-                                      message_id=message_id, message=text, graph=graph)
-        env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock,
-                         recording=recording)
-        loop = FrameLoop(turn=turn, env=env)
-        try:
-            while await loop.tick():
-                pass
-        except asyncio.CancelledError:
-            # The user's message and the frames that did run are kept even when cancelled.
-            logger.info("message %s cancelled in frame %s", message_id, loop.frame)
-            partial = loop.result()
-            trace = trace_of(turn=turn, result=partial, total_ms=(time.perf_counter() - t0) * 1000,
-                           error=f"cancelled during frame {loop.frame}")
-            try:
-                await database_sync_to_async(_persist)(
-                    turn=turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
-                    failed=True, now=now, token=token, worker=worker,
-                )
-                stored = True
-            except MessageLost:
-                logger.info("message %s was recorded as lost before it was cancelled",
-                            message_id)
-            raise
-        result = loop.result()
-        failed = result.status != "done"
-        answer = answer_of(turn, result)
-        trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000)
-        ui_after = await database_sync_to_async(_persist)(
-            turn=turn, result=result, trace=trace, answer=answer, failed=failed, now=now,
-            token=token, worker=worker,
-        )
-        stored = True
+        async with busy.busy_heartbeat(conversation_id=conversation_id, token=token):
+            commit.turn = await _turn_prepare(
+                conversation_id=conversation_id, message_id=message_id, text=text,
+                now=commit.now, start=start, on_event=on_event)
+            env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock,
+                             recording=recording)
+            result = await run_graph(turn=commit.turn, env=env, on_cancel=commit.cancelled)
+            done = await commit.finished(result)
     finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
-        if stored or owns_flag:
-            await database_sync_to_async(busy.busy_release)(
-                conversation_id=conversation_id, token=token
-            )
-    controls = current_controls(ui_after)
-    await on_event(ControlsEvent(message_id=message_id, controls=controls,
-                                 machines=ui_after["machines"]))
-    await on_event(trace)
-    await on_event(DoneEvent(message_id=message_id, answer=answer, failed=failed,
-                             path=trace.path, frames=trace.total_frames, ms=trace.total_ms))
-    return PipelineResult(message_id=message_id, answer=answer, failed=failed,
-                          controls=controls, trace=trace)
+        if commit.stored or owns_flag:
+            await database_sync_to_async(busy.busy_release)(conversation_id=conversation_id,
+                                                           token=token)
+    await _announce(done, on_event=on_event)
+    return done
+
+
+async def _flag_take(*, conversation_id: int, message_id: str, text: str, worker: str,
+                     on_event: EventSink) -> str:
+    """Take the busy flag here, first recording a lost message of the conversation as failed
+    (its events go to `on_event`); return the flag's token."""
+    for lost in await database_sync_to_async(busy.busy_reap)(conversation_id=conversation_id):
+        for event in busy.lost_events(lost):
+            await on_event(event)
+    return await database_sync_to_async(busy.busy_acquire)(
+        conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
+
+
+async def _turn_prepare(*, conversation_id: int, message_id: str, text: str, now: datetime,
+                        start: dict[str, Any] | None, on_event: EventSink) -> Turn:
+    """The turn the message meets: the conversation as stored (its situation refreshed), or
+    the stored state `start` of a frozen message."""
+    if start is None:
+        situation = await database_sync_to_async(conv.conversation_update_situation)(
+            conversation_id=conversation_id, now=now)
+        # The sensor's update is part of the message's story: observers replaying HUD
+        # events onto the state before the message must arrive at the state after it.
+        await on_event(HudEvent(
+            conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
+            event=HudEventType.UPDATED, data={"changed": ["situation"], "situation": situation},
+            ts=0.0))
+    state = await database_sync_to_async(conv.conversation_state)(conversation_id=conversation_id)
+    graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
+    if start is not None:
+        return turn_from_snapshot(start, conversation_id=conversation_id, message_id=message_id,
+                                  message=text, graph=graph)
+    return Turn(conversation_id=conversation_id, message_id=message_id, message=text,
+                graph=graph, history=state.history, memory=state.memory, ui=state.ui, now=now,
+                experts=state.experts)
+
+
+class _Commit:
+    """Stores a message's turn and trace when its run ends, or is cancelled; knows if it did."""
+
+    def __init__(self, *, token: str, worker: str, now: datetime) -> None:
+        self.token = token
+        self.worker = worker
+        self.now = now
+        self.turn: Turn | None = None
+        self.started = time.perf_counter()
+        self.stored = False
+
+    def _ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    async def cancelled(self, partial: EngineResult) -> None:
+        """Keep the user's message and the frames that did run, answered as cancelled."""
+        assert self.turn is not None
+        trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(),
+                         error=f"cancelled during frame {len(partial.frames) + 1}")
+        try:
+            await database_sync_to_async(_persist)(
+                turn=self.turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
+                failed=True, now=self.now, token=self.token, worker=self.worker)
+            self.stored = True
+        except MessageLost:
+            logger.info("message %s was recorded as lost before it was cancelled",
+                        self.turn.message_id)
+
+    async def finished(self, result: EngineResult) -> PipelineResult:
+        """Store the answered (or failed) turn and its trace; the outcome to announce."""
+        assert self.turn is not None
+        failed = result.status != "done"
+        answer = answer_of(self.turn, result)
+        trace = trace_of(turn=self.turn, result=result, total_ms=self._ms())
+        ui_after = await database_sync_to_async(_persist)(
+            turn=self.turn, result=result, trace=trace, answer=answer, failed=failed,
+            now=self.now, token=self.token, worker=self.worker)
+        self.stored = True
+        return PipelineResult(message_id=self.turn.message_id, answer=answer, failed=failed,
+                              controls=current_controls(ui_after), trace=trace,
+                              machines=ui_after["machines"])
+
+
+async def _announce(done: PipelineResult, *, on_event: EventSink) -> None:
+    """Tell listeners, once the turn is stored: the controls now, the frame trace, done."""
+    await on_event(ControlsEvent(message_id=done.message_id, controls=done.controls,
+                                 machines=done.machines))
+    await on_event(done.trace)
+    await on_event(DoneEvent(message_id=done.message_id, answer=done.answer, failed=done.failed,
+                             path=done.trace.path, frames=done.trace.total_frames,
+                             ms=done.trace.total_ms))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ class EngineResult:
     """How a message's run ended."""
 
     status: str
-    """`done` or `failed`."""
+    """`done`, `failed` or `cancelled`."""
     frames: tuple[tuple[str, ...], ...]
     """The nodes of each frame that ran."""
     outputs: dict[str, dict[str, Any]]
@@ -180,9 +181,30 @@ class FrameLoop:
         )
 
 
-async def run_graph(*, turn: Turn, env: EngineEnv) -> EngineResult:
-    """Run every frame of one message and return the outcome."""
+async def run_graph(
+    *, turn: Turn, env: EngineEnv,
+    on_cancel: Callable[[EngineResult], Awaitable[None]] | None = None,
+) -> EngineResult:
+    """Run every frame of one message and return the outcome.
+
+    Args:
+        turn: the message and the state it meets.
+        env: what the engine borrows from the outside world.
+        on_cancel: awaited with the frames that did run when the run is cancelled
+            (the user's message and those frames are worth keeping); the
+            cancellation then goes on.
+
+    Returns:
+        The outcome: done, or failed with the error recorded.
+    """
     loop = FrameLoop(turn=turn, env=env)
-    while await loop.tick():
-        pass
+    try:
+        while await loop.tick():
+            pass
+    except asyncio.CancelledError:
+        logger.info("message %s cancelled in frame %s", turn.message_id, loop.frame)
+        loop.status = "cancelled"
+        if on_cancel is not None:
+            await on_cancel(loop.result())
+        raise
     return loop.result()
