@@ -232,41 +232,26 @@ async def pipeline_run(
     recording: Recording | None = None,
     start: dict[str, Any] | None = None,
 ) -> PipelineResult:
-    """Answer one message in one conversation.
+    """Answer one message: prepare, run the graph, commit, announce.
 
     Args:
-        conversation_id: the conversation, already resolved for its owner.
-        text: the user's message.
-        on_event: receives deltas and HUD events live, then controls, the frame
-            trace and done after the turn is stored.
+        conversation_id, text: the conversation (resolved for its owner) and the message.
+        on_event: gets deltas and HUD events live; controls, the frame trace and done
+            once the turn is stored.
         llm, clock, now, message_id: replacements for tests and benchmarks.
-        token: the busy flag, when the message was submitted with it already
-            taken (runtime.conversations.answering): it is given back once the turn is stored;
-            when this raises before that, the caller stores the failure and
-            gives it back. Without a token, a lost message of the conversation
-            is recorded as failed (its events go to `on_event`) and the flag is
-            taken here and always given back.
-        worker: the process answering, for the flag and the trace (default:
-            this one).
-        recording, start: a frozen message replayed (runtests --replay): every
-            model call answered from `recording`, the engine started from the
-            stored state `start` (`turn_snapshot`) instead of the conversation's.
-            The turn is stored in the conversation as usual.
-
-    Four steps: prepare (the flag, the situation, the turn), run the graph,
-    commit (the turn and its trace, only while the flag still holds; a
-    cancelled run keeps its message and frames), announce (controls, the frame
-    trace, done). The flag is beaten while the message runs.
+        token: the flag, when `answering` took it: given back once the turn is stored,
+            else by the caller with the failure. None: a lost message is recorded as
+            failed (events to `on_event`), the flag taken here and always given back.
+        worker: the answering process, for the flag and the trace (default: this one).
+        recording, start: a frozen message replayed: model calls from `recording`, the
+            engine started from the stored state `start` (`turn_snapshot`).
 
     Returns:
-        The answer, controls and trace. A node failure does not raise: it
-        becomes a clear answer and is recorded in the trace.
+        The answer, controls and trace; a node failure becomes a clear answer.
 
     Raises:
-        InvalidMessage: empty or oversized text (nothing is stored).
-        ConversationBusy: another message of this conversation is running.
-        MessageLost: the flag was taken from this message (recorded as failed
-            by whoever took it); nothing more is stored.
+        InvalidMessage: empty or oversized text (nothing stored). ConversationBusy.
+        MessageLost: the flag was taken from this message; nothing more is stored.
     """
     text = validate_text(text)
     message_id = message_id or str(uuid.uuid4())
