@@ -37,7 +37,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from runtime.conversations.models import Conversation
-from runtime.conversations.publish import ChatPublisher
+from runtime.conversations.publish import events_publish
 from runtime.conversations.services import conversation_record_failure
 from runtime.conversations.writes import retrying
 from runtime.errors import ConversationBusy, sorry
@@ -145,7 +145,8 @@ def busy_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
     Safe to run in every process at once: each flag is freed by a conditional
     check under the row lock, so one caller records each lost message. The
     user's text is kept and the answer says what happened; a trace with the
-    reason is stored so the admin shows it.
+    reason is stored so the admin shows it; an `error` and a `done` are
+    published in the same transaction, so the conversation's sockets learn it.
     """
     rows = Conversation.objects.filter(_lost_filter())
     if conversation_id is not None:
@@ -164,9 +165,11 @@ def busy_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
                 conversation_id=pk, message_id=message_id, text=row.busy_text,
                 reason=reason, graph=row.graph_name, worker=row.busy_worker)
             busy_release(conversation_id=pk, token=token)
-        if stored:
-            logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
-            lost.append(LostMessage(conversation_id=pk, message_id=message_id, reason=reason))
+            if stored:
+                message = LostMessage(conversation_id=pk, message_id=message_id, reason=reason)
+                events_publish(conversation_id=pk, events=lost_events(message))
+                lost.append(message)
+                logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
     return lost
 
 
@@ -228,10 +231,5 @@ async def _beat_forever(*, conversation_id: int, token: str) -> None:
 
 
 async def busy_reap_and_publish(*, conversation_id: int | None = None) -> int:
-    """Record lost messages (of one conversation, or all) as failed and tell their sockets."""
-    lost = await database_sync_to_async(busy_reap)(conversation_id=conversation_id)
-    for message in lost:
-        async with ChatPublisher(conversation_id=message.conversation_id) as publish:
-            for event in lost_events(message):
-                await publish(event)
-    return len(lost)
+    """`busy_reap` from an event loop: how many lost messages it recorded and announced."""
+    return len(await database_sync_to_async(busy_reap)(conversation_id=conversation_id))
