@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.agent.records import Control
@@ -129,6 +130,44 @@ def apply_tool_call(machines: dict[str, Any], call: Any) -> dict[str, Any]:
         return destroy_machine(machines, machine_id=str(args.get("machine_id", "")))
     except TypeError as exc:
         raise MachineError(f"{call['name']}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CallsApplied:
+    """Machines after a message's tool calls, and what became of each call, in order."""
+
+    machines: dict[str, Any]
+    """The machines once every call that could apply did."""
+    outcomes: tuple[tuple[dict[str, Any], str], ...]
+    """(call, why it was rejected, or "" when it applied), one per call."""
+
+    @property
+    def applied(self) -> list[dict[str, Any]]:
+        """The calls that applied."""
+        return [call for call, error in self.outcomes if not error]
+
+    @property
+    def rejected(self) -> list[dict[str, Any]]:
+        """`{call, error}` for each call that did not."""
+        return [{"call": call, "error": error} for call, error in self.outcomes if error]
+
+
+def apply_tool_calls(machines: dict[str, Any], calls: list[dict[str, Any]]) -> CallsApplied:
+    """Apply tool calls in order; one that cannot apply is rejected with why, the rest go on.
+
+    The one way a message's machine calls are applied: by the director checking
+    them, by the thinker and the ui node reading their effect, and when the turn
+    is stored onto the machines as they are then (clicked meanwhile).
+    """
+    outcomes = []
+    for call in calls:
+        try:
+            machines = apply_tool_call(machines, call)
+        except MachineError as exc:
+            outcomes.append((call, str(exc)))
+        else:
+            outcomes.append((call, ""))
+    return CallsApplied(machines=machines, outcomes=tuple(outcomes))
 
 
 def click(machines: dict[str, Any], *, machine_id: str, action: str) -> dict[str, Any]:

@@ -59,18 +59,15 @@ class DirectorNode(Node):
             plan, goal, calls = await self._with_tools(ctx, machines, user, rejected)
         else:
             plan, goal, calls = await self._with_json(ctx, machines, user, rejected)
-        applied: list[dict[str, Any]] = []
-        working = machines
-        for call in calls:
-            try:
-                working = m.apply_tool_call(working, call)
-            except m.MachineError as exc:
-                rejected.append({"call": call, "error": str(exc)})
-                await ctx.emit(HudEventType.ERROR, {"tool": call, "error": str(exc)})
-                continue
-            applied.append(call)
-            await ctx.emit(HudEventType.TOOL_CALL, {"tool": call.get("name"),
-                                                    "args": call.get("args", {})})
+        outcome = m.apply_tool_calls(machines, calls)
+        for call, error in outcome.outcomes:
+            if error:
+                await ctx.emit(HudEventType.ERROR, {"tool": call, "error": error})
+            else:
+                await ctx.emit(HudEventType.TOOL_CALL, {"tool": call.get("name"),
+                                                        "args": call.get("args", {})})
+        applied = outcome.applied
+        rejected.extend(outcome.rejected)
         output = {"plan": plan, "goal": goal, "tool_calls": applied, "rejected_calls": rejected}
         await ctx.emit(HudEventType.DECIDED, {"plan": plan, "goal": goal,
                                               "tools": [c.get("name") for c in applied]})

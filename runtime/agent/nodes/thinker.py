@@ -47,9 +47,8 @@ class ThinkerNode(Node):
         """Stream the answer, or, for a `query` plan, write the query and run it."""
         await ctx.emit(HudEventType.THINKING)
         director = ctx.latest("director") or {"plan": "answer", "goal": "", "tool_calls": []}
-        machines = dict(ctx.turn.ui.get("machines", {}))
-        for call in director.get("tool_calls", []):
-            machines = m.apply_tool_call(machines, call)
+        machines = m.apply_tool_calls(dict(ctx.turn.ui.get("machines", {})),
+                                      director.get("tool_calls", [])).machines
         tools = list(self.spec.config.get("tools", []))
         schema = ""
         if director.get("plan") == "query" and "query_db" in tools:

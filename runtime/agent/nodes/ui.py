@@ -41,8 +41,7 @@ class UINode(Node):
         """Return the new UI state and its controls."""
         ui = ui_normalize(dict(ctx.turn.ui))
         director = ctx.latest("director") or {}
-        for call in director.get("tool_calls", []):
-            ui["machines"] = m.apply_tool_call(ui["machines"], call)
+        ui["machines"] = m.apply_tool_calls(ui["machines"], director.get("tool_calls", [])).machines
         thinker = ctx.latest("thinker") or {}
         # Thinker buttons belong to one answer: each answer replaces them, even with none.
         ui["thinker_controls"] = list(thinker.get("buttons", []))
