@@ -24,6 +24,7 @@
     machines: boot.machines || {},
     controls: boot.controls || [],
     memory: boot.memory || {},
+    heldMemory: {},       // message_id -> memory updates shown once its answer is stored
     socket: null,
     backoff: BACKOFF_MIN_MS,
     reconnectTimer: null,
@@ -150,8 +151,13 @@
   var handlers = {
     ready: onReady, accepted: onAccepted, delta: onDelta, progress: onProgress, hud: onHud,
     controls: onControls, frame_trace: onFrameTrace, done: onDone, cleared: onCleared,
-    error: onError,
+    graph: onGraph, error: onError,
   };
+
+  /** Another tab (or an API client) switched the conversation's graph. */
+  function onGraph(event) {
+    if (event.graph && event.graph !== state.graph) showGraph(event.graph);
+  }
 
   function receive(event) {
     if (typeof event.seq === "number") {
@@ -325,6 +331,9 @@
   }
 
   function onDone(event) {
+    var held = state.heldMemory[event.message_id] || [];
+    delete state.heldMemory[event.message_id];
+    if (!event.failed) held.forEach(applyMemory);
     var answer = answerFor(event.message_id);
     answer.text = event.answer;
     md.renderInto(answer.body, event.answer);
@@ -452,7 +461,12 @@
     }
     liveFrameRow(event);
     hudLog(event);
-    if (event.event === "updated") applyMemory(event.data || {});
+    if (event.event !== "updated") return;
+    // The sensor's situation is stored before the message runs; a node's memory update is
+    // stored only with an answer that did not fail, so it waits for the message's `done`.
+    if (!event.frame) applyMemory(event.data || {});
+    else (state.heldMemory[event.message_id] = state.heldMemory[event.message_id] || [])
+      .push(event.data || {});
   }
 
   function liveFrameRow(event) {
