@@ -18,10 +18,13 @@ from django.views.decorators.http import require_GET
 from graphs.picture import graph_svg
 from graphs.selectors import graph_names, graph_spec_get
 from runtime.agent.nodes.ui import current_controls
+from runtime.api.auth import anonymous_session_start
 from runtime.api.oidc import oidc_enabled
 from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_last_seq, chat_message_start
+from runtime.conversations.owners import conversation_resolve, owner_resolve
+from runtime.errors import AuthFailed
 
 HISTORY_ON_PAGE = 50
 """How many past messages the chat page shows when it opens."""
@@ -62,20 +65,6 @@ class SignOutView(LogoutView):
         return response
 
 
-def _chat_owner(request: HttpRequest) -> dict[str, Any] | None:
-    """Who owns the page's conversation: the user, an anonymous session, or nobody allowed."""
-    if request.user.is_authenticated:
-        return {"user": request.user}
-    if not settings.AGENTSITE_ALLOW_ANONYMOUS:
-        return None
-    if not request.session.session_key:
-        # The socket finds the conversation by this session key, so it must exist
-        # (and its cookie be sent) before the page's script connects.
-        request.session.modified = True
-        request.session.save()
-    return {"session_key": request.session.session_key}
-
-
 def _graph_pictures() -> list[dict[str, str]]:
     """Every stored graph's picture, drawn on the server (the switcher flips between them)."""
     # graph_svg escapes every label, so its markup is safe to embed as it is.
@@ -90,12 +79,17 @@ def _graph_pictures() -> list[dict[str, str]]:
 @ensure_csrf_cookie
 def chat(request: HttpRequest) -> HttpResponse:
     """The chat page: transcript, controls, machines and the HUD of the caller's conversation."""
-    owner = _chat_owner(request)
-    if owner is None:
+    session = request.session
+    try:
+        # An anonymous visitor's session starts here: the socket finds the conversation by
+        # its key, so the cookie must be sent before the page's script connects.
+        owner = owner_resolve(user=request.user, session_key=session.session_key or "",
+                              session_start=lambda: anonymous_session_start(session))
+    except AuthFailed:
         return redirect_to_login(request.get_full_path())
     # Looking creates nothing: a first visit is drawn from the state a conversation
     # starts with, and the socket creates the conversation when it connects.
-    conversation = conv.conversation_find(**owner, chat="main")
+    conversation = conversation_resolve(owner=owner, chat="main", create=False)
     ratings: dict[str, int] = {}
     if conversation is None:
         state, history, last_seq = conv.conversation_state_new(), [], 0

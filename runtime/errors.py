@@ -1,6 +1,65 @@
-"""The runtime's exceptions: failures with stable codes, and control flow kept apart."""
+"""The runtime's exceptions: failures with stable codes, and control flow kept apart.
+
+Every code a client can read is a key of HTTP_STATUS, the one table of what each
+code answers over HTTP; a socket sends the same code in its `error` event, and
+closes for it with `close_code`. An exception carries its public code (`code`),
+so an edge never picks a code or a status by hand: REST answers
+`runtime.api.views.ApiError.of(exc)`, a socket `exc.code` and `str(exc)`.
+"""
 
 from __future__ import annotations
+
+HTTP_STATUS: dict[str, int] = {
+    # The caller's request cannot be served as it is.
+    "bad_request": 400,
+    "graph_invalid": 400,
+    "suite_error": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "csrf_failed": 403,
+    "not_found": 404,
+    "process_not_found": 404,  # ProcessNotFound's; the socket still says not_found for it
+    "method_not_allowed": 405,
+    # The request is fine but the conversation's (or a recording's) state refuses it now.
+    "busy": 409,
+    "machine_error": 409,
+    "replay_impossible": 409,
+    "replay_diverged": 409,
+    "freeze_impossible": 409,
+    "too_large": 413,
+    # Our side failed; the message says what, the server log has the traceback.
+    "internal": 500,
+    "agent_error": 500,
+    "graph_error": 500,
+    "frame_limit": 500,
+    "node_failed": 500,
+    "db_error": 500,
+    "message_lost": 500,
+    "worker_lost": 500,
+    # The model behind us failed (502) or did not answer in time (504).
+    "llm_error": 502,
+    "llm_rate_limited": 502,
+    "llm_stream_broken": 502,
+    "llm_timeout": 504,
+    "timeout": 504,
+    # No pipeline worker could take the message (DispatchFailed): nothing was stored.
+    "unavailable": 503,
+}
+"""Every public error code and the HTTP status it answers with. `worker_lost` and
+`timeout` only name `error` events of a message (no request answers them); the
+other control flow (cancelled) is never shown to a client as an error."""
+
+
+def http_status(code: str) -> int:
+    """The HTTP status of a public error code; 500 for a code the table lacks (a test
+    keeps it complete for every code an exception declares)."""
+    return HTTP_STATUS.get(code, 500)
+
+
+def close_code(code: str) -> int:
+    """The close code of a socket refused or closed for `code`: 4000 + its HTTP status
+    (4400 a bad URL, 4401 sign in again, 4403 not allowed)."""
+    return 4000 + http_status(code)
 
 
 def sorry(what: str) -> str:
@@ -52,10 +111,28 @@ class ReplayDiverged(AgentError):
         self.call = call
 
 
+class AuthFailed(AgentError):
+    """The caller is not signed in, or sent a token that does not work."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(AgentError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
 class RatingRefused(AgentError):
-    """A rating that cannot be stored: no such answer, or a bad value or comment."""
+    """A rating that cannot be stored: a bad value or comment."""
 
     code = "bad_request"
+
+
+class AnswerNotFound(RatingRefused):
+    """A rating of an answer the conversation does not have."""
+
+    code = "not_found"
 
 
 class ControlNotFound(AgentError):
@@ -98,10 +175,20 @@ class ControlFlow(Exception):
     """Not a failure: a signal that changes what the runtime does next."""
 
 
+BUSY_MESSAGE = ("a message is already being answered in this conversation; "
+                "try again once it is done")
+"""What every edge says when the conversation is busy, whatever was refused."""
+
+
 class ConversationBusy(ControlFlow):
-    """A pipeline is already running for this conversation."""
+    """A pipeline is already running for this conversation; its message is BUSY_MESSAGE."""
 
     code = "busy"
+
+    def __init__(self, _refused: str = "") -> None:
+        # One sentence on every edge. busy.py and actions.py still pass words of their own:
+        # accepted and not shown until they stop passing them (then this parameter goes).
+        super().__init__(BUSY_MESSAGE)
 
 
 class MessageLost(AgentError):
@@ -118,7 +205,6 @@ class DispatchFailed(AgentError):
     """A message could not be handed to a pipeline worker; nothing was stored."""
 
     code = "unavailable"
-
 
 
 class Cancelled(ControlFlow):

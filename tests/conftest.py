@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphs.services import graph_load_builtin
-from runtime.conversations import services as conv
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.domain.demo import build_eras_database
 from tests.helpers import make_user
 
@@ -42,4 +42,4 @@ def user(db):
 @pytest.fixture
 def conversation(graphs, user):
     """The user's main conversation on v3-framed."""
-    return conv.conversation_get_or_create(user=user)
+    return conversation_resolve(owner=Owner(user=user))

@@ -23,59 +23,40 @@ from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import HttpRequest
 from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
-from django.shortcuts import resolve_url
 from django.utils import timezone
 
 from runtime.conversations.models import ApiToken
-from runtime.errors import AgentError
+from runtime.conversations.owners import Owner, owner_resolve
+from runtime.errors import AgentError, AuthFailed, Forbidden, close_code
+from runtime.wire import ErrorEvent
 
-CLOSE_BAD_REQUEST = 4400
-"""A socket's close code when its URL is malformed (e.g. a bad chat name)."""
-CLOSE_UNAUTHENTICATED = 4401
-"""Not signed in, a bad or revoked token, or a session that ended."""
-CLOSE_FORBIDDEN = 4403
-"""Signed in but not allowed: a foreign Origin, or a staff socket for a non-staff user."""
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """`last_used_at` is written at most this often per token, not on every request."""
-
-
-class AuthFailed(AgentError):
-    """The caller is not signed in, or sent a token that does not work (HTTP 401)."""
-
-    code = "unauthenticated"
-
-
-class Forbidden(AgentError):
-    """The caller is known but may not do this (HTTP 403)."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True)
 class Caller:
     """The resolved caller of a REST request."""
 
-    user: Any
-    """The signed-in user, or None for an anonymous visitor."""
-    session_key: str
-    """The anonymous visitor's session key ("" for a user)."""
+    owner: Owner
+    """Whose conversations the caller acts on (runtime.conversations.owners)."""
     via: str
     """How the caller was recognised: `token`, `session` or `anonymous`."""
+
+    @property
+    def user(self) -> Any:
+        """The signed-in user, or None for an anonymous visitor."""
+        return self.owner.user
 
     @property
     def is_staff(self) -> bool:
         """Whether the caller may read other people's traces and drive the test runner."""
         return bool(self.user is not None and self.user.is_staff)
-
-    def owner(self) -> dict[str, Any]:
-        """Keyword arguments naming the caller as a conversation owner."""
-        if self.user is not None:
-            return {"user": self.user}
-        return {"session_key": self.session_key}
 
 
 # --- tokens ----------------------------------------------------------------------------
@@ -132,10 +113,10 @@ def user_from_bearer(header_value: str | None):
 def caller_resolve(request: HttpRequest, *, stores: bool = False) -> Caller:
     """The caller of a REST request: bearer token, else session user, else anonymous if allowed.
 
-    Raises AuthFailed for a bad token (never falling back to the session) and
-    for an anonymous caller when anonymous chat is off. When the request
-    `stores` something, an anonymous visitor without a session gets one, so
-    its conversation is kept; a read leaves nothing behind (session_key "").
+    Raises AuthFailed for a bad token (never falling back to the session) and,
+    through owner_resolve, for an anonymous caller when anonymous chat is off.
+    When the request `stores` something, an anonymous visitor without a session
+    gets one, so its conversation is kept; a read leaves nothing behind.
     """
     raw = bearer_value(request.headers.get("Authorization"))
     if raw is not None:
@@ -145,19 +126,20 @@ def caller_resolve(request: HttpRequest, *, stores: bool = False) -> Caller:
                 "the bearer token is unknown or revoked; make one with "
                 "`python manage.py createtoken USERNAME`"
             )
-        return Caller(user=user, session_key="", via="token")
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return Caller(user=user, session_key="", via="session")
-    if not settings.AGENTSITE_ALLOW_ANONYMOUS:
-        raise AuthFailed(f"sign in (at {resolve_url(settings.LOGIN_URL)}) or send "
-                         "`Authorization: Bearer <token>`")
+        return Caller(owner=owner_resolve(user=user), via="token")
     session = request.session
-    if not session.session_key and stores:
-        # An empty session is never sent back as a cookie: mark it so the visitor keeps it.
-        session["agentsite_anonymous"] = True
-        session.save()
-    return Caller(user=None, session_key=session.session_key or "", via="anonymous")
+    owner = owner_resolve(
+        user=getattr(request, "user", None), session_key=session.session_key or "",
+        session_start=(lambda: anonymous_session_start(session)) if stores else None)
+    return Caller(owner=owner, via="anonymous" if owner.anonymous else "session")
+
+
+def anonymous_session_start(session: SessionBase) -> str:
+    """Start a visitor's session so its cookie goes back with the response; its key."""
+    # An empty session is never sent back as a cookie: mark it so the visitor keeps it.
+    session["agentsite_anonymous"] = True
+    session.save()
+    return session.session_key
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -181,21 +163,25 @@ def csrf_failure(request: HttpRequest) -> str | None:
 #
 # A socket refused before it is accepted reaches the client as daphne's plain HTTP 403,
 # whatever the reason. So every refusal accepts first, says why in an `error` event, and
-# closes with a code a client can act on: 4400 bad URL, 4401 sign in again, 4403 not allowed.
+# closes with a code a client can act on (runtime.errors.close_code): 4400 bad URL, 4401
+# sign in again, 4403 not allowed.
 
 
-async def socket_refuse(send, *, close_code: int, code: str, message: str) -> None:
-    """Accept the socket (its `websocket.connect` already received), say why, and close it."""
+async def socket_refuse(send, error: AgentError) -> None:
+    """Accept the socket (its `websocket.connect` already received), say why, and close it.
+
+    `send` is the ASGI send (a consumer's `base_send`).
+    """
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.send", "text": json.dumps(
-        {"type": "error", "code": code, "message": message, "seq": None})})
-    await send({"type": "websocket.close", "code": close_code})
+        {**ErrorEvent(code=error.code, message=str(error)).as_dict(), "seq": None})})
+    await send({"type": "websocket.close", "code": close_code(error.code)})
 
 
-async def _refuse_connect(receive, send, **reason: Any) -> None:
+async def _refuse_connect(receive, send, error: AgentError) -> None:
     event = await receive()
     if event.get("type") == "websocket.connect":
-        await socket_refuse(send, **reason)
+        await socket_refuse(send, error)
 
 
 def token_alive(raw: str) -> bool:
@@ -224,9 +210,8 @@ class BearerTokenMiddleware:
         user = await database_sync_to_async(user_from_token)(raw)
         if user is None:
             if scope["type"] == "websocket":
-                await _refuse_connect(
-                    receive, send, close_code=CLOSE_UNAUTHENTICATED, code="unauthenticated",
-                    message="the bearer token is unknown or revoked")
+                await _refuse_connect(receive, send,
+                                      AuthFailed("the bearer token is unknown or revoked"))
             return None
         return await self.inner({**scope, "user": user, "auth": "token", "token": raw},
                                 receive, send)
@@ -263,8 +248,7 @@ class SocketOriginMiddleware:
         if scope["type"] == "websocket" and scope.get("auth") != "token":
             reason = origin_refusal(scope)
             if reason:
-                return await _refuse_connect(receive, send, close_code=CLOSE_FORBIDDEN,
-                                             code="forbidden", message=reason)
+                return await _refuse_connect(receive, send, Forbidden(reason))
         return await self.inner(scope, receive, send)
 
 

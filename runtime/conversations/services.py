@@ -1,4 +1,7 @@
-"""Services and selectors for conversations: ownership, busy flag, state, history."""
+"""Services and selectors for conversations: state, history, turns, ratings.
+
+Who owns a conversation, and finding or creating it, is `runtime.conversations.owners`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
 from runtime.agent.situation import situation_text
 from runtime.conversations.models import Conversation, Message, Rating
 from runtime.conversations.writes import retrying
-from runtime.errors import MessageLost, RatingRefused
+from runtime.errors import AnswerNotFound, MessageLost, RatingRefused
 from runtime.wire import FrameTrace
 from traces.models import MessageTrace
 from traces.services import trace_store
@@ -43,42 +46,6 @@ class ConversationState:
     """Per-expert state (schema caches), keyed by expert node id."""
     last_message_at: datetime | None
     """When the user last wrote."""
-
-
-@retrying
-def conversation_get_or_create(
-    *, user=None, session_key: str = "", chat: str = "main"
-) -> Conversation:
-    """The caller's conversation for `chat`, created on first use.
-
-    A signed-in user owns conversations by user; an anonymous visitor by session
-    key. Nothing is ever shared between two owners.
-    """
-    if user is not None and getattr(user, "is_authenticated", False):
-        owner = {"user": user}
-    elif session_key:
-        owner = {"user": None, "session_key": session_key}
-    else:
-        raise ValueError("a conversation needs a signed-in user or a session key")
-    conversation, _ = Conversation.objects.get_or_create(
-        **owner, chat=chat,
-        defaults={"graph_name": settings.AGENTSITE_DEFAULT_GRAPH,
-                  "memory": memory_normalize({}), "ui_state": ui_empty()},
-    )
-    return conversation
-
-
-def conversation_find(*, user=None, session_key: str = "", chat: str = "main"
-                      ) -> Conversation | None:
-    """The caller's conversation for `chat` if it exists; never creates one.
-
-    For reads (a page, a state poll): a visitor who only looks leaves no row behind.
-    """
-    if user is not None and getattr(user, "is_authenticated", False):
-        return Conversation.objects.filter(user=user, chat=chat).first()
-    if session_key:
-        return Conversation.objects.filter(user=None, session_key=session_key, chat=chat).first()
-    return None
 
 
 def conversation_state_new() -> ConversationState:
@@ -219,8 +186,8 @@ MAX_RATING_COMMENT = 2000
 def conversation_rate(*, conversation_id: int, message_id: str, value: int,
                       comment: str = "") -> Rating:
     """Rate an answer of the conversation (thumbs up 1, down -1); a second rating replaces
-    the first. RatingRefused when the conversation has no such answer or the comment is
-    too long."""
+    the first. RatingRefused for a bad value or a comment too long, AnswerNotFound when
+    the conversation has no such answer."""
     if value not in (Rating.Value.UP, Rating.Value.DOWN):
         raise RatingRefused("a rating is up or down")
     if len(comment) > MAX_RATING_COMMENT:
@@ -228,7 +195,7 @@ def conversation_rate(*, conversation_id: int, message_id: str, value: int,
                             f"{MAX_RATING_COMMENT}")
     if not Message.objects.filter(conversation_id=conversation_id, message_id=message_id,
                                   role=Message.Role.ASSISTANT).exists():
-        raise RatingRefused(f"no answer {message_id} in this conversation")
+        raise AnswerNotFound(f"no answer {message_id} in this conversation")
     rating, _ = Rating.objects.update_or_create(
         conversation_id=conversation_id, message_id=message_id,
         defaults={"value": value, "comment": comment.strip()})

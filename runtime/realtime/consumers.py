@@ -29,20 +29,22 @@ from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from runtime.api.auth import (
-    CLOSE_BAD_REQUEST,
-    CLOSE_FORBIDDEN,
-    CLOSE_UNAUTHENTICATED,
-    token_alive,
-)
+from runtime.api.auth import socket_refuse, token_alive
 from runtime.conversations import actions, busy
-from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
+from runtime.conversations.models import Conversation
+from runtime.conversations.owners import conversation_resolve, owner_resolve
 from runtime.conversations.processes import ProcessNotFound, process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
-from runtime.conversations.turns import InvalidMessage
-from runtime.errors import ControlNotFound, ConversationBusy, DispatchFailed
+from runtime.errors import (
+    AgentError,
+    AuthFailed,
+    ConversationBusy,
+    Forbidden,
+    close_code,
+    http_status,
+)
 from runtime.wire import (
     ActionIn,
     BadMessage,
@@ -58,13 +60,13 @@ logger = logging.getLogger(__name__)
 CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
 
 
-async def refuse(consumer: AsyncWebsocketConsumer, close_code: int, code: str, message: str
-                 ) -> None:
-    """Accept, say why, close: a client sees the code, not daphne's HTTP 403 (runtime.api.auth)."""
-    await consumer.accept()
-    await consumer.send(text_data=json.dumps(
-        {**ErrorEvent(code=code, message=message).as_dict(), "seq": None}))
-    await consumer.close(code=close_code)
+def _scope_conversation(scope: dict[str, Any], chat: str) -> Conversation:
+    """The conversation of a socket's caller (its user, by session or token, or its
+    anonymous session); AuthFailed for a caller who may not chat."""
+    session = scope.get("session")
+    owner = owner_resolve(user=scope.get("user"),
+                          session_key=getattr(session, "session_key", None) or "")
+    return conversation_resolve(owner=owner, chat=chat)
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -90,30 +92,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Find the caller's conversation; refuse callers who may not chat."""
-        user = self.scope.get("user")
-        session = self.scope.get("session")
         chat = self._query().get("chat", "main")
-        if not CHAT_NAME.match(chat):
-            await refuse(self, CLOSE_BAD_REQUEST, "bad_request", f"{chat!r} is not a chat "
-                               "name: use 1-80 of a-z, 0-9, _ and -")
+        try:
+            if not CHAT_NAME.match(chat):
+                raise BadMessage(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
+            # A socket cannot set a cookie, so it never starts a session: an anonymous
+            # visitor opens the chat page first (runtime.conversations.owners).
+            conversation = await database_sync_to_async(_scope_conversation)(self.scope, chat)
+        except AgentError as exc:
+            await socket_refuse(self.base_send, exc)
             return
-        if user is not None and user.is_authenticated:
-            owner: dict[str, Any] = {"user": user}
-        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None and session.session_key:
-            owner = {"session_key": session.session_key}
-        elif settings.AGENTSITE_ALLOW_ANONYMOUS and session is not None:
-            # A session made here would never reach the client (a socket sets no cookie):
-            # each such connect would leave a session and a conversation behind.
-            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "open the chat page "
-                         "first (it starts your session), or send `Authorization: Bearer "
-                         "<token>`")
-            return
-        else:
-            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in, or send "
-                               "`Authorization: Bearer <token>`")
-            return
-        conversation = await database_sync_to_async(conv.conversation_get_or_create)(
-            **owner, chat=chat)
         self.conversation_id = conversation.id
         # A message whose process died is recorded as failed before the client looks.
         await busy.busy_reap_and_publish(conversation_id=self.conversation_id)
@@ -135,9 +123,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             alive = (await database_sync_to_async(token_alive)(token) if token
                      else await self._still_signed_in())
             if not self.closed and not alive:
-                await self._error("unauthenticated", "your token was revoked" if token else
-                                  "your session has expired or you signed out; sign in again")
-                await self.close(code=CLOSE_UNAUTHENTICATED)
+                await self._close_for(AuthFailed(
+                    "your token was revoked" if token else
+                    "your session has expired or you signed out; sign in again"))
                 return
 
     async def disconnect(self, code: int) -> None:
@@ -154,14 +142,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                       ) -> None:
         """Decode one frame and act on it; bad input gets a clear error, the socket stays."""
         if not await self._still_signed_in():
-            await self._error("unauthenticated", "your session has expired or you signed out; "
-                              "sign in again")
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._close_for(AuthFailed("your session has expired or you signed out; "
+                                             "sign in again"))
             return
         try:
             message = parse_inbound(text_data if bytes_data is None else bytes_data)
         except BadMessage as exc:
-            await self._error(exc.code, str(exc))
+            await self._fail(exc)
             return
         try:
             if isinstance(message, MessageIn):
@@ -172,6 +159,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._cancel(message.pid)
             elif isinstance(message, ResumeIn):
                 await self._resume(message.after_seq)
+        except (AgentError, ConversationBusy) as exc:
+            if http_status(exc.code) >= 500:  # our side failed: keep the traceback
+                logger.exception("chat socket: %s failed", type(message).__name__)
+            await self._fail(exc)  # refused (bad text, busy, no such control...): say why
         except Exception:
             # Broad on purpose: one failed request must not kill the socket (close 1011);
             # the client gets a plain error and the log the traceback.
@@ -182,24 +173,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- message handlers ------------------------------------------------------
 
     async def _start(self, text: str) -> None:
-        try:
-            await message_submit(conversation_id=self.conversation_id, text=text)
-        except InvalidMessage as exc:
-            await self._error("bad_request", str(exc))
-        except ConversationBusy:
-            await self._error("busy", "a message is already being answered; wait for its "
-                              "`done` or cancel its process")
-        except DispatchFailed as exc:
-            await self._error(exc.code, str(exc))
+        await message_submit(conversation_id=self.conversation_id, text=text)
 
     async def _action(self, message: ActionIn) -> None:
-        try:
-            clicked = await database_sync_to_async(actions.conversation_click)(
-                conversation_id=self.conversation_id, action=message.action,
-                machine=str(message.data.get("machine") or ""))
-        except ControlNotFound as exc:
-            await self._error(exc.code, str(exc))
-            return
+        clicked = await database_sync_to_async(actions.conversation_click)(
+            conversation_id=self.conversation_id, action=message.action,
+            machine=str(message.data.get("machine") or ""))
         if clicked.event is not None:
             await self._send_event(clicked.event)
         else:
@@ -210,6 +189,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
                                                          pid=pid)
         except ProcessNotFound as exc:
+            # Clients have always read `not_found` here, but ProcessNotFound still says
+            # `process_not_found` (runtime/conversations/processes.py): once it says
+            # `not_found`, this except goes and receive() answers it like every other error.
             await self._error("not_found", str(exc))
 
     async def _resume(self, after_seq: int) -> None:
@@ -255,6 +237,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Answers to this socket's own requests: not conversation events, so no seq.
         await self._send({**ErrorEvent(code=code, message=message).as_dict(), "seq": None})
 
+    async def _fail(self, exc: AgentError | ConversationBusy) -> None:
+        """Tell the client why its request was refused: the exception's public code."""
+        await self._error(exc.code, str(exc))
+
+    async def _close_for(self, exc: AgentError) -> None:
+        """Say why, then close with the code's close code (runtime.errors.close_code)."""
+        await self._fail(exc)
+        await self.close(code=close_code(exc.code))
+
     def _query(self) -> dict[str, str]:
         from urllib.parse import parse_qs
 
@@ -284,10 +275,10 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
         """Staff only."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await refuse(self, CLOSE_UNAUTHENTICATED, "unauthenticated", "sign in as staff")
+            await socket_refuse(self.base_send, AuthFailed("sign in as staff"))
             return
         if not user.is_staff:
-            await refuse(self, CLOSE_FORBIDDEN, "forbidden", "only staff may watch this socket")
+            await socket_refuse(self.base_send, Forbidden("only staff may watch this socket"))
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -301,8 +292,8 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
                       ) -> None:
         """Observers only listen: say so clearly."""
         await self.send(text_data=json.dumps(ErrorEvent(
-            code="bad_request", message="this socket only sends events; it accepts no "
-                                        "messages").as_dict()))
+            code=BadMessage.code, message="this socket only sends events; it accepts no "
+                                          "messages").as_dict()))
 
 
 class TraceConsumer(StaffObserverConsumer):

@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions
 from runtime.conversations import services as conv
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
 from runtime.llm.recorded import Recording
@@ -56,7 +57,7 @@ class InProcessTarget:
 
     def open(self, *, chat: str, graph: str) -> None:
         """A new conversation for the suite."""
-        conversation = conv.conversation_get_or_create(user=self.user, chat=chat)
+        conversation = conversation_resolve(owner=Owner(user=self.user), chat=chat)
         actions.conversation_clear(conversation_id=conversation.id)
         actions.conversation_switch_graph(conversation_id=conversation.id, graph_name=graph)
         self.conversation_id = conversation.id

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from graphs.models import Graph
-from runtime.conversations import services as conv
+from runtime.conversations.owners import Owner, conversation_resolve
 from tests.helpers import send
 from traces import testruns
 from traces.models import MessageTrace
@@ -100,7 +100,7 @@ def test_rendered_pages_have_no_inline_code(admin_client, graphs, settings):
     settings.OIDC_RP_CLIENT_ID = "agentsite"
     settings.OIDC_OP_TOKEN_ENDPOINT = "https://idp.example.com/token"
     admin = get_user_model().objects.get(username="admin")
-    conversation = conv.conversation_get_or_create(user=admin)
+    conversation = conversation_resolve(owner=Owner(user=admin))
     result = send(conversation.id, "how many customers are there?")
     send(conversation.id, "hello")
     trace = MessageTrace.objects.get(message_id=result.message_id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_event_append
 from runtime.conversations.models import Conversation
+from runtime.conversations.owners import Owner, conversation_resolve
 from tests.helpers import make_user, send
 
 
@@ -43,7 +43,7 @@ def test_chat_page_for_a_signed_in_user(client, graphs, user):
 
 def test_chat_page_shows_the_history_safely(client, graphs, user):
     """Past messages come with the page as JSON data, never as markup."""
-    conversation = conv.conversation_get_or_create(user=user)
+    conversation = conversation_resolve(owner=Owner(user=user))
     send(conversation.id, "remember that <img src=x onerror=alert(1)>")
     client.force_login(user)
     body = client.get("/").content.decode()
@@ -75,7 +75,7 @@ def test_anonymous_chat_page_when_allowed(client, graphs, settings):
     assert boot["conversation"] is None and boot["history"] == [] and boot["last_seq"] == 0
     assert boot["graph"] == "v3-framed" and boot["login_url"] == "/login/?next=/"
     assert client.get("/").status_code == 200 and not Conversation.objects.exists()
-    assert conv.conversation_get_or_create(session_key=key).user is None
+    assert conversation_resolve(owner=Owner(session_key=key)).user is None
 
 
 def test_chat_page_shows_who_is_signed_in_and_a_sign_out_button(client, graphs, user):
@@ -98,7 +98,7 @@ def test_chat_page_of_a_visitor_offers_sign_in(client, graphs, settings):
 
 def test_chat_page_of_a_returning_user_shows_the_stored_conversation(client, graphs, user):
     """With a conversation stored, the page boots from it (id, history, last event)."""
-    conversation = conv.conversation_get_or_create(user=user)
+    conversation = conversation_resolve(owner=Owner(user=user))
     send(conversation.id, "hello")
     chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "x"})
     client.force_login(user)

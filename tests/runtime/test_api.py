@@ -19,9 +19,9 @@ from runtime.api.auth import token_create
 from runtime.api.schema import ROUTES
 from runtime.conversations import answering as dispatch
 from runtime.conversations import busy
-from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.publish import TEST_GROUP
 from tests.helpers import make_user, send
 from traces.testruns import test_check_record, test_run_start, test_suite_start
@@ -64,7 +64,7 @@ def error_of(response) -> dict:
 
 
 def conversation_of(user, chat: str = "main"):
-    return conv.conversation_get_or_create(user=user, chat=chat)
+    return conversation_resolve(owner=Owner(user=user), chat=chat)
 
 
 def run(scenario):

@@ -16,6 +16,7 @@ from agentsite.asgi import application
 from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.publish import publish_test
 from traces.models import MessageTrace
 
@@ -247,7 +248,7 @@ def test_cancel_unknown_or_foreign_process_is_refused(ada, bob):
         return pid
 
     actions.conversation_switch_graph(
-        conversation_id=conv.conversation_get_or_create(user=ada).id, graph_name="v4-eras")
+        conversation_id=conversation_resolve(owner=Owner(user=ada)).id, graph_name="v4-eras")
     pid = run(scenario)
 
     async def as_bob():

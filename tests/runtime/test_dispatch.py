@@ -27,6 +27,7 @@ from runtime.conversations import services as conv
 from runtime.conversations.busy import worker_name
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.conversations.worker import PipelineConsumer
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost
@@ -299,7 +300,7 @@ def test_a_full_queue_refuses_the_message_and_frees_the_flag(conversation, worke
     workers_on.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
                                              "CONFIG": {"capacity": 1}}}
     channel_layers.backends.clear()
-    other = conv.conversation_get_or_create(user=conversation.user, chat="other")
+    other = conversation_resolve(owner=Owner(user=conversation.user), chat="other")
 
     async def scenario():
         await dispatch.message_submit(conversation_id=other.id, text="hello")

@@ -10,8 +10,8 @@ from graphs.services import graph_save
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec, spec_from_data
 from runtime.agent.memory import memory_normalize
 from runtime.conversations import actions
-from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.engine.loop import entry_frame, next_frame, path_text
 from runtime.wire import HudEventType
 from tests.helpers import Events, send
@@ -49,7 +49,7 @@ def test_same_input_gives_same_trace(graphs):
 
     traces = []
     for _ in range(2):
-        c = conv.conversation_get_or_create(user=make_user())
+        c = conversation_resolve(owner=Owner(user=make_user()))
         result = send(c.id, "how many projects are active?", clock=lambda: 0.0,
                       now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
         traces.append([
@@ -139,7 +139,7 @@ def test_frame_limit_stops_a_runaway_graph(user, graphs, settings):
         edges=(EdgeSpec("input", "a"), EdgeSpec("a", "b"), EdgeSpec("b", "a"),
                EdgeSpec("b", "output", "not again")),
     ))
-    c = conv.conversation_get_or_create(user=user)
+    c = conversation_resolve(owner=Owner(user=user))
     actions.conversation_switch_graph(conversation_id=c.id, graph_name="looping")
     result = send(c.id, "hello")
     assert result.failed

@@ -12,8 +12,9 @@ from runtime.agent.nodes.ui import ui_normalize
 from runtime.conversations import actions, busy
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Message
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
-from runtime.errors import ConversationBusy, GraphError
+from runtime.errors import AuthFailed, ConversationBusy, GraphError
 from runtime.wire import HudEventType
 from tests.helpers import Events, make_user, send
 from traces.models import MessageTrace
@@ -136,8 +137,8 @@ def test_stale_busy_flag_is_taken_over(conversation, settings):
 
 def test_two_users_share_nothing(graphs):
     """User B's conversation knows nothing of user A's name, machines or history."""
-    a = conv.conversation_get_or_create(user=make_user())
-    b = conv.conversation_get_or_create(user=make_user())
+    a = conversation_resolve(owner=Owner(user=make_user()))
+    b = conversation_resolve(owner=Owner(user=make_user()))
     assert a.id != b.id
     send(a.id, "my name is Ada")
     send(a.id, "give me a counter")
@@ -149,11 +150,11 @@ def test_two_users_share_nothing(graphs):
 
 def test_anonymous_conversations_are_keyed_by_session(graphs):
     """Anonymous visitors get one conversation per session key; none without a key."""
-    one = conv.conversation_get_or_create(session_key="s1")
-    assert conv.conversation_get_or_create(session_key="s1").id == one.id
-    assert conv.conversation_get_or_create(session_key="s2").id != one.id
-    with pytest.raises(ValueError):
-        conv.conversation_get_or_create()
+    one = conversation_resolve(owner=Owner(session_key="s1"))
+    assert conversation_resolve(owner=Owner(session_key="s1")).id == one.id
+    assert conversation_resolve(owner=Owner(session_key="s2")).id != one.id
+    with pytest.raises(AuthFailed):
+        conversation_resolve(owner=Owner())
 
 
 def test_state_survives_a_restart(conversation):

@@ -18,9 +18,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from runtime.conversations import busy
-from runtime.conversations import services as conv
 from runtime.conversations.eventlog import chat_event_append
 from runtime.conversations.models import ChatEvent, Conversation, Message
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.retention import retention_run
 from tests.helpers import make_user, send
 from traces.models import FrameRow, MessageTrace
@@ -50,10 +50,10 @@ def a_session(*, expired: bool = False) -> str:
 
 def test_idle_conversations_go_with_everything_they_hold(graphs):
     """A conversation untouched past the retention goes with its messages, events and traces."""
-    old = conv.conversation_get_or_create(user=make_user())
+    old = conversation_resolve(owner=Owner(user=make_user()))
     send(old.id, "hello")
     chat_event_append(conversation_id=old.id, event={"type": "delta", "text": "x"})
-    recent = conv.conversation_get_or_create(user=make_user())
+    recent = conversation_resolve(owner=Owner(user=make_user()))
     send(recent.id, "hello")
     idle_for(old, 91 * DAY)
     idle_for(recent, 89 * DAY)
@@ -69,7 +69,7 @@ def test_idle_conversations_go_with_everything_they_hold(graphs):
 
 def test_a_busy_conversation_is_never_deleted(graphs):
     """However idle it looks, a conversation whose busy flag is held stays."""
-    held = conv.conversation_get_or_create(user=make_user())
+    held = conversation_resolve(owner=Owner(user=make_user()))
     busy.busy_acquire(conversation_id=held.id, message_id=str(uuid.uuid4()), text="hi")
     idle_for(held, 400 * DAY)
     assert retention_run().conversations == 0
@@ -82,12 +82,12 @@ def test_empty_anonymous_conversations_go_once_their_session_is_gone(graphs):
     One with messages stays until the retention (its traces are still of use), and a
     user's empty conversation stays as long as it is not idle.
     """
-    orphan = conv.conversation_get_or_create(session_key="gone-for-good")
-    expired = conv.conversation_get_or_create(session_key=a_session(expired=True))
-    live = conv.conversation_get_or_create(session_key=a_session())
-    talked = conv.conversation_get_or_create(session_key="gone-but-talked")
+    orphan = conversation_resolve(owner=Owner(session_key="gone-for-good"))
+    expired = conversation_resolve(owner=Owner(session_key=a_session(expired=True)))
+    live = conversation_resolve(owner=Owner(session_key=a_session()))
+    talked = conversation_resolve(owner=Owner(session_key="gone-but-talked"))
     send(talked.id, "hello")
-    users = conv.conversation_get_or_create(user=make_user())
+    users = conversation_resolve(owner=Owner(user=make_user()))
     retention_run()
     assert set(Conversation.objects.values_list("pk", flat=True)) == {live.pk, talked.pk, users.pk}
     assert not Conversation.objects.filter(pk__in=[orphan.pk, expired.pk]).exists()
@@ -103,7 +103,7 @@ def test_expired_sessions_go_live_ones_stay(db):
 
 def test_old_traces_and_events_go_by_their_own_retention(graphs):
     """Traces and stored events older than the trace retention go; the conversation stays."""
-    conversation = conv.conversation_get_or_create(user=make_user())
+    conversation = conversation_resolve(owner=Owner(user=make_user()))
     first = send(conversation.id, "hello")
     second = send(conversation.id, "hello again")
     chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "x"})
@@ -121,7 +121,7 @@ def test_old_traces_and_events_go_by_their_own_retention(graphs):
 
 def test_prune_command_reports_and_dry_run_deletes_nothing(graphs):
     """`manage.py prune --dry-run` counts; `manage.py prune` deletes and says what."""
-    old = conv.conversation_get_or_create(user=make_user())
+    old = conversation_resolve(owner=Owner(user=make_user()))
     send(old.id, "hello")
     idle_for(old, 100 * DAY)
     a_session(expired=True)
@@ -149,7 +149,7 @@ def test_prune_refuses_a_batch_size_below_one(db):
 def test_deletes_in_batches(graphs):
     """Many idle conversations go in several batches, all of them."""
     for _ in range(5):
-        idle_for(conv.conversation_get_or_create(user=make_user()), 100 * DAY)
+        idle_for(conversation_resolve(owner=Owner(user=make_user())), 100 * DAY)
     assert retention_run(batch_size=2).conversations == 5
     assert not Conversation.objects.exists()
 
@@ -159,7 +159,7 @@ def test_the_pipeline_worker_runs_retention(graphs, settings):
     """A pipeline worker runs a retention pass when it starts, then every interval; 0: never."""
     from runtime.conversations.worker import PipelineWorker
 
-    old = conv.conversation_get_or_create(user=make_user())
+    old = conversation_resolve(owner=Owner(user=make_user()))
     idle_for(old, 100 * DAY)
     worker = PipelineWorker.__new__(PipelineWorker)  # only its retention loop is used
 

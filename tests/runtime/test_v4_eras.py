@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from runtime.conversations import actions
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Process
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.processes import ProcessNotFound, process_cancel
 from runtime.wire import HudEventType
 from tests.helpers import Events, make_user, send
@@ -25,7 +26,7 @@ V4_PATHS = [
 @pytest.fixture
 def v4(graphs, user):
     """A conversation on v4-eras."""
-    c = conv.conversation_get_or_create(user=user)
+    c = conversation_resolve(owner=Owner(user=user))
     actions.conversation_switch_graph(conversation_id=c.id, graph_name="v4-eras")
     return c
 
@@ -112,7 +113,7 @@ def test_schema_cache_is_per_conversation_and_invalidated(v4, graphs):
                   "country = 'Berlin')")]
     assert len(record(second, "eras").llm_calls) == 2
     assert second.answer == "There are 7 customers in Berlin."
-    other = conv.conversation_get_or_create(user=make_user())
+    other = conversation_resolve(owner=Owner(user=make_user()))
     actions.conversation_switch_graph(conversation_id=other.id, graph_name="v4-eras")
     assert tool_calls(send(other.id, "how many customers are there?"))[0] == (
         "describe", "customers")
@@ -225,7 +226,7 @@ def test_cancel_is_scoped_to_the_conversation(v4):
     """Another conversation's pid, or an unknown one, is refused clearly."""
     send(v4.id, "how many customers are there?")
     pid = Process.objects.get(conversation=v4).pid
-    stranger = conv.conversation_get_or_create(user=make_user())
+    stranger = conversation_resolve(owner=Owner(user=make_user()))
     with pytest.raises(ProcessNotFound, match="no process"):
         process_cancel(conversation_id=stranger.id, pid=pid)
 

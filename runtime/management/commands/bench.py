@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 from graphs.selectors import graph_spec_get
 from runtime.agent.builtin import BuiltinProvider
 from runtime.conversations import actions
-from runtime.conversations import services as conv
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
 from runtime.wire import FrameTrace
@@ -229,8 +229,8 @@ class Command(BaseCommand):
                 f"{path.name}: {warmup} warm-up + {messages} messages "
                 f"({path.frames} frames each expected)"
             )
-            conversation = await database_sync_to_async(conv.conversation_get_or_create)(
-                user=users[path.name], chat="main"
+            conversation = await database_sync_to_async(conversation_resolve)(
+                owner=Owner(user=users[path.name]), chat="main"
             )
             await database_sync_to_async(actions.conversation_switch_graph)(
                 conversation_id=conversation.id, graph_name=graph

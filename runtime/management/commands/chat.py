@@ -10,6 +10,7 @@ from runtime.agent.machines import render_text
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions
 from runtime.conversations import services as conv
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
 from runtime.wire import DeltaEvent, Event
@@ -35,7 +36,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         user, _ = get_user_model().objects.get_or_create(username=options["user"])
-        conversation = conv.conversation_get_or_create(user=user, chat=options["chat"])
+        conversation = conversation_resolve(owner=Owner(user=user), chat=options["chat"])
         self.conversation_id = conversation.id
         if options["graph"]:
             self._switch(options["graph"])

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from runtime.conversations import services as conv
 from runtime.conversations.models import Message
+from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 
 DEMO_MESSAGES = (
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write("DEBUG is off: no admin user created; use createsuperuser")
         demo, _ = users.objects.get_or_create(username="demo")
-        conversation = conv.conversation_get_or_create(user=demo, chat="main")
+        conversation = conversation_resolve(owner=Owner(user=demo), chat="main")
         if Message.objects.filter(conversation=conversation).exists():
             self.stdout.write("demo conversation already present")
             return
