@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from graphs.models import Graph
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec
-from runtime.errors import GraphError
+from runtime.errors import GraphError, GraphNotFound
 
 
 def graph_spec_from_row(*, graph: Graph) -> GraphSpec:
@@ -28,7 +28,7 @@ def graph_spec_get(*, name: str) -> GraphSpec:
     graph = Graph.objects.filter(name=name).prefetch_related("nodes", "edges").first()
     if graph is None:
         known = ", ".join(graph_names()) or "none (run `python manage.py loadgraphs`)"
-        raise GraphError(f"no graph named {name!r}; known graphs: {known}")
+        raise GraphNotFound(f"no graph named {name!r}; known graphs: {known}")
     return graph_spec_from_row(graph=graph)
 
 

@@ -18,7 +18,6 @@ HTTP_STATUS: dict[str, int] = {
     "forbidden": 403,
     "csrf_failed": 403,
     "not_found": 404,
-    "process_not_found": 404,  # ProcessNotFound's; the socket still says not_found for it
     "method_not_allowed": 405,
     # The request is fine but the conversation's (or a recording's) state refuses it now.
     "busy": 409,
@@ -147,6 +146,12 @@ class GraphError(AgentError):
     code = "graph_error"
 
 
+class GraphNotFound(GraphError):
+    """No graph of that name is stored; the message lists the known ones."""
+
+    code = "not_found"
+
+
 class FrameLimitExceeded(AgentError):
     """A message ran more frames than the configured limit."""
 
@@ -185,9 +190,7 @@ class ConversationBusy(ControlFlow):
 
     code = "busy"
 
-    def __init__(self, _refused: str = "") -> None:
-        # One sentence on every edge. busy.py and actions.py still pass words of their own:
-        # accepted and not shown until they stop passing them (then this parameter goes).
+    def __init__(self) -> None:
         super().__init__(BUSY_MESSAGE)
 
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.conversations.owners import CHAT_NAME
 from runtime.conversations.turns import MAX_MESSAGE_CHARS
-from runtime.realtime.consumers import CHAT_NAME
 
 TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
 PATH_PARAM = re.compile(r"\{(\w+)\}")

@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -65,7 +64,7 @@ from runtime.conversations import actions, busy
 from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
-from runtime.conversations.owners import conversation_resolve
+from runtime.conversations.owners import chat_name_check, conversation_resolve
 from runtime.conversations.publish import publish_test
 from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
@@ -75,7 +74,6 @@ from runtime.errors import (
     AuthFailed,
     ConversationBusy,
     Forbidden,
-    GraphError,
     http_status,
 )
 from runtime.jsonin import BadJSON, json_decode
@@ -382,8 +380,7 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
     conversation_id = 0
     if op.scoped and caller is not None:
         chat = request.GET.get(CHAT.name, CHAT.default)
-        if not re.fullmatch(CHAT.pattern, chat):
-            raise bad_request(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
+        chat_name_check(chat)
         # Only a request that stores something creates a conversation; a read of one that
         # does not exist yet answers as for a new one (id 0).
         conversation = await database_sync_to_async(conversation_resolve)(
@@ -663,15 +660,8 @@ async def graph_list(call: Call) -> HttpResponse:
 async def graph_switch(call: Call) -> HttpResponse:
     """Switch the conversation's graph."""
     name = call.body["graph"]
-    try:
-        await database_sync_to_async(actions.conversation_switch_graph)(
-            conversation_id=call.conversation_id, graph_name=name
-        )
-    except GraphError as exc:
-        # Clients have always read `not_found` for an unknown graph, but graph_spec_get
-        # says so with a plain GraphError (graph_error, 500): until graphs/selectors.py
-        # raises a GraphError whose code is `not_found`, this handler says it.
-        raise ApiError("not_found", str(exc)) from None
+    await database_sync_to_async(actions.conversation_switch_graph)(
+        conversation_id=call.conversation_id, graph_name=name)
     return _json({"ok": True, "graph": name})
 
 

@@ -91,7 +91,7 @@ def conversation_clear(*, conversation_id: int) -> None:
     """
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
     if busy_held(conversation_id=conversation_id):
-        raise ConversationBusy("a message is being answered; clear once it is done")
+        raise ConversationBusy()
     Message.objects.filter(conversation=conversation).delete()
     conversation.memory = memory_reset(conversation.memory)
     conversation.ui_state = ui_empty()

@@ -69,7 +69,7 @@ def busy_acquire(
         busy_since=stamp, busy_beat=stamp, busy_token=token, busy_message_id=message_id,
         busy_text=text, busy_worker=worker[:200])
     if not taken:
-        raise ConversationBusy("a message is already being answered in this conversation")
+        raise ConversationBusy()
     return token
 
 

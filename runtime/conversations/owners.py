@@ -9,6 +9,7 @@ socket's scope becomes a user or a session key stays at each edge.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -20,7 +21,23 @@ from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import ui_empty
 from runtime.conversations.models import Conversation
 from runtime.conversations.writes import retrying
-from runtime.errors import AuthFailed
+from runtime.errors import AgentError, AuthFailed
+
+CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
+"""What names a chat (`?chat=`): an owner has one conversation per chat name."""
+
+
+class BadChatName(AgentError):
+    """`?chat=` is not a chat name."""
+
+    code = "bad_request"
+
+
+def chat_name_check(chat: str) -> str:
+    """`chat` when it is a chat name; BadChatName says what one is."""
+    if not CHAT_NAME.match(chat):
+        raise BadChatName(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
+    return chat
 
 
 @dataclass(frozen=True)

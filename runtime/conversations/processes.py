@@ -27,7 +27,7 @@ POLL_S = 0.05
 class ProcessNotFound(AgentError):
     """No running process with that pid in the caller's conversation."""
 
-    code = "process_not_found"
+    code = "not_found"
 
 
 def process_start(*, conversation_id: int, message_id: str, node: str, description: str

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -34,8 +33,8 @@ from runtime.conversations import actions, busy
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.models import Conversation
-from runtime.conversations.owners import conversation_resolve, owner_resolve
-from runtime.conversations.processes import ProcessNotFound, process_cancel
+from runtime.conversations.owners import chat_name_check, conversation_resolve, owner_resolve
+from runtime.conversations.processes import process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
 from runtime.errors import (
     AgentError,
@@ -57,7 +56,6 @@ from runtime.wire import (
 from traces.testruns import test_event_key, test_runs_followed
 
 logger = logging.getLogger(__name__)
-CHAT_NAME = re.compile(r"^[a-z0-9_-]{1,80}$")
 
 
 def _scope_conversation(scope: dict[str, Any], chat: str) -> Conversation:
@@ -94,8 +92,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Find the caller's conversation; refuse callers who may not chat."""
         chat = self._query().get("chat", "main")
         try:
-            if not CHAT_NAME.match(chat):
-                raise BadMessage(f"{chat!r} is not a chat name: use 1-80 of a-z, 0-9, _ and -")
+            chat_name_check(chat)
             # A socket cannot set a cookie, so it never starts a session: an anonymous
             # visitor opens the chat page first (runtime.conversations.owners).
             conversation = await database_sync_to_async(_scope_conversation)(self.scope, chat)
@@ -185,14 +182,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._start(clicked.message)
 
     async def _cancel(self, pid: str) -> None:
-        try:
-            await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
-                                                         pid=pid)
-        except ProcessNotFound as exc:
-            # Clients have always read `not_found` here, but ProcessNotFound still says
-            # `process_not_found` (runtime/conversations/processes.py): once it says
-            # `not_found`, this except goes and receive() answers it like every other error.
-            await self._error("not_found", str(exc))
+        await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
+                                                     pid=pid)
 
     async def _resume(self, after_seq: int) -> None:
         events = await database_sync_to_async(chat_events_after)(

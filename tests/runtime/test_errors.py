@@ -71,10 +71,10 @@ def test_public_codes_keep_their_statuses():
 
 
 def test_busy_says_one_sentence_whoever_refuses():
-    """ConversationBusy's message is BUSY_MESSAGE, whatever words the refusing code passed."""
+    """ConversationBusy's message is BUSY_MESSAGE; nobody can word it otherwise."""
     assert str(ConversationBusy()) == BUSY_MESSAGE
-    assert str(ConversationBusy("a message is being answered; clear once it is done")) \
-        == BUSY_MESSAGE
+    with pytest.raises(TypeError):
+        ConversationBusy("other words")  # type: ignore[call-arg]
 
 
 # --- the same failure answered alike by REST and the chat socket ---------------------------

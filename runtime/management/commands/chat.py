@@ -60,7 +60,11 @@ class Command(BaseCommand):
             if line in {"/quit", "/exit"}:
                 return
             if line == "/clear":
-                actions.conversation_clear(conversation_id=self.conversation_id)
+                try:
+                    actions.conversation_clear(conversation_id=self.conversation_id)
+                except ConversationBusy as exc:
+                    self.stderr.write(f"error: {exc}")
+                    continue
                 self.stdout.write("(cleared: history and memory forgotten, situation kept)")
             elif line == "/controls":
                 self._print_controls(self._controls())
