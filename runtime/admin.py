@@ -1,8 +1,10 @@
-"""Read-only admin for conversations and their messages."""
+"""Read-only admin for conversations and their messages; the suites' test-run admin is
+registered by importing it here (runtime.suites.admin)."""
 
 from django.contrib import admin
 
 from runtime.conversations.models import Conversation, Message, Rating
+from runtime.suites import admin as suites_admin  # noqa: F401  (registers TestRun's admin)
 
 
 class ReadOnlyInline(admin.TabularInline):

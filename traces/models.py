@@ -98,9 +98,6 @@ class ScoreMixin:
 class TestRun(ScoreMixin, models.Model):
     """One run of Markdown test suites (`manage.py runtests`) against a graph."""
 
-    # Not a pytest test class, whatever its name: keep pytest from collecting it
-    # when a test module imports it.
-    __test__ = False
 
     class Status(models.TextChoices):
         RUNNING = "running"
@@ -151,8 +148,6 @@ class TestRun(ScoreMixin, models.Model):
 class TestSuiteResult(ScoreMixin, models.Model):
     """One suite (a `testcases/*.md` file) within a test run."""
 
-    __test__ = False
-
     run = models.ForeignKey(TestRun, on_delete=models.CASCADE, related_name="suites")
     name = models.CharField(max_length=120, help_text='The suite, e.g. "smoketest".')
     path = models.CharField(max_length=400, blank=True, help_text="The suite's Markdown file.")
@@ -177,8 +172,6 @@ class TestSuiteResult(ScoreMixin, models.Model):
 
 class TestCheckResult(models.Model):
     """One check of a suite step, with its verdict and the trace it looked at."""
-
-    __test__ = False
 
     class Status(models.TextChoices):
         PASS = "PASS"

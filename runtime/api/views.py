@@ -78,9 +78,9 @@ from runtime.errors import (
 )
 from runtime.jsonin import BadJSON, json_decode
 from runtime.suites.parser import suite_files
+from runtime.suites.runs import run_events, run_list_with_trend
 from traces.models import MessageTrace
 from traces.selectors import trace_get, trace_list_for_conversation
-from traces.testruns import test_run_events, test_run_list_with_trend
 
 logger = logging.getLogger(__name__)
 
@@ -666,7 +666,7 @@ async def graph_switch(call: Call) -> HttpResponse:
 
 
 def _latest_run() -> dict[str, Any] | None:
-    latest = test_run_list_with_trend(limit=1)
+    latest = run_list_with_trend(limit=1)
     if not latest:
         return None
     run = latest[0].run
@@ -683,7 +683,7 @@ def _latest_run() -> dict[str, Any] | None:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         # Each check as the runner reported it, from the database: a page follows a run
         # made in another process (a plain in-process `runtests`) without a shared layer.
-        "events": test_run_events(run=run),
+        "events": run_events(run=run),
     }
 
 

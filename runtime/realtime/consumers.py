@@ -44,6 +44,7 @@ from runtime.errors import (
     close_code,
     http_status,
 )
+from runtime.suites.runs import run_event_key, runs_followed
 from runtime.wire import (
     ActionIn,
     BadMessage,
@@ -53,7 +54,6 @@ from runtime.wire import (
     ResumeIn,
     parse_inbound,
 )
-from traces.testruns import test_event_key, test_runs_followed
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,6 @@ class TestConsumer(StaffObserverConsumer):
     whichever way it came first.
     """
 
-    __test__ = False  # not a pytest test class
     group = TEST_GROUP
     tail: asyncio.Task | None = None
 
@@ -335,7 +334,7 @@ class TestConsumer(StaffObserverConsumer):
         await self._send_once(message["event"])
 
     async def _send_once(self, event: dict[str, Any]) -> None:
-        key = test_event_key(event)
+        key = run_event_key(event)
         if key is not None:
             if key in self.seen:
                 return
@@ -346,7 +345,7 @@ class TestConsumer(StaffObserverConsumer):
         sent: dict[int, int] = {}
         while True:
             await asyncio.sleep(TEST_TAIL_S)
-            runs = await database_sync_to_async(test_runs_followed)(since=since)
+            runs = await database_sync_to_async(runs_followed)(since=since)
             for run_id, events in runs:
                 for event in events[sent.get(run_id, 0):]:
                     await self._send_once(event)

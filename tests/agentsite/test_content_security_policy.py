@@ -18,8 +18,8 @@ from django.urls import reverse
 
 from graphs.models import Graph
 from runtime.conversations.owners import Owner, conversation_resolve
+from runtime.suites import runs as testruns
 from tests.helpers import send
-from traces import testruns
 from traces.models import MessageTrace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -104,11 +104,11 @@ def test_rendered_pages_have_no_inline_code(admin_client, graphs, settings):
     result = send(conversation.id, "how many customers are there?")
     send(conversation.id, "hello")
     trace = MessageTrace.objects.get(message_id=result.message_id)
-    run = testruns.test_run_start(graph="v3-framed", target="in-process")
-    suite = testruns.test_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
-    testruns.test_check_record(suite=suite, step="send: hello", check="reply contains: Hello",
+    run = testruns.run_start(graph="v3-framed", target="in-process")
+    suite = testruns.run_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
+    testruns.run_check_record(suite=suite, step="send: hello", check="reply contains: Hello",
                                passed=False, detail="got Hi", duration_ms=1.0)
-    testruns.test_run_finish(run=run, status="finished")
+    testruns.run_finish(run=run, status="finished")
     graph = Graph.objects.get(name="v3-framed")
     admin_client.post(reverse("admin:graphs_graph_duplicate", args=[graph.pk]))
     pages = [

@@ -23,8 +23,8 @@ from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.publish import TEST_GROUP
+from runtime.suites.runs import run_check_record, run_start, run_suite_start
 from tests.helpers import make_user, send
-from traces.testruns import test_check_record, test_run_start, test_suite_start
 
 
 @pytest.fixture(autouse=True)
@@ -380,9 +380,9 @@ def test_test_status_and_events_for_staff(graphs, settings, tmp_path):
     staff.save()
     client = client_for(staff)
     assert client.get("/api/test/status").json() == {"run": None}
-    run_row = test_run_start(graph="v3-framed", target="in-process")
-    suite = test_suite_start(run=run_row, name="fast")
-    test_check_record(suite=suite, step="send: hi", check="response contains: Hi", passed=True)
+    run_row = run_start(graph="v3-framed", target="in-process")
+    suite = run_suite_start(run=run_row, name="fast")
+    run_check_record(suite=suite, step="send: hi", check="response contains: Hi", passed=True)
     status = client.get("/api/test/status").json()["run"]
     assert (status["id"], status["passed"], status["total"]) == (run_row.pk, 1, 1)
     # Each check, from the database: a page follows a run made in another process.

@@ -22,11 +22,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runtime.conversations.publish import publish_test
 from runtime.errors import AgentError
+from runtime.suites import runs as testruns
 from runtime.suites.frozen import recordings_load
 from runtime.suites.parser import Suite, SuiteError, load_suite, parse_rate, suite_files
 from runtime.suites.remote import RemoteTarget
 from runtime.suites.runner import InProcessTarget, RunSummary, junit_xml, run_suites
-from traces import testruns
 from traces.models import TestRun
 
 
@@ -152,7 +152,7 @@ class Command(BaseCommand):
     def _run_local(self, suites: list[Suite], options: dict[str, Any]) -> RunSummary:
         """In process: published to this process's /ws/test and stored as a test run."""
         user, _ = get_user_model().objects.get_or_create(username=options["user"])
-        run = testruns.test_run_start(graph=options["graph"] or "per suite",
+        run = testruns.run_start(graph=options["graph"] or "per suite",
                                       target="in-process", repeat=options["repeat"], user=user,
                                       suites=[suite.name for suite in suites])
         stored: dict[tuple[str, int], Any] = {}
@@ -160,9 +160,9 @@ class Command(BaseCommand):
         def on_result(event: dict[str, Any]) -> None:
             key = (event["suite"], event.get("round", 1))
             if event["type"] == "suite_start":
-                stored[key] = testruns.test_suite_start(run=run, name=event["suite"])
+                stored[key] = testruns.run_suite_start(run=run, name=event["suite"])
             elif event["type"] == "step_result":
-                testruns.test_check_record(
+                testruns.run_check_record(
                     suite=stored[key], step=f"{event['step']} ({event['action']})",
                     check=event["check"], passed=event["passed"], detail=event["detail"],
                     trace_message_id=event["message_id"] or None, duration_ms=event["ms"])
@@ -181,9 +181,9 @@ class Command(BaseCommand):
             summary = run_suites(suites=suites, target=target, graph=options["graph"],
                                  repeat=options["repeat"], on_result=on_result)
         except BaseException:
-            testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
+            testruns.run_finish(run=run, status=TestRun.Status.FAILED)
             raise
-        testruns.test_run_finish(run=run)
+        testruns.run_finish(run=run)
         if options["replay"]:
             self.stdout.write(f"steps answered from their recordings: {target.replayed}")
         return summary

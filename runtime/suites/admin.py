@@ -18,8 +18,8 @@ from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from runtime.suites.runs import RunTrend, run_page, run_trends, suite_scores
 from traces.models import TestRun
-from traces.testruns import RunTrend, suite_scores, test_run_page, test_run_trends
 
 # Colours and layout live in static/agentsite/admin.css (classes trend-*, status-*,
 # nowrap, sparkline): the Content-Security-Policy refuses inline styles.
@@ -164,7 +164,7 @@ class TestRunAdmin(admin.ModelAdmin):
             # The page's runs, read once here, so the trends cost two queries per page
             # rather than some per row; the list's cells read them from each run.
             changelist.result_list = list(changelist.result_list)
-            trends = test_run_trends(runs=changelist.result_list)
+            trends = run_trends(runs=changelist.result_list)
             for run in changelist.result_list:
                 run.trend = trends[run.pk]
         return response
@@ -179,7 +179,7 @@ class TestRunAdmin(admin.ModelAdmin):
             run_id = int(unquote(object_id))
         except ValueError as error:
             raise Http404(f"No test run {object_id!r}.") from error
-        page = test_run_page(run_id=run_id)
+        page = run_page(run_id=run_id)
         if page is None:
             raise Http404(f"No test run {object_id!r}.")
         suites = [

@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from runtime.suites import runs as testruns
 from tests.helpers import make_user, send
-from traces import testruns
 from traces.models import MessageTrace, TestCheckResult, TestRun, TestSuiteResult
 
 T0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
@@ -30,12 +30,12 @@ def make_run(
 ) -> TestRun:
     """A run through the services: per suite name, (passed, failed) checks; started at T0+minute."""
     suites = suites or {"smoketest": (1, 0)}
-    run = testruns.test_run_start(graph=graph, target="in-process", suites=list(suites),
+    run = testruns.run_start(graph=graph, target="in-process", suites=list(suites),
                                   **run_kwargs)
     for name, (passed, failed) in suites.items():
-        suite = testruns.test_suite_start(run=run, name=name, path=f"testcases/{name}.md")
+        suite = testruns.run_suite_start(run=run, name=name, path=f"testcases/{name}.md")
         for index in range(passed + failed):
-            testruns.test_check_record(
+            testruns.run_check_record(
                 suite=suite,
                 step=f"send: message {index}",
                 check=f"response contains: word {index}",
@@ -47,7 +47,7 @@ def make_run(
     TestRun.objects.filter(pk=run.pk).update(started_at=started_at)
     run.started_at = started_at
     if status != TestRun.Status.RUNNING:
-        testruns.test_run_finish(run=run, status=status)
+        testruns.run_finish(run=run, status=status)
         TestRun.objects.filter(pk=run.pk).update(finished_at=started_at + timedelta(seconds=42))
     run.refresh_from_db()
     return run
@@ -71,13 +71,13 @@ def staff(db):
 def test_services_count_checks_on_suite_and_run(db):
     """Each recorded check counts on its suite and its run: passed, failed, total, score, rate."""
     user = make_user()
-    run = testruns.test_run_start(graph="v3-framed", target="in-process", repeat=2, user=user)
+    run = testruns.run_start(graph="v3-framed", target="in-process", repeat=2, user=user)
     assert run.status == TestRun.Status.RUNNING and run.rate is None and run.score == "0/0"
-    smoke = testruns.test_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
-    fast = testruns.test_suite_start(run=run, name="fast")
+    smoke = testruns.run_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
+    fast = testruns.run_suite_start(run=run, name="fast")
     for passed in (True, True, False):
-        testruns.test_check_record(suite=smoke, step="send: hello", check="ok", passed=passed)
-    first = testruns.test_check_record(suite=fast, step="send: hi", check="ok", passed=False)
+        testruns.run_check_record(suite=smoke, step="send: hello", check="ok", passed=passed)
+    first = testruns.run_check_record(suite=fast, step="send: hi", check="ok", passed=False)
 
     assert (smoke.passed, smoke.failed, smoke.total) == (2, 1, 3)
     assert first.position == 1 and first.status == TestCheckResult.Status.FAIL
@@ -88,7 +88,7 @@ def test_services_count_checks_on_suite_and_run(db):
         (3, "FAIL"),
     ]
 
-    finished = testruns.test_run_finish(run=run)
+    finished = testruns.run_finish(run=run)
     assert finished.status == TestRun.Status.FINISHED and finished.finished_at is not None
     assert (run.passed, run.failed, run.total) == (2, 2, 4)
     assert run.score == "2/4" and run.rate == 0.5
@@ -100,29 +100,29 @@ def test_services_count_checks_on_suite_and_run(db):
 
 def test_closed_run_refuses_suites_and_checks(db):
     """Once finished, a run takes no more suites or checks and cannot be finished again."""
-    run = testruns.test_run_start(graph="v3-framed", target="http://localhost:8000")
-    suite = testruns.test_suite_start(run=run, name="fast")
-    testruns.test_run_finish(run=run, status=TestRun.Status.FAILED)
+    run = testruns.run_start(graph="v3-framed", target="http://localhost:8000")
+    suite = testruns.run_suite_start(run=run, name="fast")
+    testruns.run_finish(run=run, status=TestRun.Status.FAILED)
     with pytest.raises(testruns.RunClosed):
-        testruns.test_suite_start(run=run, name="smoketest")
+        testruns.run_suite_start(run=run, name="smoketest")
     with pytest.raises(testruns.RunClosed):
-        testruns.test_check_record(suite=suite, step="s", check="c", passed=True)
+        testruns.run_check_record(suite=suite, step="s", check="c", passed=True)
     with pytest.raises(testruns.RunClosed):
-        testruns.test_run_finish(run=run)
+        testruns.run_finish(run=run)
     suite.refresh_from_db()
     assert suite.total == 0 and TestCheckResult.objects.count() == 0
     with pytest.raises(ValueError):
-        testruns.test_run_finish(
-            run=testruns.test_run_start(graph="g", target="t"), status="running"
+        testruns.run_finish(
+            run=testruns.run_start(graph="g", target="t"), status="running"
         )
 
 
 def test_check_links_the_trace_it_looked_at(conversation):
     """A check given a real message's id links that message's stored trace."""
     result = send(conversation.id, "hello")
-    run = testruns.test_run_start(graph="v3-framed", target="in-process")
-    suite = testruns.test_suite_start(run=run, name="smoketest")
-    check = testruns.test_check_record(
+    run = testruns.run_start(graph="v3-framed", target="in-process")
+    suite = testruns.run_suite_start(run=run, name="smoketest")
+    check = testruns.run_check_record(
         suite=suite,
         step="send: hello",
         check="response contains: Hello",
@@ -137,10 +137,10 @@ def test_check_links_the_trace_it_looked_at(conversation):
 
 def test_check_keeps_a_message_id_with_no_local_trace(db):
     """A message id with no stored trace (a remote server's) is kept, with no trace link."""
-    run = testruns.test_run_start(graph="v3-framed", target="https://agent.example")
-    suite = testruns.test_suite_start(run=run, name="fast")
+    run = testruns.run_start(graph="v3-framed", target="https://agent.example")
+    suite = testruns.run_suite_start(run=run, name="fast")
     message_id = str(uuid.uuid4())
-    check = testruns.test_check_record(
+    check = testruns.run_check_record(
         suite=suite, step="send: hi", check="ok", passed=True, trace_message_id=message_id
     )
     check.refresh_from_db()
@@ -166,12 +166,12 @@ def test_suite_trends_list_finished_runs_of_each_suite_oldest_first(db):
 
 def test_suite_trends_count_a_repeated_suite_once_per_run(db):
     """A suite repeated within a run (repeat > 1) is one point: its checks summed."""
-    run = testruns.test_run_start(graph="v3-framed", target="in-process", repeat=2)
+    run = testruns.run_start(graph="v3-framed", target="in-process", repeat=2)
     for passed in (True, False):
-        suite = testruns.test_suite_start(run=run, name="fast")
-        testruns.test_check_record(suite=suite, step="s", check="c", passed=passed)
-        testruns.test_check_record(suite=suite, step="s", check="c", passed=True)
-    testruns.test_run_finish(run=run)
+        suite = testruns.run_suite_start(run=run, name="fast")
+        testruns.run_check_record(suite=suite, step="s", check="c", passed=passed)
+        testruns.run_check_record(suite=suite, step="s", check="c", passed=True)
+    testruns.run_finish(run=run)
     assert testruns.suite_trends(names=["fast"]) == {"fast": [0.75]}
 
 
@@ -184,7 +184,7 @@ def test_run_trend_compares_with_the_previous_finished_run_of_its_graph(db):
     worse = make_run(suites={"fast": (1, 3)}, minute=5)
     same = make_run(suites={"fast": (1, 3)}, minute=6)
 
-    rows = testruns.test_run_list_with_trend(limit=10)
+    rows = testruns.run_list_with_trend(limit=10)
     assert [row.run.pk for row in rows][:3] == [same.pk, worse.pk, new.pk]
     trends = {row.run.pk: row.trend for row in rows}
     assert trends[old.pk].direction is None and trends[old.pk].history == (0.5,)
@@ -198,7 +198,7 @@ def test_run_trend_compares_with_the_previous_finished_run_of_its_graph(db):
 def test_run_trend_history_is_the_last_ten_runs_up_to_each_run(db):
     """Each run's history is its graph's last ten finished runs up to it, even on an old run."""
     runs = [make_run(suites={"fast": (i, 12 - i)}, minute=i) for i in range(13)]
-    trends = testruns.test_run_trends(runs=[runs[-1], runs[4], runs[11]])
+    trends = testruns.run_trends(runs=[runs[-1], runs[4], runs[11]])
     assert trends[runs[-1].pk].history == tuple(i / 12 for i in range(3, 13))
     assert trends[runs[11].pk].history == tuple(i / 12 for i in range(2, 12))
     assert trends[runs[4].pk].history == tuple(i / 12 for i in range(5))
@@ -251,9 +251,9 @@ def test_run_list_filters_by_graph_and_status(admin_client):
 def test_run_page_lists_checks_with_verdicts_and_trace_links(admin_client, conversation):
     """The run page lists every check with PASS/FAIL, its detail and a link to its trace."""
     result = send(conversation.id, "hello")
-    run = testruns.test_run_start(graph="v3-framed", target="in-process", note="nightly")
-    suite = testruns.test_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
-    testruns.test_check_record(
+    run = testruns.run_start(graph="v3-framed", target="in-process", note="nightly")
+    suite = testruns.run_suite_start(run=run, name="smoketest", path="testcases/smoketest.md")
+    testruns.run_check_record(
         suite=suite,
         step="send: hello",
         check="response contains: Hello",
@@ -261,7 +261,7 @@ def test_run_page_lists_checks_with_verdicts_and_trace_links(admin_client, conve
         trace_message_id=result.message_id,
         duration_ms=3.25,
     )
-    testruns.test_check_record(
+    testruns.run_check_record(
         suite=suite,
         step="send: hello",
         check="trace has: director",
@@ -269,7 +269,7 @@ def test_run_page_lists_checks_with_verdicts_and_trace_links(admin_client, conve
         detail="path was input → output",
         trace_message_id=result.message_id,
     )
-    testruns.test_run_finish(run=run)
+    testruns.run_finish(run=run)
 
     response = admin_client.get(reverse("admin:traces_testrun_change", args=[run.pk]))
     assert response.status_code == 200
@@ -395,11 +395,11 @@ def test_run_page_query_count_is_constant(
     """A run page with 5 suites of 40 checks, all linked to a trace, costs a constant few queries."""
     _bulk_runs(12, graphs=("v3-framed",))
     message_id = send(conversation.id, "hello").message_id
-    run = testruns.test_run_start(graph="v3-framed", target="in-process")
+    run = testruns.run_start(graph="v3-framed", target="in-process")
     for number in range(5):
-        suite = testruns.test_suite_start(run=run, name=f"suite{number}")
+        suite = testruns.run_suite_start(run=run, name=f"suite{number}")
         for index in range(40):
-            testruns.test_check_record(
+            testruns.run_check_record(
                 suite=suite,
                 step=f"send: {index // 4}",
                 check=f"check {index}",
@@ -407,7 +407,7 @@ def test_run_page_query_count_is_constant(
                 detail="" if index % 7 else "went wrong",
                 trace_message_id=message_id,
             )
-    testruns.test_run_finish(run=run)
+    testruns.run_finish(run=run)
     url = reverse("admin:traces_testrun_change", args=[run.pk])
     with django_assert_max_num_queries(PAGE_QUERIES):
         response = admin_client.get(url)
@@ -425,7 +425,7 @@ def test_run_trend_compares_only_runs_of_the_same_suites(db):
     fast = make_run(suites={"fast": (10, 0)}, minute=1)
     both = make_run(suites={"fast": (10, 0), "smoketest": (17, 6)}, minute=2)
     fast_again = make_run(suites={"fast": (9, 1)}, minute=3)
-    trends = testruns.test_run_trends(runs=[fast, both, fast_again])
+    trends = testruns.run_trends(runs=[fast, both, fast_again])
     assert trends[both.pk].previous_rate is None and trends[both.pk].direction is None
     assert trends[fast_again.pk].previous_rate == 1.0
     assert trends[fast_again.pk].direction == "down" and trends[fast_again.pk].delta_points == -10

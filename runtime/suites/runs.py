@@ -1,7 +1,7 @@
 """Test runs: writes (services) and reads (selectors) for stored Markdown test-suite results.
 
-The `runtests` runner calls the services in this order: `test_run_start`, then per suite
-`test_suite_start` and one `test_check_record` per check, then `test_run_finish`. The
+The `runtests` runner calls the services in this order: `run_start`, then per suite
+`run_suite_start` and one `run_check_record` per check, then `run_finish`. The
 counters on suite and run are kept by the database (F() expressions), so they stay right
 however many processes record checks at once.
 """
@@ -39,7 +39,7 @@ class RunClosed(Exception):
 
 
 @transaction.atomic
-def test_run_start(
+def run_start(
     *,
     graph: str,
     target: str,
@@ -59,7 +59,7 @@ def test_run_start(
 
 
 @transaction.atomic
-def test_suite_start(*, run: TestRun, name: str, path: str = "") -> TestSuiteResult:
+def run_suite_start(*, run: TestRun, name: str, path: str = "") -> TestSuiteResult:
     """Open the next suite of a running run; suites are numbered from 1 in start order."""
     # Locking the run serialises suite numbering on databases that lock rows; the
     # unique (run, position) constraint catches anything that still races.
@@ -71,7 +71,7 @@ def test_suite_start(*, run: TestRun, name: str, path: str = "") -> TestSuiteRes
 
 
 @transaction.atomic
-def test_check_record(
+def run_check_record(
     *,
     suite: TestSuiteResult,
     step: str,
@@ -84,7 +84,7 @@ def test_check_record(
     """Record one check's verdict and count it on its suite and run.
 
     The suite's counters are refreshed in place; the run's are refreshed by
-    `test_run_finish`. A message id with no local trace (a run against a remote
+    `run_finish`. A message id with no local trace (a run against a remote
     server) is kept on the check without a trace link.
     """
     message_id = uuid.UUID(str(trace_message_id)) if trace_message_id else None
@@ -120,7 +120,7 @@ def test_check_record(
 
 
 @transaction.atomic
-def test_run_events(*, run: TestRun) -> list[dict[str, Any]]:
+def run_events(*, run: TestRun) -> list[dict[str, Any]]:
     """A run's stored results as the runner's events, in order (suite_start, step_result
     per check, suite_end once a suite is over): how a page follows a run made in another
     process, whatever channel layer it had."""
@@ -144,15 +144,15 @@ def test_run_events(*, run: TestRun) -> list[dict[str, Any]]:
     return events
 
 
-def test_runs_followed(*, since: datetime) -> list[tuple[int, list[dict[str, Any]]]]:
+def runs_followed(*, since: datetime) -> list[tuple[int, list[dict[str, Any]]]]:
     """The runs going on, or ended since `since`, with their events so far (oldest first):
     what a /ws/test observer follows from the database."""
     runs = TestRun.objects.filter(Q(status=TestRun.Status.RUNNING) | Q(finished_at__gte=since)
                                   ).order_by("started_at", "id")[:5]
-    return [(run.pk, test_run_events(run=run)) for run in runs]
+    return [(run.pk, run_events(run=run)) for run in runs]
 
 
-def test_event_key(event: dict[str, Any]) -> tuple | None:
+def run_event_key(event: dict[str, Any]) -> tuple | None:
     """What identifies a runner event, however it came (channel layer or database)."""
     if "run" not in event or event.get("type") not in ("suite_start", "step_result",
                                                          "suite_end"):
@@ -161,7 +161,7 @@ def test_event_key(event: dict[str, Any]) -> tuple | None:
             event.get("index"))
 
 
-def test_run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> TestRun:
+def run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> TestRun:
     """Close a running run as finished (it ran to the end) or failed (the runner broke off)."""
     if status not in (TestRun.Status.FINISHED, TestRun.Status.FAILED):
         raise ValueError(f"a run finishes as finished or failed, not {status!r}")
@@ -174,10 +174,6 @@ def test_run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> T
     run.refresh_from_db(fields=["passed", "failed", "total"])
     return run
 
-
-# Pytest collects module-level callables named test_*; these are services, not tests.
-for _service in (test_run_start, test_suite_start, test_check_record, test_run_finish):
-    _service.__test__ = False
 
 
 # --- selectors: run trends -----------------------------------------------------------------
@@ -214,7 +210,7 @@ def _finished_with_checks() -> Q:
     return Q(status=TestRun.Status.FINISHED, total__gt=0)
 
 
-def test_run_trends(*, runs: Sequence[TestRun]) -> dict[int, RunTrend]:
+def run_trends(*, runs: Sequence[TestRun]) -> dict[int, RunTrend]:
     """Trends of the given runs (a list page), by run id, in two queries whatever their number.
 
     The history of a run is the last `TREND_LENGTH` finished runs of the same suites on
@@ -296,12 +292,12 @@ def _trend_of(run: TestRun, finished: list[tuple]) -> RunTrend:
     )
 
 
-def test_run_list_with_trend(*, limit: int = 50) -> list[RunWithTrend]:
+def run_list_with_trend(*, limit: int = 50) -> list[RunWithTrend]:
     """The latest runs, newest first, each with its trend (three queries)."""
     runs = list(
         TestRun.objects.select_related("triggered_by").order_by("-started_at", "-id")[:limit]
     )
-    trends = test_run_trends(runs=runs)
+    trends = run_trends(runs=runs)
     return [RunWithTrend(run=run, trend=trends[run.pk]) for run in runs]
 
 
@@ -402,7 +398,7 @@ class RunPage:
     """Its suites in order."""
 
 
-def test_run_page(*, run_id: int) -> RunPage | None:
+def run_page(*, run_id: int) -> RunPage | None:
     """A run with its suites, their checks and recent rates, in four queries; None if missing."""
     checks = Prefetch("checks", queryset=TestCheckResult.objects.order_by("position"))
     suites = Prefetch(
@@ -423,6 +419,3 @@ def test_run_page(*, run_id: int) -> RunPage | None:
         ],
     )
 
-
-for _selector in (test_run_trends, test_run_list_with_trend, test_run_page):
-    _selector.__test__ = False
