@@ -17,11 +17,6 @@ from runtime.conversations.writes import retrying
 RESUME_LIMIT = 5000
 
 
-def chat_event_append(*, conversation_id: int, event: dict[str, Any]) -> dict[str, Any]:
-    """Store an event under the conversation's next sequence number; return it with `seq`."""
-    return chat_events_append(conversation_id=conversation_id, events=[event])[0]
-
-
 @retrying
 @transaction.atomic
 def chat_events_append(*, conversation_id: int, events: list[dict[str, Any]]

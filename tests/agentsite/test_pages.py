@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from runtime.conversations.eventlog import chat_event_append
+from runtime.conversations.eventlog import chat_events_append
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import Owner, conversation_resolve
 from tests.helpers import make_user, send
@@ -100,7 +100,7 @@ def test_chat_page_of_a_returning_user_shows_the_stored_conversation(client, gra
     """With a conversation stored, the page boots from it (id, history, last event)."""
     conversation = conversation_resolve(owner=Owner(user=user))
     send(conversation.id, "hello")
-    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "x"})
+    chat_events_append(conversation_id=conversation.id, events=[{"type": "delta", "text": "x"}])
     client.force_login(user)
     boot = client.get("/").context["boot"]
     assert boot["conversation"] == conversation.id

@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from runtime.conversations import busy
-from runtime.conversations.eventlog import chat_event_append
+from runtime.conversations.eventlog import chat_events_append
 from runtime.conversations.models import ChatEvent, Conversation, Message
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.retention import retention_run
@@ -52,7 +52,7 @@ def test_idle_conversations_go_with_everything_they_hold(graphs):
     """A conversation untouched past the retention goes with its messages, events and traces."""
     old = conversation_resolve(owner=Owner(user=make_user()))
     send(old.id, "hello")
-    chat_event_append(conversation_id=old.id, event={"type": "delta", "text": "x"})
+    chat_events_append(conversation_id=old.id, events=[{"type": "delta", "text": "x"}])
     recent = conversation_resolve(owner=Owner(user=make_user()))
     send(recent.id, "hello")
     idle_for(old, 91 * DAY)
@@ -106,7 +106,7 @@ def test_old_traces_and_events_go_by_their_own_retention(graphs):
     conversation = conversation_resolve(owner=Owner(user=make_user()))
     first = send(conversation.id, "hello")
     second = send(conversation.id, "hello again")
-    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "x"})
+    chat_events_append(conversation_id=conversation.id, events=[{"type": "delta", "text": "x"}])
     MessageTrace.objects.filter(message_id=first.message_id).update(
         created_at=timezone.now() - 31 * DAY)
     ChatEvent.objects.update(created_at=timezone.now() - 31 * DAY)

@@ -177,11 +177,11 @@ def test_prune_also_drops_old_chat_events(conversation):
 
     from django.core.management import call_command
 
-    from runtime.conversations.eventlog import chat_event_append
+    from runtime.conversations.eventlog import chat_events_append
     from runtime.conversations.models import ChatEvent
 
-    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "old"})
-    chat_event_append(conversation_id=conversation.id, event={"type": "delta", "text": "new"})
+    chat_events_append(conversation_id=conversation.id, events=[{"type": "delta", "text": "old"}])
+    chat_events_append(conversation_id=conversation.id, events=[{"type": "delta", "text": "new"}])
     ChatEvent.objects.filter(seq=1).update(created_at=timezone.now() - timedelta(days=40))
     out = io.StringIO()
     call_command("prunetraces", "--older-than", "30d", stdout=out)
