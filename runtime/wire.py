@@ -330,6 +330,27 @@ class GraphEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyEvent:
+    """The chat socket is open: its conversation, graph and the last `seq` given so far.
+
+    An answer to this socket alone, so its `seq` is null; a client whose own last seq
+    is lower asks for the rest with `resume`.
+    """
+
+    conversation: int
+    """The conversation's id."""
+    graph: str
+    """The graph it runs on."""
+    last_seq: int
+    """The conversation's last sequence number."""
+    type: Literal["ready"] = "ready"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict, with `seq` null."""
+        return {**asdict(self), "seq": None}
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something the client asked for could not be done; `code` is stable."""
 
@@ -347,6 +368,99 @@ class ErrorEvent:
         if not self.message_id:
             del data["message_id"]
         return data
+
+
+# --- test-runner events (/ws/test, /api/test/status) --------------------------------------
+
+
+def _set_fields(event: Any) -> dict[str, Any]:
+    """A test-runner event as a dict without the fields its source does not know (None)."""
+    return {key: value for key, value in asdict(event).items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteStartEvent:
+    """A suite (one round of it) begins."""
+
+    suite: str
+    """The suite's name (its file's stem)."""
+    round: int
+    """Which round of a repeated run (1-based)."""
+    title: str | None = None
+    """Its title, when the runner says it."""
+    graph: str | None = None
+    """The graph it runs on, when the runner says it."""
+    steps: int | None = None
+    """How many steps it has, when the runner says it."""
+    run: int | None = None
+    """The stored test run's id, once it is stored."""
+    type: Literal["suite_start"] = "suite_start"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict, unknown fields left out."""
+        return _set_fields(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResultEvent:
+    """One check of one step, passed or failed."""
+
+    suite: str
+    """The suite's name."""
+    round: int
+    """Which round."""
+    step: str
+    """The step's title ("(suite)" when the suite could not start)."""
+    check: str
+    """The check as written ("(start)" when the suite could not start)."""
+    passed: bool
+    """Whether it passed."""
+    detail: str
+    """Why it failed, or what it saw."""
+    message_id: str
+    """The message the check looked at ("" if none)."""
+    index: int | None = None
+    """The check's position in its suite (as stored)."""
+    action: str | None = None
+    """The step's action, e.g. `send: hello`, when the runner says it."""
+    ms: float | None = None
+    """How long the step took, when the runner says it."""
+    run: int | None = None
+    """The stored test run's id, once it is stored."""
+    type: Literal["step_result"] = "step_result"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict, unknown fields left out."""
+        return _set_fields(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteEndEvent:
+    """A suite (one round of it) is over, with its score."""
+
+    suite: str
+    """The suite's name."""
+    round: int
+    """Which round."""
+    passed: int
+    """Checks passed."""
+    failed: int
+    """Checks failed."""
+    total: int
+    """Checks run."""
+    score: str
+    """`passed/total`."""
+    run: int | None = None
+    """The stored test run's id, once it is stored."""
+    type: Literal["suite_end"] = "suite_end"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict, unknown fields left out."""
+        return _set_fields(self)
+
+
+TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
+"""The `type` of each test-runner event, as `/api/test/status` accepts them."""
 
 
 # --- inbound socket frames ------------------------------------------------------------

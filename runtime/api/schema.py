@@ -13,8 +13,8 @@ from typing import Any
 
 from runtime.conversations.owners import CHAT_NAME
 from runtime.conversations.turns import MAX_MESSAGE_CHARS
+from runtime.wire import TEST_EVENT_TYPES
 
-TEST_EVENT_TYPES = ("suite_start", "step_result", "suite_end")
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 

@@ -51,6 +51,7 @@ from runtime.wire import (
     CancelProcessIn,
     ErrorEvent,
     MessageIn,
+    ReadyEvent,
     ResumeIn,
     parse_inbound,
 )
@@ -106,8 +107,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
         self.sent_seq = last
-        await self._send({"type": "ready", "conversation": self.conversation_id,
-                          "graph": conversation.graph_name, "last_seq": last, "seq": None})
+        await self._send(ReadyEvent(conversation=self.conversation_id,
+                                    graph=conversation.graph_name, last_seq=last).as_dict())
         self.watchdog = asyncio.create_task(self._watch_session())
         self.watchdog.add_done_callback(_log_task_failure)
 

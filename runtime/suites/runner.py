@@ -27,7 +27,7 @@ from runtime.errors import AgentError
 from runtime.llm.recorded import Recording
 from runtime.suites.checks import Outcome, evaluate
 from runtime.suites.parser import Step, Suite
-from runtime.wire import Event
+from runtime.wire import Event, StepResultEvent, SuiteEndEvent, SuiteStartEvent
 
 ResultSink = Callable[[dict[str, Any]], None]
 
@@ -158,8 +158,8 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
     for round_ in range(1, repeat + 1):
         for suite in suites:
             suite_graph = graph or suite.graph or "v3-framed"
-            on_result({"type": "suite_start", "suite": suite.name, "title": suite.title,
-                       "graph": suite_graph, "steps": len(suite.steps), "round": round_})
+            on_result(SuiteStartEvent(suite=suite.name, round=round_, title=suite.title,
+                                      graph=suite_graph, steps=len(suite.steps)).as_dict())
             passed = failed = 0
             try:
                 target.open(chat=f"suite-{suite.name}-{run_key}-{round_}"[:80],
@@ -189,28 +189,29 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
                                    min_rate=check.min_rate))
                     tally.passed += ok
                     tally.runs += 1
-                    result = {**_result(suite, step, check.text, ok, detail,
-                                        outcome.message_id, ms, round_),
-                              "index": passed + failed}  # as the stored check's position
+                    # index: as the stored check's position
+                    result = _result(suite, step, check.text, ok, detail, outcome.message_id,
+                                     ms, round_, index=passed + failed)
                     summary.results.append(result)
                     on_result(result)
             summary.passed += passed
             summary.failed += failed
-            end = {"type": "suite_end", "suite": suite.name, "passed": passed,
-                   "failed": failed, "total": passed + failed,
-                   "score": f"{passed}/{passed + failed}", "round": round_}
+            end = SuiteEndEvent(suite=suite.name, round=round_, passed=passed, failed=failed,
+                                total=passed + failed,
+                                score=f"{passed}/{passed + failed}").as_dict()
             summary.suites.append(end)
             on_result(end)
     return summary
 
 
 def _result(suite: Suite, step: Step | None, check: str | None, ok: bool, detail: str,
-            message_id: str, ms: float, round_: int) -> dict[str, Any]:
-    return {"type": "step_result", "suite": suite.name,
-            "step": step.title if step else "(suite)",
-            "action": f"{step.action}: {step.argument}".rstrip(": ") if step else "",
-            "check": check or "(start)", "passed": ok, "detail": detail,
-            "message_id": message_id, "ms": round(ms, 1), "round": round_}
+            message_id: str, ms: float, round_: int, index: int | None = None
+            ) -> dict[str, Any]:
+    return StepResultEvent(
+        suite=suite.name, round=round_, step=step.title if step else "(suite)",
+        action=f"{step.action}: {step.argument}".rstrip(": ") if step else "",
+        check=check or "(start)", passed=ok, detail=detail, message_id=message_id,
+        ms=round(ms, 1), index=index).as_dict()
 
 
 def junit_xml(summary: RunSummary) -> str:

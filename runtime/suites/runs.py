@@ -23,6 +23,7 @@ from django.db.models import F, OuterRef, Prefetch, Q, Subquery, Sum, Window
 from django.db.models.functions import DenseRank
 from django.utils import timezone
 
+from runtime.wire import StepResultEvent, SuiteEndEvent, SuiteStartEvent
 from traces.models import MessageTrace, TestCheckResult, TestRun, TestSuiteResult
 
 TREND_LENGTH = 10
@@ -130,17 +131,16 @@ def run_events(*, run: TestRun) -> list[dict[str, Any]]:
     for number, suite in enumerate(suites):
         rounds[suite.name] += 1  # a suite's n-th result in a run is its n-th round
         where = {"suite": suite.name, "run": run.pk, "round": rounds[suite.name]}
-        events.append({"type": "suite_start", **where})
+        events.append(SuiteStartEvent(**where).as_dict())
         for check in sorted(suite.checks.all(), key=lambda c: c.position):
-            events.append({"type": "step_result", **where, "step": check.step,
-                           "check": check.check_text,
-                           "passed": check.status == TestCheckResult.Status.PASS,
-                           "detail": check.detail, "index": check.position,
-                           "message_id": str(check.message_id or "")})
+            events.append(StepResultEvent(
+                **where, step=check.step, check=check.check_text,
+                passed=check.status == TestCheckResult.Status.PASS, detail=check.detail,
+                index=check.position, message_id=str(check.message_id or "")).as_dict())
         if number < len(suites) - 1 or run.status != TestRun.Status.RUNNING:
-            events.append({"type": "suite_end", **where, "passed": suite.passed,
-                           "failed": suite.failed, "total": suite.total,
-                           "score": f"{suite.passed}/{suite.total}"})
+            events.append(SuiteEndEvent(
+                **where, passed=suite.passed, failed=suite.failed, total=suite.total,
+                score=f"{suite.passed}/{suite.total}").as_dict())
     return events
 
 
