@@ -124,13 +124,11 @@ def conversation_record_turn(
         raise MessageLost(f"message {message_id} was recorded as lost before it finished")
     current = ui_normalize(conversation.ui_state)
     if ui is not None:
-        machines = current["machines"]
-        for call in machine_calls or []:
-            try:
-                machines = m.apply_tool_call(machines, call)
-            except m.MachineError as exc:  # e.g. the machine was removed meanwhile
-                logger.warning("machine call %s not applied: %s", call.get("name"), exc)
-        current = {**ui_normalize(ui), "machines": machines}
+        applied = m.apply_tool_calls(current["machines"], machine_calls or [])
+        for rejected in applied.rejected:  # e.g. the machine was removed meanwhile
+            logger.warning("machine call %s not applied: %s", rejected["call"].get("name"),
+                           rejected["error"])
+        current = {**ui_normalize(ui), "machines": applied.machines}
         conversation.ui_state = current
     Message.objects.create(conversation=conversation, message_id=message_id,
                            role=Message.Role.USER, text=text)
