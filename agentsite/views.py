@@ -20,8 +20,7 @@ from graphs.selectors import graph_names, graph_spec_get
 from runtime.agent.nodes.ui import current_controls
 from runtime.api.auth import anonymous_session_start
 from runtime.api.oidc import oidc_enabled
-from runtime.conversations import busy
-from runtime.conversations import services as conv
+from runtime.conversations import busy, selectors
 from runtime.conversations.eventlog import chat_last_seq, chat_message_start
 from runtime.conversations.owners import conversation_resolve, owner_resolve
 from runtime.errors import AuthFailed
@@ -92,13 +91,13 @@ def chat(request: HttpRequest) -> HttpResponse:
     conversation = conversation_resolve(owner=owner, chat="main", create=False)
     ratings: dict[str, int] = {}
     if conversation is None:
-        state, history, last_seq = conv.conversation_state_new(), [], 0
+        state, history, last_seq = selectors.conversation_state_new(), [], 0
     else:
-        state = conv.conversation_state(conversation_id=conversation.id)
-        history = conv.conversation_history(conversation_id=conversation.id,
+        state = selectors.conversation_state(conversation_id=conversation.id)
+        history = selectors.conversation_history(conversation_id=conversation.id,
                                             limit=HISTORY_ON_PAGE)
         last_seq = chat_last_seq(conversation_id=conversation.id)
-        ratings = conv.conversation_ratings(conversation_id=conversation.id)
+        ratings = selectors.conversation_ratings(conversation_id=conversation.id)
         running = busy.busy_message(conversation_id=conversation.id)
         start = running and chat_message_start(conversation_id=conversation.id,
                                                 message_id=running)

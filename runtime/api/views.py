@@ -60,7 +60,7 @@ from runtime.api.schema import (
     Route,
     openapi_document,
 )
-from runtime.conversations import actions, busy
+from runtime.conversations import actions, busy, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
@@ -183,11 +183,11 @@ def _user_dict(user) -> dict[str, Any] | None:
     return {"id": user.pk, "username": user.get_username(), "is_staff": user.is_staff}
 
 
-def _conversation_state(conversation_id: int) -> conv.ConversationState:
+def _conversation_state(conversation_id: int) -> selectors.ConversationState:
     """The state, or a new conversation's when the caller has none yet (id 0)."""
     if not conversation_id:
-        return conv.conversation_state_new()
-    return conv.conversation_state(conversation_id=conversation_id)
+        return selectors.conversation_state_new()
+    return selectors.conversation_state(conversation_id=conversation_id)
 
 
 def _last_seq(conversation_id: int) -> int:
@@ -464,7 +464,7 @@ async def action(call: Call) -> HttpResponse:
 async def result(call: Call) -> HttpResponse:
     """A message's status and answer (`running` while it is answered or waits for a worker)."""
     message_id = _message_id_param(call.request)
-    stored = await database_sync_to_async(conv.conversation_message_result)(
+    stored = await database_sync_to_async(selectors.conversation_message_result)(
         conversation_id=call.conversation_id, message_id=message_id
     )
     if stored is not None:
@@ -472,7 +472,7 @@ async def result(call: Call) -> HttpResponse:
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
     if await busy.busy_reap_and_publish(conversation_id=call.conversation_id):
-        stored = await database_sync_to_async(conv.conversation_message_result)(
+        stored = await database_sync_to_async(selectors.conversation_message_result)(
             conversation_id=call.conversation_id, message_id=message_id)
         if stored is not None:
             return _json(stored)
@@ -510,7 +510,7 @@ async def state(call: Call) -> HttpResponse:
 
 
 def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
-    ratings = conv.conversation_ratings(conversation_id=conversation_id)
+    ratings = selectors.conversation_ratings(conversation_id=conversation_id)
     return [
         {
             "message_id": str(m.message_id),
@@ -522,7 +522,7 @@ def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
             **({"rating": {1: "up", -1: "down"}[ratings[str(m.message_id)]]}
                if m.role == "assistant" and str(m.message_id) in ratings else {}),
         }
-        for m in conv.conversation_history(conversation_id=conversation_id, limit=limit)
+        for m in selectors.conversation_history(conversation_id=conversation_id, limit=limit)
     ]
 
 

@@ -6,72 +6,23 @@ Who owns a conversation, and finding or creating it, is `runtime.conversations.o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from runtime.agent import machines as m
 from runtime.agent.memory import memory_normalize
-from runtime.agent.nodes.ui import current_controls, ui_empty, ui_normalize
+from runtime.agent.nodes.ui import current_controls, ui_normalize
 from runtime.agent.situation import situation_text
 from runtime.conversations.models import Conversation, Message, Rating
 from runtime.conversations.writes import retrying
 from runtime.errors import AnswerNotFound, MessageLost, RatingRefused
 from runtime.wire import FrameTrace
-from traces.models import MessageTrace
 from traces.services import trace_store
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ConversationState:
-    """A snapshot of a conversation as a pipeline needs it."""
-
-    id: int
-    """The conversation's id."""
-    graph_name: str
-    """The active graph."""
-    memory: dict[str, Any]
-    """The memory state."""
-    ui: dict[str, Any]
-    """The UI state."""
-    history: tuple[dict[str, str], ...]
-    """Recent messages, oldest first."""
-    experts: dict[str, Any]
-    """Per-expert state (schema caches), keyed by expert node id."""
-    last_message_at: datetime | None
-    """When the user last wrote."""
-
-
-def conversation_state_new() -> ConversationState:
-    """The state a conversation starts with, for a caller who has none yet (id 0)."""
-    return ConversationState(
-        id=0, graph_name=settings.AGENTSITE_DEFAULT_GRAPH, memory=memory_normalize({}),
-        ui=ui_empty(), history=(), experts={}, last_message_at=None)
-
-
-def conversation_state(*, conversation_id: int) -> ConversationState:
-    """The conversation's state and its last messages."""
-    conversation = Conversation.objects.get(pk=conversation_id)
-    window = settings.AGENTSITE_HISTORY_WINDOW
-    recent = list(
-        Message.objects.filter(conversation_id=conversation_id)
-        .order_by("-id").values("role", "text")[:window]
-    )
-    return ConversationState(
-        id=conversation.id,
-        graph_name=conversation.graph_name,
-        memory=memory_normalize(conversation.memory),
-        ui=ui_normalize(conversation.ui_state),
-        history=tuple({"role": r["role"], "text": r["text"]} for r in reversed(recent)),
-        experts=dict(conversation.expert_state or {}),
-        last_message_at=conversation.last_message_at,
-    )
 
 
 @retrying
@@ -198,36 +149,3 @@ def conversation_rate(*, conversation_id: int, message_id: str, value: int,
         conversation_id=conversation_id, message_id=message_id,
         defaults={"value": value, "comment": comment.strip()})
     return rating
-
-
-def conversation_ratings(*, conversation_id: int) -> dict[str, int]:
-    """The conversation's ratings: answer's message id -> 1 or -1."""
-    return {str(mid): value for mid, value in Rating.objects.filter(
-        conversation_id=conversation_id).values_list("message_id", "value")}
-
-
-def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Message]:
-    """The last `limit` messages, oldest first."""
-    rows = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
-    return list(reversed(rows))
-
-
-def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
-    """The stored answer of a message of this conversation, with its trace's path and frames."""
-    answer = Message.objects.filter(
-        conversation_id=conversation_id, message_id=message_id, role=Message.Role.ASSISTANT
-    ).first()
-    if answer is None:
-        return None
-    trace = (
-        MessageTrace.objects.filter(conversation_id=conversation_id, message_id=message_id)
-        .values("path", "total_frames")
-        .first()
-    ) or {"path": "", "total_frames": 0}
-    return {
-        "status": "failed" if answer.status == Message.Status.ERROR else "done",
-        "answer": answer.text,
-        "controls": answer.controls,
-        "path": trace["path"],
-        "frames": trace["total_frames"],
-    }

@@ -25,7 +25,7 @@ from django.utils import timezone
 from graphs.selectors import graph_spec_get
 from graphs.spec import GraphSpec
 from runtime.agent.nodes.ui import current_controls
-from runtime.conversations import busy
+from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.processes import process_run
 from runtime.conversations.writes import retrying
@@ -304,7 +304,7 @@ async def _turn_prepare(*, conversation_id: int, message_id: str, text: str, now
             conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
             event=HudEventType.UPDATED, data={"changed": ["situation"], "situation": situation},
             ts=0.0))
-    state = await database_sync_to_async(conv.conversation_state)(conversation_id=conversation_id)
+    state = await database_sync_to_async(selectors.conversation_state)(conversation_id=conversation_id)
     graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
     if start is not None:
         return turn_from_snapshot(start, conversation_id=conversation_id, message_id=message_id,

@@ -19,8 +19,7 @@ from xml.etree import ElementTree as ET
 from asgiref.sync import async_to_sync
 
 from runtime.agent.nodes.ui import current_controls
-from runtime.conversations import actions
-from runtime.conversations import services as conv
+from runtime.conversations import actions, selectors
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError
@@ -94,7 +93,7 @@ class InProcessTarget:
         return self._after(events, answer=result.answer, message_id=result.message_id)
 
     def _click(self, which: str) -> Outcome:
-        state = conv.conversation_state(conversation_id=self.conversation_id)
+        state = selectors.conversation_state(conversation_id=self.conversation_id)
         control = actions.control_find(current_controls(state.ui), which)
         clicked = actions.conversation_click(conversation_id=self.conversation_id,
                                              action=control["action"], machine=control["machine"])
@@ -104,7 +103,7 @@ class InProcessTarget:
 
     def _after(self, events: list[dict[str, Any]], answer: str = "", message_id: str = ""
                ) -> Outcome:
-        state = conv.conversation_state(conversation_id=self.conversation_id)
+        state = selectors.conversation_state(conversation_id=self.conversation_id)
         trace = next((e for e in events if e.get("type") == "frame_trace"), None)
         return Outcome(answer=answer, events=tuple(events), trace=trace,
                        controls=tuple(current_controls(state.ui)), memory=dict(state.memory),

@@ -13,8 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from agentsite.asgi import application
-from runtime.conversations import actions
-from runtime.conversations import services as conv
+from runtime.conversations import actions, selectors
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.publish import publish_test
@@ -488,7 +487,7 @@ def test_action_is_handled_while_an_answer_runs(ada, settings):
     assert events[-2]["type"] == "frame_trace"
     final = [e for e in events if e["type"] == "controls"][-1]
     assert final["machines"]["counter"]["data"]["count"] == 1
-    state = conv.conversation_state(conversation_id=Conversation.objects.get(user=ada).id)
+    state = selectors.conversation_state(conversation_id=Conversation.objects.get(user=ada).id)
     assert state.ui["machines"]["counter"]["data"]["count"] == 1
 
 

@@ -19,8 +19,7 @@ from django.conf import settings
 
 from runtime.agent.memory import memory_reset
 from runtime.agent.nodes.ui import UINode, current_controls
-from runtime.conversations import actions
-from runtime.conversations import services as conv
+from runtime.conversations import actions, selectors
 from runtime.conversations.answering import message_submit
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 
@@ -32,7 +31,7 @@ SILENT_HUD = {"thinking", "perceived", "decided", "routed", "streaming", "tool_c
 
 def fetch_state(conversation_id: int) -> dict[str, Any]:
     """The state a client loads (as `/api/state` serves it), with the recent history."""
-    state = conv.conversation_state(conversation_id=conversation_id)
+    state = selectors.conversation_state(conversation_id=conversation_id)
     controls = current_controls(state.ui)
     return {
         "graph": state.graph_name,

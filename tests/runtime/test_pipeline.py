@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import ui_normalize
-from runtime.conversations import actions, busy
-from runtime.conversations import services as conv
+from runtime.conversations import actions, busy, selectors
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import MAX_MESSAGE_CHARS, InvalidMessage
@@ -161,7 +160,7 @@ def test_state_survives_a_restart(conversation):
     """Everything lives in the database: a fresh load sees history, memory and machines."""
     send(conversation.id, "my name is Ada")
     send(conversation.id, "give me a counter")
-    state = conv.conversation_state(conversation_id=conversation.id)
+    state = selectors.conversation_state(conversation_id=conversation.id)
     assert [m["role"] for m in state.history] == ["user", "assistant"] * 2
     assert state.memory["user_name"] == "Ada"
     assert "counter" in state.ui["machines"]
@@ -173,7 +172,7 @@ def test_switch_graph_keeps_memory_and_history(conversation):
     with pytest.raises(GraphError, match="known graphs: v3-framed"):
         actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="nope")
     actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
-    state = conv.conversation_state(conversation_id=conversation.id)
+    state = selectors.conversation_state(conversation_id=conversation.id)
     assert state.memory["user_name"] == "Ada"
     assert len(state.history) == 2
 
@@ -202,10 +201,10 @@ def test_database_unavailable_is_said_plainly(conversation, settings, tmp_path):
 def test_hud_events_replay_onto_the_state_before(conversation):
     """Replaying a message's HUD events onto the state before it gives the state after it."""
     send(conversation.id, "my name is Ada")
-    before = conv.conversation_state(conversation_id=conversation.id)
+    before = selectors.conversation_state(conversation_id=conversation.id)
     events = Events()
     send(conversation.id, "I'm feeling happy", events)
-    after = conv.conversation_state(conversation_id=conversation.id)
+    after = selectors.conversation_state(conversation_id=conversation.id)
     memory = dict(before.memory)
     controls = None
     for event in events.of_type("hud"):

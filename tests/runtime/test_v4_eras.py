@@ -7,7 +7,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from runtime.conversations import actions
+from runtime.conversations import actions, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation, Process
 from runtime.conversations.owners import Owner, conversation_resolve
@@ -239,7 +239,7 @@ def test_switching_graphs_keeps_memory_and_history(conversation):
     assert result.answer == "Your name is Ada." and result.trace.total_frames == 3
     actions.conversation_switch_graph(conversation_id=conversation.id, graph_name="v3-framed")
     assert send(conversation.id, "what is my name?").trace.total_frames == 4
-    assert len(conv.conversation_state(conversation_id=conversation.id).history) == 6
+    assert len(selectors.conversation_state(conversation_id=conversation.id).history) == 6
 
 
 def test_machines_are_not_promised_on_v4(v4):

@@ -8,8 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runtime.agent.machines import render_text
 from runtime.agent.nodes.ui import current_controls
-from runtime.conversations import actions
-from runtime.conversations import services as conv
+from runtime.conversations import actions, selectors
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import pipeline_run
 from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
@@ -119,7 +118,7 @@ class Command(BaseCommand):
         self.stdout.write(f"(now on graph {graph_name}; memory and history kept)")
 
     def _controls(self) -> list[dict]:
-        state = conv.conversation_state(conversation_id=self.conversation_id)
+        state = selectors.conversation_state(conversation_id=self.conversation_id)
         return current_controls(state.ui)
 
     def _print_controls(self, controls: list[dict]) -> None:
