@@ -7,7 +7,7 @@ import itertools
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
-from runtime.conversations.turns import PipelineResult, pipeline_run
+from runtime.conversations.turns import TurnResult, turn_run
 
 _usernames = itertools.count(1)
 
@@ -35,7 +35,7 @@ class Events:
 
 
 def send(conversation_id: int, text: str, events: Events | None = None, **kwargs
-         ) -> PipelineResult:
+         ) -> TurnResult:
     """Run one message through the real pipeline from sync test code."""
-    return async_to_sync(pipeline_run)(conversation_id=conversation_id, text=text,
+    return async_to_sync(turn_run)(conversation_id=conversation_id, text=text,
                                        on_event=events or Events(), **kwargs)

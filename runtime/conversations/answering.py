@@ -10,7 +10,7 @@ conditional UPDATE, so the database decides between racing processes). Then:
   pipeline` process takes it (`runtime.conversations.worker`), claims the flag and answers.
 - Otherwise this process answers it in a task owned by `pipeline_tasks()`.
 
-Either way `message_answer` runs the same `pipeline_run` and every event goes
+Either way `message_answer` runs the same `turn_run` and every event goes
 through `runtime.conversations.publish`: stored in the conversation's log with a `seq`, then
 fanned out to the conversation's sockets wherever they are connected. The flag
 is beaten while the message runs; a process that dies leaves a silent flag,
@@ -35,7 +35,7 @@ from django.conf import settings
 from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.publish import ChatPublisher
-from runtime.conversations.turns import CANCELLED_ANSWER, pipeline_run, validate_text
+from runtime.conversations.turns import CANCELLED_ANSWER, turn_run, validate_text
 from runtime.errors import DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
 
@@ -170,13 +170,13 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str, to
         await publish(AcceptedEvent(message_id=message_id, text=text))
         try:
             await asyncio.wait_for(
-                pipeline_run(conversation_id=conversation_id, text=text, message_id=message_id,
+                turn_run(conversation_id=conversation_id, text=text, message_id=message_id,
                              token=token, worker=worker, on_event=publish),
                 timeout=timeout)
         except MessageLost as exc:
             logger.warning("%s; its result was dropped", exc)
         except TimeoutError:
-            # pipeline_run stored the message as cancelled when the timeout cancelled it.
+            # turn_run stored the message as cancelled when the timeout cancelled it.
             reason = f"the answer took longer than {timeout:g} s and was stopped"
             await publish(ErrorEvent(code="timeout", message=reason, message_id=message_id))
             await publish(DoneEvent(message_id=message_id, answer=CANCELLED_ANSWER,

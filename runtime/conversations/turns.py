@@ -70,7 +70,7 @@ class InvalidMessage(AgentError):
 
 
 @dataclass(frozen=True)
-class PipelineResult:
+class TurnResult:
     """The outcome of one message."""
 
     message_id: str
@@ -218,7 +218,7 @@ def node_of(turn: Turn, node_type: str) -> str:
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
 
 
-async def pipeline_run(
+async def turn_run(
     *,
     conversation_id: int,
     text: str,
@@ -231,7 +231,7 @@ async def pipeline_run(
     worker: str = "",
     recording: Recording | None = None,
     start: dict[str, Any] | None = None,
-) -> PipelineResult:
+) -> TurnResult:
     """Answer one message: prepare, run the graph, commit, announce.
 
     Args:
@@ -342,7 +342,7 @@ class _Commit:
             logger.info("message %s was recorded as lost before it was cancelled",
                         self.turn.message_id)
 
-    async def finished(self, result: EngineResult) -> PipelineResult:
+    async def finished(self, result: EngineResult) -> TurnResult:
         """Store the answered (or failed) turn and its trace; the outcome to announce."""
         assert self.turn is not None
         failed = result.status != "done"
@@ -352,12 +352,12 @@ class _Commit:
             turn=self.turn, result=result, trace=trace, answer=answer, failed=failed,
             now=self.now, token=self.token, worker=self.worker)
         self.stored = True
-        return PipelineResult(message_id=self.turn.message_id, answer=answer, failed=failed,
+        return TurnResult(message_id=self.turn.message_id, answer=answer, failed=failed,
                               controls=current_controls(ui_after), trace=trace,
                               machines=ui_after["machines"])
 
 
-async def _announce(done: PipelineResult, *, on_event: EventSink) -> None:
+async def _announce(done: TurnResult, *, on_event: EventSink) -> None:
     """Tell listeners, once the turn is stored: the controls now, the frame trace, done."""
     await on_event(ControlsEvent(message_id=done.message_id, controls=done.controls,
                                  machines=done.machines))

@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions, selectors
 from runtime.conversations.owners import Owner, conversation_resolve
-from runtime.conversations.turns import pipeline_run
+from runtime.conversations.turns import turn_run
 from runtime.errors import AgentError
 from runtime.llm.recorded import Recording
 from runtime.suites.checks import Outcome, evaluate
@@ -88,7 +88,7 @@ class InProcessTarget:
             replay = {"recording": Recording.from_frames(recorded["frames"]),
                       "start": recorded["turn"]}
             self.replayed += 1
-        result = async_to_sync(pipeline_run)(conversation_id=self.conversation_id, text=text,
+        result = async_to_sync(turn_run)(conversation_id=self.conversation_id, text=text,
                                              on_event=collect, **replay)
         return self._after(events, answer=result.answer, message_id=result.message_id)
 

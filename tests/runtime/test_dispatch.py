@@ -28,7 +28,7 @@ from runtime.conversations.busy import worker_name
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.owners import Owner, conversation_resolve
-from runtime.conversations.turns import pipeline_run
+from runtime.conversations.turns import turn_run
 from runtime.conversations.worker import PipelineConsumer
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost
 from runtime.wire import ErrorEvent
@@ -123,7 +123,7 @@ def test_the_heartbeat_keeps_a_long_message_alive(conversation, settings):
     reaped = []
 
     async def scenario():
-        answer = asyncio.create_task(pipeline_run(conversation_id=conversation.id,
+        answer = asyncio.create_task(turn_run(conversation_id=conversation.id,
                                                   text=QUESTION))
         while not answer.done():
             reaped.extend(await dispatch.database_sync_to_async(busy.busy_reap)())

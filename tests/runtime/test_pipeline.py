@@ -223,7 +223,7 @@ def test_cancelled_message_is_kept_with_its_partial_trace(conversation):
     from asgiref.sync import async_to_sync
 
     from runtime.agent.builtin import BuiltinProvider
-    from runtime.conversations.turns import CANCELLED_ANSWER, pipeline_run
+    from runtime.conversations.turns import CANCELLED_ANSWER, turn_run
 
     async def scenario() -> None:
         thinking = asyncio.Event()
@@ -232,7 +232,7 @@ def test_cancelled_message_is_kept_with_its_partial_trace(conversation):
             if event.type == "hud" and event.node == "director" and event.event == "thinking":
                 thinking.set()
 
-        task = asyncio.ensure_future(pipeline_run(
+        task = asyncio.ensure_future(turn_run(
             conversation_id=conversation.id, text="what is my name?", on_event=on_event,
             llm=BuiltinProvider(latency_ms=300)))
         await asyncio.wait_for(thinking.wait(), timeout=30)

@@ -28,7 +28,7 @@ from graphs.selectors import graph_spec_get
 from runtime.agent.builtin import BuiltinProvider
 from runtime.conversations import actions
 from runtime.conversations.owners import Owner, conversation_resolve
-from runtime.conversations.turns import pipeline_run
+from runtime.conversations.turns import turn_run
 from runtime.errors import AgentError
 from runtime.wire import FrameTrace
 
@@ -266,7 +266,7 @@ class Command(BaseCommand):
         self, conversation_id: int, path: BenchPath, text: str, llm: BuiltinProvider
     ) -> FrameTrace:
         """One message through the pipeline; CommandError unless it took the expected path."""
-        result = await pipeline_run(conversation_id=conversation_id, text=text, llm=llm)
+        result = await turn_run(conversation_id=conversation_id, text=text, llm=llm)
         trace = result.trace
         if result.failed:
             raise CommandError(

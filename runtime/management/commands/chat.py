@@ -10,7 +10,7 @@ from runtime.agent.machines import render_text
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions, selectors
 from runtime.conversations.owners import Owner, conversation_resolve
-from runtime.conversations.turns import pipeline_run
+from runtime.conversations.turns import turn_run
 from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
 from runtime.wire import DeltaEvent, Event
 
@@ -89,7 +89,7 @@ class Command(BaseCommand):
 
         try:
             # async_to_sync keeps the ORM on this thread (and its connection), unlike asyncio.run.
-            result = async_to_sync(pipeline_run)(
+            result = async_to_sync(turn_run)(
                 conversation_id=self.conversation_id, text=text, on_event=on_event
             )
         except (AgentError, ConversationBusy) as exc:

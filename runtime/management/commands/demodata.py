@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 
 from runtime.conversations.models import Message
 from runtime.conversations.owners import Owner, conversation_resolve
-from runtime.conversations.turns import pipeline_run
+from runtime.conversations.turns import turn_run
 
 DEMO_MESSAGES = (
     "hello",
@@ -37,5 +37,5 @@ class Command(BaseCommand):
             self.stdout.write("demo conversation already present")
             return
         for text in DEMO_MESSAGES:
-            result = async_to_sync(pipeline_run)(conversation_id=conversation.id, text=text)
+            result = async_to_sync(turn_run)(conversation_id=conversation.id, text=text)
             self.stdout.write(f"demo: {text!r} -> {result.trace.path}")
