@@ -20,7 +20,7 @@ from runtime.conversations.models import Message
 from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import send
-from tests.runtime.test_pipeline_openai import BuiltinOverHTTP, endpoint  # noqa: F401
+from tests.runtime.test_turns_openai import BuiltinOverHTTP, endpoint  # noqa: F401
 from traces.models import MessageTrace
 
 # One conversation going through every path of both shipped graphs, machines and memory
