@@ -15,8 +15,8 @@ from graphs.spec import EdgeSpec
 from runtime.conversations import actions
 from runtime.llm.openai import OpenAIProvider
 from tests.helpers import send
-from tests.runtime.test_turns_openai import BuiltinOverHTTP, endpoint  # noqa: F401
 from tests.runtime.test_replay import counted  # noqa: F401
+from tests.runtime.test_turns_openai import BuiltinOverHTTP, endpoint  # noqa: F401
 from traces.models import MessageTrace
 
 
