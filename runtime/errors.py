@@ -55,6 +55,24 @@ def http_status(code: str) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
+INTERNAL_MESSAGE = "something went wrong on our side; the details are in the server log"
+"""What a client reads when our side failed: the details stay in the log and the trace."""
+
+
+def public_message(error: Exception) -> str:
+    """What a client is told about `error`.
+
+    Its own words when the client can act on them: a refusal (status below 500) or
+    `unavailable` (nothing was stored: send again). Otherwise the plain sentence
+    INTERNAL_MESSAGE, so no failure's internals (an exception's class, SQL, an
+    endpoint's URL) reach a client.
+    """
+    code = getattr(error, "code", "internal")
+    if http_status(code) < 500 or code == "unavailable":
+        return str(error)
+    return INTERNAL_MESSAGE
+
+
 def close_code(code: str) -> int:
     """The close code of a socket refused or closed for `code`: 4000 + its HTTP status
     (4400 a bad URL, 4401 sign in again, 4403 not allowed)."""

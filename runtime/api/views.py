@@ -70,11 +70,13 @@ from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import validate_text
 from runtime.errors import (
+    INTERNAL_MESSAGE,
     AgentError,
     AuthFailed,
     ConversationBusy,
     Forbidden,
     http_status,
+    public_message,
 )
 from runtime.jsonin import BadJSON, json_decode
 from runtime.suites.parser import suite_files
@@ -104,7 +106,7 @@ class ApiError(Exception):
     @classmethod
     def of(cls, exc: AgentError | ConversationBusy) -> ApiError:
         """The answer to a refusal or failure of the runtime: its public code and message."""
-        return cls(exc.code, str(exc))
+        return cls(exc.code, public_message(exc))
 
 
 def error_response(error: ApiError, **headers: str) -> JsonResponse:
@@ -350,8 +352,7 @@ def as_view(route: Route) -> Callable[..., Awaitable[HttpResponse]]:
             # Broad on purpose: a client gets JSON it can read, never Django's HTML 500;
             # the traceback goes to the log.
             logger.exception("%s %s failed", request.method, route.path)
-            return error_response(ApiError("internal", "something went wrong on our side; "
-                                           "the details are in the server log"))
+            return error_response(ApiError("internal", INTERNAL_MESSAGE))
 
     view.__name__ = route.name.replace("-", "_")
     view.__doc__ = next(iter(route.operations.values())).summary

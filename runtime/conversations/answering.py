@@ -139,11 +139,11 @@ async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, 
     try:
         await get_channel_layer().send(PIPELINE_CHANNEL, message)
     except ChannelFull:
-        reason = "the pipeline queue is full"
-    except Exception as exc:  # whatever the layer's client raises (Redis down, timeout...)
+        reason = "the message queue is full"
+    except Exception:  # whatever the layer's client raises (Redis down, timeout...)
         # Broad on purpose: the flag taken above must be given back whatever went wrong.
         logger.exception("message %s could not be sent to the pipeline workers", message_id)
-        reason = f"the channel layer could not be reached ({type(exc).__name__}: {exc})"
+        reason = "the message queue could not be reached"
     else:
         return
     await database_sync_to_async(busy.busy_release)(conversation_id=conversation_id,

@@ -37,12 +37,14 @@ from runtime.conversations.owners import chat_name_check, conversation_resolve, 
 from runtime.conversations.processes import process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
 from runtime.errors import (
+    INTERNAL_MESSAGE,
     AgentError,
     AuthFailed,
     ConversationBusy,
     Forbidden,
     close_code,
     http_status,
+    public_message,
 )
 from runtime.suites.runs import run_event_key, runs_followed
 from runtime.wire import (
@@ -165,8 +167,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Broad on purpose: one failed request must not kill the socket (close 1011);
             # the client gets a plain error and the log the traceback.
             logger.exception("chat socket: %s failed", type(message).__name__)
-            await self._error("internal", "something went wrong on our side; the details "
-                              "are in the server log")
+            await self._error("internal", INTERNAL_MESSAGE)
 
     # --- message handlers ------------------------------------------------------
 
@@ -231,7 +232,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _fail(self, exc: AgentError | ConversationBusy) -> None:
         """Tell the client why its request was refused: the exception's public code."""
-        await self._error(exc.code, str(exc))
+        await self._error(exc.code, public_message(exc))
 
     async def _close_for(self, exc: AgentError) -> None:
         """Say why, then close with the code's close code (runtime.errors.close_code)."""

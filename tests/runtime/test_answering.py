@@ -304,7 +304,7 @@ def test_a_full_queue_refuses_the_message_and_frees_the_flag(conversation, worke
 
     async def scenario():
         await dispatch.message_submit(conversation_id=other.id, text="hello")
-        with pytest.raises(DispatchFailed, match="the pipeline queue is full"):
+        with pytest.raises(DispatchFailed, match="the message queue is full"):
             await dispatch.message_submit(conversation_id=conversation.id, text="hello")
 
     async_to_sync(scenario)()

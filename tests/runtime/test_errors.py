@@ -133,3 +133,27 @@ def test_each_refusal_is_the_same_on_rest_and_socket(ada, path, body, frame, sta
     event = socket_error(ada, frame)
     assert (answered_status, error["code"]) == (status, code)
     assert (event["code"], event["message"]) == (code, error["message"])
+
+
+def test_a_failure_on_our_side_reaches_no_client_with_its_internals():
+    """A refusal keeps its words; a failure of ours (5xx) is told in a plain sentence, the
+    same on REST and sockets, whatever its own message says (class names, SQL, URLs);
+    `unavailable` keeps its words: the client must know to send again."""
+    from runtime.api.views import ApiError
+    from runtime.errors import (
+        INTERNAL_MESSAGE,
+        DatabaseToolError,
+        DispatchFailed,
+        LLMTimeout,
+        public_message,
+    )
+
+    nasty = "OperationalError: no such column x in SELECT * FROM t at http://10.0.0.1:9/v1"
+    for failure in (DatabaseToolError(nasty), LLMTimeout(nasty)):
+        assert public_message(failure) == INTERNAL_MESSAGE
+        assert ApiError.of(failure).message == INTERNAL_MESSAGE
+        assert ApiError.of(failure).code == failure.code
+    assert public_message(ConversationBusy()) == BUSY_MESSAGE
+    refused = DispatchFailed("the message queue is full; nothing was stored, send your "
+                             "message again")
+    assert public_message(refused) == str(refused)
