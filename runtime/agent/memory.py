@@ -46,8 +46,8 @@ def memory_merge(current: dict[str, Any], proposed: Any) -> dict[str, Any]:
     """Apply a memorizer's proposed memory onto `current`.
 
     Unknown keys and wrongly typed values are ignored rather than trusted:
-    the proposal comes from a model. `situation` belongs to the sensor and is
-    never taken from the proposal.
+    the proposal comes from a model. `situation` is refreshed before each message
+    (runtime.agent.situation) and never taken from the proposal.
     """
     merged = memory_normalize(current)
     if not isinstance(proposed, dict):

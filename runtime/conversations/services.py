@@ -100,7 +100,7 @@ def conversation_record_turn(
 
 @retrying
 def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
-    """Refresh the memory's `situation` (the sensor's job) and return it."""
+    """Refresh the memory's `situation` (runtime.agent.situation) and return it."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         memory = memory_normalize(conversation.memory)
