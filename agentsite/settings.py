@@ -111,7 +111,10 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env.text("DATABASE_URL", f"sqlite:///{VAR_DIR / 'agentsite.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Connections are kept (each database thread keeps its own, runtime.conversations.dbcalls)
+# and checked before reuse, so a message does not open one per query.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600,
+                                              conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Messages are answered concurrently, each from its own thread and connection. SQLite
     # lets one writer at a time: in WAL mode readers never wait for it, IMMEDIATE makes a
@@ -124,7 +127,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
     })
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.text("REDIS_URL")
@@ -256,6 +258,11 @@ AGENTSITE_DEFAULT_GRAPH = env.text("AGENTSITE_DEFAULT_GRAPH", "v3-framed")
 AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 # A running message's process beats every fifth of this; silent this long, it is presumed
 # dead and the message is stored as failed (the user can send again).
+# Threads per process that run database calls from the event loop (PostgreSQL; SQLite
+# keeps one): runtime.conversations.dbcalls.
+AGENTSITE_DB_THREADS = int(env.number("AGENTSITE_DB_THREADS", 8))
+if AGENTSITE_DB_THREADS < 1:
+    raise ImproperlyConfigured("AGENTSITE_DB_THREADS must be at least 1")
 AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 15.0)
 if AGENTSITE_BUSY_TIMEOUT_S <= 0:
     raise ImproperlyConfigured("AGENTSITE_BUSY_TIMEOUT_S must be more than 0 (seconds)")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
+
 from graphs.models import Graph
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec
 from runtime.errors import GraphError, GraphNotFound
@@ -30,6 +33,24 @@ def graph_spec_get(*, name: str) -> GraphSpec:
         known = ", ".join(graph_names()) or "none (run `python manage.py loadgraphs`)"
         raise GraphNotFound(f"no graph named {name!r}; known graphs: {known}")
     return graph_spec_from_row(graph=graph)
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_spec_cached(*, name: str, digest: str, updated_at: datetime) -> GraphSpec:
+    return graph_spec_get(name=name)
+
+
+def graph_spec_current(*, name: str) -> GraphSpec:
+    """`graph_spec_get` for every message: one small query while the graph is unchanged.
+
+    Specs are immutable and cached in this process by the stored graph's digest and
+    edit time, so an edit (in the admin, a reload, a rollback) is seen by the next
+    message; a graph without a digest is read whole each time.
+    """
+    row = Graph.objects.filter(name=name).values("digest", "updated_at").first()
+    if row is None or not row["digest"]:
+        return graph_spec_get(name=name)
+    return _graph_spec_cached(name=name, digest=row["digest"], updated_at=row["updated_at"])
 
 
 def graph_names() -> list[str]:

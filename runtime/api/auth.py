@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
@@ -30,6 +29,7 @@ from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.models import ApiToken
 from runtime.conversations.owners import Owner, owner_resolve
 from runtime.errors import AgentError, AuthFailed, Forbidden, close_code
@@ -207,7 +207,7 @@ class BearerTokenMiddleware:
         raw = self._token(scope)
         if raw is None:
             return await self.inner(scope, receive, send)
-        user = await database_sync_to_async(user_from_token)(raw)
+        user = await database_call(user_from_token)(raw)
         if user is None:
             if scope["type"] == "websocket":
                 await _refuse_connect(receive, send,

@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -63,6 +62,7 @@ from runtime.api.schema import (
 from runtime.conversations import actions, busy, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.answering import message_submit
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
 from runtime.conversations.publish import publish_test
@@ -366,11 +366,11 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
     raw = _read_body(request) if op.body is not None else b""
     caller = None
     if op.auth != "none":
-        caller = await database_sync_to_async(caller_resolve)(request, stores=op.stores)
+        caller = await database_call(caller_resolve)(request, stores=op.stores)
         if op.auth == "staff" and not caller.is_staff:
             raise Forbidden("only staff may use this endpoint")
         if request.method == "POST" and caller.via != "token":
-            reason = await database_sync_to_async(csrf_failure)(request)
+            reason = await database_call(csrf_failure)(request)
             if reason:
                 raise ApiError(
                     "csrf_failed",
@@ -384,7 +384,7 @@ async def _decode(request: HttpRequest, op: Operation) -> Call:
         chat_name_check(chat)
         # Only a request that stores something creates a conversation; a read of one that
         # does not exist yet answers as for a new one (id 0).
-        conversation = await database_sync_to_async(conversation_resolve)(
+        conversation = await database_call(conversation_resolve)(
             owner=caller.owner, chat=chat, create=op.stores)
         conversation_id = conversation.id if conversation else 0
     return Call(request=request, caller=caller, conversation_id=conversation_id, body=body)
@@ -401,7 +401,7 @@ async def auth_config(call: Call) -> HttpResponse:
     """How to sign in, and who the caller is."""
     header = call.request.headers.get("Authorization")
     if header and header.lower().startswith("bearer"):
-        user = await database_sync_to_async(user_from_bearer)(header)
+        user = await database_call(user_from_bearer)(header)
         if user is None:
             raise AuthFailed("the bearer token is unknown or revoked")
     else:
@@ -422,7 +422,7 @@ async def auth_config(call: Call) -> HttpResponse:
 async def send_check(call: Call) -> HttpResponse:
     """Validate a message without sending it."""
     validate_text(call.body["text"])
-    if await database_sync_to_async(busy.busy_held)(conversation_id=call.conversation_id):
+    if await database_call(busy.busy_held)(conversation_id=call.conversation_id):
         raise ConversationBusy()
     return _json({"ok": True})
 
@@ -435,7 +435,7 @@ async def send(call: Call) -> HttpResponse:
 
 async def _queue(call: Call, text: str) -> dict[str, Any]:
     """Start answering `text` in the caller's conversation: `{id, after_seq}`."""
-    after_seq = await database_sync_to_async(chat_last_seq)(conversation_id=call.conversation_id)
+    after_seq = await database_call(chat_last_seq)(conversation_id=call.conversation_id)
     message_id = await message_submit(
         conversation_id=call.conversation_id, text=text,
         inline=not isinstance(call.request, ASGIRequest))  # WSGI: see the module docstring
@@ -454,7 +454,7 @@ async def action(call: Call) -> HttpResponse:
     machine = call.body.get("data", {}).get("machine", "")
     if not isinstance(machine, str):
         raise bad_request("'data.machine' must be text")
-    clicked = await database_sync_to_async(actions.conversation_click)(
+    clicked = await database_call(actions.conversation_click)(
         conversation_id=call.conversation_id, action=call.body["action"], machine=machine)
     if clicked.event is not None:
         return _json({"ok": True, "controls": clicked.event["controls"],
@@ -465,7 +465,7 @@ async def action(call: Call) -> HttpResponse:
 async def result(call: Call) -> HttpResponse:
     """A message's status and answer (`running` while it is answered or waits for a worker)."""
     message_id = _message_id_param(call.request)
-    stored = await database_sync_to_async(selectors.conversation_message_result)(
+    stored = await database_call(selectors.conversation_message_result)(
         conversation_id=call.conversation_id, message_id=message_id
     )
     if stored is not None:
@@ -473,11 +473,11 @@ async def result(call: Call) -> HttpResponse:
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
     if await busy.busy_reap_and_publish(conversation_id=call.conversation_id):
-        stored = await database_sync_to_async(selectors.conversation_message_result)(
+        stored = await database_call(selectors.conversation_message_result)(
             conversation_id=call.conversation_id, message_id=message_id)
         if stored is not None:
             return _json(stored)
-    if await database_sync_to_async(busy.busy_holds)(
+    if await database_call(busy.busy_holds)(
             conversation_id=call.conversation_id, message_id=message_id):
         return _json({"status": "running", "answer": "", "controls": [], "path": "",
                       "frames": 0})
@@ -491,7 +491,7 @@ async def rate(call: Call) -> HttpResponse:
     except ValueError:
         raise bad_request(f"{call.body['id']!r} is not a message id") from None
     comment = call.body.get("comment", "")
-    await database_sync_to_async(conv.conversation_rate)(
+    await database_call(conv.conversation_rate)(
         conversation_id=call.conversation_id, message_id=message_id,
         value=1 if call.body["rating"] == "up" else -1, comment=comment)
     return _json({"ok": True, "id": message_id, "rating": call.body["rating"],
@@ -500,14 +500,14 @@ async def rate(call: Call) -> HttpResponse:
 
 async def clear(call: Call) -> HttpResponse:
     """Forget the conversation; a `cleared` event tells every listener."""
-    await database_sync_to_async(actions.conversation_clear)(
+    await database_call(actions.conversation_clear)(
         conversation_id=call.conversation_id)
     return _json({"ok": True})
 
 
 async def state(call: Call) -> HttpResponse:
     """The conversation's state."""
-    return _json(await database_sync_to_async(_state)(conversation_id=call.conversation_id))
+    return _json(await database_call(_state)(conversation_id=call.conversation_id))
 
 
 def _history(*, conversation_id: int, limit: int) -> list[dict[str, Any]]:
@@ -532,7 +532,7 @@ async def history(call: Call) -> HttpResponse:
     limit = int(_number_param(call.request, HISTORY_LIMIT))
     return _json(
         {
-            "messages": await database_sync_to_async(_history)(
+            "messages": await database_call(_history)(
                 conversation_id=call.conversation_id, limit=limit
             )
         }
@@ -549,7 +549,7 @@ async def frames(call: Call) -> HttpResponse:
     last = int(_number_param(call.request, FRAMES_LAST))
     return _json(
         {
-            "traces": await database_sync_to_async(_frames)(
+            "traces": await database_call(_frames)(
                 conversation_id=call.conversation_id, last=last
             )
         }
@@ -566,7 +566,7 @@ def _readable_trace(*, message_id: str, caller: Caller) -> dict[str, Any] | None
 async def trace(call: Call) -> HttpResponse:
     """One trace: the caller's own, or anyone's for staff."""
     message_id = _message_id_param(call.request)
-    found = await database_sync_to_async(_readable_trace)(message_id=message_id, caller=call.caller)
+    found = await database_call(_readable_trace)(message_id=message_id, caller=call.caller)
     if found is None:
         # Someone else's trace is reported exactly like a missing one: ids leak nothing.
         raise ApiError("not_found", f"no trace {message_id} that you may read")
@@ -576,10 +576,10 @@ async def trace(call: Call) -> HttpResponse:
 async def poll(call: Call) -> HttpResponse:
     """The state, only when it changed since the client's hash."""
     since = call.request.GET.get("since", "")
-    current = await database_sync_to_async(_state_hash)(conversation_id=call.conversation_id)
+    current = await database_call(_state_hash)(conversation_id=call.conversation_id)
     changed = since != current
     body = (
-        await database_sync_to_async(_state)(conversation_id=call.conversation_id)
+        await database_call(_state)(conversation_id=call.conversation_id)
         if changed
         else None
     )
@@ -611,7 +611,7 @@ async def _event_stream(*, conversation_id: int, after: int, timeout: float):
     next_ping = loop.time() + SSE_KEEPALIVE_S
     yield "retry: 1000\n\n"
     while True:
-        batch = await database_sync_to_async(chat_events_after)(
+        batch = await database_call(chat_events_after)(
             conversation_id=conversation_id, after_seq=after, limit=500
         )
         for event in batch:
@@ -642,7 +642,7 @@ def _active_graph(*, conversation_id: int) -> dict[str, Any]:
 
 async def graph_active(call: Call) -> HttpResponse:
     """The conversation's graph."""
-    return _json(await database_sync_to_async(_active_graph)(conversation_id=call.conversation_id))
+    return _json(await database_call(_active_graph)(conversation_id=call.conversation_id))
 
 
 def _graphs(*, elements: bool) -> list[dict[str, Any]]:
@@ -655,13 +655,13 @@ def _graphs(*, elements: bool) -> list[dict[str, Any]]:
 async def graph_list(call: Call) -> HttpResponse:
     """Every graph."""
     elements = bool(_number_param(call.request, ELEMENTS))
-    return _json({"graphs": await database_sync_to_async(_graphs)(elements=elements)})
+    return _json({"graphs": await database_call(_graphs)(elements=elements)})
 
 
 async def graph_switch(call: Call) -> HttpResponse:
     """Switch the conversation's graph."""
     name = call.body["graph"]
-    await database_sync_to_async(actions.conversation_switch_graph)(
+    await database_call(actions.conversation_switch_graph)(
         conversation_id=call.conversation_id, graph_name=name)
     return _json({"ok": True, "graph": name})
 
@@ -690,7 +690,7 @@ def _latest_run() -> dict[str, Any] | None:
 
 async def test_status(call: Call) -> HttpResponse:
     """The latest test run."""
-    return _json({"run": await database_sync_to_async(_latest_run)()})
+    return _json({"run": await database_call(_latest_run)()})
 
 
 async def test_event(call: Call) -> HttpResponse:
@@ -722,7 +722,7 @@ def _replayable(*, trace_id: int, caller: Caller) -> bool:
 async def trace_replay(call: Call) -> HttpResponse:
     """Run a traced message again from its recording (runtime.conversations.replay)."""
     trace_id = call.path["id"]
-    if not await database_sync_to_async(_replayable)(trace_id=trace_id, caller=call.caller):
+    if not await database_call(_replayable)(trace_id=trace_id, caller=call.caller):
         raise ApiError("not_found", f"no trace {trace_id} that you may read")
     body = call.body
     if "from_frame" in body and body["from_frame"] < 1:

@@ -27,16 +27,24 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
 from runtime.conversations import busy
 from runtime.conversations import services as conv
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.publish import ChatPublisher
-from runtime.conversations.turns import CANCELLED_ANSWER, turn_run, validate_text
-from runtime.errors import DispatchFailed, MessageLost, sorry
+from runtime.conversations.turns import (
+    CANCELLED_ANSWER,
+    Begun,
+    turn_begin,
+    turn_run,
+    turn_start,
+    validate_text,
+)
+from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
 
 logger = logging.getLogger(__name__)
@@ -76,6 +84,11 @@ class PipelineTasks:
         task.add_done_callback(functools.partial(self._finished, message_id))
         return task
 
+    def running_message(self, message_id: str) -> bool:
+        """Whether this process is answering that message."""
+        entry = self.tasks.get(message_id)
+        return entry is not None and not entry.task.done()
+
     def running(self, *, conversation_id: int | None = None) -> int:
         """How many messages (of one conversation, or all) run in this process."""
         return sum(1 for entry in self.tasks.values() if not entry.task.done()
@@ -104,7 +117,8 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
 
     The answer arrives as events in the conversation's log. `inline` answers
     before returning (for a caller without a lasting event loop, i.e. WSGI)
-    when this process answers messages itself.
+    when this process answers messages itself. Answered here, the message's
+    start (busy flag, situation, state, graph) is one database call.
 
     Raises:
         InvalidMessage: empty or oversized text (nothing is stored).
@@ -113,23 +127,35 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
     """
     text = validate_text(text)
     message_id = message_id or str(uuid.uuid4())
-    await busy.busy_reap_and_publish(conversation_id=conversation_id)
-    workers = settings.AGENTSITE_PIPELINE_WORKERS
-    token = await database_sync_to_async(busy.busy_acquire)(
-        conversation_id=conversation_id, message_id=message_id, text=text,
-        worker="" if workers else busy.worker_name())
-    if workers:
+    if settings.AGENTSITE_PIPELINE_WORKERS:
+        token = await _flag_for_workers(conversation_id=conversation_id, message_id=message_id,
+                                        text=text)
         await _send_to_workers(conversation_id=conversation_id, message_id=message_id,
                                text=text, token=token)
         return message_id
+    worker = busy.worker_name()
+    begun = await turn_start(conversation_id=conversation_id, message_id=message_id,
+                             text=text, worker=worker, now=timezone.now())
     work = functools.partial(message_answer, conversation_id=conversation_id,
-                             message_id=message_id, text=text, token=token)
+                             message_id=message_id, text=text, begun=begun, worker=worker)
     if inline:
         await work()
     else:
         pipeline_tasks().start(conversation_id=conversation_id, message_id=message_id,
                                work=work)
     return message_id
+
+
+async def _flag_for_workers(*, conversation_id: int, message_id: str, text: str) -> str:
+    """Take the busy flag for a message a pipeline worker will claim (a lost message of
+    the conversation is recorded as failed first); its token."""
+    acquire = functools.partial(busy.busy_acquire, conversation_id=conversation_id,
+                                message_id=message_id, text=text, worker="")
+    try:
+        return await database_call(acquire)()
+    except ConversationBusy:
+        await busy.busy_reap_and_publish(conversation_id=conversation_id)
+    return await database_call(acquire)()
 
 
 async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, token: str
@@ -146,60 +172,85 @@ async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, 
         reason = "the message queue could not be reached"
     else:
         return
-    await database_sync_to_async(busy.busy_release)(conversation_id=conversation_id,
-                                                            token=token)
+    await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
     raise DispatchFailed(f"{reason}; nothing was stored, send your message again")
 
 
-async def message_answer(*, conversation_id: int, message_id: str, text: str, token: str,
-                         worker: str = "") -> None:
-    """Answer a submitted message whose busy flag `token` holds; publish every event.
+async def message_answer(*, conversation_id: int, message_id: str, text: str,
+                         begun: Begun | None = None, token: str = "", worker: str = "") -> None:
+    """Answer a submitted message; publish every event.
 
-    Whatever happens the message ends stored (answered, or failed with the
-    reason) and its listeners get a `done`, unless it was recorded as lost
-    meanwhile, which its reaper has announced. The flag is released once the
-    message's fate is stored; when even a failure cannot be stored (the
-    database refuses writes) the flag is kept, silent, so the reaper stores
-    and announces the message as failed once the database takes writes again.
-    Events are published in order by a `ChatPublisher`, in batches when they
-    come faster than the log is written.
+    `begun`: started by this process (`turn_start`). `token`: a pipeline worker's,
+    claimed here; a message claimed already (a repeat delivery) or recorded as lost
+    is dropped. Whatever happens the message ends stored (answered, or failed with
+    the reason) and its listeners get a `done`, unless it was recorded as lost
+    meanwhile, which its reaper has announced. The flag is released with the
+    message's fate; when even a failure cannot be stored (the database refuses
+    writes) the flag is kept, silent, so the reaper stores and announces the
+    message as failed once the database takes writes again. Events are published
+    in order by a `ChatPublisher`, in batches when they come faster than the log
+    is written; the last of them in the turn's own transaction.
     """
-    timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
     async with ChatPublisher(conversation_id=conversation_id) as publish:
+        try:
+            begun = begun or await database_call(turn_begin)(
+                conversation_id=conversation_id, message_id=message_id, text=text,
+                worker=worker, now=timezone.now(), token=token)
+        except MessageLost as exc:  # also the normal fate of a repeat delivery
+            logger.info("pipeline: %s; dropped", exc)
+            return
+        except Exception:  # e.g. its graph is gone: the message fails, stored and said
+            logger.exception("message %s could not be started", message_id)
+            await publish(AcceptedEvent(message_id=message_id, text=text))
+            await _failed(conversation_id=conversation_id, message_id=message_id, text=text,
+                          token=token, worker=worker, publish=publish)
+            return
         # First, in the same batch as the message's first events (no extra commit).
         await publish(AcceptedEvent(message_id=message_id, text=text))
-        try:
-            await asyncio.wait_for(
-                turn_run(conversation_id=conversation_id, text=text, message_id=message_id,
-                             token=token, worker=worker, on_event=publish),
-                timeout=timeout)
-        except MessageLost as exc:
-            logger.warning("%s; its result was dropped", exc)
-        except TimeoutError:
-            # turn_run stored the message as cancelled when the timeout cancelled it.
-            reason = f"the answer took longer than {timeout:g} s and was stopped"
-            await publish(ErrorEvent(code="timeout", message=reason, message_id=message_id))
-            await publish(DoneEvent(message_id=message_id, answer=CANCELLED_ANSWER,
-                                    failed=True, path="", frames=0, ms=timeout * 1000))
-        except Exception:
-            logger.exception("message %s failed in its pipeline", message_id)
-            reason = sorry("something went wrong on my side (the details are in the "
-                           "server log)")
-            try:
-                stored = await database_sync_to_async(conv.conversation_record_failure)(
-                    conversation_id=conversation_id, message_id=message_id, text=text,
-                    reason=reason, worker=worker or busy.worker_name())
-            except Exception:  # the database refuses even the failure (down, disk full...)
-                # Broad on purpose: keep the busy flag, now silent. The reaper records the
-                # message as failed and announces it once the database takes writes again
-                # (before the conversation's next message, socket or /api/result).
-                logger.exception("message %s: its failure could not be stored; left to the "
-                                 "reaper", message_id)
-                return
-            if stored:
-                lost = busy.LostMessage(conversation_id=conversation_id, message_id=message_id,
-                                        reason=reason)
-                for event in busy.lost_events(lost, code="internal"):
-                    await publish(event)
-            await database_sync_to_async(busy.busy_release)(
-                conversation_id=conversation_id, token=token)
+        await _answer(begun=begun, worker=worker, publish=publish)
+
+
+async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> None:
+    """Run a started message's turn within the pipeline timeout; a failure is stored."""
+    turn = begun.turn
+    timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
+    try:
+        await asyncio.wait_for(
+            turn_run(conversation_id=turn.conversation_id, text=turn.message, begun=begun,
+                     worker=worker, on_event=publish, log=publish),
+            timeout=timeout)
+    except MessageLost as exc:
+        logger.warning("%s; its result was dropped", exc)
+    except TimeoutError:
+        # turn_run stored the message as cancelled when the timeout cancelled it.
+        reason = f"the answer took longer than {timeout:g} s and was stopped"
+        await publish(ErrorEvent(code="timeout", message=reason, message_id=turn.message_id))
+        await publish(DoneEvent(message_id=turn.message_id, answer=CANCELLED_ANSWER,
+                                failed=True, path="", frames=0, ms=timeout * 1000))
+    except Exception:
+        logger.exception("message %s failed in its pipeline", turn.message_id)
+        await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
+                      text=turn.message, token=begun.token, worker=worker, publish=publish)
+
+
+async def _failed(*, conversation_id: int, message_id: str, text: str, token: str,
+                  worker: str, publish: ChatPublisher) -> None:
+    """Store a message its pipeline failed, say so, and give its flag back."""
+    reason = sorry("something went wrong on my side (the details are in the server log)")
+    try:
+        stored = await database_call(conv.conversation_record_failure)(
+            conversation_id=conversation_id, message_id=message_id, text=text,
+            reason=reason, worker=worker or busy.worker_name())
+    except Exception:  # the database refuses even the failure (down, disk full...)
+        # Broad on purpose: keep the busy flag, now silent. The reaper records the
+        # message as failed and announces it once the database takes writes again
+        # (before the conversation's next message, socket or /api/result).
+        logger.exception("message %s: its failure could not be stored; left to the "
+                         "reaper", message_id)
+        return
+    if stored:
+        lost = busy.LostMessage(conversation_id=conversation_id, message_id=message_id,
+                                reason=reason)
+        for event in busy.lost_events(lost, code="internal"):
+            await publish(event)
+    await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)

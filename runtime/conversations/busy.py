@@ -30,12 +30,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.models import Conversation
 from runtime.conversations.publish import events_publish
 from runtime.conversations.services import conversation_record_failure
@@ -223,7 +223,7 @@ async def _beat_forever(*, conversation_id: int, token: str) -> None:
     interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
     while True:
         await asyncio.sleep(interval)
-        if not await database_sync_to_async(busy_beat)(
+        if not await database_call(busy_beat)(
                 conversation_id=conversation_id, token=token):
             logger.warning("conversation %s: the busy flag was taken from a running message",
                            conversation_id)
@@ -232,4 +232,4 @@ async def _beat_forever(*, conversation_id: int, token: str) -> None:
 
 async def busy_reap_and_publish(*, conversation_id: int | None = None) -> int:
     """`busy_reap` from an event loop: how many lost messages it recorded and announced."""
-    return len(await database_sync_to_async(busy_reap)(conversation_id=conversation_id))
+    return len(await database_call(busy_reap)(conversation_id=conversation_id))

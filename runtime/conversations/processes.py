@@ -12,10 +12,10 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.models import Process
 from runtime.domain.database import QueryHandle
 from runtime.errors import AgentError, QueryCancelled
@@ -82,7 +82,7 @@ async def process_run(
     because the calling task was cancelled), and whatever `work` raised
     otherwise; the process row records the outcome either way.
     """
-    pid = await database_sync_to_async(process_start)(
+    pid = await database_call(process_start)(
         conversation_id=conversation_id, message_id=message_id, node=node,
         description=description)
     if on_start is not None:
@@ -99,13 +99,13 @@ async def process_run(
             if on_tick is not None and loop.time() - next_tick >= tick_s:
                 next_tick = loop.time()
                 await on_tick(pid, next_tick - started)
-            if await database_sync_to_async(process_cancel_requested)(pid=pid):
+            if await database_call(process_cancel_requested)(pid=pid):
                 handle.cancel()
                 await asyncio.wait({task})
                 break
         result = task.result()
     except QueryCancelled:
-        await database_sync_to_async(process_finish)(pid=pid, status=Process.Status.CANCELLED,
+        await database_call(process_finish)(pid=pid, status=Process.Status.CANCELLED,
                                                      detail="cancelled by request")
         raise
     except asyncio.CancelledError:
@@ -114,12 +114,12 @@ async def process_run(
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # the work's own ending (QueryCancelled) is superseded by ours
-        await database_sync_to_async(process_finish)(pid=pid, status=Process.Status.CANCELLED,
+        await database_call(process_finish)(pid=pid, status=Process.Status.CANCELLED,
                                                      detail="the message was cancelled")
         raise
     except Exception as exc:
-        await database_sync_to_async(process_finish)(pid=pid, status=Process.Status.FAILED,
+        await database_call(process_finish)(pid=pid, status=Process.Status.FAILED,
                                                      detail=str(exc))
         raise
-    await database_sync_to_async(process_finish)(pid=pid, status=Process.Status.DONE)
+    await database_call(process_finish)(pid=pid, status=Process.Status.DONE)
     return pid, result

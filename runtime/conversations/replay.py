@@ -17,11 +17,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 
 from graphs.selectors import graph_spec_get
 from graphs.spec import GraphSpec
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.turns import (
     answer_of,
     engine_env,
@@ -116,7 +116,7 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
             not fit it (an unknown node, frame or call).
     """
     edits = edits or Edits()
-    original, frames = await database_sync_to_async(trace_for_replay)(trace_id=trace_id)
+    original, frames = await database_call(trace_for_replay)(trace_id=trace_id)
     if from_frame and not 1 <= from_frame <= original.total_frames:
         raise ReplayImpossible(f"trace {trace_id} has frames 1 to {original.total_frames}, "
                                f"not {from_frame}")
@@ -130,7 +130,7 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
             raise ReplayImpossible(f"no recorded call {key!r} to edit (write node:k, k "
                                    "from 1, for a call made before the rerun's frame)"
                                    ) from None
-    graph = await database_sync_to_async(graph_spec_get)(name=original.graph)
+    graph = await database_call(graph_spec_get)(name=original.graph)
     graph = _with_config(graph, edits.config)
     message_id = str(uuid.uuid4())
     snapshot = {**original.turn, "memory": {**original.turn.get("memory", {}), **edits.memory}}
@@ -144,7 +144,7 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
     trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000,
                      error=f"replay stopped: {diverged}" if diverged else "")
     calls = [call for record in trace.frames for call in record.llm_calls]
-    row = await database_sync_to_async(_store)(
+    row = await database_call(_store)(
         trace=trace, answer=answer, snapshot=turn_snapshot(turn), original=original,
         from_frame=from_frame, edits=edits.as_dict())
     return ReplayResult(

@@ -41,12 +41,14 @@ def conversation_state_new() -> ConversationState:
         ui=ui_empty(), history=(), experts={}, last_message_at=None)
 
 
-def conversation_state(*, conversation_id: int) -> ConversationState:
-    """The conversation's state and its last messages."""
-    conversation = Conversation.objects.get(pk=conversation_id)
+def conversation_state(*, conversation_id: int | None = None,
+                       conversation: Conversation | None = None) -> ConversationState:
+    """The conversation's state and its last messages (from its row, when given loaded)."""
+    if conversation is None:
+        conversation = Conversation.objects.get(pk=conversation_id)
     window = settings.AGENTSITE_HISTORY_WINDOW
     recent = list(
-        Message.objects.filter(conversation_id=conversation_id)
+        Message.objects.filter(conversation_id=conversation.id)
         .order_by("-id").values("role", "text")[:window]
     )
     return ConversationState(

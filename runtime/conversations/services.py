@@ -98,15 +98,16 @@ def conversation_record_turn(
     return current
 
 
-@retrying
-def conversation_update_situation(*, conversation_id: int, now: datetime) -> str:
-    """Refresh the memory's `situation` (runtime.agent.situation) and return it."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-        memory = memory_normalize(conversation.memory)
-        memory["situation"] = situation_text(now=now, last_message_at=conversation.last_message_at)
-        conversation.memory = memory
-        conversation.save(update_fields=["memory", "updated_at"])
+def conversation_refresh_situation(*, conversation: Conversation, now: datetime) -> str:
+    """Refresh the memory's `situation` (runtime.agent.situation) and return it.
+
+    For a caller that holds the conversation's row (its busy flag taken in the same
+    transaction): the row given is updated and saved.
+    """
+    memory = memory_normalize(conversation.memory)
+    memory["situation"] = situation_text(now=now, last_message_at=conversation.last_message_at)
+    conversation.memory = memory
+    conversation.save(update_fields=["memory", "updated_at"])
     return memory["situation"]
 
 

@@ -9,6 +9,7 @@ whatever happened, then tell listeners.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -17,23 +18,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from graphs.selectors import graph_spec_get
+from graphs.selectors import graph_spec_current
 from graphs.spec import GraphSpec
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
+from runtime.conversations.dbcalls import database_call
+from runtime.conversations.eventlog import chat_events_append
+from runtime.conversations.models import Conversation
 from runtime.conversations.processes import process_run
+from runtime.conversations.publish import ChatPublisher
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
     AgentError,
+    ConversationBusy,
     FrameLimitExceeded,
     LLMError,
     LLMTimeout,
@@ -48,6 +53,7 @@ from runtime.wire import (
     ControlsEvent,
     DeltaEvent,
     DoneEvent,
+    Event,
     EventSink,
     FrameTrace,
     HudEvent,
@@ -171,8 +177,17 @@ def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = 
 @retrying
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
-             failed: bool, now: datetime, token: str, worker: str) -> dict[str, Any]:
-    """Store the exchange and its trace in one transaction; return the UI state now."""
+             failed: bool, now: datetime, token: str, worker: str,
+             events: list[dict[str, Any]] | None = None
+             ) -> tuple[TurnResult, list[dict[str, Any]]]:
+    """Store the exchange and its trace, and give the busy flag back, in one transaction.
+
+    With `events` (the message's events not yet in its log) they are appended in the
+    same transaction, followed by the turn's own last events (controls, frame trace,
+    done); they are returned numbered, for the caller to send once this has committed:
+    a client that sees `done` can send its next message at once. MessageLost when the
+    flag was taken from this message meanwhile (nothing is stored).
+    """
     memory = None if failed else result.outputs.get(node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(node_of(turn, "ui"), {}).get("ui")
     machine_calls = [] if failed else [
@@ -187,7 +202,14 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
         machine_calls=machine_calls, token=token,
     )
     trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
-    return stored_ui
+    busy.busy_release(conversation_id=turn.conversation_id, token=token)
+    done = TurnResult(message_id=turn.message_id, answer=answer, failed=failed,
+                      controls=current_controls(stored_ui), trace=trace,
+                      machines=stored_ui["machines"])
+    wires = [] if events is None else chat_events_append(
+        conversation_id=turn.conversation_id,
+        events=[*events, *(event.as_dict() for event in _last_events(done))])
+    return done, wires
 
 
 def turn_snapshot(turn: Turn) -> dict[str, Any]:
@@ -218,6 +240,74 @@ def node_of(turn: Turn, node_type: str) -> str:
     return next((n.id for n in turn.graph.nodes if n.type == node_type), "")
 
 
+@dataclass(frozen=True)
+class Begun:
+    """A message that holds its conversation's busy flag, and the turn it meets."""
+
+    token: str
+    """The busy flag's token."""
+    turn: Turn
+    """The conversation as the message meets it."""
+    situation: str | None
+    """The situation refreshed for it (None for a frozen message replayed)."""
+
+
+@retrying
+@transaction.atomic
+def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
+               now: datetime, token: str | None = None, start: dict[str, Any] | None = None
+               ) -> Begun:
+    """The start of a message, in one transaction: take the busy flag (or, with `token`,
+    claim the one a web process took for a pipeline worker), refresh the situation, and
+    load the conversation and its graph.
+
+    Raises ConversationBusy (nothing changed), or MessageLost when `token` cannot be
+    claimed (taken by another worker, or recorded as lost already).
+    """
+    if token is None:
+        token = busy.busy_acquire(conversation_id=conversation_id, message_id=message_id,
+                                  text=text, worker=worker)
+    elif not busy.busy_claim(conversation_id=conversation_id, token=token, worker=worker):
+        raise MessageLost(f"message {message_id} was taken, or recorded as lost, before "
+                          "this worker claimed it")
+    conversation = Conversation.objects.get(pk=conversation_id)
+    situation = None
+    if start is None:
+        situation = conv.conversation_refresh_situation(conversation=conversation, now=now)
+    state = selectors.conversation_state(conversation=conversation)
+    graph = graph_spec_current(name=state.graph_name)
+    if start is not None:
+        turn = turn_from_snapshot(start, conversation_id=conversation_id, message_id=message_id,
+                                  message=text, graph=graph)
+    else:
+        turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
+                    graph=graph, history=state.history, memory=state.memory, ui=state.ui,
+                    now=now, experts=state.experts)
+    return Begun(token=token, turn=turn, situation=situation)
+
+
+async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
+                     now: datetime, start: dict[str, Any] | None = None,
+                     on_lost: EventSink = discard) -> Begun:
+    """`turn_begin` from an event loop: one database call when the conversation is free.
+
+    When the flag is refused, a message whose process died is recorded as failed
+    (its events published, and given to `on_lost`) and the flag tried once more:
+    ConversationBusy when a live message holds it.
+    """
+    begin = functools.partial(turn_begin, conversation_id=conversation_id,
+                              message_id=message_id, text=text, worker=worker, now=now,
+                              start=start)
+    try:
+        return await database_call(begin)()
+    except ConversationBusy:
+        lost = await database_call(busy.busy_reap)(conversation_id=conversation_id)
+    for message in lost:
+        for event in busy.lost_events(message):
+            await on_lost(event)
+    return await database_call(begin)()
+
+
 async def turn_run(
     *,
     conversation_id: int,
@@ -227,101 +317,77 @@ async def turn_run(
     clock: Callable[[], float] | None = None,
     now: datetime | None = None,
     message_id: str | None = None,
-    token: str | None = None,
+    begun: Begun | None = None,
+    log: ChatPublisher | None = None,
     worker: str = "",
     recording: Recording | None = None,
     start: dict[str, Any] | None = None,
 ) -> TurnResult:
-    """Answer one message: prepare, run the graph, commit, announce.
+    """Answer one message: begin, run the graph, commit, announce.
 
     Args:
         conversation_id, text: the conversation (resolved for its owner) and the message.
         on_event: gets deltas and HUD events live; controls, the frame trace and done
             once the turn is stored.
         llm, clock, now, message_id: replacements for tests and benchmarks.
-        token: the flag, when `answering` took it: given back once the turn is stored,
-            else by the caller with the failure. None: a lost message is recorded as
-            failed (events to `on_event`), the flag taken here and always given back.
+        begun: the message as `turn_begin` started it; the caller stores a failure this
+            could not store and gives the flag back. None: the flag is taken here (see
+            `turn_start`) and always given back.
+        log: the publisher (also `on_event`): its unstored events and the turn's last
+            ones are stored in the turn's own transaction.
         worker: the answering process, for the flag and the trace (default: this one).
         recording, start: a frozen message replayed: model calls from `recording`, the
             engine started from the stored state `start` (`turn_snapshot`).
 
-    Returns:
-        The answer, controls and trace; a node failure becomes a clear answer.
-
-    Raises:
-        InvalidMessage: empty or oversized text (nothing stored). ConversationBusy.
-        MessageLost: the flag was taken from this message; nothing more is stored.
+    Returns the answer, controls and trace; a node failure becomes a clear answer.
+    Raises InvalidMessage (nothing stored), ConversationBusy, or MessageLost (the flag
+    was taken from this message; nothing more is stored).
     """
     text = validate_text(text)
-    message_id = message_id or str(uuid.uuid4())
     worker = worker or busy.worker_name()
-    # Whoever passed the flag in stores a failure this function could not store, and gives
-    # the flag back; a flag taken here is given back here whatever happens.
-    owns_flag = token is None
-    if token is None:
-        token = await _flag_take(conversation_id=conversation_id, message_id=message_id,
-                                 text=text, worker=worker, on_event=on_event)
-    commit = _Commit(token=token, worker=worker, now=now or timezone.now())
+    owns_flag = begun is None
+    if begun is None:
+        begun = await turn_start(conversation_id=conversation_id,
+                                 message_id=message_id or str(uuid.uuid4()), text=text,
+                                 worker=worker, now=now or timezone.now(), start=start,
+                                 on_lost=on_event)
+    commit = _Commit(begun=begun, worker=worker, log=log)
     try:
-        async with busy.busy_heartbeat(conversation_id=conversation_id, token=token):
-            commit.turn = await _turn_prepare(
-                conversation_id=conversation_id, message_id=message_id, text=text,
-                now=commit.now, start=start, on_event=on_event)
-            env = engine_env(on_event=on_event, message_id=message_id, llm=llm, clock=clock,
-                             recording=recording)
-            result = await run_graph(turn=commit.turn, env=env, on_cancel=commit.cancelled)
+        async with busy.busy_heartbeat(conversation_id=conversation_id, token=begun.token):
+            await _announce_situation(begun, on_event=on_event)
+            env = engine_env(on_event=on_event, message_id=begun.turn.message_id, llm=llm,
+                             clock=clock, recording=recording)
+            result = await run_graph(turn=begun.turn, env=env, on_cancel=commit.cancelled)
             done = await commit.finished(result)
     finally:
-        if commit.stored or owns_flag:
-            await database_sync_to_async(busy.busy_release)(conversation_id=conversation_id,
-                                                           token=token)
-    await _announce(done, on_event=on_event)
+        if owns_flag and not commit.stored:
+            await database_call(busy.busy_release)(conversation_id=conversation_id,
+                                                   token=begun.token)
+    if log is None:
+        for event in _last_events(done):
+            await on_event(event)
     return done
 
 
-async def _flag_take(*, conversation_id: int, message_id: str, text: str, worker: str,
-                     on_event: EventSink) -> str:
-    """Take the busy flag here, first recording a lost message of the conversation as failed
-    (its events go to `on_event`); return the flag's token."""
-    for lost in await database_sync_to_async(busy.busy_reap)(conversation_id=conversation_id):
-        for event in busy.lost_events(lost):
-            await on_event(event)
-    return await database_sync_to_async(busy.busy_acquire)(
-        conversation_id=conversation_id, message_id=message_id, text=text, worker=worker)
-
-
-async def _turn_prepare(*, conversation_id: int, message_id: str, text: str, now: datetime,
-                        start: dict[str, Any] | None, on_event: EventSink) -> Turn:
-    """The turn the message meets: the conversation as stored (its situation refreshed), or
-    the stored state `start` of a frozen message."""
-    if start is None:
-        situation = await database_sync_to_async(conv.conversation_update_situation)(
-            conversation_id=conversation_id, now=now)
-        # The sensor's update is part of the message's story: observers replaying HUD
-        # events onto the state before the message must arrive at the state after it.
-        await on_event(HudEvent(
-            conversation=conversation_id, message_id=message_id, frame=0, node="sensor",
-            event=HudEventType.UPDATED, data={"changed": ["situation"], "situation": situation},
-            ts=0.0))
-    state = await database_sync_to_async(selectors.conversation_state)(conversation_id=conversation_id)
-    graph = await database_sync_to_async(graph_spec_get)(name=state.graph_name)
-    if start is not None:
-        return turn_from_snapshot(start, conversation_id=conversation_id, message_id=message_id,
-                                  message=text, graph=graph)
-    return Turn(conversation_id=conversation_id, message_id=message_id, message=text,
-                graph=graph, history=state.history, memory=state.memory, ui=state.ui, now=now,
-                experts=state.experts)
+async def _announce_situation(begun: Begun, *, on_event: EventSink) -> None:
+    """The sensor's update is part of the message's story: observers replaying HUD events
+    onto the state before the message must arrive at the state after it."""
+    if begun.situation is None:
+        return
+    await on_event(HudEvent(
+        conversation=begun.turn.conversation_id, message_id=begun.turn.message_id, frame=0,
+        node="sensor", event=HudEventType.UPDATED,
+        data={"changed": ["situation"], "situation": begun.situation}, ts=0.0))
 
 
 class _Commit:
     """Stores a message's turn and trace when its run ends, or is cancelled; knows if it did."""
 
-    def __init__(self, *, token: str, worker: str, now: datetime) -> None:
-        self.token = token
+    def __init__(self, *, begun: Begun, worker: str, log: ChatPublisher | None) -> None:
+        self.turn = begun.turn
+        self.token = begun.token
         self.worker = worker
-        self.now = now
-        self.turn: Turn | None = None
+        self.log = log
         self.started = time.perf_counter()
         self.stored = False
 
@@ -330,38 +396,41 @@ class _Commit:
 
     async def cancelled(self, partial: EngineResult) -> None:
         """Keep the user's message and the frames that did run, answered as cancelled."""
-        assert self.turn is not None
         trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(),
                          error=f"cancelled during frame {len(partial.frames) + 1}")
         try:
-            await database_sync_to_async(_persist)(
+            await database_call(_persist)(
                 turn=self.turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
-                failed=True, now=self.now, token=self.token, worker=self.worker)
+                failed=True, now=self.turn.now, token=self.token, worker=self.worker)
             self.stored = True
         except MessageLost:
             logger.info("message %s was recorded as lost before it was cancelled",
                         self.turn.message_id)
 
     async def finished(self, result: EngineResult) -> TurnResult:
-        """Store the answered (or failed) turn and its trace; the outcome to announce."""
-        assert self.turn is not None
+        """Store the answered (or failed) turn, its trace and its last events; the outcome."""
         failed = result.status != "done"
         answer = answer_of(self.turn, result)
         trace = trace_of(turn=self.turn, result=result, total_ms=self._ms())
-        ui_after = await database_sync_to_async(_persist)(
-            turn=self.turn, result=result, trace=trace, answer=answer, failed=failed,
-            now=self.now, token=self.token, worker=self.worker)
+        persist = functools.partial(
+            _persist, turn=self.turn, result=result, trace=trace, answer=answer,
+            failed=failed, now=self.turn.now, token=self.token, worker=self.worker)
+        if self.log is None:
+            done, _ = await database_call(persist)()
+            self.stored = True
+            return done
+        async with self.log.held() as unstored:
+            done, stored = await database_call(persist)(events=unstored)
         self.stored = True
-        return TurnResult(message_id=self.turn.message_id, answer=answer, failed=failed,
-                              controls=current_controls(ui_after), trace=trace,
-                              machines=ui_after["machines"])
+        await self.log.send_stored(stored)
+        return done
 
 
-async def _announce(done: TurnResult, *, on_event: EventSink) -> None:
-    """Tell listeners, once the turn is stored: the controls now, the frame trace, done."""
-    await on_event(ControlsEvent(message_id=done.message_id, controls=done.controls,
-                                 machines=done.machines))
-    await on_event(done.trace)
-    await on_event(DoneEvent(message_id=done.message_id, answer=done.answer, failed=done.failed,
-                             path=done.trace.path, frames=done.trace.total_frames,
-                             ms=done.trace.total_ms))
+def _last_events(done: TurnResult) -> list[Event]:
+    """What listeners hear once the turn is stored: the controls now, the frame trace, done."""
+    return [ControlsEvent(message_id=done.message_id, controls=done.controls,
+                          machines=done.machines),
+            done.trace,
+            DoneEvent(message_id=done.message_id, answer=done.answer, failed=done.failed,
+                      path=done.trace.path, frames=done.trace.total_frames,
+                      ms=done.trace.total_ms)]

@@ -17,9 +17,10 @@ worker processes, on any number of machines, share the queue.
 - A clean stop: on SIGTERM or SIGINT it stops taking messages and lets the
   running ones finish (within `AGENTSITE_PIPELINE_TIMEOUT_S`).
 
-`PipelineConsumer` is the channel's application: it claims the message's busy
-flag (dropping messages already claimed or reaped) and answers it with the
-same `runtime.conversations.answering.message_answer` the web process uses without workers.
+`PipelineConsumer` is the channel's application: it answers each message with
+the same `runtime.conversations.answering.message_answer` the web process uses
+without workers, which claims the message's busy flag in the transaction that
+loads its turn (dropping messages already claimed or reaped).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import signal
 from typing import Any
 
 from channels.consumer import AsyncConsumer
-from channels.db import database_sync_to_async
 from channels.worker import Worker
 from django.conf import settings
 
 from runtime.conversations import busy
 from runtime.conversations.answering import PIPELINE_MESSAGE, message_answer, pipeline_tasks
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.retention import retention_run
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class PipelineConsumer(AsyncConsumer):
     """Answers the messages the `pipeline` channel brings, several at once."""
 
     async def pipeline_message(self, message: dict[str, Any]) -> None:
-        """Claim a submitted message and answer it in an owned task."""
+        """Answer a submitted message in an owned task, which claims it first (a message
+        claimed already, e.g. delivered twice by channels-redis, is dropped)."""
         slots: asyncio.Semaphore | None = self.scope.get("slots")
         try:
             conversation_id = int(message["conversation"])
@@ -54,22 +56,12 @@ class PipelineConsumer(AsyncConsumer):
             logger.error("pipeline: a malformed message was dropped: %r", message)
             _release(slots)
             return
-        worker = busy.worker_name()
-        try:
-            claimed = await database_sync_to_async(busy.busy_claim)(
-                conversation_id=conversation_id, token=token, worker=worker)
-        except Exception:
-            # The database is unreachable: leave the message to the reaper (stored as
-            # failed after the queue timeout) rather than answer it without a flag.
-            logger.exception("pipeline: message %s could not be claimed", message_id)
-            claimed = False
-        if not claimed:
-            # Also the normal fate of a repeat: channels-redis can deliver a message to
-            # two workers at once, and only one claim succeeds.
-            logger.info("pipeline: message %s was not claimed (taken, or recorded as lost "
-                        "already); dropped", message_id)
+        if pipeline_tasks().running_message(message_id):
+            logger.info("pipeline: message %s is being answered here already; the repeat "
+                        "was dropped", message_id)
             _release(slots)
             return
+        worker = busy.worker_name()
 
         async def work() -> None:
             try:
@@ -172,7 +164,7 @@ class PipelineWorker(Worker):
             return
         while True:
             try:
-                report = await database_sync_to_async(retention_run)()
+                report = await database_call(retention_run)()
                 if report.deleted_anything:
                     logger.info(
                         "pipeline worker %s: retention deleted %d expired sessions, "

@@ -22,7 +22,6 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -31,6 +30,7 @@ from django.utils import timezone
 from runtime.api.auth import socket_refuse, token_alive
 from runtime.conversations import actions, busy
 from runtime.conversations.answering import message_submit
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import chat_name_check, conversation_resolve, owner_resolve
@@ -98,7 +98,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             chat_name_check(chat)
             # A socket cannot set a cookie, so it never starts a session: an anonymous
             # visitor opens the chat page first (runtime.conversations.owners).
-            conversation = await database_sync_to_async(_scope_conversation)(self.scope, chat)
+            conversation = await database_call(_scope_conversation)(self.scope, chat)
         except AgentError as exc:
             await socket_refuse(self.base_send, exc)
             return
@@ -107,7 +107,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await busy.busy_reap_and_publish(conversation_id=self.conversation_id)
         await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
         await self.accept()
-        last = await database_sync_to_async(chat_last_seq)(conversation_id=self.conversation_id)
+        last = await database_call(chat_last_seq)(conversation_id=self.conversation_id)
         self.sent_seq = last
         await self._send(ReadyEvent(conversation=self.conversation_id,
                                     graph=conversation.graph_name, last_seq=last).as_dict())
@@ -120,7 +120,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         while not self.closed:
             await asyncio.sleep(settings.AGENTSITE_SESSION_CHECK_S)
             token = self.scope.get("token")
-            alive = (await database_sync_to_async(token_alive)(token) if token
+            alive = (await database_call(token_alive)(token) if token
                      else await self._still_signed_in())
             if not self.closed and not alive:
                 await self._close_for(AuthFailed(
@@ -175,7 +175,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await message_submit(conversation_id=self.conversation_id, text=text)
 
     async def _action(self, message: ActionIn) -> None:
-        clicked = await database_sync_to_async(actions.conversation_click)(
+        clicked = await database_call(actions.conversation_click)(
             conversation_id=self.conversation_id, action=message.action,
             machine=str(message.data.get("machine") or ""))
         if clicked.event is not None:
@@ -184,11 +184,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._start(clicked.message)
 
     async def _cancel(self, pid: str) -> None:
-        await database_sync_to_async(process_cancel)(conversation_id=self.conversation_id,
+        await database_call(process_cancel)(conversation_id=self.conversation_id,
                                                      pid=pid)
 
     async def _resume(self, after_seq: int) -> None:
-        events = await database_sync_to_async(chat_events_after)(
+        events = await database_call(chat_events_after)(
             conversation_id=self.conversation_id, after_seq=after_seq)
         for event in events:
             await self._send(event)
@@ -212,7 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if seq <= self.sent_seq:
             return  # sent already (by a resume, a gap fill, or this socket itself)
         if seq > self.sent_seq + 1:
-            missing = await database_sync_to_async(chat_events_after)(
+            missing = await database_call(chat_events_after)(
                 conversation_id=self.conversation_id, after_seq=self.sent_seq,
                 limit=seq - self.sent_seq - 1)
             for earlier in missing:
@@ -253,7 +253,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user_id = user.pk if user is not None and user.is_authenticated else None
         if user_id is None and session is None:
             return True
-        return await database_sync_to_async(_session_alive)(
+        return await database_call(_session_alive)(
             getattr(session, "session_key", None), user_id)
 
 
@@ -347,7 +347,7 @@ class TestConsumer(StaffObserverConsumer):
         sent: dict[int, int] = {}
         while True:
             await asyncio.sleep(TEST_TAIL_S)
-            runs = await database_sync_to_async(runs_followed)(since=since)
+            runs = await database_call(runs_followed)(since=since)
             for run_id, events in runs:
                 for event in events[sent.get(run_id, 0):]:
                     await self._send_once(event)

@@ -25,6 +25,7 @@ from runtime.conversations import answering as dispatch
 from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.busy import worker_name
+from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message
 from runtime.conversations.owners import Owner, conversation_resolve
@@ -126,7 +127,7 @@ def test_the_heartbeat_keeps_a_long_message_alive(conversation, settings):
         answer = asyncio.create_task(turn_run(conversation_id=conversation.id,
                                                   text=QUESTION))
         while not answer.done():
-            reaped.extend(await dispatch.database_sync_to_async(busy.busy_reap)())
+            reaped.extend(await database_call(busy.busy_reap)())
             await asyncio.sleep(0.1)
         return await answer
 
@@ -142,8 +143,8 @@ def test_a_message_reaped_while_it_runs_is_not_stored_twice(conversation, settin
 
     async def on_event(event):
         if getattr(event, "frame", None) == 1:  # the graph is running: a reaper strikes
-            await dispatch.database_sync_to_async(age_flag)(conversation.id, seconds=60)
-            await dispatch.database_sync_to_async(busy.busy_reap)()
+            await database_call(age_flag)(conversation.id, seconds=60)
+            await database_call(busy.busy_reap)()
 
     with pytest.raises(MessageLost):
         send(conversation.id, QUESTION, on_event)
@@ -182,7 +183,7 @@ def test_an_internal_failure_is_stored_and_announced(conversation, settings):
     """A pipeline that raises unexpectedly still ends stored as failed, with a done event."""
     settings.AGENTSITE_PIPELINE_TIMEOUT_S = 30
     token = busy.busy_acquire(conversation_id=conversation.id, message_id=M3,
-                                      text="hello", worker=worker_name())
+                                      text="hello", worker="")  # for a pipeline worker
     Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
     async_to_sync(dispatch.message_answer)(conversation_id=conversation.id,
                                            message_id=M3, text="hello", token=token)
@@ -203,7 +204,7 @@ def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, sett
     database takes writes again (here: the next `reap_and_publish`).
     """
     token = busy.busy_acquire(conversation_id=conversation.id, message_id=M3,
-                                      text="hello", worker=worker_name())
+                                      text="hello", worker="")  # for a pipeline worker
     Conversation.objects.filter(pk=conversation.id).update(graph_name="no-such-graph")
 
     def refused(**kwargs):
@@ -215,7 +216,8 @@ def test_a_failure_the_database_refuses_is_left_to_the_reaper(conversation, sett
     monkeypatch.undo()
     assert stored(conversation.id) == []
     assert Conversation.objects.get(pk=conversation.id).busy_token == token  # kept, silent
-    age_flag(conversation.id, seconds=settings.AGENTSITE_BUSY_TIMEOUT_S + 1)
+    # Its start failed, so no worker ever claimed it: it is lost after the queue timeout.
+    age_flag(conversation.id, seconds=settings.AGENTSITE_QUEUE_TIMEOUT_S + 1)
     assert async_to_sync(busy.busy_reap_and_publish)(conversation_id=conversation.id) == 1
     assert [row[:2] for row in stored(conversation.id)] == [("user", "ok"), ("assistant", "error")]
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
@@ -268,7 +270,7 @@ def test_with_workers_a_message_waits_on_the_channel_then_a_worker_answers(conve
     async def scenario():
         message_id = await dispatch.message_submit(conversation_id=conversation.id,
                                                    text=QUESTION)
-        queued = await dispatch.database_sync_to_async(Conversation.objects.get)(
+        queued = await database_call(Conversation.objects.get)(
             pk=conversation.id)
         assert queued.busy_message_id == message_id and queued.busy_worker == ""
         assert dispatch.pipeline_tasks().running() == 0  # nothing runs in the web process

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 
-from runtime.conversations.eventlog import chat_events_after
+from runtime.conversations import publish as publish_module
+from runtime.conversations.eventlog import chat_events_after, chat_events_append
 from runtime.conversations.models import Conversation
 from runtime.conversations.publish import ChatPublisher, chat_group
 from runtime.wire import DeltaEvent, DoneEvent
@@ -37,14 +41,41 @@ def test_a_burst_of_events_is_stored_in_order_in_one_batch(conversation):
     assert Conversation.objects.get(pk=conversation.id).event_seq == 51
 
 
-def test_leaving_waits_for_every_event_and_raises_a_failure(conversation):
-    """A publisher that cannot store its events says so when its owner leaves it."""
+def test_a_batch_the_log_refuses_stays_queued_and_is_written_later(conversation, monkeypatch,
+                                                                    caplog):
+    """A refused batch is logged, kept, and written (in order) with the next one."""
+    refusals = []
+
+    def refuse_once(**kwargs):
+        if not refusals:
+            refusals.append(kwargs["events"])
+            raise OperationalError("disk I/O error")
+        return chat_events_append(**kwargs)
+
+    monkeypatch.setattr(publish_module, "chat_events_append", refuse_once)
+    monkeypatch.setattr(publish_module, "WRITER_PAUSE_S", 0.01)
+
+    async def scenario():
+        async with ChatPublisher(conversation_id=conversation.id) as publish:
+            await publish(DeltaEvent(message_id="m", text="one "))
+            await asyncio.sleep(0.05)  # the first batch is written (and refused) alone
+            await publish(DeltaEvent(message_id="m", text="two"))
+
+    async_to_sync(scenario)()
+    assert len(refusals) == 1
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert [(e["seq"], e["text"]) for e in log] == [(1, "one "), (2, "two")]
+    assert "could not be written to its log; they stay queued" in caplog.text
+
+
+def test_a_publisher_that_can_never_store_says_so_and_lets_its_owner_go(conversation, caplog):
+    """Leaving does not raise into the message: the failure is logged, nothing half-stored."""
     async def scenario():
         async with ChatPublisher(conversation_id=conversation.id + 999) as publish:
             await publish(DeltaEvent(message_id="m", text="lost"))
 
-    with pytest.raises(Conversation.DoesNotExist):
-        async_to_sync(scenario)()
+    async_to_sync(scenario)()
+    assert "1 event(s) could not be written" in caplog.text
     assert chat_events_after(conversation_id=conversation.id, after_seq=0) == []
 
 

@@ -27,7 +27,8 @@ def test_situation_text_names_time_and_idleness():
 
 def test_sensor_updates_the_conversation_situation(conversation):
     """Refreshing the situation writes it into the conversation's memory, nothing else."""
-    conv.conversation_update_situation(conversation_id=conversation.id, now=NOON)
+    conv.conversation_refresh_situation(conversation=Conversation.objects.get(pk=conversation.id),
+                                        now=NOON)
     memory = memory_normalize(Conversation.objects.get(pk=conversation.id).memory)
     assert memory["situation"].startswith("Tuesday 24 November 2026, 12:30")
     assert memory["user_name"] == ""

@@ -1,0 +1,50 @@
+"""Database work from the event loop, on threads that do not funnel every conversation.
+
+Django's ORM is synchronous, so an async caller hands each database call to a
+thread. Channels' `database_sync_to_async` hands them all to one thread per
+process: with many conversations, every message queues behind every other
+one's queries while the event loop idles.
+
+`database_call` instead uses a pool of `AGENTSITE_DB_THREADS` threads, each
+with its own persistent connection (`CONN_MAX_AGE`, health-checked), on a
+database that serves several connections at once (PostgreSQL). SQLite admits
+one writer at a time, and its in-memory test database is one shared cache
+whose table locks do not wait, so on SQLite (or with `AGENTSITE_DB_THREADS=1`)
+calls keep to Channels' single thread. Either way old connections are closed
+around each call, as Channels does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from channels.db import DatabaseSyncToAsync
+from django.conf import settings
+from django.db import connections
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def database_threads() -> int:
+    """How many threads run database calls in this process (1 on SQLite)."""
+    if connections["default"].vendor == "sqlite":
+        return 1
+    return max(int(settings.AGENTSITE_DB_THREADS), 1)
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The process's database threads, made on first use."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="database")
+
+
+def database_call(work: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`work` as an awaitable that runs on a database thread (module docstring)."""
+    threads = database_threads()
+    if threads == 1:
+        return DatabaseSyncToAsync(work)
+    return DatabaseSyncToAsync(work, thread_sensitive=False, executor=_pool(threads))
