@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
 
 from asgiref.sync import async_to_sync
+from channels.db import DatabaseSyncToAsync
 from django.contrib.auth import get_user_model
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from runtime.conversations.turns import TurnResult, turn_run
 
@@ -39,3 +49,66 @@ def send(conversation_id: int, text: str, events: Events | None = None, **kwargs
     """Run one message through the real pipeline from sync test code."""
     return async_to_sync(turn_run)(conversation_id=conversation_id, text=text,
                                        on_event=events or Events(), **kwargs)
+
+
+@dataclass
+class DatabaseUse:
+    """What reached the database while `database_use()` watched (from any thread)."""
+
+    calls: list[str] = field(default_factory=list)
+    """The functions run on database threads from the event loop, in order."""
+    writes: Counter = field(default_factory=Counter)
+    """Write transactions committed, by the database-thread function that made them
+    ("" outside one): an autocommit write is one, an atomic block with writes is one."""
+
+    def hops(self, *, besides: tuple[str, ...] = ()) -> list[str]:
+        """`calls`, less those named in `besides`."""
+        return [call for call in self.calls if call not in besides]
+
+
+@contextlib.contextmanager
+def database_use() -> Iterator[DatabaseUse]:
+    """Count database calls and write transactions, whichever thread makes them."""
+    use = DatabaseUse()
+    running = threading.local()
+    dirty: set[int] = set()
+    handler = DatabaseSyncToAsync.thread_handler
+    execute = CursorWrapper._execute_with_wrappers
+    commit = BaseDatabaseWrapper.commit
+    rollback = BaseDatabaseWrapper.rollback
+
+    def named(func: Any) -> str:
+        func = getattr(func, "func", func)  # a functools.partial
+        return getattr(func, "__name__", repr(func))
+
+    def thread_handler(self, loop, *args, **kwargs):
+        running.name = named(self.func)
+        use.calls.append(running.name)
+        try:
+            return handler(self, loop, *args, **kwargs)
+        finally:
+            running.name = ""
+
+    def executing(self, sql, params, many, executor):
+        if str(sql).lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            if self.db.in_atomic_block:
+                dirty.add(id(self.db))
+            else:
+                use.writes[getattr(running, "name", "")] += 1
+        return execute(self, sql, params, many, executor)
+
+    def committing(self):
+        if id(self) in dirty:
+            dirty.discard(id(self))
+            use.writes[getattr(running, "name", "")] += 1
+        return commit(self)
+
+    def rolling_back(self):
+        dirty.discard(id(self))
+        return rollback(self)
+
+    with mock.patch.object(DatabaseSyncToAsync, "thread_handler", thread_handler), \
+            mock.patch.object(CursorWrapper, "_execute_with_wrappers", executing), \
+            mock.patch.object(BaseDatabaseWrapper, "commit", committing), \
+            mock.patch.object(BaseDatabaseWrapper, "rollback", rolling_back):
+        yield use

@@ -40,6 +40,7 @@ from runtime.conversations.turns import (
     CANCELLED_ANSWER,
     Begun,
     turn_begin,
+    turn_release,
     turn_run,
     turn_start,
     validate_text,
@@ -203,10 +204,10 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
             logger.exception("message %s could not be started", message_id)
             await publish(AcceptedEvent(message_id=message_id, text=text))
             await _failed(conversation_id=conversation_id, message_id=message_id, text=text,
-                          token=token, worker=worker, publish=publish)
+                          token=token, worker=worker, publish=publish, leased=False)
             return
-        # First, in the same batch as the message's first events (no extra commit).
-        await publish(AcceptedEvent(message_id=message_id, text=text))
+        publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
+        await publish(AcceptedEvent(message_id=message_id, text=text))  # its first event
         await _answer(begun=begun, worker=worker, publish=publish)
 
 
@@ -230,12 +231,14 @@ async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> None:
     except Exception:
         logger.exception("message %s failed in its pipeline", turn.message_id)
         await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
-                      text=turn.message, token=begun.token, worker=worker, publish=publish)
+                      text=turn.message, token=begun.token, worker=worker, publish=publish,
+                      leased=publish.next_seq is not None)
 
 
 async def _failed(*, conversation_id: int, message_id: str, text: str, token: str,
-                  worker: str, publish: ChatPublisher) -> None:
-    """Store a message its pipeline failed, say so, and give its flag back."""
+                  worker: str, publish: ChatPublisher, leased: bool) -> None:
+    """Store a message its pipeline failed, say so, and give its flag back (ending the
+    publisher's lease, when it holds one, in the same transaction)."""
     reason = sorry("something went wrong on my side (the details are in the server log)")
     try:
         stored = await database_call(conv.conversation_record_failure)(
@@ -253,4 +256,11 @@ async def _failed(*, conversation_id: int, message_id: str, text: str, token: st
                                 reason=reason)
         for event in busy.lost_events(lost, code="internal"):
             await publish(event)
-    await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
+    if not leased:
+        await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
+        return
+    async with publish.held() as held:
+        waited = await database_call(turn_release)(
+            conversation_id=conversation_id, token=token, events=held.events,
+            next_seq=held.next_seq, announce=False)
+    await publish.send_numbered(waited)

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -36,8 +37,9 @@ from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from runtime.conversations.dbcalls import database_call
+from runtime.conversations.eventlog import chat_events_number_waiting
 from runtime.conversations.models import Conversation
-from runtime.conversations.publish import events_publish
+from runtime.conversations.publish import events_publish, events_send_on_commit
 from runtime.conversations.services import conversation_record_failure
 from runtime.conversations.writes import retrying
 from runtime.errors import ConversationBusy, sorry
@@ -89,11 +91,24 @@ def busy_beat(*, conversation_id: int, token: str) -> bool:
 
 
 @retrying
-def busy_release(*, conversation_id: int, token: str) -> None:
-    """Give the busy flag back (only if this token still holds it)."""
-    Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
+@transaction.atomic
+def busy_release(*, conversation_id: int, token: str, announce: bool = True
+                 ) -> list[dict[str, Any]]:
+    """Give the busy flag back (only if this token still holds it).
+
+    The conversation's events that waited for the message to end (a click while it
+    ran) are numbered now and returned; with `announce` they are also sent to its
+    sockets once this commits.
+    """
+    released = Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
         busy_since=None, busy_beat=None, busy_token="", busy_message_id="", busy_text="",
         busy_worker="")
+    if not released:
+        return []
+    waited = chat_events_number_waiting(conversation_id=conversation_id)
+    if announce:
+        events_send_on_commit(conversation_id=conversation_id, wires=waited)
+    return waited
 
 
 def _ago(seconds: float) -> ExpressionWrapper:

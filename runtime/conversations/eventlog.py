@@ -10,11 +10,25 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 
 from runtime.conversations.models import ChatEvent, Conversation
 from runtime.conversations.writes import retrying
 
 RESUME_LIMIT = 5000
+RESERVE = 10_000
+"""How many numbers ahead a running message reserves (its writer moves the reservation
+on as it stores): numbers it sent but could not store, if it dies, are never given again."""
+
+
+def _stored(conversation_id: int, wires: list[dict[str, Any]]) -> None:
+    ChatEvent.objects.bulk_create(
+        ChatEvent(conversation_id=conversation_id, seq=wire.get("seq"), type=wire["type"],
+                  payload=wire) for wire in wires)
+
+
+def _number(events: list[dict[str, Any]], *, after: int) -> list[dict[str, Any]]:
+    return [{**event, "seq": after + 1 + n} for n, event in enumerate(events)]
 
 
 @retrying
@@ -23,18 +37,71 @@ def chat_events_append(*, conversation_id: int, events: list[dict[str, Any]]
                        ) -> list[dict[str, Any]]:
     """Store events, in order, under the conversation's next sequence numbers; return them.
 
-    One transaction however many: a busy pipeline's events are written in
-    batches rather than a commit each.
+    While a message of the conversation runs (its busy flag is held) the numbers
+    are its own, so these events wait, stored without a number, and are numbered
+    after its last event when it ends (`chat_events_number_waiting`); they are
+    returned without `seq`. One transaction however many events.
     """
-    # The UPDATE takes the conversation's row lock until commit, so numbers never repeat.
-    Conversation.objects.filter(pk=conversation_id).update(event_seq=F("event_seq") + len(events))
-    last = Conversation.objects.filter(pk=conversation_id).values_list("event_seq", flat=True).get()
-    first = last - len(events) + 1
-    wires = [{**event, "seq": first + n} for n, event in enumerate(events)]
-    ChatEvent.objects.bulk_create(
-        ChatEvent(conversation_id=conversation_id, seq=wire["seq"], type=wire["type"],
-                  payload=wire) for wire in wires)
+    row = (Conversation.objects.select_for_update().filter(pk=conversation_id)
+           .values("event_seq", "event_reserved", "busy_token").get())
+    if row["busy_token"]:
+        _stored(conversation_id, events)
+        return [dict(event) for event in events]
+    wires = _number(events, after=max(row["event_seq"], row["event_reserved"]))
+    _stored(conversation_id, wires)
+    if wires:
+        Conversation.objects.filter(pk=conversation_id).update(event_seq=wires[-1]["seq"])
     return wires
+
+
+def chat_events_lease(*, conversation_id: int) -> tuple[int, int]:
+    """For a message taking the busy flag (in its transaction): the first number it gives
+    its events, and the last one reserved for it."""
+    row = Conversation.objects.filter(pk=conversation_id).values(
+        "event_seq", "event_reserved").get()
+    first = max(row["event_seq"], row["event_reserved"]) + 1
+    reserved = first - 1 + RESERVE
+    Conversation.objects.filter(pk=conversation_id).update(event_reserved=reserved)
+    return first, reserved
+
+
+@retrying
+@transaction.atomic
+def chat_events_store(*, conversation_id: int, wires: list[dict[str, Any]],
+                      reserve_to: int = 0) -> None:
+    """Store events a running message numbered (and sent) itself; reserve up to
+    `reserve_to`."""
+    _stored(conversation_id, wires)
+    Conversation.objects.filter(pk=conversation_id).update(
+        event_seq=Greatest(F("event_seq"), wires[-1]["seq"] if wires else 0),
+        event_reserved=Greatest(F("event_reserved"), reserve_to))
+
+
+def chat_events_lease_end(*, conversation_id: int, wires: list[dict[str, Any]],
+                          last_seq: int) -> None:
+    """A running message's last events stored (in its closing transaction); the numbers
+    after `last_seq`, its last, are free again."""
+    _stored(conversation_id, wires)
+    Conversation.objects.filter(pk=conversation_id).update(
+        event_seq=Greatest(F("event_seq"), last_seq), event_reserved=last_seq)
+
+
+def chat_events_number_waiting(*, conversation_id: int) -> list[dict[str, Any]]:
+    """Number the events that waited for a message to end, after every number given or
+    reserved (in the transaction that frees the busy flag); return them numbered."""
+    waiting = list(ChatEvent.objects.filter(conversation_id=conversation_id, seq__isnull=True)
+                   .order_by("pk"))
+    if not waiting:
+        return []
+    row = Conversation.objects.filter(pk=conversation_id).values(
+        "event_seq", "event_reserved").get()
+    after = max(row["event_seq"], row["event_reserved"])
+    for n, event in enumerate(waiting):
+        event.seq = after + 1 + n
+        event.payload = {**event.payload, "seq": event.seq}
+    ChatEvent.objects.bulk_update(waiting, ["seq", "payload"])
+    Conversation.objects.filter(pk=conversation_id).update(event_seq=waiting[-1].seq)
+    return [event.payload for event in waiting]
 
 
 def chat_events_after(*, conversation_id: int, after_seq: int, limit: int = RESUME_LIMIT

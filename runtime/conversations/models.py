@@ -42,7 +42,10 @@ class Conversation(models.Model):
         help_text="A builder's score of the conversation as a whole (1 to 5).")
     score_note = models.TextField(blank=True, help_text="Why that score.")
     event_seq = models.PositiveBigIntegerField(
-        default=0, help_text="The last sequence number given to a chat event.")
+        default=0, help_text="The last sequence number of a stored chat event.")
+    event_reserved = models.PositiveBigIntegerField(
+        default=0, help_text="Numbers up to here may have been sent by a running message and "
+                             "not stored yet: a new event is numbered after both.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -156,7 +159,9 @@ class ChatEvent(models.Model):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
                                      related_name="events")
-    seq = models.PositiveBigIntegerField()
+    seq = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Its number; empty while it waits for the running message to end.")
     type = models.CharField(max_length=32)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -22,7 +23,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from runtime.conversations.dbcalls import database_call
-from runtime.conversations.eventlog import chat_events_append
+from runtime.conversations.eventlog import RESERVE, chat_events_append, chat_events_store
 from runtime.wire import Event
 
 logger = logging.getLogger(__name__)
@@ -42,48 +43,71 @@ def events_publish(*, conversation_id: int, events: Sequence[Event | dict[str, A
 
     For a service that changes the conversation's state and says so: the events
     are stored in the same transaction as the state they describe, and no socket
-    hears of a write that rolled back. HUD and frame-trace events also go to the
-    staff trace observers. Returns the events with their `seq`.
+    hears of a write that rolled back. While a message runs, they wait for it to
+    end and are numbered and sent then (`chat_events_append`). Returns the events,
+    with their `seq` when they have one.
     """
     wires = chat_events_append(conversation_id=conversation_id, events=[
         event if isinstance(event, dict) else event.as_dict() for event in events])
-    layer = get_channel_layer()
-    if layer is not None:
-        transaction.on_commit(functools.partial(
-            async_to_sync(_send), layer=layer, conversation_id=conversation_id, wires=wires))
+    events_send_on_commit(conversation_id=conversation_id,
+                          wires=[wire for wire in wires if "seq" in wire])
     return wires
 
 
+def events_send_on_commit(*, conversation_id: int, wires: list[dict[str, Any]]) -> None:
+    """Send numbered events to the conversation's sockets once the caller's transaction
+    commits (at once outside one)."""
+    layer = get_channel_layer()
+    if layer is not None and wires:
+        transaction.on_commit(functools.partial(
+            async_to_sync(_send), layer=layer, conversation_id=conversation_id, wires=wires))
+
+
 async def _send(*, layer: Any, conversation_id: int, wires: list[dict[str, Any]]) -> None:
-    """Tell the conversation's sockets (and staff, of HUD and frame traces) of stored events."""
+    """Tell the conversation's sockets (and staff, of HUD and frame traces) of events."""
     for event in wires:
         if event["type"] in ("hud", "frame_trace"):
             await layer.group_send(TRACE_GROUP, {"type": "trace.event", "event": event})
     await layer.group_send(chat_group(conversation_id), {"type": "chat.events", "events": wires})
 
 
+FLUSH_S = 0.05
+"""How long the event-log writer gathers a running message's events into one batch."""
 WRITER_PAUSE_S = 0.2
 """How long the event-log writer waits before trying a refused batch again."""
 CLOSING_ATTEMPTS = 3
 """How often a closing publisher tries its last batch before it gives up (logged)."""
 
 
-class ChatPublisher:
-    """Publishes one pipeline's events in order without making the pipeline wait for each.
+@dataclass
+class Held:
+    """A running message's events not yet stored, for its closing transaction."""
 
-    Calling it queues an event and returns; a task it owns writes whatever has
-    queued since its last write in one transaction and sends it as one
-    channel-layer message, so a fast stream costs a few commits, not one per
-    delta. The turn takes what is still queued into its own transaction
-    (`held`). A batch the log refuses stays queued, with a clear error logged,
-    and is written with the next one (or the turn's). Use it as an async
-    context manager: leaving waits until every queued event is published (so
-    `done` is last).
+    events: list[dict[str, Any]]
+    """Numbered and sent already, in order."""
+    next_seq: int
+    """The number its next event gets."""
+
+
+class ChatPublisher:
+    """Publishes one message's events in order; the socket first, the log beside it.
+
+    While the message holds its conversation's busy flag it numbers its own
+    events from the numbers its start reserved (`lease`): each is sent to the
+    conversation's sockets at once, and a task this owns stores them in
+    batches (every `FLUSH_S`), off the message's path. The turn stores what is
+    left, with its last events, in its own transaction (`held`), which ends the
+    lease; events after that are stored first, then sent. A batch the log
+    refuses stays queued, with a clear error logged, and goes with the next
+    one (or the turn's). Use it as an async context manager: leaving waits
+    until every queued event is stored.
     """
 
     def __init__(self, *, conversation_id: int) -> None:
         self.conversation_id = conversation_id
         self.pending: list[dict[str, Any]] = []
+        self.next_seq: int | None = None
+        self.reserved_to = 0
         self.wake = asyncio.Event()
         self.writing = asyncio.Lock()
         self.closing = False
@@ -99,74 +123,99 @@ class ChatPublisher:
         assert self.task is not None
         await self.task
 
+    def lease(self, *, first_seq: int, reserved_to: int) -> None:
+        """Number events from `first_seq` on (reserved up to `reserved_to`)."""
+        self.next_seq, self.reserved_to = first_seq, reserved_to
+
     async def __call__(self, event: Event) -> None:
-        """Queue an event (HUD and frame_trace events also go to /ws/trace)."""
+        """Publish an event (HUD and frame_trace events also go to /ws/trace)."""
         if self.task is None or self.task.done():
             raise RuntimeError("the publisher is not running")
-        self.pending.append(event.as_dict())
+        wire = event.as_dict()
+        if self.next_seq is not None:
+            if self.next_seq > self.reserved_to:  # a very long answer: reserve more first
+                async with self.writing:
+                    await self._write()
+            wire["seq"] = self.next_seq
+            self.next_seq += 1
+            self.pending.append(wire)
+            await self.send_numbered([wire])
+        else:
+            self.pending.append(wire)
         self.wake.set()
 
     @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """The events not yet written, for the caller to store in its own transaction.
-
-        The writer pauses (a batch being written is finished first). When the block
-        ends normally the events are the caller's; when it raises they stay queued.
-        """
+    async def held(self) -> AsyncIterator[Held]:
+        """The leased events not yet stored, for the caller's transaction, which ends the
+        lease. The writer pauses (a batch being written is finished first). When the
+        block raises they stay queued and the lease goes on."""
+        assert self.next_seq is not None, "held() is for a message holding its lease"
         async with self.writing:
             taken = list(self.pending)
-            yield taken
+            yield Held(events=taken, next_seq=self.next_seq)
             del self.pending[:len(taken)]
+            self.next_seq = None
 
     async def _run(self) -> None:
         refused = 0
         while True:
             await self.wake.wait()
+            if self.next_seq is not None and not self.closing:
+                await asyncio.sleep(FLUSH_S)  # the sockets have them: gather a batch
             self.wake.clear()
             async with self.writing:
-                batch = list(self.pending)
-                written = not batch or await self._write(batch)
-                if batch and written:
-                    del self.pending[:len(batch)]
-            if written:
-                refused = 0
-            else:
-                refused += 1
+                written = await self._write()
+            refused = 0 if written else refused + 1
+            if not written:
                 if self.closing and refused >= CLOSING_ATTEMPTS:
                     logger.error("conversation %s: %d event(s) were never stored in its log "
-                                 "(its sockets did not get them; a stored answer is in its "
-                                 "history)", self.conversation_id, len(self.pending))
+                                 "(a stored answer is in its history)", self.conversation_id,
+                                 len(self.pending))
                     return
                 await asyncio.sleep(WRITER_PAUSE_S)
                 self.wake.set()
-                continue
-            if self.closing and not self.pending:
+            elif self.closing and not self.pending:
                 return
 
-    async def _write(self, batch: list[dict[str, Any]]) -> bool:
-        """Store and send one batch; False (logged) when the log refused it."""
+    async def _write(self) -> bool:
+        """Store what is queued (numbered events, then any others, which are sent once
+        stored); False (logged) when the log refused it, which stays queued."""
+        batch = list(self.pending)
+        numbered = [wire for wire in batch if "seq" in wire]
+        others = batch[len(numbered):]
         try:
-            wires = await database_call(chat_events_append)(
-                conversation_id=self.conversation_id, events=batch)
+            if numbered or self.next_seq is not None:
+                reserve_to = (self.next_seq or 0) - 1 + RESERVE
+                await database_call(chat_events_store)(
+                    conversation_id=self.conversation_id, wires=numbered,
+                    reserve_to=reserve_to if self.next_seq is not None else 0)
+                if self.next_seq is not None:
+                    self.reserved_to = reserve_to
+                del self.pending[:len(numbered)]
+            if others:
+                stored = await database_call(chat_events_append)(
+                    conversation_id=self.conversation_id, events=others)
+                del self.pending[:len(others)]
+                await self.send_numbered([wire for wire in stored if "seq" in wire])
         except Exception:
             # Broad on purpose: whatever the database raised, the events stay queued and
             # the message goes on; its answer is stored with its turn.
             logger.exception("conversation %s: %d event(s) could not be written to its log; "
-                             "they stay queued", self.conversation_id, len(batch))
+                             "they stay queued", self.conversation_id, len(self.pending))
             return False
-        await self.send_stored(wires)
         return True
 
-    async def send_stored(self, wires: list[dict[str, Any]]) -> None:
-        """Tell the sockets of events stored and committed (numbered, `seq`)."""
+    async def send_numbered(self, wires: list[dict[str, Any]]) -> None:
+        """Send numbered events to the conversation's sockets (and trace observers)."""
         layer = get_channel_layer()
         if layer is None or not wires:
             return
         try:
             await _send(layer=layer, conversation_id=self.conversation_id, wires=wires)
         except Exception:  # whatever the layer's client raises (Redis down...)
-            # Broad on purpose: the events are stored; a socket fills the gap from the log.
-            logger.exception("conversation %s: %d stored event(s) could not be sent",
+            # Broad on purpose: the events are in the log (or will be); a socket fills a
+            # gap from it.
+            logger.exception("conversation %s: %d event(s) could not be sent",
                              self.conversation_id, len(wires))
 
 

@@ -28,10 +28,10 @@ from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.dbcalls import database_call
-from runtime.conversations.eventlog import chat_events_append
+from runtime.conversations.eventlog import chat_events_lease, chat_events_lease_end
 from runtime.conversations.models import Conversation
 from runtime.conversations.processes import process_run
-from runtime.conversations.publish import ChatPublisher
+from runtime.conversations.publish import ChatPublisher, Held
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, run_graph
@@ -177,16 +177,16 @@ def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = 
 @retrying
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
-             failed: bool, now: datetime, token: str, worker: str,
-             events: list[dict[str, Any]] | None = None
+             failed: bool, now: datetime, token: str, worker: str, first_seq: int,
+             held: Held | None = None, last_events: bool = True
              ) -> tuple[TurnResult, list[dict[str, Any]]]:
     """Store the exchange and its trace, and give the busy flag back, in one transaction.
 
-    With `events` (the message's events not yet in its log) they are appended in the
-    same transaction, followed by the turn's own last events (controls, frame trace,
-    done); they are returned numbered, for the caller to send once this has committed:
-    a client that sees `done` can send its next message at once. MessageLost when the
-    flag was taken from this message meanwhile (nothing is stored).
+    `held`: the message's events sent but not yet stored; they are stored here with
+    (`last_events`) the turn's own last ones (controls, frame trace, done), which are
+    returned numbered with any events that waited for the message, for the caller to
+    send once this has committed: a client that sees `done` can send its next message
+    at once. MessageLost when the flag was taken from this message (nothing stored).
     """
     memory = None if failed else result.outputs.get(node_of(turn, "memorizer"), {}).get("memory")
     ui = None if failed else result.outputs.get(node_of(turn, "ui"), {}).get("ui")
@@ -202,14 +202,30 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
         machine_calls=machine_calls, token=token,
     )
     trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
-    busy.busy_release(conversation_id=turn.conversation_id, token=token)
     done = TurnResult(message_id=turn.message_id, answer=answer, failed=failed,
                       controls=current_controls(stored_ui), trace=trace,
                       machines=stored_ui["machines"])
-    wires = [] if events is None else chat_events_append(
-        conversation_id=turn.conversation_id,
-        events=[*events, *(event.as_dict() for event in _last_events(done))])
-    return done, wires
+    last: list[dict[str, Any]] = []
+    if held is not None and last_events:
+        last = [{**event.as_dict(), "seq": held.next_seq + n}
+                for n, event in enumerate(_last_events(done))]
+    waited = turn_release(conversation_id=turn.conversation_id, token=token,
+                          events=[*(held.events if held else []), *last],
+                          next_seq=held.next_seq + len(last) if held else first_seq,
+                          announce=held is None)
+    return done, [*last, *waited]
+
+
+@retrying
+@transaction.atomic
+def turn_release(*, conversation_id: int, token: str, events: list[dict[str, Any]],
+                 next_seq: int, announce: bool = True) -> list[dict[str, Any]]:
+    """A message's end, in one transaction: its numbered `events` not yet stored are
+    stored, the numbers from `next_seq` on are free again, and its busy flag is given
+    back. Returns the events that waited for it, numbered (sent on commit with
+    `announce`)."""
+    chat_events_lease_end(conversation_id=conversation_id, wires=events, last_seq=next_seq - 1)
+    return busy.busy_release(conversation_id=conversation_id, token=token, announce=announce)
 
 
 def turn_snapshot(turn: Turn) -> dict[str, Any]:
@@ -250,6 +266,10 @@ class Begun:
     """The conversation as the message meets it."""
     situation: str | None
     """The situation refreshed for it (None for a frozen message replayed)."""
+    first_seq: int
+    """The number of its first event (runtime.conversations.eventlog.chat_events_lease)."""
+    reserved_to: int
+    """The last number reserved for its events."""
 
 
 @retrying
@@ -283,7 +303,9 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
         turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
                     graph=graph, history=state.history, memory=state.memory, ui=state.ui,
                     now=now, experts=state.experts)
-    return Begun(token=token, turn=turn, situation=situation)
+    first_seq, reserved_to = chat_events_lease(conversation_id=conversation_id)
+    return Begun(token=token, turn=turn, situation=situation, first_seq=first_seq,
+                 reserved_to=reserved_to)
 
 
 async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
@@ -361,8 +383,9 @@ async def turn_run(
             done = await commit.finished(result)
     finally:
         if owns_flag and not commit.stored:
-            await database_call(busy.busy_release)(conversation_id=conversation_id,
-                                                   token=begun.token)
+            await database_call(turn_release)(conversation_id=conversation_id,
+                                              token=begun.token, events=[],
+                                              next_seq=begun.first_seq)
     if log is None:
         for event in _last_events(done):
             await on_event(event)
@@ -386,6 +409,7 @@ class _Commit:
     def __init__(self, *, begun: Begun, worker: str, log: ChatPublisher | None) -> None:
         self.turn = begun.turn
         self.token = begun.token
+        self.first_seq = begun.first_seq
         self.worker = worker
         self.log = log
         self.started = time.perf_counter()
@@ -399,30 +423,33 @@ class _Commit:
         trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(),
                          error=f"cancelled during frame {len(partial.frames) + 1}")
         try:
-            await database_call(_persist)(
-                turn=self.turn, result=partial, trace=trace, answer=CANCELLED_ANSWER,
-                failed=True, now=self.turn.now, token=self.token, worker=self.worker)
-            self.stored = True
+            await self._store(result=partial, trace=trace, answer=CANCELLED_ANSWER,
+                              failed=True, last_events=False)
         except MessageLost:
             logger.info("message %s was recorded as lost before it was cancelled",
                         self.turn.message_id)
 
     async def finished(self, result: EngineResult) -> TurnResult:
         """Store the answered (or failed) turn, its trace and its last events; the outcome."""
-        failed = result.status != "done"
-        answer = answer_of(self.turn, result)
         trace = trace_of(turn=self.turn, result=result, total_ms=self._ms())
+        return await self._store(result=result, trace=trace,
+                                 answer=answer_of(self.turn, result),
+                                 failed=result.status != "done", last_events=True)
+
+    async def _store(self, *, result: EngineResult, trace: FrameTrace, answer: str,
+                     failed: bool, last_events: bool) -> TurnResult:
         persist = functools.partial(
             _persist, turn=self.turn, result=result, trace=trace, answer=answer,
-            failed=failed, now=self.turn.now, token=self.token, worker=self.worker)
+            failed=failed, now=self.turn.now, token=self.token, worker=self.worker,
+            first_seq=self.first_seq, last_events=last_events)
         if self.log is None:
             done, _ = await database_call(persist)()
             self.stored = True
             return done
-        async with self.log.held() as unstored:
-            done, stored = await database_call(persist)(events=unstored)
+        async with self.log.held() as held:
+            done, wires = await database_call(persist)(held=held)
         self.stored = True
-        await self.log.send_stored(stored)
+        await self.log.send_numbered(wires)
         return done
 
 

@@ -82,6 +82,10 @@ def _session_alive(session_key: str | None, user_id: int | None) -> bool:
     return str(row.get_decoded().get("_auth_user_id")) == str(user_id)
 
 
+GAP_WAIT_S = 3.0
+"""How long a socket waits for the log to hold events it missed (`_fill_gap`)."""
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab (or API client) chatting in one conversation."""
 
@@ -178,8 +182,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         clicked = await database_call(actions.conversation_click)(
             conversation_id=self.conversation_id, action=message.action,
             machine=str(message.data.get("machine") or ""))
-        if clicked.event is not None:
+        if clicked.event is not None and clicked.event.get("seq") is not None:
             await self._send_event(clicked.event)
+        elif clicked.event is not None:  # numbered once the running message ends
+            await self._send({**clicked.event, "seq": None})
         else:
             await self._start(clicked.message)
 
@@ -212,13 +218,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if seq <= self.sent_seq:
             return  # sent already (by a resume, a gap fill, or this socket itself)
         if seq > self.sent_seq + 1:
-            missing = await database_call(chat_events_after)(
-                conversation_id=self.conversation_id, after_seq=self.sent_seq,
-                limit=seq - self.sent_seq - 1)
-            for earlier in missing:
-                await self._send(earlier)
+            await self._fill_gap(before=seq)
         await self._send(event)
         self.sent_seq = seq
+
+    async def _fill_gap(self, *, before: int) -> None:
+        """Send the events between the last one sent and `before` from the log.
+
+        A running message sends its events before its writer stores them (a few
+        tens of ms later), so the log may not have them yet: it is read again,
+        more slowly each time, for up to `GAP_WAIT_S`. Numbers a dead process
+        reserved and never used are not waited for longer than that.
+        """
+        pause, waited = 0.01, 0.0
+        while True:
+            missing = await database_call(chat_events_after)(
+                conversation_id=self.conversation_id, after_seq=self.sent_seq,
+                limit=before - self.sent_seq - 1)
+            for earlier in missing:
+                await self._send(earlier)
+                self.sent_seq = earlier["seq"]
+            if self.sent_seq >= before - 1 or waited >= GAP_WAIT_S:
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.5)
 
     # --- helpers ---------------------------------------------------------------
 

@@ -1,0 +1,58 @@
+"""The hot path's budget: what one message costs the database, counted (never timed).
+
+A message answered in this process costs two database calls on its own path:
+it starts in one transaction (busy flag, situation, state, graph) and ends in
+one (turn, trace, flag release, its last events). The event log's writer
+stores the streamed events in batches beside it, off that path.
+"""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from runtime.conversations.answering import message_submit
+from runtime.conversations.eventlog import chat_events_after
+from runtime.conversations.models import Message
+from tests.helpers import database_use
+
+pytestmark = pytest.mark.usefixtures("transactional_db")  # commits are what is counted
+
+WRITER = ("chat_events_store",)
+"""The event log's writer: its batches are not on the message's path."""
+
+
+@pytest.mark.parametrize("text, frames", [("hello", 2), ("how many customers are there?", 5)])
+def test_a_message_costs_two_database_calls_and_two_write_transactions(
+        conversation, settings, text, frames):
+    settings.BUILTIN_LLM_LATENCY_MS = 20  # the writer gets its chances while the model thinks
+    with database_use() as use:
+        message_id = async_to_sync(message_submit)(conversation_id=conversation.id, text=text,
+                                                   inline=True)
+    assert use.hops(besides=WRITER) == ["turn_begin", "_persist"]
+    assert use.writes["turn_begin"] == 1 and use.writes["_persist"] == 1
+    assert set(use.writes) <= {"turn_begin", "_persist", *WRITER}
+    # Batches, not one commit per event: at most one per frame, besides the turn's own.
+    assert use.writes["chat_events_store"] <= frames
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[0]["type"] == "accepted" and log[-1]["type"] == "done"
+    assert log[-1]["message_id"] == message_id and log[-1]["frames"] == frames
+    assert Message.objects.filter(conversation=conversation).count() == 2
+
+
+def test_the_graph_is_read_whole_only_when_it_changed(conversation, settings):
+    """The second message reuses the cached spec; an edit (a new digest) is seen at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from graphs.models import Graph
+    from graphs.selectors import graph_spec_current
+
+    with CaptureQueriesContext(connection) as first:
+        spec = graph_spec_current(name=conversation.graph_name)
+    with CaptureQueriesContext(connection) as again:
+        assert graph_spec_current(name=conversation.graph_name) is spec
+    assert len(again) == 1 < len(first)
+    Graph.objects.filter(name=conversation.graph_name).update(digest="edited")
+    assert graph_spec_current(name=conversation.graph_name) is not spec
