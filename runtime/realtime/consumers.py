@@ -219,8 +219,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # sent already (by a resume, a gap fill, or this socket itself)
         if seq > self.sent_seq + 1:
             await self._fill_gap(before=seq)
-        await self._send(event)
-        self.sent_seq = seq
+        if seq > self.sent_seq:  # the log may have brought it already
+            await self._send(event)
+            self.sent_seq = seq
 
     async def _fill_gap(self, *, before: int) -> None:
         """Send the events between the last one sent and `before` from the log.
@@ -236,6 +237,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id, after_seq=self.sent_seq,
                 limit=before - self.sent_seq - 1)
             for earlier in missing:
+                if earlier["seq"] >= before:
+                    break
                 await self._send(earlier)
                 self.sent_seq = earlier["seq"]
             if self.sent_seq >= before - 1 or waited >= GAP_WAIT_S:

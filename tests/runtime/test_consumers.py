@@ -14,6 +14,7 @@ from django.test import Client
 
 from agentsite.asgi import application
 from runtime.conversations import actions, selectors
+from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.publish import publish_test
@@ -523,6 +524,70 @@ def test_a_gap_in_the_relayed_events_is_filled_from_the_log(ada):
     assert (first["note"], first["seq"]) == ("lost", ready["last_seq"] + 1)
     assert (second["text"], second["seq"]) == ("next", ready["last_seq"] + 2)
     assert nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_waits_for_events_sent_ahead_of_the_log(ada):
+    """A running message sends before it stores: a socket that meets a gap (an event
+    arrives ahead of one it missed, not yet in the log) waits for the log, then sends
+    both in order, once each."""
+    from runtime.conversations.eventlog import chat_events_store
+
+    async def scenario():
+        comm, ready = await open_chat(ada)
+        conversation, last = ready["conversation"], ready["last_seq"]
+        missed = {"type": "delta", "message_id": "m", "text": "missed ", "seq": last + 1}
+        ahead = {"type": "delta", "message_id": "m", "text": "ahead", "seq": last + 2}
+        await get_channel_layer().group_send(f"chat.{conversation}", {
+            "type": "chat.events", "events": [ahead]})
+        nothing_yet = await comm.receive_nothing(timeout=0.1)
+        await database_sync_to_async(chat_events_store)(conversation_id=conversation,
+                                                        wires=[missed, ahead])
+        got = [await comm.receive_json_from(), await comm.receive_json_from()]
+        await get_channel_layer().group_send(f"chat.{conversation}", {
+            "type": "chat.events", "events": [missed, ahead]})  # late news of both
+        nothing_more = await comm.receive_nothing(timeout=0.2)
+        await comm.disconnect()
+        return nothing_yet, got, nothing_more, missed, ahead
+
+    nothing_yet, got, nothing_more, missed, ahead = run(scenario)
+    assert nothing_yet and nothing_more
+    assert got == [missed, ahead]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_click_while_a_message_runs_reaches_the_other_tabs_after_its_done(ada):
+    """The clicking tab hears at once (unnumbered); every tab gets the click numbered right
+    after the running message's last event, and the log has no gap."""
+    from django.test import override_settings
+
+    async def scenario():
+        one, _ = await open_chat(ada)
+        two, _ = await open_chat(ada)
+        await one.send_json_to({"type": "message", "text": "give me a counter"})
+        await receive_until(one, "done")
+        await receive_until(two, "done")
+        with override_settings(BUILTIN_LLM_LATENCY_MS=300):
+            await one.send_json_to({"type": "message", "text": "what is my name?"})
+            await receive_until(one, "hud")
+            await one.send_json_to({"type": "action", "action": "inc",
+                                    "data": {"machine": "counter"}})
+            reply = await receive_until(one, "controls")
+            seen_by_two = await receive_until(two, "done", timeout=30)
+            seen_by_two.append(json.loads(await two.receive_from(timeout=10)))
+        await one.disconnect()
+        await two.disconnect()
+        return reply[-1], seen_by_two
+
+    reply, seen_by_two = run(scenario)
+    assert reply["seq"] is None and reply["machines"]["counter"]["data"]["count"] == 1
+    done, click = seen_by_two[-2], seen_by_two[-1]
+    assert click["type"] == "controls" and click["message_id"] == ""
+    assert click["seq"] == done["seq"] + 1
+    conversation = Conversation.objects.get(user=ada)
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert conversation.event_seq == log[-1]["seq"] == click["seq"]
 
 
 def test_hostile_frames_get_an_error_and_the_socket_stays_usable(ada):

@@ -56,3 +56,32 @@ def test_the_graph_is_read_whole_only_when_it_changed(conversation, settings):
     assert len(again) == 1 < len(first)
     Graph.objects.filter(name=conversation.graph_name).update(digest="edited")
     assert graph_spec_current(name=conversation.graph_name) is not spec
+
+
+def test_when_the_event_log_writer_fails_nothing_is_lost(conversation, settings, monkeypatch,
+                                                         caplog):
+    """Every batch the writer tries is refused: the turn stores those events with the
+    answer, in order, and the refusals are logged."""
+    from django.db import OperationalError
+
+    from runtime.conversations import publish
+
+    settings.BUILTIN_LLM_LATENCY_MS = 20
+    refused = []
+
+    def refuse(**kwargs):
+        refused.append(len(kwargs["wires"]))
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(publish, "chat_events_store", refuse)
+    message_id = async_to_sync(message_submit)(
+        conversation_id=conversation.id, text="how many customers are there?", inline=True)
+    assert refused  # the writer did try, and was refused
+    assert "could not be written to its log; they stay queued" in caplog.text
+    answer = Message.objects.get(conversation=conversation, message_id=message_id,
+                                 role=Message.Role.ASSISTANT)
+    assert answer.text == "There are 120 customers."
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert "".join(e["text"] for e in log if e["type"] == "delta") == answer.text
+    assert log[-1]["type"] == "done" and log[-1]["answer"] == answer.text
