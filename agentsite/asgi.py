@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through Django; WebSockets through Channels with auth and Origin checks
-(refusals are accepted, explained and closed with 4400/4401/4403: runtime.api.auth);
+"""ASGI entry point: HTTP through Django; WebSockets through Channels with sessions, tokens and
+Origin checks (refusals are accepted, explained and closed with 4400/4401/4403: runtime.api.auth);
 the `pipeline` channel for `manage.py runworker pipeline` (runtime.conversations.worker)."""
 
 import os
@@ -10,8 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: they load models.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from runtime.api.auth import BearerTokenMiddleware, SocketOriginMiddleware  # noqa: E402
@@ -27,9 +27,10 @@ websocket_urlpatterns = [
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AuthMiddlewareStack(
-        # Inside the session stack, so a token's user overrides the session's; the Origin
-        # check inside that, as it applies to cookie sockets only (runtime.api.auth).
+    # No database call here: the consumer finds its user (by token, else by session) in
+    # the one database call it makes to connect (runtime.api.auth.socket_user). The Origin
+    # check applies to cookie sockets only, so it sits inside the token middleware.
+    "websocket": SessionMiddlewareStack(
         BearerTokenMiddleware(SocketOriginMiddleware(URLRouter(websocket_urlpatterns)))),
     "channel": ChannelNameRouter({PIPELINE_CHANNEL: PipelineConsumer.as_asgi()}),
 })

@@ -10,5 +10,6 @@ class RuntimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register the system checks."""
+        """Register the system checks, and the sign-out signal that closes sockets."""
         from runtime import checks  # noqa: F401
+        from runtime.realtime import signals  # noqa: F401

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import HttpRequest
@@ -29,7 +30,6 @@ from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
-from runtime.conversations.dbcalls import database_call
 from runtime.conversations.models import ApiToken
 from runtime.conversations.owners import Owner, owner_resolve
 from runtime.errors import AgentError, AuthFailed, Forbidden, close_code
@@ -184,6 +184,36 @@ async def _refuse_connect(receive, send, error: AgentError) -> None:
         await socket_refuse(send, error)
 
 
+class _SessionOnly:
+    """What `django.contrib.auth.get_user` reads of a request: its session."""
+
+    def __init__(self, session: SessionBase) -> None:
+        self.session = session
+
+
+def socket_user(scope: dict[str, Any]) -> Any:
+    """The user a socket acts as (None: an anonymous visitor), from its token or session.
+
+    For a consumer's one database call at connect. AuthFailed for a token that is
+    unknown or revoked, or whose user is inactive.
+    """
+    if scope.get("auth") == "token":
+        user = user_from_token(scope["token"])
+        if user is None:
+            raise AuthFailed("the bearer token is unknown or revoked")
+        return user
+    session = scope.get("session")
+    if session is None:
+        return None
+    user = get_user(_SessionOnly(session))
+    return user if user.is_authenticated else None
+
+
+def session_group(session_key: str) -> str:
+    """The channel-layer group of the sockets opened with one session."""
+    return f"session.{hashlib.sha256(session_key.encode()).hexdigest()[:32]}"
+
+
 def token_alive(raw: str) -> bool:
     """Whether a token a socket connected with still works (not revoked, its user active)."""
     return ApiToken.objects.filter(key_hash=token_hash(raw.strip()),
@@ -191,30 +221,23 @@ def token_alive(raw: str) -> bool:
 
 
 class BearerTokenMiddleware:
-    """ASGI middleware: a socket that presents a token is the token's user, or is refused.
+    """ASGI middleware: notes the token a socket presents, without touching the database.
 
     The token comes from `Authorization: Bearer …` or, for browsers that cannot
-    set headers on a WebSocket, from `?token=`. Placed inside
-    AuthMiddlewareStack, it overrides the session user. A bad token gets an
-    `error` event and close code 4401 before the consumer sees it.
+    set headers on a WebSocket, from `?token=`. A socket with a token is judged
+    by it alone: the consumer checks it in its one database call at connect
+    (`socket_user`), and a bad token gets an `error` event and close code 4401.
     """
 
     def __init__(self, inner) -> None:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        """Resolve the token, if any, then hand over to the inner application."""
+        """Note the token, if any, then hand over to the inner application."""
         raw = self._token(scope)
         if raw is None:
             return await self.inner(scope, receive, send)
-        user = await database_call(user_from_token)(raw)
-        if user is None:
-            if scope["type"] == "websocket":
-                await _refuse_connect(receive, send,
-                                      AuthFailed("the bearer token is unknown or revoked"))
-            return None
-        return await self.inner({**scope, "user": user, "auth": "token", "token": raw},
-                                receive, send)
+        return await self.inner({**scope, "auth": "token", "token": raw}, receive, send)
 
     @staticmethod
     def _token(scope) -> str | None:

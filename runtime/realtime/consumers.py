@@ -20,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from runtime.api.auth import socket_refuse, token_alive
+from runtime.api.auth import session_group, socket_refuse, socket_user, token_alive
 from runtime.conversations import actions, busy
 from runtime.conversations.answering import message_submit
 from runtime.conversations.dbcalls import database_call
@@ -61,13 +64,32 @@ from runtime.wire import (
 logger = logging.getLogger(__name__)
 
 
-def _scope_conversation(scope: dict[str, Any], chat: str) -> Conversation:
-    """The conversation of a socket's caller (its user, by session or token, or its
-    anonymous session); AuthFailed for a caller who may not chat."""
+@dataclass(frozen=True)
+class _Opened:
+    """What a chat socket learns in its one database call at connect."""
+
+    user: Any
+    """Its user (None: an anonymous visitor)."""
+    conversation: Conversation
+    """Its conversation."""
+    last_seq: int
+    """The last event stored when it started listening."""
+
+
+def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]) -> _Opened:
+    """A chat socket's connect, in one database call: its user (token or session), its
+    conversation (a message whose process died recorded as failed first), `listen` to the
+    conversation's events, then the last stored one, so no event falls between the two.
+    AuthFailed for a caller who may not chat."""
+    user = socket_user(scope)
     session = scope.get("session")
-    owner = owner_resolve(user=scope.get("user"),
-                          session_key=getattr(session, "session_key", None) or "")
-    return conversation_resolve(owner=owner, chat=chat)
+    owner = owner_resolve(user=user, session_key=getattr(session, "session_key", None) or "")
+    conversation = conversation_resolve(owner=owner, chat=chat)
+    if conversation.busy_token:
+        busy.busy_reap(conversation_id=conversation.id)
+    listen(conversation.id)
+    return _Opened(user=user, conversation=conversation,
+                   last_seq=chat_last_seq(conversation_id=conversation.id))
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -96,27 +118,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
     closed: bool = False
 
     async def connect(self) -> None:
-        """Find the caller's conversation; refuse callers who may not chat."""
+        """Find the caller's conversation (one database call); refuse callers who may not
+        chat."""
         chat = self._query().get("chat", "main")
+        listen = async_to_sync(self._listen)
         try:
             chat_name_check(chat)
             # A socket cannot set a cookie, so it never starts a session: an anonymous
             # visitor opens the chat page first (runtime.conversations.owners).
-            conversation = await database_call(_scope_conversation)(self.scope, chat)
+            opened = await database_call(_socket_open)(self.scope, chat, listen)
         except AgentError as exc:
             await socket_refuse(self.base_send, exc)
             return
-        self.conversation_id = conversation.id
-        # A message whose process died is recorded as failed before the client looks.
-        await busy.busy_reap_and_publish(conversation_id=self.conversation_id)
-        await self.channel_layer.group_add(chat_group(self.conversation_id), self.channel_name)
+        self.scope["user"] = opened.user
         await self.accept()
-        last = await database_call(chat_last_seq)(conversation_id=self.conversation_id)
-        self.sent_seq = last
+        self.sent_seq = opened.last_seq
         await self._send(ReadyEvent(conversation=self.conversation_id,
-                                    graph=conversation.graph_name, last_seq=last).as_dict())
+                                    graph=opened.conversation.graph_name,
+                                    last_seq=opened.last_seq).as_dict())
         self.watchdog = asyncio.create_task(self._watch_session())
         self.watchdog.add_done_callback(_log_task_failure)
+
+    async def _listen(self, conversation_id: int) -> None:
+        """Join the conversation's group (and the session's, to hear of a sign-out)."""
+        self.conversation_id = conversation_id
+        await self.channel_layer.group_add(chat_group(conversation_id), self.channel_name)
+        if self._session_key():
+            await self.channel_layer.group_add(session_group(self._session_key()),
+                                               self.channel_name)
+
+    def _session_key(self) -> str:
+        if self.scope.get("auth") == "token":
+            return ""
+        return getattr(self.scope.get("session"), "session_key", None) or ""
+
+    async def session_ended(self, message: dict[str, Any]) -> None:
+        """Its user signed out (runtime.realtime.signals): close at once."""
+        if not self.closed:
+            await self._close_for(AuthFailed("you signed out; sign in again"))
 
     async def _watch_session(self) -> None:
         """Close the socket soon after its session ends, its user signs out or is
@@ -141,13 +180,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation_id:
             await self.channel_layer.group_discard(chat_group(self.conversation_id),
                                                    self.channel_name)
+            if self._session_key():
+                await self.channel_layer.group_discard(session_group(self._session_key()),
+                                                       self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None
                       ) -> None:
-        """Decode one frame and act on it; bad input gets a clear error, the socket stays."""
-        if not await self._still_signed_in():
-            await self._close_for(AuthFailed("your session has expired or you signed out; "
-                                             "sign in again"))
+        """Decode one frame and act on it; bad input gets a clear error, the socket stays.
+
+        The session is not looked up per frame: a sign-out closes the socket at once
+        (`session_ended`), and `_watch_session` finds an expired or deleted session.
+        """
+        if self.closed:
             return
         try:
             message = parse_inbound(text_data if bytes_data is None else bytes_data)
@@ -292,14 +336,17 @@ class StaffObserverConsumer(AsyncWebsocketConsumer):
     """Whether the socket was let in (staff) and listens."""
 
     async def connect(self) -> None:
-        """Staff only."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await socket_refuse(self.base_send, AuthFailed("sign in as staff"))
+        """Staff only (one database call: who the caller is)."""
+        try:
+            user = await database_call(socket_user)(self.scope)
+            if user is None:
+                raise AuthFailed("sign in as staff")
+            if not user.is_staff:
+                raise Forbidden("only staff may watch this socket")
+        except AgentError as exc:
+            await socket_refuse(self.base_send, exc)
             return
-        if not user.is_staff:
-            await socket_refuse(self.base_send, Forbidden("only staff may watch this socket"))
-            return
+        self.scope["user"] = user
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.watching = True

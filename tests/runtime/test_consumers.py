@@ -398,22 +398,36 @@ def test_a_bad_chat_name_is_closed_4400(ada):
     assert code == 4400 and "chat name" in error["message"]
 
 
-def test_signed_out_socket_is_closed(ada):
-    """After the session ends, the socket's next message gets an error and it is closed."""
-    from django.contrib.sessions.models import Session
+def test_signing_out_closes_the_sockets_of_that_session_at_once(ada):
+    """A sign-out closes the session's sockets with an error and 4401, without waiting for
+    the next session check or message; another session's socket stays open."""
+    other = Client()
+    other.force_login(ada)
+    other_cookie = (b"cookie", f"sessionid={other.cookies['sessionid'].value}".encode())
+
+    def sign_out() -> int:
+        client = Client()
+        client.cookies["sessionid"] = ada.ws_cookie[1].decode().split("=", 1)[1]
+        return client.post("/logout/").status_code
 
     async def scenario():
         comm, _ = await open_chat(ada)
-        from channels.db import database_sync_to_async
-        await database_sync_to_async(lambda: Session.objects.all().delete())()
-        await comm.send_json_to({"type": "message", "text": "hello"})
-        error = await comm.receive_json_from()
+        elsewhere = WebsocketCommunicator(application, "/ws",
+                                          headers=[ORIGIN, HOST, other_cookie])
+        assert (await elsewhere.connect())[0]
+        await elsewhere.receive_json_from()  # ready
+        status = await database_sync_to_async(sign_out)()
+        error = await comm.receive_json_from(timeout=5)
         closed = await comm.receive_output(timeout=5)
-        return error, closed
+        still_open = await elsewhere.receive_nothing(timeout=0.2)
+        await elsewhere.disconnect()
+        return status, error, closed, still_open
 
-    error, closed = run(scenario)
-    assert error["code"] == "unauthenticated"
+    status, error, closed, still_open = run(scenario)
+    assert status in (200, 302)
+    assert error["code"] == "unauthenticated" and "signed out" in error["message"]
     assert closed == {"type": "websocket.close", "code": 4401}
+    assert still_open
 
 
 def test_trace_and_test_sockets_are_staff_only(ada):

@@ -85,3 +85,40 @@ def test_when_the_event_log_writer_fails_nothing_is_lost(conversation, settings,
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
     assert "".join(e["text"] for e in log if e["type"] == "delta") == answer.text
     assert log[-1]["type"] == "done" and log[-1]["answer"] == answer.text
+
+
+def test_connecting_a_socket_costs_one_database_call(graphs, settings):
+    """By session or by token, a chat socket's connect is one call (user, conversation,
+    last seq), and a message over it adds no session lookup."""
+    from channels.testing import WebsocketCommunicator
+    from django.test import Client
+
+    from agentsite.asgi import application
+    from runtime.api.auth import token_create
+    from tests.helpers import make_user
+
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    site = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    _, raw = token_create(user=user, name="hot path")
+
+    async def connect(headers, path="/ws") -> tuple[dict, dict | None]:
+        socket = WebsocketCommunicator(application, path, headers=headers)
+        assert (await socket.connect())[0]
+        ready = await socket.receive_json_from()
+        done = None
+        if ready["type"] == "ready":
+            await socket.send_json_to({"type": "message", "text": "hello"})
+            while (event := await socket.receive_json_from(timeout=10))["type"] != "done":
+                pass
+            done = event
+        await socket.disconnect()
+        return ready, done
+
+    for headers in ([*site, cookie], [(b"authorization", f"Bearer {raw}".encode())]):
+        with database_use() as use:
+            ready, done = async_to_sync(connect)(headers)
+        assert ready["type"] == "ready" and done["failed"] is False
+        assert use.hops(besides=WRITER) == ["_socket_open", "turn_begin", "_persist"]

@@ -113,3 +113,29 @@ def test_fifty_rest_and_fifty_socket_senders_at_once_lose_nothing(server):
                     ("user", done["message_id"]), ("assistant", done["message_id"])]
 
     asyncio.run(run())
+
+
+BURST = 200
+
+
+def test_a_burst_of_two_hundred_sockets_is_all_accepted(server):
+    """200 sockets opening at once on one daphne, each in a chat of its own (a new
+    conversation each): every handshake is accepted at the first try and says `ready`.
+    Connecting costs one database call, so the queue daphne gives 5 s drains in time."""
+    token = server.manage("createtoken", USERNAME).strip()
+    uri = server.url.replace("http", "ws", 1)
+
+    async def one(n: int) -> dict:
+        async with websockets.connect(
+                f"{uri}/ws?chat=burst-{n}", origin=server.url, open_timeout=60,
+                additional_headers={"Authorization": f"Bearer {token}"}) as socket:
+            return json.loads(await socket.recv())
+
+    async def run() -> list:
+        return await asyncio.gather(*(one(n) for n in range(BURST)), return_exceptions=True)
+
+    results = asyncio.run(run())
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert refused == []
+    assert [r["type"] for r in results] == ["ready"] * BURST
+    assert len({r["conversation"] for r in results}) == BURST
