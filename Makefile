@@ -52,8 +52,12 @@ test: setup lint
 browser-test: setup
 	$(BIN)/pytest tests/agentsite/test_browser.py
 
+# The per-path table, the ratios beside LangGraph (a bench extra) and one real daphne, then
+# the scaled run. DEBUG off as in production (the ratios also switch it off in process).
 bench: setup
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python manage.py bench
+	$(BIN)/python manage.py bench --ratios
 	$(SERVICES) && $(BIN)/python manage.py bench --scaled --database-url "$$AGENTSITE_POSTGRES_URL"
 
 # A real small instruct model (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) on CPU behind

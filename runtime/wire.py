@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from runtime.errors import AgentError
@@ -67,6 +67,11 @@ class HudEvent:
         out = asdict(self)
         out["event"] = self.event.value
         return out
+
+
+def _shallow(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values as they are (`asdict` copies them deeply)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +153,9 @@ class FrameRecord:
         return round(sum(c.ms for c in self.llm_calls), 3)
 
     def as_dict(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict."""
-        return asdict(self)
+        """The record as a JSON-ready dict (its input and output dicts are shared, not
+        copied: a trace is written once, and copying them cost more than storing it)."""
+        return {**_shallow(self), "llm_calls": [_shallow(call) for call in self.llm_calls]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +184,8 @@ class FrameTrace:
     """The wire type, always `frame_trace`."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The trace as a JSON-ready dict."""
-        return asdict(self)
+        """The trace as a JSON-ready dict (see FrameRecord.as_dict)."""
+        return {**_shallow(self), "frames": [frame.as_dict() for frame in self.frames]}
 
 
 # --- chat events ----------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +54,7 @@ def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "",
             prompt_tokens=record.prompt_tokens,
             completion_tokens=record.completion_tokens,
             llm_ms=record.llm_ms,
-            llm_calls=[asdict(call) for call in record.llm_calls],
+            llm_calls=record.as_dict()["llm_calls"],
             error=record.error,
             fallback=record.fallback[:400],
             position=index,

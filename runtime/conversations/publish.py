@@ -71,6 +71,8 @@ async def _send(*, layer: Any, conversation_id: int, wires: list[dict[str, Any]]
     await layer.group_send(chat_group(conversation_id), {"type": "chat.events", "events": wires})
 
 
+SOCKET_TURNS = 4
+"""Turns of the event loop given to the sockets after each event a running message sends."""
 FLUSH_S = 0.05
 """How long the event-log writer gathers a running message's events into one batch."""
 WRITER_PAUSE_S = 0.2
@@ -111,6 +113,7 @@ class ChatPublisher:
         self.wake = asyncio.Event()
         self.writing = asyncio.Lock()
         self.closing = False
+        self.ending = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> ChatPublisher:
@@ -119,6 +122,7 @@ class ChatPublisher:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.closing = True
+        self.ending.set()
         self.wake.set()
         assert self.task is not None
         await self.task
@@ -140,6 +144,11 @@ class ChatPublisher:
             self.next_seq += 1
             self.pending.append(wire)
             await self.send_numbered([wire])
+            # Let the sockets' tasks run now (a layer message reaches a consumer's task in a
+            # few turns of the loop): a node streaming on would otherwise keep the loop
+            # until its frame's other nodes had done their work too.
+            for _ in range(SOCKET_TURNS):
+                await asyncio.sleep(0)
         else:
             self.pending.append(wire)
         self.wake.set()
@@ -161,7 +170,9 @@ class ChatPublisher:
         while True:
             await self.wake.wait()
             if self.next_seq is not None and not self.closing:
-                await asyncio.sleep(FLUSH_S)  # the sockets have them: gather a batch
+                # The sockets have them: gather a batch (cut short when the message ends).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ending.wait(), FLUSH_S)
             self.wake.clear()
             async with self.writing:
                 written = await self._write()

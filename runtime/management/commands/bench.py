@@ -113,6 +113,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="print one JSON object instead of the table"
         )
+        ratios = parser.add_argument_group(
+            "ratios", "--ratios compares agentsite with a peer, side by side in one run "
+            "(interleaved rounds, medians): one line per figure (agentsite.bench_ratios)")
+        ratios.add_argument("--ratios", action="store_true", help="run the comparisons instead")
+        ratios.add_argument("--rounds", type=int, default=5,
+                            help="interleaved rounds per comparison (default 5)")
         scaled = parser.add_argument_group(
             "scaled run", "--scaled starts Redis, PostgreSQL, daphne and pipeline workers on "
             "loopback and drives N conversations at once over WebSockets (agentsite.scaled_bench)")
@@ -136,6 +142,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["scaled"]:
             self._scaled(options)
+            return
+        if options["ratios"]:
+            self._ratios(options)
             return
         messages, warmup, graph = options["messages"], options["warmup"], options["graph"]
         if messages < 1:
@@ -167,6 +176,21 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({**header, "paths": [asdict(r) for r in results]}))
         else:
             self._print_table(header, results)
+
+    def _ratios(self, options: dict[str, Any]) -> None:
+        from agentsite.bench_ratios import run_ratios
+
+        if options["rounds"] < 1:
+            raise CommandError("--rounds must be at least 1")
+        try:
+            ratios = run_ratios(rounds=options["rounds"], progress=self._progress)
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(f"the comparisons could not run: {exc}") from exc
+        if options["json"]:
+            self.stdout.write(json.dumps([asdict(r) for r in ratios]))
+            return
+        for ratio in ratios:
+            self.stdout.write(ratio.line())
 
     def _scaled(self, options: dict[str, Any]) -> None:
         from agentsite.scaled_bench import run_scaled_bench
