@@ -194,7 +194,8 @@ ROUTES: tuple[Route, ...] = (
                 "(`data.machine`) moves at once and logs a `controls` event; an offered "
                 "button's label is sent as a message, like /api/send.",
                 {
-                    200: "A machine button was clicked: `{ok, controls, seq}`",
+                    200: "A machine button was clicked: `{ok, controls, seq}` (seq null while "
+                         "a message runs: numbered after its done)",
                     202: "An offered button's label was queued: `{id, after_seq, text}`",
                     **COMMON,
                     403: "CSRF check failed",

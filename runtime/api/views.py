@@ -447,7 +447,8 @@ async def action(call: Call) -> HttpResponse:
 
     With `data.machine` it is a machine button: the machine moves at once (no
     model call), a `controls` event goes to the conversation's log and the
-    answer is 200 `{ok, controls, seq}`. Otherwise it is an offered (thinker)
+    answer is 200 `{ok, controls, seq}` (`seq` null while a message runs: the event
+    is numbered once it ends). Otherwise it is an offered (thinker)
     button: its label is sent as a message, exactly like `/api/send`, and the
     answer is 202 `{id, after_seq, text}`.
     """
@@ -457,8 +458,9 @@ async def action(call: Call) -> HttpResponse:
     clicked = await database_call(actions.conversation_click)(
         conversation_id=call.conversation_id, action=call.body["action"], machine=machine)
     if clicked.event is not None:
+        # seq is null while a message runs: the event is numbered right after its done.
         return _json({"ok": True, "controls": clicked.event["controls"],
-                      "seq": clicked.event["seq"]})
+                      "seq": clicked.event.get("seq")})
     return _json({**await _queue(call, clicked.message), "text": clicked.message}, status=202)
 
 

@@ -122,3 +122,31 @@ def test_connecting_a_socket_costs_one_database_call(graphs, settings):
             ready, done = async_to_sync(connect)(headers)
         assert ready["type"] == "ready" and done["failed"] is False
         assert use.hops(besides=WRITER) == ["_socket_open", "turn_begin", "_persist"]
+
+
+def test_a_rest_click_while_a_message_runs_says_its_seq_is_not_given_yet(conversation):
+    """REST answers a machine click at once; its event waits for the running message."""
+    from django.test import Client
+
+    from runtime.conversations import busy
+    from runtime.conversations.actions import conversation_click
+    from runtime.conversations.owners import Owner, conversation_resolve
+
+    send_counter = async_to_sync(message_submit)
+    send_counter(conversation_id=conversation.id, text="give me a counter", inline=True)
+    token = busy.busy_acquire(conversation_id=conversation.id, message_id="m", text="x",
+                              worker="elsewhere")  # a message running in another process
+    clicked = conversation_click(conversation_id=conversation.id, action="inc",
+                                 machine="counter")
+    assert "seq" not in clicked.event
+    assert conversation_resolve(owner=Owner(user=conversation.user)).id == conversation.id
+    client = Client()
+    client.force_login(conversation.user)
+    response = client.post("/api/action", {"action": "inc", "data": {"machine": "counter"}},
+                           content_type="application/json")
+    assert response.status_code == 200 and response.json()["seq"] is None
+    waited = busy.busy_release(conversation_id=conversation.id, token=token)
+    assert [e["machines"]["counter"]["data"]["count"] for e in waited] == [1, 2]
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[-2:] == waited
