@@ -157,7 +157,7 @@ def _live_site(progress: Callable[[str], None]) -> Iterator[_Site]:
     with tempfile.TemporaryDirectory(prefix="agentsite-bench-live-") as name:
         folder = Path(name)
         env = _site_env(folder)
-        progress("bench: preparing a fresh SQLite database (migrate, loadgraphs, make_eras)")
+        progress("preparing a fresh SQLite database (migrate, loadgraphs, make_eras)")
         token = _prepare(env)
         port = free_port()
         proc = _spawn("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
@@ -165,13 +165,13 @@ def _live_site(progress: Callable[[str], None]) -> Iterator[_Site]:
                       env=env, folder=folder, url=f"http://127.0.0.1:{port}")
         try:
             wait_until(lambda: http_ok(f"{proc.url}/health"), proc=proc, what="/health")
-            progress(f"bench: daphne (pid {proc.pid}) serves {proc.url}")
+            progress(f"daphne (pid {proc.pid}) serves {proc.url}")
             yield _Site(ws_url=f"ws://127.0.0.1:{port}", token=token)
         finally:
             proc.stop()
             problems = _log_problems(proc)
             if problems:
-                progress(f"bench: daphne's log has {len(problems)} error/warning lines; "
+                progress(f"daphne's log has {len(problems)} error/warning lines; "
                          f"the last: {problems[-1][:300]}")
 
 
@@ -264,15 +264,15 @@ async def _ws_reflex(site: _Site, connections: int, *, rounds: int, seconds: flo
         agentsite: list[float] = []
         echo: list[float] = []
         for number in range(1, rounds + 1):
-            progress(f"bench: ws-reflex {connections} connections, round {number}/{rounds}")
+            progress(f"ws-reflex {connections} connections, round {number}/{rounds}")
             agentsite.append(await _round(chats, _reflex_trip, seconds))
             await asyncio.sleep(ROUND_PAUSE_S)
             echo.append(await _round(echoes, _echo_trip, seconds))
             await asyncio.sleep(ROUND_PAUSE_S)
-            progress(f"bench:   agentsite {agentsite[-1]:.1f}/s, echo {echo[-1]:.1f}/s")
+            progress(f"  agentsite {agentsite[-1]:.1f}/s, echo {echo[-1]:.1f}/s")
     figure = WsReflex(connections=connections, agentsite_per_s=statistics.median(agentsite),
                       echo_per_s=statistics.median(echo))
-    progress(f"bench: ws-reflex {connections} connections: agentsite "
+    progress(f"ws-reflex {connections} connections: agentsite "
              f"{figure.agentsite_per_s:.1f}/s, echo {figure.echo_per_s:.1f}/s "
              f"(medians of {rounds} rounds)")
     return figure
@@ -304,7 +304,7 @@ async def _burst(site: _Site, sockets: int, progress: Callable[[str], None]) -> 
     reasons = Counter(outcome for outcome in outcomes if outcome)
     figure = Burst(sockets=sockets, refused=sum(reasons.values()), seconds=seconds)
     why = f" {dict(reasons)}" if reasons else ""
-    progress(f"bench: burst of {sockets} sockets: {figure.refused} refused{why}, "
+    progress(f"burst of {sockets} sockets: {figure.refused} refused{why}, "
              f"all done in {seconds:.2f} s")
     return figure
 
@@ -331,6 +331,6 @@ def run_live_bench(*, rounds: int = 5, seconds_per_round: float = 3.0, burst: in
         ws_reflex = [asyncio.run(_ws_reflex(site, connections, rounds=rounds,
                                             seconds=seconds_per_round, progress=progress))
                      for connections in CONNECTIONS]
-        progress(f"bench: burst of {burst} sockets at once")
+        progress(f"burst of {burst} sockets at once")
         burst_figure = asyncio.run(_burst(site, burst, progress))
     return LiveFigures(ws_reflex=ws_reflex, burst=burst_figure)

@@ -115,6 +115,8 @@ class ChatPublisher:
         self.closing = False
         self.ending = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.unsent: list[dict[str, Any]] = []
+        self.sender: asyncio.Task | None = None
 
     async def __aenter__(self) -> ChatPublisher:
         self.task = asyncio.create_task(self._run(), name=f"publish {self.conversation_id}")
@@ -126,6 +128,7 @@ class ChatPublisher:
         self.wake.set()
         assert self.task is not None
         await self.task
+        await self.sent()
 
     def lease(self, *, first_seq: int, reserved_to: int) -> None:
         """Number events from `first_seq` on (reserved up to `reserved_to`)."""
@@ -143,7 +146,7 @@ class ChatPublisher:
             wire["seq"] = self.next_seq
             self.next_seq += 1
             self.pending.append(wire)
-            await self.send_numbered([wire])
+            await self.send_numbered([wire])  # queued to the sending task: no wait
             # Let the sockets' tasks run now (a layer message reaches a consumer's task in a
             # few turns of the loop): a node streaming on would otherwise keep the loop
             # until its frame's other nodes had done their work too.
@@ -217,18 +220,35 @@ class ChatPublisher:
         return True
 
     async def send_numbered(self, wires: list[dict[str, Any]]) -> None:
-        """Send numbered events to the conversation's sockets (and trace observers)."""
-        layer = get_channel_layer()
-        if layer is None or not wires:
+        """Send numbered events to the conversation's sockets (and trace observers), in
+        order. One task sends; events queued while it sends go together in its next
+        layer message, so a fast stream over Redis costs a few messages, not one per
+        delta, and the first one leaves at once."""
+        if not wires:
             return
-        try:
-            await _send(layer=layer, conversation_id=self.conversation_id, wires=wires)
-        except Exception:  # whatever the layer's client raises (Redis down...)
-            # Broad on purpose: the events are in the log (or will be); a socket fills a
-            # gap from it.
-            logger.exception("conversation %s: %d event(s) could not be sent",
-                             self.conversation_id, len(wires))
+        self.unsent.extend(wires)
+        if self.sender is None or self.sender.done():
+            self.sender = asyncio.create_task(self._send_unsent(),
+                                              name=f"send {self.conversation_id}")
 
+    async def sent(self) -> None:
+        """Wait until every event given to `send_numbered` has been sent."""
+        while self.sender is not None and not self.sender.done():
+            await asyncio.shield(self.sender)
+
+    async def _send_unsent(self) -> None:
+        layer = get_channel_layer()
+        while self.unsent:
+            batch, self.unsent = self.unsent, []
+            if layer is None:
+                continue
+            try:
+                await _send(layer=layer, conversation_id=self.conversation_id, wires=batch)
+            except Exception:  # whatever the layer's client raises (Redis down...)
+                # Broad on purpose: the events are in the log (or will be); a socket fills
+                # a gap from it.
+                logger.exception("conversation %s: %d event(s) could not be sent",
+                                 self.conversation_id, len(batch))
 
 async def publish_test(*, event: dict[str, Any]) -> None:
     """Send a test-runner event (suite_start, step_result, suite_end) to observers."""
