@@ -259,8 +259,10 @@ AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 # A running message's process beats every fifth of this; silent this long, it is presumed
 # dead and the message is stored as failed (the user can send again).
 # Threads per process that run database calls from the event loop (PostgreSQL; SQLite
-# keeps one): runtime.conversations.dbcalls.
-AGENTSITE_DB_THREADS = int(env.number("AGENTSITE_DB_THREADS", 8))
+# keeps one): runtime.conversations.dbcalls. On 2 cores with PostgreSQL on loopback the
+# work is Python under one GIL, so 2 did as well as 1 and 8 worse (README); more pay off
+# when the database is on another machine and each round trip is a wait.
+AGENTSITE_DB_THREADS = int(env.number("AGENTSITE_DB_THREADS", 2))
 if AGENTSITE_DB_THREADS < 1:
     raise ImproperlyConfigured("AGENTSITE_DB_THREADS must be at least 1")
 AGENTSITE_BUSY_TIMEOUT_S = env.number("AGENTSITE_BUSY_TIMEOUT_S", 15.0)

@@ -90,9 +90,11 @@ def test_missing_secret_outside_debug_is_refused():
 @pytest.mark.parametrize(("variable", "value", "says"), [
     ("AGENTSITE_BUSY_TIMEOUT_S", "0", "AGENTSITE_BUSY_TIMEOUT_S must be more than 0"),
     ("AGENTSITE_QUEUE_TIMEOUT_S", "0.5", "AGENTSITE_QUEUE_TIMEOUT_S must be at least 1"),
+    ("AGENTSITE_DB_THREADS", "0", "AGENTSITE_DB_THREADS must be at least 1"),
 ])
 def test_timeouts_that_cannot_work_are_refused(variable, value, says):
-    """A busy timeout of zero or a queue timeout under a second stops start-up, saying which."""
+    """A busy timeout of zero, a queue timeout under a second or no database thread stops
+    start-up, saying which."""
     result = _settings_in_subprocess(**{variable: value})
     assert result.returncode != 0
     assert says in result.stderr

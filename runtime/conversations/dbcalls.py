@@ -5,7 +5,7 @@ thread. Channels' `database_sync_to_async` hands them all to one thread per
 process: with many conversations, every message queues behind every other
 one's queries while the event loop idles.
 
-`database_call` instead uses a pool of `AGENTSITE_DB_THREADS` threads, each
+`database_call` instead uses a pool of `AGENTSITE_DB_THREADS` threads (default 2), each
 with its own persistent connection (`CONN_MAX_AGE`, health-checked), on a
 database that serves several connections at once (PostgreSQL). SQLite admits
 one writer at a time, and its in-memory test database is one shared cache

@@ -150,3 +150,23 @@ def test_a_rest_click_while_a_message_runs_says_its_seq_is_not_given_yet(convers
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
     assert log[-2:] == waited
+
+
+def test_database_calls_keep_to_one_thread_on_sqlite_and_use_the_pool_elsewhere(settings,
+                                                                                monkeypatch):
+    """SQLite: Channels' one thread; PostgreSQL: `AGENTSITE_DB_THREADS` threads."""
+    from django.db import connections
+
+    from runtime.conversations import dbcalls
+
+    def name() -> str:
+        import threading
+        return threading.current_thread().name
+
+    assert dbcalls.database_threads() == 1
+    assert not async_to_sync(dbcalls.database_call(name))().startswith("database")
+    monkeypatch.setattr(connections["default"], "vendor", "postgresql")
+    settings.AGENTSITE_DB_THREADS = 3
+    assert dbcalls.database_threads() == 3
+    assert async_to_sync(dbcalls.database_call(name))().startswith("database")
+    assert dbcalls._pool(3)._max_workers == 3
