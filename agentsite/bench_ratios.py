@@ -144,7 +144,8 @@ async def engine_per_node(*, rounds: int, runs: int) -> Ratio:
         t0 = time.perf_counter()
         for _ in range(runs):
             result = await run_graph(turn=turn, env=env)
-        assert result.status == "done" and len(result.frames) == CHAIN_NODES, result.error
+        if result.status != "done" or len(result.frames) != CHAIN_NODES:
+            raise RuntimeError(f"the do-nothing chain did not run whole: {result.error}")
         return (time.perf_counter() - t0) / runs / CHAIN_NODES
 
     async def theirs() -> float:
@@ -302,7 +303,7 @@ class StampedProvider(BuiltinProvider):
         return completion
 
 
-async def first_delta(*, messages: int, progress: Callable[[str], None]) -> Ratio:
+async def first_delta(*, messages: int) -> Ratio:
     """Over a chat socket in this process (in-memory layer): ms from the model's first
     token to the socket sending it, p50 and p99."""
     from channels.testing import WebsocketCommunicator
@@ -320,7 +321,8 @@ async def first_delta(*, messages: int, progress: Callable[[str], None]) -> Rati
                                BUILTIN_LLM_LATENCY_MS=0.0):
             socket = WebsocketCommunicator(application, "/ws?chat=bench-delta", headers=[
                 (b"authorization", f"Bearer {raw}".encode())])
-            assert (await socket.connect())[0]
+            if not (await socket.connect())[0]:
+                raise RuntimeError("the chat socket refused the bench's token")
             await socket.receive_json_from()  # ready
             for _ in range(messages):
                 await socket.send_json_to({"type": "message", "text": "hello"})
@@ -360,7 +362,7 @@ def run_ratios(*, rounds: int = 5, progress: Callable[[str], None] = print) -> l
                                             folder=Path(folder), rounds=rounds,
                                             progress=progress)))
             progress("first-delta: 200 messages over a chat socket in this process")
-            ratios.append(asyncio.run(first_delta(messages=200, progress=progress)))
+            ratios.append(asyncio.run(first_delta(messages=200)))
     finally:
         cleanup()
     live = run_live_bench(rounds=rounds, progress=progress)

@@ -197,3 +197,11 @@ def test_retention_that_would_delete_everything_is_refused(variable, value, says
     result = _settings_in_subprocess(**{variable: value})
     assert result.returncode != 0
     assert says in result.stderr
+
+
+def test_database_connections_are_kept_and_checked():
+    """A message does not open a connection per query: kept, and checked before reuse."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    assert database["CONN_MAX_AGE"] > 0 and database["CONN_HEALTH_CHECKS"] is True

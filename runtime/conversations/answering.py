@@ -45,7 +45,7 @@ from runtime.conversations.turns import (
     turn_start,
     validate_text,
 )
-from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
+from runtime.errors import DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
 
 logger = logging.getLogger(__name__)
@@ -148,15 +148,10 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
 
 
 async def _flag_for_workers(*, conversation_id: int, message_id: str, text: str) -> str:
-    """Take the busy flag for a message a pipeline worker will claim (a lost message of
-    the conversation is recorded as failed first); its token."""
+    """Take the busy flag for a message a pipeline worker will claim; its token."""
     acquire = functools.partial(busy.busy_acquire, conversation_id=conversation_id,
                                 message_id=message_id, text=text, worker="")
-    try:
-        return await database_call(acquire)()
-    except ConversationBusy:
-        await busy.busy_reap_and_publish(conversation_id=conversation_id)
-    return await database_call(acquire)()
+    return await busy.busy_take(acquire, conversation_id=conversation_id)
 
 
 async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, token: str
@@ -204,7 +199,7 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
             logger.exception("message %s could not be started", message_id)
             await publish(AcceptedEvent(message_id=message_id, text=text))
             await _failed(conversation_id=conversation_id, message_id=message_id, text=text,
-                          token=token, worker=worker, publish=publish, leased=False)
+                          token=token, worker=worker, publish=publish)
             return
         publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
         await publish(AcceptedEvent(message_id=message_id, text=text))  # its first event
@@ -231,12 +226,11 @@ async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> None:
     except Exception:
         logger.exception("message %s failed in its pipeline", turn.message_id)
         await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
-                      text=turn.message, token=begun.token, worker=worker, publish=publish,
-                      leased=publish.next_seq is not None)
+                      text=turn.message, token=begun.token, worker=worker, publish=publish)
 
 
 async def _failed(*, conversation_id: int, message_id: str, text: str, token: str,
-                  worker: str, publish: ChatPublisher, leased: bool) -> None:
+                  worker: str, publish: ChatPublisher) -> None:
     """Store a message its pipeline failed, say so, and give its flag back (ending the
     publisher's lease, when it holds one, in the same transaction)."""
     reason = sorry("something went wrong on my side (the details are in the server log)")
@@ -256,11 +250,11 @@ async def _failed(*, conversation_id: int, message_id: str, text: str, token: st
                                 reason=reason)
         for event in busy.lost_events(lost, code="internal"):
             await publish(event)
-    if not leased:
+    if publish.next_seq is None:  # not started: no lease to end
         await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
         return
     async with publish.held() as held:
         waited = await database_call(turn_release)(
             conversation_id=conversation_id, token=token, events=held.events,
             next_seq=held.next_seq, announce=False)
-    await publish.send_numbered(waited)
+    publish.send_numbered(waited)

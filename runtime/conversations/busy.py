@@ -9,6 +9,8 @@ One module owns the flag's whole life:
 - `busy_heartbeat` beats on it while the message runs (`busy_beat`), so no
   reaper takes a slow answer for a dead one;
 - `busy_release` gives it back, only while the same token holds it;
+- `busy_take` runs a function that takes the flag, reaping a lost holder first
+  when it is refused;
 - `busy_reap_and_publish` turns the flag of a process that died (or a message no
   worker took) into a failed message with a clear reason, and tells the
   conversation's sockets. Every reaper calls it: a worker's loop, a new
@@ -26,10 +28,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -43,9 +45,11 @@ from runtime.conversations.publish import events_publish, events_send_on_commit
 from runtime.conversations.services import conversation_record_failure
 from runtime.conversations.writes import retrying
 from runtime.errors import ConversationBusy, sorry
-from runtime.wire import DoneEvent, ErrorEvent, Event
+from runtime.wire import DoneEvent, ErrorEvent, Event, EventSink, discard
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 @retrying
@@ -243,6 +247,25 @@ async def _beat_forever(*, conversation_id: int, token: str) -> None:
             logger.warning("conversation %s: the busy flag was taken from a running message",
                            conversation_id)
             return
+
+
+async def busy_take(take: Callable[[], R], *, conversation_id: int,
+                    on_lost: EventSink = discard) -> R:
+    """Run `take` (which takes the conversation's flag, ConversationBusy when it cannot)
+    on a database thread: one call when the conversation is free.
+
+    When the flag is refused, a message whose process died is recorded as failed (its
+    events published, and given to `on_lost`) and `take` runs once more:
+    ConversationBusy when a live message holds the flag.
+    """
+    try:
+        return await database_call(take)()
+    except ConversationBusy:
+        lost = await database_call(busy_reap)(conversation_id=conversation_id)
+    for message in lost:
+        for event in lost_events(message):
+            await on_lost(event)
+    return await database_call(take)()
 
 
 async def busy_reap_and_publish(*, conversation_id: int | None = None) -> int:

@@ -146,7 +146,7 @@ class ChatPublisher:
             wire["seq"] = self.next_seq
             self.next_seq += 1
             self.pending.append(wire)
-            await self.send_numbered([wire])  # queued to the sending task: no wait
+            self.send_numbered([wire])
             # Let the sockets' tasks run now (a layer message reaches a consumer's task in a
             # few turns of the loop): a node streaming on would otherwise keep the loop
             # until its frame's other nodes had done their work too.
@@ -195,22 +195,21 @@ class ChatPublisher:
         """Store what is queued (numbered events, then any others, which are sent once
         stored); False (logged) when the log refused it, which stays queued."""
         batch = list(self.pending)
-        numbered = [wire for wire in batch if "seq" in wire]
+        numbered = [wire for wire in batch if "seq" in wire]  # only while the lease holds
         others = batch[len(numbered):]
         try:
-            if numbered or self.next_seq is not None:
-                reserve_to = (self.next_seq or 0) - 1 + RESERVE
+            if self.next_seq is not None:  # store them, and move the reservation on
+                reserve_to = self.next_seq - 1 + RESERVE
                 await database_call(chat_events_store)(
                     conversation_id=self.conversation_id, wires=numbered,
-                    reserve_to=reserve_to if self.next_seq is not None else 0)
-                if self.next_seq is not None:
-                    self.reserved_to = reserve_to
+                    reserve_to=reserve_to)
+                self.reserved_to = reserve_to
                 del self.pending[:len(numbered)]
             if others:
                 stored = await database_call(chat_events_append)(
                     conversation_id=self.conversation_id, events=others)
                 del self.pending[:len(others)]
-                await self.send_numbered([wire for wire in stored if "seq" in wire])
+                self.send_numbered([wire for wire in stored if "seq" in wire])
         except Exception:
             # Broad on purpose: whatever the database raised, the events stay queued and
             # the message goes on; its answer is stored with its turn.
@@ -219,7 +218,7 @@ class ChatPublisher:
             return False
         return True
 
-    async def send_numbered(self, wires: list[dict[str, Any]]) -> None:
+    def send_numbered(self, wires: list[dict[str, Any]]) -> None:
         """Send numbered events to the conversation's sockets (and trace observers), in
         order. One task sends; events queued while it sends go together in its next
         layer message, so a fast stream over Redis costs a few messages, not one per

@@ -38,7 +38,6 @@ from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
     AgentError,
-    ConversationBusy,
     FrameLimitExceeded,
     LLMError,
     LLMTimeout,
@@ -311,23 +310,13 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
 async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
                      now: datetime, start: dict[str, Any] | None = None,
                      on_lost: EventSink = discard) -> Begun:
-    """`turn_begin` from an event loop: one database call when the conversation is free.
-
-    When the flag is refused, a message whose process died is recorded as failed
-    (its events published, and given to `on_lost`) and the flag tried once more:
-    ConversationBusy when a live message holds it.
-    """
+    """`turn_begin` from an event loop: one database call when the conversation is free
+    (`busy.busy_take`: a lost holder of the flag is reaped first, its events to
+    `on_lost`). ConversationBusy when a live message holds the flag."""
     begin = functools.partial(turn_begin, conversation_id=conversation_id,
                               message_id=message_id, text=text, worker=worker, now=now,
                               start=start)
-    try:
-        return await database_call(begin)()
-    except ConversationBusy:
-        lost = await database_call(busy.busy_reap)(conversation_id=conversation_id)
-    for message in lost:
-        for event in busy.lost_events(message):
-            await on_lost(event)
-    return await database_call(begin)()
+    return await busy.busy_take(begin, conversation_id=conversation_id, on_lost=on_lost)
 
 
 async def turn_run(
@@ -449,7 +438,7 @@ class _Commit:
         async with self.log.held() as held:
             done, wires = await database_call(persist)(held=held)
         self.stored = True
-        await self.log.send_numbered(wires)
+        self.log.send_numbered(wires)
         return done
 
 

@@ -130,16 +130,14 @@ def test_a_rest_click_while_a_message_runs_says_its_seq_is_not_given_yet(convers
 
     from runtime.conversations import busy
     from runtime.conversations.actions import conversation_click
-    from runtime.conversations.owners import Owner, conversation_resolve
 
-    send_counter = async_to_sync(message_submit)
-    send_counter(conversation_id=conversation.id, text="give me a counter", inline=True)
+    async_to_sync(message_submit)(conversation_id=conversation.id, text="give me a counter",
+                                  inline=True)
     token = busy.busy_acquire(conversation_id=conversation.id, message_id="m", text="x",
                               worker="elsewhere")  # a message running in another process
     clicked = conversation_click(conversation_id=conversation.id, action="inc",
                                  machine="counter")
     assert "seq" not in clicked.event
-    assert conversation_resolve(owner=Owner(user=conversation.user)).id == conversation.id
     client = Client()
     client.force_login(conversation.user)
     response = client.post("/api/action", {"action": "inc", "data": {"machine": "counter"}},

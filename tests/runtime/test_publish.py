@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import OperationalError
 
@@ -84,3 +85,35 @@ def test_a_publisher_not_running_refuses_events(conversation):
     publisher = ChatPublisher(conversation_id=conversation.id)
     with pytest.raises(RuntimeError, match="not running"):
         async_to_sync(publisher)(DeltaEvent(message_id="m", text="x"))
+
+
+def test_a_running_message_sends_its_events_before_they_are_stored(conversation):
+    """Under a lease an event reaches the conversation's sockets numbered, while the log
+    does not have it yet; the writer stores it within FLUSH_S, and `held` takes what it
+    has not stored for the turn's own transaction."""
+    async def scenario():
+        layer = get_channel_layer()
+        listener = await layer.new_channel()
+        await layer.group_add(chat_group(conversation.id), listener)
+        async with ChatPublisher(conversation_id=conversation.id) as publish:
+            publish.lease(first_seq=7, reserved_to=100)
+            await publish(DeltaEvent(message_id="m", text="first"))
+            sent = await asyncio.wait_for(layer.receive(listener), timeout=5)
+            stored_when_sent = await database_sync_to_async(chat_events_after)(
+                conversation_id=conversation.id, after_seq=0)
+            await asyncio.sleep(publish_module.FLUSH_S * 4)
+            stored_later = await database_sync_to_async(chat_events_after)(
+                conversation_id=conversation.id, after_seq=0)
+            await publish(DeltaEvent(message_id="m", text="second"))
+            async with publish.held() as held:
+                taken = held
+        return sent, stored_when_sent, stored_later, taken
+
+    sent, stored_when_sent, stored_later, taken = async_to_sync(scenario)()
+    assert [(e["seq"], e["text"]) for e in sent["events"]] == [(7, "first")]
+    assert stored_when_sent == []
+    assert [(e["seq"], e["text"]) for e in stored_later] == [(7, "first")]
+    assert [(e["seq"], e["text"]) for e in taken.events] == [(8, "second")]
+    assert taken.next_seq == 9
+    # The writer moved the reservation on past what the message numbered.
+    assert Conversation.objects.get(pk=conversation.id).event_reserved >= 8
