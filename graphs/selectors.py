@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
+from django.db.models import OuterRef, Subquery
+
 from graphs.models import Graph
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec
 from runtime.errors import GraphError, GraphNotFound
@@ -40,6 +42,24 @@ def _graph_spec_cached(*, name: str, digest: str, updated_at: datetime) -> Graph
     return graph_spec_get(name=name)
 
 
+def graph_stamp(name: str | OuterRef) -> dict[str, Subquery]:
+    """Annotations giving the stored graph `name`'s digest and edit time
+    (`graph_digest`, `graph_updated_at`), for `graph_spec_stamped`: a caller that
+    reads a row naming its graph reads the stamp in the same query."""
+    graph = Graph.objects.filter(name=name)
+    return {"graph_digest": Subquery(graph.values("digest")[:1]),
+            "graph_updated_at": Subquery(graph.values("updated_at")[:1])}
+
+
+def graph_spec_stamped(*, name: str, digest: str | None, updated_at: datetime | None
+                       ) -> GraphSpec:
+    """The graph `name` as stored at that stamp (`graph_stamp`): from this process's cache
+    while the digest and edit time are unchanged; a graph without a digest is read whole."""
+    if not digest or updated_at is None:
+        return graph_spec_get(name=name)
+    return _graph_spec_cached(name=name, digest=digest, updated_at=updated_at)
+
+
 def graph_spec_current(*, name: str) -> GraphSpec:
     """`graph_spec_get` for every message: one small query while the graph is unchanged.
 
@@ -47,10 +67,9 @@ def graph_spec_current(*, name: str) -> GraphSpec:
     edit time, so an edit (in the admin, a reload, a rollback) is seen by the next
     message; a graph without a digest is read whole each time.
     """
-    row = Graph.objects.filter(name=name).values("digest", "updated_at").first()
-    if row is None or not row["digest"]:
-        return graph_spec_get(name=name)
-    return _graph_spec_cached(name=name, digest=row["digest"], updated_at=row["updated_at"])
+    row = Graph.objects.filter(name=name).values("digest", "updated_at").first() or {}
+    return graph_spec_stamped(name=name, digest=row.get("digest"),
+                              updated_at=row.get("updated_at"))
 
 
 def graph_names() -> list[str]:

@@ -60,6 +60,8 @@ class DatabaseUse:
     writes: Counter = field(default_factory=Counter)
     """Write transactions committed, by the database-thread function that made them
     ("" outside one): an autocommit write is one, an atomic block with writes is one."""
+    statements: Counter = field(default_factory=Counter)
+    """SQL statements run (savepoints included; BEGIN and COMMIT not), by the same names."""
 
     def hops(self, *, besides: tuple[str, ...] = ()) -> list[str]:
         """`calls`, less those named in `besides`."""
@@ -90,6 +92,8 @@ def database_use() -> Iterator[DatabaseUse]:
             running.name = ""
 
     def executing(self, sql, params, many, executor):
+        if not str(sql).lstrip().upper().startswith("BEGIN"):
+            use.statements[getattr(running, "name", "")] += 1
         if str(sql).lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
             if self.db.in_atomic_block:
                 dirty.add(id(self.db))

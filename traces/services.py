@@ -12,7 +12,7 @@ from runtime.wire import FrameTrace
 from traces.models import FrameRow, MessageTrace
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def trace_store(*, trace: FrameTrace, answer: str = "", worker: str = "",
                 turn: dict[str, Any] | None = None, replay_of: MessageTrace | None = None,
                 replay_from: int = 0, replay_edits: dict[str, Any] | None = None

@@ -1,7 +1,7 @@
 """The situation line the conversation's memory carries: date, time, part of day, idleness.
 
 Pure and model-free. A new message refreshes it before the graph runs
-(`conversations.services.conversation_refresh_situation`; the HUD shows that as
+(`conversations.turns.turn_begin`, `services.situation_refreshed`; the HUD shows that as
 the `sensor` node), so prompts see the time of the message and how long the
 user was away; a replay keeps the situation it recorded.
 """

@@ -40,7 +40,7 @@ from django.db.models.functions import Now
 
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_number_waiting
-from runtime.conversations.models import Conversation
+from runtime.conversations.models import FLAG_FREE, Conversation
 from runtime.conversations.publish import events_publish, events_send_on_commit
 from runtime.conversations.services import conversation_record_failure
 from runtime.conversations.writes import retrying
@@ -95,7 +95,7 @@ def busy_beat(*, conversation_id: int, token: str) -> bool:
 
 
 @retrying
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def busy_release(*, conversation_id: int, token: str, announce: bool = True
                  ) -> list[dict[str, Any]]:
     """Give the busy flag back (only if this token still holds it).
@@ -105,8 +105,7 @@ def busy_release(*, conversation_id: int, token: str, announce: bool = True
     sockets once this commits.
     """
     released = Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_since=None, busy_beat=None, busy_token="", busy_message_id="", busy_text="",
-        busy_worker="")
+        **FLAG_FREE)
     if not released:
         return []
     waited = chat_events_number_waiting(conversation_id=conversation_id)

@@ -21,7 +21,10 @@ RESERVE = 10_000
 on as it stores): numbers it sent but could not store, if it dies, are never given again."""
 
 
-def _stored(conversation_id: int, wires: list[dict[str, Any]]) -> None:
+def chat_events_insert(*, conversation_id: int, wires: list[dict[str, Any]]) -> None:
+    """Store events as they are, numbered or waiting (one INSERT, none for no events)."""
+    if not wires:
+        return
     ChatEvent.objects.bulk_create(
         ChatEvent(conversation_id=conversation_id, seq=wire.get("seq"), type=wire["type"],
                   payload=wire) for wire in wires)
@@ -45,24 +48,21 @@ def chat_events_append(*, conversation_id: int, events: list[dict[str, Any]]
     row = (Conversation.objects.select_for_update().filter(pk=conversation_id)
            .values("event_seq", "event_reserved", "busy_token").get())
     if row["busy_token"]:
-        _stored(conversation_id, events)
+        chat_events_insert(conversation_id=conversation_id, wires=events)
         return [dict(event) for event in events]
     wires = _number(events, after=max(row["event_seq"], row["event_reserved"]))
-    _stored(conversation_id, wires)
+    chat_events_insert(conversation_id=conversation_id, wires=wires)
     if wires:
         Conversation.objects.filter(pk=conversation_id).update(event_seq=wires[-1]["seq"])
     return wires
 
 
-def chat_events_lease(*, conversation_id: int) -> tuple[int, int]:
-    """For a message taking the busy flag (in its transaction): the first number it gives
-    its events, and the last one reserved for it."""
-    row = Conversation.objects.filter(pk=conversation_id).values(
-        "event_seq", "event_reserved").get()
-    first = max(row["event_seq"], row["event_reserved"]) + 1
-    reserved = first - 1 + RESERVE
-    Conversation.objects.filter(pk=conversation_id).update(event_reserved=reserved)
-    return first, reserved
+def chat_events_lease(*, conversation: Conversation) -> tuple[int, int]:
+    """For a message taking the busy flag: the first number it gives its events, and the
+    last one to reserve for it (its caller stores that as `event_reserved`, in the
+    transaction that took the flag, with its other changes to the row)."""
+    first = max(conversation.event_seq, conversation.event_reserved) + 1
+    return first, first - 1 + RESERVE
 
 
 @retrying
@@ -71,7 +71,7 @@ def chat_events_store(*, conversation_id: int, wires: list[dict[str, Any]],
                       reserve_to: int = 0) -> None:
     """Store events a running message numbered (and sent) itself; reserve up to
     `reserve_to`."""
-    _stored(conversation_id, wires)
+    chat_events_insert(conversation_id=conversation_id, wires=wires)
     Conversation.objects.filter(pk=conversation_id).update(
         event_seq=Greatest(F("event_seq"), wires[-1]["seq"] if wires else 0),
         event_reserved=Greatest(F("event_reserved"), reserve_to))
@@ -81,7 +81,7 @@ def chat_events_lease_end(*, conversation_id: int, wires: list[dict[str, Any]],
                           last_seq: int) -> None:
     """A running message's last events stored (in its closing transaction); the numbers
     after `last_seq`, its last, are free again."""
-    _stored(conversation_id, wires)
+    chat_events_insert(conversation_id=conversation_id, wires=wires)
     Conversation.objects.filter(pk=conversation_id).update(
         event_seq=Greatest(F("event_seq"), last_seq), event_reserved=last_seq)
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+FLAG_FREE = MappingProxyType({"busy_since": None, "busy_beat": None, "busy_token": "",
+                              "busy_message_id": "", "busy_text": "", "busy_worker": ""})
+"""A conversation's busy flag given back: the fields of its row, as an UPDATE sets them
+(runtime.conversations.busy)."""
 
 
 class Conversation(models.Model):

@@ -73,8 +73,13 @@ async def _send(*, layer: Any, conversation_id: int, wires: list[dict[str, Any]]
 
 SOCKET_TURNS = 4
 """Turns of the event loop given to the sockets after each event a running message sends."""
-FLUSH_S = 0.05
-"""How long the event-log writer gathers a running message's events into one batch."""
+FLUSH_S = 0.5
+"""How long the event-log writer gathers a running message's events into one batch.
+
+The sockets have every event at once; the log is for a socket that resumes (it waits
+for a gap to fill, `realtime.consumers.GAP_WAIT_S`) and for a process that dies
+mid-answer. A short message's events are all stored by its turn's own transaction, and
+a crowd of long ones costs the database a commit per message per `FLUSH_S`."""
 WRITER_PAUSE_S = 0.2
 """How long the event-log writer waits before trying a refused batch again."""
 CLOSING_ATTEMPTS = 3

@@ -6,17 +6,20 @@ Who owns a conversation, and finding or creating it, is `runtime.conversations.o
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Exists, F, OuterRef
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from runtime.agent import machines as m
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import current_controls, ui_normalize
 from runtime.agent.situation import situation_text
-from runtime.conversations.models import Conversation, Message, Rating
+from runtime.conversations.models import FLAG_FREE, ChatEvent, Conversation, Message, Rating
 from runtime.conversations.writes import retrying
 from runtime.errors import AnswerNotFound, MessageLost, RatingRefused
 from runtime.wire import FrameTrace
@@ -54,61 +57,75 @@ def conversation_record_failure(
     return True
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class RecordedTurn:
+    """What storing a turn left behind."""
+
+    ui: dict[str, Any]
+    """The conversation's UI state after the exchange."""
+    events_waiting: bool
+    """Events of others wait for the message's end to be numbered
+    (runtime.conversations.eventlog.chat_events_number_waiting)."""
+
+
+@transaction.atomic(savepoint=False)
 def conversation_record_turn(
     *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
     memory: dict[str, Any] | None, ui: dict[str, Any] | None, now: datetime,
     experts: dict[str, Any] | None = None, machine_calls: list[dict[str, Any]] | None = None,
-    token: str | None = None,
-) -> dict[str, Any]:
+    token: str | None = None, last_seq: int | None = None,
+) -> RecordedTurn:
     """Persist one exchange: both messages, and memory / UI / expert state when given.
 
     Machines may have been clicked while the message ran, so they are not taken
     from `ui` (computed from the state before the message): the message's
     machine tool calls are applied again to the machines as they are now.
-    With `token`, the turn is stored only while that busy flag still holds
-    (MessageLost otherwise: the message was recorded as failed meanwhile).
-    Returns the UI state after the exchange.
+
+    With `token` the turn ends the message holding the conversation's busy flag: it
+    is stored only while that flag still holds (MessageLost otherwise: the message
+    was recorded as failed meanwhile), and the same UPDATE gives the flag back and,
+    with `last_seq` (the message's last event number), frees the event numbers it
+    reserved after that. Three statements: the row read, the messages, the row written.
     """
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-    if token is not None and conversation.busy_token != token:
+    waiting = ChatEvent.objects.filter(conversation_id=OuterRef("pk"), seq__isnull=True)
+    row = (Conversation.objects.select_for_update().filter(pk=conversation_id)
+           .annotate(events_waiting=Exists(waiting))
+           .values("busy_token", "ui_state", "expert_state", "events_waiting").get())
+    if token is not None and row["busy_token"] != token:
         raise MessageLost(f"message {message_id} was recorded as lost before it finished")
-    current = ui_normalize(conversation.ui_state)
+    current = ui_normalize(row["ui_state"])
+    fields: dict[str, Any] = {"last_message_at": now, "updated_at": timezone.now()}
     if ui is not None:
         applied = m.apply_tool_calls(current["machines"], machine_calls or [])
         for rejected in applied.rejected:  # e.g. the machine was removed meanwhile
             logger.warning("machine call %s not applied: %s", rejected["call"].get("name"),
                            rejected["error"])
-        current = {**ui_normalize(ui), "machines": applied.machines}
-        conversation.ui_state = current
-    Message.objects.create(conversation=conversation, message_id=message_id,
-                           role=Message.Role.USER, text=text)
-    Message.objects.create(
-        conversation=conversation, message_id=message_id, role=Message.Role.ASSISTANT,
-        text=answer, controls=current_controls(current),
-        status=Message.Status.ERROR if failed else Message.Status.OK,
-    )
+        current = fields["ui_state"] = {**ui_normalize(ui), "machines": applied.machines}
+    Message.objects.bulk_create([
+        Message(conversation_id=conversation_id, message_id=message_id,
+                role=Message.Role.USER, text=text),
+        Message(conversation_id=conversation_id, message_id=message_id,
+                role=Message.Role.ASSISTANT, text=answer, controls=current_controls(current),
+                status=Message.Status.ERROR if failed else Message.Status.OK),
+    ])
     if memory is not None:
-        conversation.memory = memory
+        fields["memory"] = memory
     if experts:
-        conversation.expert_state = {**(conversation.expert_state or {}), **experts}
-    conversation.last_message_at = now
-    conversation.save(update_fields=["memory", "ui_state", "expert_state", "last_message_at",
-                                     "updated_at"])
-    return current
+        fields["expert_state"] = {**(row["expert_state"] or {}), **experts}
+    if token is not None:
+        fields.update(FLAG_FREE)
+    if last_seq is not None:
+        fields.update(event_seq=Greatest(F("event_seq"), last_seq), event_reserved=last_seq)
+    Conversation.objects.filter(pk=conversation_id).update(**fields)
+    return RecordedTurn(ui=current, events_waiting=row["events_waiting"])
 
 
-def conversation_refresh_situation(*, conversation: Conversation, now: datetime) -> str:
-    """Refresh the memory's `situation` (runtime.agent.situation) and return it.
-
-    For a caller that holds the conversation's row (its busy flag taken in the same
-    transaction): the row given is updated and saved.
-    """
+def situation_refreshed(*, conversation: Conversation, now: datetime) -> dict[str, Any]:
+    """The conversation's memory with its `situation` (runtime.agent.situation) as of
+    `now`; nothing is stored."""
     memory = memory_normalize(conversation.memory)
     memory["situation"] = situation_text(now=now, last_message_at=conversation.last_message_at)
-    conversation.memory = memory
-    conversation.save(update_fields=["memory", "updated_at"])
-    return memory["situation"]
+    return memory
 
 
 @retrying

@@ -20,18 +20,24 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef
 from django.utils import timezone
 
-from graphs.selectors import graph_spec_current
+from graphs.selectors import graph_spec_stamped, graph_stamp
 from graphs.spec import GraphSpec
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
 from runtime.conversations.dbcalls import database_call
-from runtime.conversations.eventlog import chat_events_lease, chat_events_lease_end
+from runtime.conversations.eventlog import (
+    chat_events_insert,
+    chat_events_lease,
+    chat_events_lease_end,
+    chat_events_number_waiting,
+)
 from runtime.conversations.models import Conversation
 from runtime.conversations.processes import process_run
-from runtime.conversations.publish import ChatPublisher, Held
+from runtime.conversations.publish import ChatPublisher, Held, events_send_on_commit
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
 from runtime.engine.loop import EngineResult, run_graph
@@ -195,23 +201,26 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
     # Expert caches are kept even when the message failed: what was described stays true.
     experts = {node: out["expert_state"] for node, out in result.outputs.items()
                if isinstance(out.get("expert_state"), dict)}
-    stored_ui = conv.conversation_record_turn(
+    last_count = len(LAST_EVENTS) if held is not None and last_events else 0
+    next_seq = held.next_seq if held is not None else first_seq
+    stored = conv.conversation_record_turn(
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
         answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
-        machine_calls=machine_calls, token=token,
+        machine_calls=machine_calls, token=token, last_seq=next_seq + last_count - 1,
     )
     trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
     done = TurnResult(message_id=turn.message_id, answer=answer, failed=failed,
-                      controls=current_controls(stored_ui), trace=trace,
-                      machines=stored_ui["machines"])
-    last: list[dict[str, Any]] = []
-    if held is not None and last_events:
-        last = [{**event.as_dict(), "seq": held.next_seq + n}
-                for n, event in enumerate(_last_events(done))]
-    waited = turn_release(conversation_id=turn.conversation_id, token=token,
-                          events=[*(held.events if held else []), *last],
-                          next_seq=held.next_seq + len(last) if held else first_seq,
-                          announce=held is None)
+                      controls=current_controls(stored.ui), trace=trace,
+                      machines=stored.ui["machines"])
+    last = [{**event.as_dict(), "seq": next_seq + n}
+            for n, event in enumerate(_last_events(done)[:last_count])]
+    chat_events_insert(conversation_id=turn.conversation_id,
+                       wires=[*(held.events if held else []), *last])
+    waited = []
+    if stored.events_waiting:
+        waited = chat_events_number_waiting(conversation_id=turn.conversation_id)
+        if held is None:
+            events_send_on_commit(conversation_id=turn.conversation_id, wires=waited)
     return done, [*last, *waited]
 
 
@@ -278,7 +287,9 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
                ) -> Begun:
     """The start of a message, in one transaction: take the busy flag (or, with `token`,
     claim the one a web process took for a pipeline worker), refresh the situation, and
-    load the conversation and its graph.
+    load the conversation and its graph. Four statements: the flag taken, the row read
+    with its graph's stamp (`graph_stamp`), the history read, and the row's refreshed
+    memory and event reservation written.
 
     Raises ConversationBusy (nothing changed), or MessageLost when `token` cannot be
     claimed (taken by another worker, or recorded as lost already).
@@ -289,12 +300,18 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
     elif not busy.busy_claim(conversation_id=conversation_id, token=token, worker=worker):
         raise MessageLost(f"message {message_id} was taken, or recorded as lost, before "
                           "this worker claimed it")
-    conversation = Conversation.objects.get(pk=conversation_id)
+    conversation = Conversation.objects.annotate(**graph_stamp(OuterRef("graph_name"))).get(
+        pk=conversation_id)
     situation = None
+    row: dict[str, Any] = {}
     if start is None:
-        situation = conv.conversation_refresh_situation(conversation=conversation, now=now)
+        conversation.memory = row["memory"] = conv.situation_refreshed(
+            conversation=conversation, now=now)
+        situation = conversation.memory["situation"]
+        row["updated_at"] = timezone.now()
     state = selectors.conversation_state(conversation=conversation)
-    graph = graph_spec_current(name=state.graph_name)
+    graph = graph_spec_stamped(name=state.graph_name, digest=conversation.graph_digest,
+                               updated_at=conversation.graph_updated_at)
     if start is not None:
         turn = turn_from_snapshot(start, conversation_id=conversation_id, message_id=message_id,
                                   message=text, graph=graph)
@@ -302,7 +319,8 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
         turn = Turn(conversation_id=conversation_id, message_id=message_id, message=text,
                     graph=graph, history=state.history, memory=state.memory, ui=state.ui,
                     now=now, experts=state.experts)
-    first_seq, reserved_to = chat_events_lease(conversation_id=conversation_id)
+    first_seq, reserved_to = chat_events_lease(conversation=conversation)
+    Conversation.objects.filter(pk=conversation_id).update(event_reserved=reserved_to, **row)
     return Begun(token=token, turn=turn, situation=situation, first_seq=first_seq,
                  reserved_to=reserved_to)
 
@@ -442,8 +460,13 @@ class _Commit:
         return done
 
 
+LAST_EVENTS = ("controls", "frame_trace", "done")
+"""The types of a message's last events, in order (`_last_events`)."""
+
+
 def _last_events(done: TurnResult) -> list[Event]:
-    """What listeners hear once the turn is stored: the controls now, the frame trace, done."""
+    """What listeners hear once the turn is stored: the controls now, the frame trace, done
+    (`LAST_EVENTS`)."""
     return [ControlsEvent(message_id=done.message_id, controls=done.controls,
                           machines=done.machines),
             done.trace,

@@ -101,9 +101,12 @@ def test_a_running_message_sends_its_events_before_they_are_stored(conversation)
             sent = await asyncio.wait_for(layer.receive(listener), timeout=5)
             stored_when_sent = await database_sync_to_async(chat_events_after)(
                 conversation_id=conversation.id, after_seq=0)
-            await asyncio.sleep(publish_module.FLUSH_S * 4)
-            stored_later = await database_sync_to_async(chat_events_after)(
-                conversation_id=conversation.id, after_seq=0)
+            for _ in range(100):  # the writer's batch, FLUSH_S later
+                await asyncio.sleep(publish_module.FLUSH_S / 5)
+                stored_later = await database_sync_to_async(chat_events_after)(
+                    conversation_id=conversation.id, after_seq=0)
+                if stored_later:
+                    break
             await publish(DeltaEvent(message_id="m", text="second"))
             async with publish.held() as held:
                 taken = held

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from runtime.agent.memory import memory_normalize
 from runtime.agent.situation import part_of_day, situation_text
-from runtime.conversations import services as conv
 from runtime.conversations.models import Conversation
+from runtime.conversations.turns import turn_begin
 
 NOON = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
 
@@ -25,10 +25,12 @@ def test_situation_text_names_time_and_idleness():
     assert [part_of_day(h) for h in (6, 13, 20, 2)] == ["morning", "afternoon", "evening", "night"]
 
 
-def test_sensor_updates_the_conversation_situation(conversation):
-    """Refreshing the situation writes it into the conversation's memory, nothing else."""
-    conv.conversation_refresh_situation(conversation=Conversation.objects.get(pk=conversation.id),
-                                        now=NOON)
+def test_a_message_begun_stores_the_conversation_situation(conversation):
+    """Beginning a message writes its situation into the conversation's memory, nothing
+    else, in the transaction that takes the busy flag."""
+    begun = turn_begin(conversation_id=conversation.id, message_id="m1", text="hi",
+                       worker="test", now=NOON)
     memory = memory_normalize(Conversation.objects.get(pk=conversation.id).memory)
+    assert begun.situation == memory["situation"] == begun.turn.memory["situation"]
     assert memory["situation"].startswith("Tuesday 24 November 2026, 12:30")
     assert memory["user_name"] == ""
