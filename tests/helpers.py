@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.db import DatabaseSyncToAsync
 from django.contrib.auth import get_user_model
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -56,7 +56,9 @@ class DatabaseUse:
     """What reached the database while `database_use()` watched (from any thread)."""
 
     calls: list[str] = field(default_factory=list)
-    """The functions run on database threads from the event loop, in order."""
+    """The functions run on database threads from the event loop, in order (and any
+    other function handed to a thread by `sync_to_async`, such as Channels' closing of
+    old connections before a consumer's handler)."""
     writes: Counter = field(default_factory=Counter)
     """Write transactions committed, by the database-thread function that made them
     ("" outside one): an autocommit write is one, an atomic block with writes is one."""
@@ -75,6 +77,7 @@ def database_use() -> Iterator[DatabaseUse]:
     running = threading.local()
     dirty: set[int] = set()
     handler = DatabaseSyncToAsync.thread_handler
+    any_handler = SyncToAsync.thread_handler
     execute = CursorWrapper._execute_with_wrappers
     commit = BaseDatabaseWrapper.commit
     rollback = BaseDatabaseWrapper.rollback
@@ -90,6 +93,11 @@ def database_use() -> Iterator[DatabaseUse]:
             return handler(self, loop, *args, **kwargs)
         finally:
             running.name = ""
+
+    def any_thread_handler(self, loop, *args, **kwargs):
+        if not isinstance(self, DatabaseSyncToAsync):
+            use.calls.append(named(self.func))
+        return any_handler(self, loop, *args, **kwargs)
 
     def executing(self, sql, params, many, executor):
         if not str(sql).lstrip().upper().startswith("BEGIN"):
@@ -112,6 +120,7 @@ def database_use() -> Iterator[DatabaseUse]:
         return rollback(self)
 
     with mock.patch.object(DatabaseSyncToAsync, "thread_handler", thread_handler), \
+            mock.patch.object(SyncToAsync, "thread_handler", any_thread_handler), \
             mock.patch.object(CursorWrapper, "_execute_with_wrappers", executing), \
             mock.patch.object(BaseDatabaseWrapper, "commit", committing), \
             mock.patch.object(BaseDatabaseWrapper, "rollback", rolling_back):

@@ -36,13 +36,13 @@ from django.conf import settings
 
 from runtime.conversations import busy
 from runtime.conversations.answering import PIPELINE_MESSAGE, message_answer, pipeline_tasks
-from runtime.conversations.dbcalls import database_call
+from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
 from runtime.conversations.retention import retention_run
 
 logger = logging.getLogger(__name__)
 
 
-class PipelineConsumer(AsyncConsumer):
+class PipelineConsumer(DatabaseCallsOnly, AsyncConsumer):
     """Answers the messages the `pipeline` channel brings, several at once."""
 
     async def pipeline_message(self, message: dict[str, Any]) -> None:

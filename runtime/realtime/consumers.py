@@ -33,7 +33,7 @@ from django.utils import timezone
 from runtime.api.auth import session_group, socket_refuse, socket_user, token_alive
 from runtime.conversations import actions, busy
 from runtime.conversations.answering import message_submit
-from runtime.conversations.dbcalls import database_call
+from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.models import Conversation
 from runtime.conversations.owners import chat_name_check, conversation_resolve, owner_resolve
@@ -108,7 +108,7 @@ GAP_WAIT_S = 3.0
 """How long a socket waits for the log to hold events it missed (`_fill_gap`)."""
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
     """One browser tab (or API client) chatting in one conversation."""
 
     conversation_id: int = 0
@@ -328,7 +328,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             getattr(session, "session_key", None), user_id)
 
 
-class StaffObserverConsumer(AsyncWebsocketConsumer):
+class StaffObserverConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
     """A staff-only socket that relays one group's events and accepts no messages."""
 
     group = ""
