@@ -14,7 +14,13 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from graphs import services
-from graphs.forms import GraphEdgeForm, GraphEdgeFormSet, GraphImportForm, GraphNodeForm
+from graphs.forms import (
+    GraphEdgeForm,
+    GraphEdgeFormSet,
+    GraphForm,
+    GraphImportForm,
+    GraphNodeForm,
+)
 from graphs.models import Graph, GraphEdge, GraphNode, GraphRevision
 from graphs.picture import graph_svg
 from graphs.selectors import graph_revision_diff, graph_spec_from_row
@@ -40,8 +46,9 @@ class GraphAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "builtin", "node_count", "revision_count",
                      "updated_at"]
     search_fields = ["name", "description"]
+    form = GraphForm
     inlines = [GraphNodeInline, GraphEdgeInline]
-    fields = ["name", "description", "builtin", "digest", "updated_at"]
+    fields = ["name", "description", "double_texting", "builtin", "digest", "updated_at"]
     readonly_fields = ["builtin", "digest", "updated_at"]
     change_form_template = "admin/graphs/graph/change_form.html"
     change_list_template = "admin/graphs/graph/change_list.html"

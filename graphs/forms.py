@@ -8,7 +8,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
-from graphs.models import GraphEdge, GraphNode
+from graphs.config import DEFAULT_DOUBLE_TEXTING, DOUBLE_TEXTING_POLICIES, GRAPH_CONFIG_KEYS
+from graphs.models import Graph, GraphEdge, GraphNode
 from graphs.registry import node_type_names
 from graphs.spec import EdgeSpec, GraphSpec, NodeSpec
 from graphs.validation import validate_spec
@@ -19,6 +20,46 @@ MONO = {"class": "mono-field"}
 
 def _type_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in node_type_names()]
+
+
+class GraphForm(forms.ModelForm):
+    """A graph's own fields, with its config's `double_texting` as a choice.
+
+    The choice reads and writes `config["double_texting"]` (empty: the default, the
+    key removed); other config keys are kept as they are.
+    """
+
+    double_texting = forms.ChoiceField(
+        required=False,
+        choices=[("", f"default ({DEFAULT_DOUBLE_TEXTING})"),
+                 *((policy, policy) for policy in DOUBLE_TEXTING_POLICIES)],
+        help_text=f"Graph config `double_texting`: {GRAPH_CONFIG_KEYS['double_texting']}. "
+                  "See Double texting in the README.")
+
+    class Meta:
+        model = Graph
+        fields = ["name", "description"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.setdefault("double_texting",
+                                (self.instance.config or {}).get("double_texting", ""))
+
+    def clean(self) -> dict[str, Any]:
+        """Write the choice into the graph's config, keeping its other keys in their order.
+
+        It goes onto the instance here, as Django puts the model fields there after
+        clean: the edge inline validates the whole graph, this config included, after
+        this form (`GraphEdgeFormSet.clean` reads `instance.config`).
+        """
+        cleaned = super().clean()
+        config = dict(self.instance.config or {})
+        if cleaned.get("double_texting"):
+            config["double_texting"] = cleaned["double_texting"]
+        else:
+            config.pop("double_texting", None)
+        self.instance.config = config
+        return cleaned
 
 
 class GraphNodeForm(forms.ModelForm):
@@ -99,6 +140,8 @@ class GraphEdgeFormSet(BaseInlineFormSet):
                                  f.cleaned_data["config"]) for f in node_forms),
             edges=tuple(EdgeSpec(f.cleaned_data["source"], f.cleaned_data["target"],
                                  f.cleaned_data.get("condition") or "") for f in edge_forms),
+            # The graph being edited, its config as the graph form left it.
+            config=dict(self.instance.config or {}),
         )
         problems = validate_spec(spec, node_types=node_type_names())
         general = []

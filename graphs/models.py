@@ -11,6 +11,10 @@ class Graph(models.Model):
 
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
+    config = models.JSONField(
+        default=dict, blank=True,
+        help_text="Graph-level settings, e.g. {\"double_texting\": \"enqueue\"} "
+                  "(known keys: graphs/config.py).")
     builtin = models.BooleanField(default=False, help_text="Loaded from a file in graphs/builtin.")
     digest = models.CharField(max_length=64, blank=True,
                               help_text="Hash of the stored definition.")

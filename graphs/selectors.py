@@ -25,6 +25,7 @@ def graph_spec_from_row(*, graph: Graph) -> GraphSpec:
             EdgeSpec(source=e.source, target=e.target, condition=e.condition)
             for e in graph.edges.all()
         ),
+        config=dict(graph.config or {}),
     )
 
 

@@ -77,6 +77,7 @@ def graph_save(*, spec: GraphSpec, builtin: bool | None = None, author=None,
         raise GraphInvalid(problems)
     graph, _ = Graph.objects.select_for_update().get_or_create(name=spec.name)
     graph.description = spec.description
+    graph.config = dict(spec.config)
     if builtin is not None:
         graph.builtin = builtin
     graph.digest = spec.digest()

@@ -1,8 +1,9 @@
 """A graph as plain frozen data, the shape both the engine and the files use.
 
 A graph file (`graphs/builtin/*.json`) holds `{name, description, nodes:[{id,
-type, config}], edges:[{from, to, condition}]}`. A prompt may be written as a
-list of lines for readability; it is joined with newlines on load.
+type, config}], edges:[{from, to, condition}], config}`; the graph-level `config`
+is optional (its keys: `graphs/config.py`). A prompt may be written as a list of
+lines for readability; it is joined with newlines on load.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ class GraphSpec:
     """Nodes in their defined order (which fixes the commit order in a frame)."""
     edges: tuple[EdgeSpec, ...]
     """Edges in their defined order."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Graph-level settings such as `double_texting` (known keys: `graphs/config.py`)."""
 
     def node(self, node_id: str) -> NodeSpec:
         """The node with this id; GraphError if there is none."""
@@ -121,8 +124,12 @@ class GraphSpec:
         raise GraphError(f"graph {self.name!r} has no node {node_id!r}")
 
     def as_data(self) -> dict[str, Any]:
-        """The graph in the file format (the JSON the built-in files use)."""
-        return {
+        """The graph in the file format (the JSON the built-in files use).
+
+        `config` appears only when it holds something, so a graph without one keeps
+        the data, and so the digest, it had before graphs had a config.
+        """
+        data: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "nodes": [{"id": n.id, "type": n.type, "config": n.config} for n in self.nodes],
@@ -130,6 +137,9 @@ class GraphSpec:
                 {"from": e.source, "to": e.target, "condition": e.condition} for e in self.edges
             ],
         }
+        if self.config:
+            data["config"] = self.config
+        return data
 
     def digest(self) -> str:
         """A stable hash of the definition, to tell whether a stored copy is current."""
@@ -177,11 +187,15 @@ def spec_from_data(data: Any, *, source: str = "graph") -> GraphSpec:
             raise GraphError(f"{source}: edges[{index}]: `condition` must be a string")
         edges.append(EdgeSpec(source=src, target=dst, condition=condition))
     description = data.get("description", "")
+    graph_config = data.get("config", {})
+    if not isinstance(graph_config, dict):
+        raise GraphError(f"{source}: the graph's `config` must be an object")
     return GraphSpec(
         name=name.strip(),
         description=description if isinstance(description, str) else "",
         nodes=tuple(nodes),
         edges=tuple(edges),
+        config=dict(graph_config),
     )
 
 

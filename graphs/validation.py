@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from graphs.config import DOUBLE_TEXTING_POLICIES, GRAPH_CONFIG_KEYS
 from graphs.spec import GraphSpec, parse_condition
 from runtime.errors import GraphError
 
@@ -20,19 +21,41 @@ class Problem:
     hint: str
     """How to fix it."""
     field: str
-    """Where it is: `nodes`, `edges` or `name`."""
+    """Where it is: `nodes`, `edges`, `name` or `config` (the graph's own)."""
     node: str = ""
     """The node at fault, if one is."""
     edge: int = -1
     """The index of the edge at fault in `spec.edges`, if one is."""
     attr: str = ""
-    """The attribute at fault: node_id, type, config, source, target or condition."""
+    """The attribute at fault: node_id, type, config, source, target or condition; for a
+    problem in the graph's config, the key at fault."""
 
 
 def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Problem]:
     """Every problem with `spec`, in a stable order; an empty list means valid."""
     return [*_duplicate_ids(spec), *_node_problems(spec, node_types), *_edge_problems(spec),
-            *_endpoint_problems(spec), *_unreachable_problems(spec)]
+            *_endpoint_problems(spec), *_unreachable_problems(spec), *_config_problems(spec)]
+
+
+def _config_problems(spec: GraphSpec) -> list[Problem]:
+    """graphs.E009 (unknown graph config key) and E010 (double_texting not a policy)."""
+    g = spec.name
+    problems: list[Problem] = []
+    for key in spec.config:
+        if key not in GRAPH_CONFIG_KEYS:
+            problems.append(Problem(
+                "graphs.E009",
+                f"{g}: unknown graph config key {key!r}; known: {', '.join(GRAPH_CONFIG_KEYS)}",
+                "Remove the key or correct its spelling.", "config", attr=key))
+    policy = spec.config.get("double_texting")
+    if "double_texting" in spec.config and policy not in DOUBLE_TEXTING_POLICIES:
+        problems.append(Problem(
+            "graphs.E010",
+            f"{g}: double_texting must be one of {', '.join(DOUBLE_TEXTING_POLICIES)}, "
+            f"not {policy!r}",
+            "Pick one of the policies, or remove the key for the default.", "config",
+            attr="double_texting"))
+    return problems
 
 
 def _duplicate_ids(spec: GraphSpec) -> list[Problem]:
