@@ -11,5 +11,6 @@ from runtime.conversations.models import (  # noqa: F401
     Message,
     OIDCIdentity,
     Process,
+    QueuedMessage,
     Rating,
 )

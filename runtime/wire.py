@@ -348,12 +348,37 @@ class ReadyEvent:
     graph: str
     """The graph it runs on."""
     last_seq: int
-    """The conversation's last sequence number."""
+    """The conversation's last sequence number in its log."""
+    busy: bool = False
+    """A message is being answered: its events reach sockets before the log, so a client
+    that saw more than `last_seq` keeps its own (only an idle log shorter than what a
+    client saw means the log was reset)."""
     type: Literal["ready"] = "ready"
 
     def as_dict(self) -> dict[str, Any]:
         """As a dict, with `seq` null."""
         return {**asdict(self), "seq": None}
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """To the socket that sent it: the message arrived while another was being answered,
+    and the `enqueue` double-texting policy queued it; it is answered in its turn (its
+    `accepted` comes then, to every socket of the conversation)."""
+
+    message_id: str
+    """The id its events and stored answer will carry."""
+    text: str
+    """The message (stripped)."""
+    position: int
+    """Its place in the queue: 1 is answered next."""
+    double_texting: str = "enqueue"
+    """The policy that applied."""
+    type: Literal["queued"] = "queued"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,10 +508,13 @@ class BadMessage(AgentError):
 
 @dataclass(frozen=True, slots=True)
 class MessageIn:
-    """`{type:"message", text, dashboard?}`: a chat message."""
+    """`{type:"message", text, dashboard?, double_texting?}`: a chat message;
+    `double_texting` overrides the graph's policy for a message sent while another is
+    answered (runtime.conversations.queueing)."""
 
     text: str
     dashboard: dict[str, Any] = field(default_factory=dict)
+    double_texting: str | None = None
     type: Literal["message"] = "message"
 
 
@@ -553,7 +581,8 @@ def parse_inbound(raw: str | bytes | None) -> Inbound:
                          f"{', '.join(INBOUND_TYPES)}")
     if kind == "message":
         return MessageIn(text=_field(data, "text", str),
-                         dashboard=_field(data, "dashboard", dict, required=False, default={}))
+                         dashboard=_field(data, "dashboard", dict, required=False, default={}),
+                         double_texting=_field(data, "double_texting", str, required=False))
     if kind == "action":
         return ActionIn(action=_field(data, "action", str),
                         data=_field(data, "data", dict, required=False, default={}))

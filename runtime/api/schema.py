@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphs.config import DOUBLE_TEXTING_POLICIES
 from runtime.conversations.owners import CHAT_NAME
 from runtime.conversations.turns import MAX_MESSAGE_CHARS
 from runtime.wire import TEST_EVENT_TYPES
@@ -121,6 +122,19 @@ TEXT_BODY = {
         }
     },
 }
+SEND_BODY = {
+    **TEXT_BODY,
+    "properties": {
+        **TEXT_BODY["properties"],
+        "double_texting": {
+            "type": "string",
+            "enum": list(DOUBLE_TEXTING_POLICIES),
+            "description": "What to do if the conversation is answering another message "
+            "(default: the graph's policy, else reject): reject (409), enqueue (queued and "
+            "answered in order; 202 says its `position`).",
+        },
+    },
+}
 COMMON = {400: "Bad input", 401: "Not signed in, or a bad token"}
 BODY_ERRORS = {413: f"The body is larger than {MAX_BODY_BYTES} bytes"}
 
@@ -171,15 +185,17 @@ ROUTES: tuple[Route, ...] = (
         {
             "POST": Operation(
                 "send",
-                "Queue a message; its events go to the conversation's log (sockets, SSE).",
+                "Send a message; its events go to the conversation's log (sockets, SSE).",
                 {
-                    202: "Queued: `{id, after_seq}`",
+                    202: "Accepted: `{id, after_seq}`; or queued behind the message being "
+                         "answered (`enqueue` policy): `{id, after_seq, double_texting, "
+                         "position}`",
                     **COMMON,
                     403: "CSRF check failed",
-                    409: "The conversation is busy",
+                    409: "The conversation is busy (`reject` policy): `double_texting` says so",
                     503: "No pipeline worker could be reached; nothing was stored",
                 },
-                body=TEXT_BODY,
+                body=SEND_BODY,
                 stores=True,
             )
         },

@@ -66,6 +66,7 @@ from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
 from runtime.conversations.publish import publish_test
+from runtime.conversations.queueing import REJECT
 from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import validate_text
@@ -428,18 +429,30 @@ async def send_check(call: Call) -> HttpResponse:
 
 
 async def send(call: Call) -> HttpResponse:
-    """Queue a message; 202 with its id and the last seq before its events."""
+    """Send a message; 202 with its id and the last seq before its events (and its place
+    in the queue when the `enqueue` policy queued it); 409 when `reject` refused it."""
     text = validate_text(call.body["text"])
-    return _json(await _queue(call, text), status=202)
+    try:
+        return _json(await _queue(call, text, double_texting=call.body.get("double_texting")),
+                     status=202)
+    except ConversationBusy as exc:  # refused by the `reject` policy: say which
+        error = ApiError.of(exc)
+        return _json({"error": {"code": error.code, "message": error.message},
+                      "double_texting": REJECT}, status=error.status)
 
 
-async def _queue(call: Call, text: str) -> dict[str, Any]:
-    """Start answering `text` in the caller's conversation: `{id, after_seq}`."""
+async def _queue(call: Call, text: str, *, double_texting: str | None = None
+                 ) -> dict[str, Any]:
+    """Start answering `text` in the caller's conversation (or queue it):
+    `{id, after_seq}`, plus `{double_texting, position}` when it was queued."""
     after_seq = await database_call(chat_last_seq)(conversation_id=call.conversation_id)
-    message_id = await message_submit(
-        conversation_id=call.conversation_id, text=text,
+    submitted = await message_submit(
+        conversation_id=call.conversation_id, text=text, double_texting=double_texting,
         inline=not isinstance(call.request, ASGIRequest))  # WSGI: see the module docstring
-    return {"id": message_id, "after_seq": after_seq}
+    answer: dict[str, Any] = {"id": submitted.message_id, "after_seq": after_seq}
+    if submitted.position:
+        answer.update(double_texting=submitted.double_texting, position=submitted.position)
+    return answer
 
 
 async def action(call: Call) -> HttpResponse:

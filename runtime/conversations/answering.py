@@ -21,6 +21,7 @@ into a failed message with a clear reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import uuid
@@ -36,6 +37,13 @@ from runtime.conversations import busy
 from runtime.conversations import services as conv
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.publish import ChatPublisher
+from runtime.conversations.queueing import (
+    QUEUE_ATTEMPTS,
+    REJECT,
+    conversation_double_texting,
+    double_texting_check,
+    message_enqueue,
+)
 from runtime.conversations.turns import (
     CANCELLED_ANSWER,
     Begun,
@@ -45,7 +53,7 @@ from runtime.conversations.turns import (
     turn_start,
     validate_text,
 )
-from runtime.errors import DispatchFailed, MessageLost, sorry
+from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
 
 logger = logging.getLogger(__name__)
@@ -112,28 +120,69 @@ def pipeline_tasks() -> PipelineTasks:
     return PipelineTasks()
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a submitted message."""
+
+    message_id: str
+    """Its id (its events and stored answer carry it)."""
+    double_texting: str = ""
+    """The double-texting policy applied because another message of the conversation was
+    being answered ("" when none was: the message is being answered)."""
+    position: int = 0
+    """Its place in the conversation's queue (1: next) when it was queued (`enqueue`)."""
+
+
 async def message_submit(*, conversation_id: int, text: str, message_id: str | None = None,
-                         inline: bool = False) -> str:
-    """Start answering `text` in the conversation; return the message id at once.
+                         inline: bool = False, double_texting: str | None = None
+                         ) -> Submitted:
+    """Start answering `text` in the conversation, or queue it; return at once.
 
     The answer arrives as events in the conversation's log. `inline` answers
     before returning (for a caller without a lasting event loop, i.e. WSGI)
     when this process answers messages itself. Answered here, the message's
     start (busy flag, situation, state, graph) is one database call.
 
+    While another message of the conversation is being answered, the double-texting
+    policy decides (`double_texting`, else the graph's, runtime.conversations.queueing):
+    `reject` raises ConversationBusy, `enqueue` queues the message behind it.
+
     Raises:
-        InvalidMessage: empty or oversized text (nothing is stored).
-        ConversationBusy: a message of this conversation is being answered.
+        InvalidMessage: empty or oversized text, or an unknown policy (nothing is stored).
+        ConversationBusy: refused by the `reject` policy.
         DispatchFailed: no pipeline worker could be reached (nothing is stored).
     """
     text = validate_text(text)
+    requested = double_texting_check(double_texting)
     message_id = message_id or str(uuid.uuid4())
+    for _ in range(QUEUE_ATTEMPTS):
+        try:
+            await _start(conversation_id=conversation_id, message_id=message_id, text=text,
+                         inline=inline)
+            return Submitted(message_id=message_id)
+        except ConversationBusy:
+            policy = requested or await database_call(conversation_double_texting)(
+                conversation_id=conversation_id)
+            if policy == REJECT:
+                raise
+            position = await database_call(message_enqueue)(
+                conversation_id=conversation_id, message_id=message_id, text=text)
+            if position is not None:
+                return Submitted(message_id=message_id, double_texting=policy,
+                                 position=position)
+            # The running message ended meanwhile: take the flag after all.
+    raise ConversationBusy()
+
+
+async def _start(*, conversation_id: int, message_id: str, text: str, inline: bool) -> None:
+    """Take the conversation's flag for the message and have it answered (ConversationBusy
+    when a message holds it)."""
     if settings.AGENTSITE_PIPELINE_WORKERS:
         token = await _flag_for_workers(conversation_id=conversation_id, message_id=message_id,
                                         text=text)
         await _send_to_workers(conversation_id=conversation_id, message_id=message_id,
                                text=text, token=token)
-        return message_id
+        return
     worker = busy.worker_name()
     begun = await turn_start(conversation_id=conversation_id, message_id=message_id,
                              text=text, worker=worker, now=timezone.now())
@@ -144,7 +193,6 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
     else:
         pipeline_tasks().start(conversation_id=conversation_id, message_id=message_id,
                                work=work)
-    return message_id
 
 
 async def _flag_for_workers(*, conversation_id: int, message_id: str, text: str) -> str:
@@ -168,25 +216,45 @@ async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, 
         reason = "the message queue could not be reached"
     else:
         return
-    await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
+    released = await database_call(busy.busy_release)(conversation_id=conversation_id,
+                                                       token=token)
+    if released.handed is not None:  # a message queued meanwhile goes to the workers now
+        handed = released.handed
+        with contextlib.suppress(DispatchFailed):  # the reaper records it, saying why
+            await _send_to_workers(conversation_id=conversation_id,
+                                   message_id=handed.message_id, text=handed.text,
+                                   token=handed.token)
     raise DispatchFailed(f"{reason}; nothing was stored, send your message again")
 
 
 async def message_answer(*, conversation_id: int, message_id: str, text: str,
                          begun: Begun | None = None, token: str = "", worker: str = "") -> None:
-    """Answer a submitted message; publish every event.
+    """Answer a submitted message, then each queued message it hands the flag to;
+    publish every event.
 
     `begun`: started by this process (`turn_start`). `token`: a pipeline worker's,
     claimed here; a message claimed already (a repeat delivery) or recorded as lost
     is dropped. Whatever happens the message ends stored (answered, or failed with
     the reason) and its listeners get a `done`, unless it was recorded as lost
     meanwhile, which its reaper has announced. The flag is released with the
-    message's fate; when even a failure cannot be stored (the database refuses
-    writes) the flag is kept, silent, so the reaper stores and announces the
-    message as failed once the database takes writes again. Events are published
-    in order by a `ChatPublisher`, in batches when they come faster than the log
-    is written; the last of them in the turn's own transaction.
+    message's fate (or handed to the next queued message, answered next here); when
+    even a failure cannot be stored (the database refuses writes) the flag is kept,
+    silent, so the reaper stores and announces the message as failed once the
+    database takes writes again. Events are published in order by a `ChatPublisher`,
+    in batches when they come faster than the log is written; the last of them in the
+    turn's own transaction.
     """
+    handed = await _answer_one(conversation_id=conversation_id, message_id=message_id,
+                               text=text, begun=begun, token=token, worker=worker)
+    while handed is not None:
+        handed = await _answer_one(conversation_id=conversation_id,
+                                   message_id=handed.message_id, text=handed.text,
+                                   begun=None, token=handed.token, worker=worker)
+
+
+async def _answer_one(*, conversation_id: int, message_id: str, text: str,
+                      begun: Begun | None, token: str, worker: str) -> busy.Handed | None:
+    """`message_answer` for one message; the queued message it handed the flag to."""
     async with ChatPublisher(conversation_id=conversation_id) as publish:
         try:
             begun = begun or await database_call(turn_begin)(
@@ -194,45 +262,50 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
                 worker=worker, now=timezone.now(), token=token)
         except MessageLost as exc:  # also the normal fate of a repeat delivery
             logger.info("pipeline: %s; dropped", exc)
-            return
+            return None
         except Exception:  # e.g. its graph is gone: the message fails, stored and said
             logger.exception("message %s could not be started", message_id)
             await publish(AcceptedEvent(message_id=message_id, text=text))
-            await _failed(conversation_id=conversation_id, message_id=message_id, text=text,
-                          token=token, worker=worker, publish=publish)
-            return
+            return await _failed(conversation_id=conversation_id, message_id=message_id,
+                                 text=text, token=token, worker=worker, publish=publish)
         publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
         await publish(AcceptedEvent(message_id=message_id, text=text))  # its first event
-        await _answer(begun=begun, worker=worker, publish=publish)
+        return await _answer(begun=begun, worker=worker, publish=publish)
 
 
-async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> None:
-    """Run a started message's turn within the pipeline timeout; a failure is stored."""
+async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> busy.Handed | None:
+    """Run a started message's turn within the pipeline timeout; a failure is stored.
+    Returns the queued message the flag went to."""
     turn = begun.turn
     timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
     try:
-        await asyncio.wait_for(
+        result = await asyncio.wait_for(
             turn_run(conversation_id=turn.conversation_id, text=turn.message, begun=begun,
                      worker=worker, on_event=publish, log=publish),
             timeout=timeout)
     except MessageLost as exc:
         logger.warning("%s; its result was dropped", exc)
+        return None
     except TimeoutError:
         # turn_run stored the message as cancelled when the timeout cancelled it.
         reason = f"the answer took longer than {timeout:g} s and was stopped"
         await publish(ErrorEvent(code="timeout", message=reason, message_id=turn.message_id))
         await publish(DoneEvent(message_id=turn.message_id, answer=CANCELLED_ANSWER,
                                 failed=True, path="", frames=0, ms=timeout * 1000))
+        return await database_call(busy.busy_unclaimed)(conversation_id=turn.conversation_id)
     except Exception:
         logger.exception("message %s failed in its pipeline", turn.message_id)
-        await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
-                      text=turn.message, token=begun.token, worker=worker, publish=publish)
+        return await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
+                             text=turn.message, token=begun.token, worker=worker,
+                             publish=publish)
+    return result.handed
 
 
 async def _failed(*, conversation_id: int, message_id: str, text: str, token: str,
-                  worker: str, publish: ChatPublisher) -> None:
+                  worker: str, publish: ChatPublisher) -> busy.Handed | None:
     """Store a message its pipeline failed, say so, and give its flag back (ending the
-    publisher's lease, when it holds one, in the same transaction)."""
+    publisher's lease, when it holds one, in the same transaction); the queued message
+    the flag went to."""
     reason = sorry("something went wrong on my side (the details are in the server log)")
     try:
         stored = await database_call(conv.conversation_record_failure)(
@@ -244,17 +317,19 @@ async def _failed(*, conversation_id: int, message_id: str, text: str, token: st
         # (before the conversation's next message, socket or /api/result).
         logger.exception("message %s: its failure could not be stored; left to the "
                          "reaper", message_id)
-        return
+        return None
     if stored:
         lost = busy.LostMessage(conversation_id=conversation_id, message_id=message_id,
                                 reason=reason)
         for event in busy.lost_events(lost, code="internal"):
             await publish(event)
     if publish.next_seq is None:  # not started: no lease to end
-        await database_call(busy.busy_release)(conversation_id=conversation_id, token=token)
-        return
+        released = await database_call(busy.busy_release)(conversation_id=conversation_id,
+                                                           token=token)
+        return released.handed
     async with publish.held() as held:
-        waited = await database_call(turn_release)(
+        released = await database_call(turn_release)(
             conversation_id=conversation_id, token=token, events=held.events,
             next_seq=held.next_seq, announce=False)
-    publish.send_numbered(waited)
+    publish.send_numbered(released.waited)
+    return released.handed

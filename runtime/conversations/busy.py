@@ -40,7 +40,7 @@ from django.db.models.functions import Now
 
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_number_waiting
-from runtime.conversations.models import FLAG_FREE, Conversation
+from runtime.conversations.models import FLAG_FREE, Conversation, QueuedMessage
 from runtime.conversations.publish import events_publish, events_send_on_commit
 from runtime.conversations.services import conversation_record_failure
 from runtime.conversations.writes import retrying
@@ -94,11 +94,37 @@ def busy_beat(*, conversation_id: int, token: str) -> bool:
         busy_beat=Now()))
 
 
+@dataclass(frozen=True)
+class Handed:
+    """A queued message that was handed the conversation's busy flag when the message
+    before it ended: the flag is its, unclaimed, and whoever ended that message answers
+    it (`runtime.conversations.answering`), claiming the flag with `token`."""
+
+    conversation_id: int
+    """Its conversation."""
+    message_id: str
+    """Its id."""
+    text: str
+    """Its text."""
+    token: str
+    """The busy flag's token, to claim it with."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """What giving the busy flag back did."""
+
+    waited: list[dict[str, Any]]
+    """The conversation's events that waited for the message to end, now numbered."""
+    handed: Handed | None = None
+    """The queued message the flag went to instead of being freed (`busy_hand_off`)."""
+
+
 @retrying
 @transaction.atomic(savepoint=False)
-def busy_release(*, conversation_id: int, token: str, announce: bool = True
-                 ) -> list[dict[str, Any]]:
-    """Give the busy flag back (only if this token still holds it).
+def busy_release(*, conversation_id: int, token: str, announce: bool = True) -> Released:
+    """Give the busy flag back (only if this token still holds it), or hand it to the
+    conversation's first queued message (`busy_hand_off`).
 
     The conversation's events that waited for the message to end (a click while it
     ran) are numbered now and returned; with `announce` they are also sent to its
@@ -107,11 +133,41 @@ def busy_release(*, conversation_id: int, token: str, announce: bool = True
     released = Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
         **FLAG_FREE)
     if not released:
-        return []
+        return Released(waited=[])
     waited = chat_events_number_waiting(conversation_id=conversation_id)
     if announce:
         events_send_on_commit(conversation_id=conversation_id, wires=waited)
-    return waited
+    return Released(waited=waited, handed=busy_hand_off(conversation_id=conversation_id))
+
+
+def busy_hand_off(*, conversation_id: int) -> Handed | None:
+    """In the transaction that freed the conversation's flag: take it, unclaimed, for the
+    first message waiting in its queue (removed from the queue), so the queue is
+    answered in order and no new message gets in first. None when the queue is empty.
+
+    A process that never claims it leaves it to the reaper, which records that message
+    as failed after `AGENTSITE_QUEUE_TIMEOUT_S`, saying why.
+    """
+    first = QueuedMessage.objects.filter(conversation_id=conversation_id).first()
+    if first is None:
+        return None
+    token = busy_acquire(conversation_id=conversation_id, message_id=first.message_id,
+                         text=first.text, worker="")
+    first.delete()
+    return Handed(conversation_id=conversation_id, message_id=first.message_id,
+                  text=first.text, token=token)
+
+
+def busy_unclaimed(*, conversation_id: int) -> Handed | None:
+    """The message holding the conversation's flag unclaimed (handed to it from the queue,
+    or submitted for a pipeline worker), to claim with its token; None if there is none."""
+    row = (Conversation.objects.filter(pk=conversation_id, busy_worker="")
+           .exclude(busy_token="")
+           .values("busy_message_id", "busy_text", "busy_token").first())
+    if row is None:
+        return None
+    return Handed(conversation_id=conversation_id, message_id=row["busy_message_id"],
+                  text=row["busy_text"], token=row["busy_token"])
 
 
 def _ago(seconds: float) -> ExpressionWrapper:

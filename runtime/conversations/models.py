@@ -161,6 +161,23 @@ class Process(models.Model):
         return f"{self.pid} {self.status}: {self.description[:60]}"
 
 
+class QueuedMessage(models.Model):
+    """A message sent while its conversation answered another, waiting its turn (the
+    `enqueue` double-texting policy, runtime.conversations.queueing)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="queued_messages")
+    message_id = models.CharField(max_length=36, unique=True)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}: {self.message_id} (queued)"
+
+
 class ChatEvent(models.Model):
     """An event sent on a conversation's chat socket, kept so a client can resume."""
 

@@ -19,7 +19,14 @@ from runtime.agent import machines as m
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import current_controls, ui_normalize
 from runtime.agent.situation import situation_text
-from runtime.conversations.models import FLAG_FREE, ChatEvent, Conversation, Message, Rating
+from runtime.conversations.models import (
+    FLAG_FREE,
+    ChatEvent,
+    Conversation,
+    Message,
+    QueuedMessage,
+    Rating,
+)
 from runtime.conversations.writes import retrying
 from runtime.errors import AnswerNotFound, MessageLost, RatingRefused
 from runtime.wire import FrameTrace
@@ -66,6 +73,8 @@ class RecordedTurn:
     events_waiting: bool
     """Events of others wait for the message's end to be numbered
     (runtime.conversations.eventlog.chat_events_number_waiting)."""
+    messages_queued: bool
+    """Messages wait in the conversation's queue (runtime.conversations.busy.busy_hand_off)."""
 
 
 @transaction.atomic(savepoint=False)
@@ -88,9 +97,11 @@ def conversation_record_turn(
     reserved after that. Three statements: the row read, the messages, the row written.
     """
     waiting = ChatEvent.objects.filter(conversation_id=OuterRef("pk"), seq__isnull=True)
+    queued = QueuedMessage.objects.filter(conversation_id=OuterRef("pk"))
     row = (Conversation.objects.select_for_update().filter(pk=conversation_id)
-           .annotate(events_waiting=Exists(waiting))
-           .values("busy_token", "ui_state", "expert_state", "events_waiting").get())
+           .annotate(events_waiting=Exists(waiting), messages_queued=Exists(queued))
+           .values("busy_token", "ui_state", "expert_state", "events_waiting",
+                   "messages_queued").get())
     if token is not None and row["busy_token"] != token:
         raise MessageLost(f"message {message_id} was recorded as lost before it finished")
     current = ui_normalize(row["ui_state"])
@@ -117,7 +128,8 @@ def conversation_record_turn(
     if last_seq is not None:
         fields.update(event_seq=Greatest(F("event_seq"), last_seq), event_reserved=last_seq)
     Conversation.objects.filter(pk=conversation_id).update(**fields)
-    return RecordedTurn(ui=current, events_waiting=row["events_waiting"])
+    return RecordedTurn(ui=current, events_waiting=row["events_waiting"],
+                        messages_queued=row["messages_queued"])
 
 
 def situation_refreshed(*, conversation: Conversation, now: datetime) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -96,6 +96,9 @@ class TurnResult:
     """What the engine did."""
     machines: dict[str, Any] = field(default_factory=dict)
     """The machines after this answer."""
+    handed: busy.Handed | None = None
+    """The queued message this one's busy flag went to as it ended (its caller answers
+    it: runtime.conversations.answering)."""
 
 
 def failure_answer(error: AgentError) -> str:
@@ -221,17 +224,19 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
         waited = chat_events_number_waiting(conversation_id=turn.conversation_id)
         if held is None:
             events_send_on_commit(conversation_id=turn.conversation_id, wires=waited)
+    if stored.messages_queued:
+        done = replace(done, handed=busy.busy_hand_off(conversation_id=turn.conversation_id))
     return done, [*last, *waited]
 
 
 @retrying
 @transaction.atomic
 def turn_release(*, conversation_id: int, token: str, events: list[dict[str, Any]],
-                 next_seq: int, announce: bool = True) -> list[dict[str, Any]]:
+                 next_seq: int, announce: bool = True) -> busy.Released:
     """A message's end, in one transaction: its numbered `events` not yet stored are
     stored, the numbers from `next_seq` on are free again, and its busy flag is given
-    back. Returns the events that waited for it, numbered (sent on commit with
-    `announce`)."""
+    back (or handed to the next queued message). Returns the events that waited for it,
+    numbered (sent on commit with `announce`), and the message handed the flag."""
     chat_events_lease_end(conversation_id=conversation_id, wires=events, last_seq=next_seq - 1)
     return busy.busy_release(conversation_id=conversation_id, token=token, announce=announce)
 

@@ -39,6 +39,7 @@ from runtime.conversations.models import Conversation
 from runtime.conversations.owners import chat_name_check, conversation_resolve, owner_resolve
 from runtime.conversations.processes import process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
+from runtime.conversations.queueing import REJECT
 from runtime.errors import (
     INTERNAL_MESSAGE,
     AgentError,
@@ -56,6 +57,7 @@ from runtime.wire import (
     CancelProcessIn,
     ErrorEvent,
     MessageIn,
+    QueuedEvent,
     ReadyEvent,
     ResumeIn,
     parse_inbound,
@@ -74,6 +76,8 @@ class _Opened:
     """Its conversation."""
     last_seq: int
     """The last event stored when it started listening."""
+    busy: bool
+    """Whether a message of the conversation was being answered then."""
 
 
 def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]) -> _Opened:
@@ -85,11 +89,12 @@ def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]
     session = scope.get("session")
     owner = owner_resolve(user=user, session_key=getattr(session, "session_key", None) or "")
     conversation = conversation_resolve(owner=owner, chat=chat)
-    if conversation.busy_token:
-        busy.busy_reap(conversation_id=conversation.id)
+    held = bool(conversation.busy_token)
+    if held:
+        held = not busy.busy_reap(conversation_id=conversation.id)
     listen(conversation.id)
     return _Opened(user=user, conversation=conversation,
-                   last_seq=chat_last_seq(conversation_id=conversation.id))
+                   last_seq=chat_last_seq(conversation_id=conversation.id), busy=held)
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -135,7 +140,7 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
         self.sent_seq = opened.last_seq
         await self._send(ReadyEvent(conversation=self.conversation_id,
                                     graph=opened.conversation.graph_name,
-                                    last_seq=opened.last_seq).as_dict())
+                                    last_seq=opened.last_seq, busy=opened.busy).as_dict())
         self.watchdog = asyncio.create_task(self._watch_session())
         self.watchdog.add_done_callback(_log_task_failure)
 
@@ -200,7 +205,7 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
             return
         try:
             if isinstance(message, MessageIn):
-                await self._start(message.text)
+                await self._start(message.text, double_texting=message.double_texting)
             elif isinstance(message, ActionIn):
                 await self._action(message)
             elif isinstance(message, CancelProcessIn):
@@ -219,8 +224,19 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
 
     # --- message handlers ------------------------------------------------------
 
-    async def _start(self, text: str) -> None:
-        await message_submit(conversation_id=self.conversation_id, text=text)
+    async def _start(self, text: str, *, double_texting: str | None = None) -> None:
+        try:
+            submitted = await message_submit(conversation_id=self.conversation_id,
+                                              text=text, double_texting=double_texting)
+        except ConversationBusy as exc:  # refused by the `reject` policy: say which
+            await self._send({**ErrorEvent(code=exc.code, message=public_message(exc))
+                              .as_dict(), "double_texting": REJECT, "seq": None})
+            return
+        if submitted.position:  # queued behind the message being answered: say so
+            await self._send({**QueuedEvent(
+                message_id=submitted.message_id, text=text.strip(),
+                position=submitted.position,
+                double_texting=submitted.double_texting).as_dict(), "seq": None})
 
     async def _action(self, message: ActionIn) -> None:
         clicked = await database_call(actions.conversation_click)(

@@ -172,8 +172,9 @@
   function onReady(event) {
     state.backoff = BACKOFF_MIN_MS;
     setStatus("connected", "connected");
-    if (typeof event.last_seq === "number" && event.last_seq < state.lastSeq) {
-      // The server's log is shorter than what we saw (a reset database): follow it.
+    if (typeof event.last_seq === "number" && event.last_seq < state.lastSeq && !event.busy) {
+      // The server's idle log is shorter than what we saw (a reset database): follow it.
+      // While a message is answered its events reach us before the log: keep ours.
       state.lastSeq = event.last_seq;
     }
     if (event.graph && event.graph !== state.graph) showGraph(event.graph);

@@ -166,8 +166,8 @@ def test_error_events_name_their_message_only_when_they_have_one():
 def test_submit_in_process_answers_in_an_owned_task(conversation):
     """Without workers the message runs here; every event lands in the conversation's log."""
     async def scenario():
-        message_id = await dispatch.message_submit(conversation_id=conversation.id,
-                                                   text=QUESTION)
+        message_id = (await dispatch.message_submit(conversation_id=conversation.id,
+                                                    text=QUESTION)).message_id
         assert dispatch.pipeline_tasks().running(conversation_id=conversation.id) == 1
         await dispatch.pipeline_tasks().drain()
         return message_id
@@ -268,8 +268,8 @@ def test_with_workers_a_message_waits_on_the_channel_then_a_worker_answers(conve
                                                                            workers_on):
     """The web side takes the flag and queues; the worker claims, answers, and drops repeats."""
     async def scenario():
-        message_id = await dispatch.message_submit(conversation_id=conversation.id,
-                                                   text=QUESTION)
+        message_id = (await dispatch.message_submit(conversation_id=conversation.id,
+                                                    text=QUESTION)).message_id
         queued = await database_call(Conversation.objects.get)(
             pk=conversation.id)
         assert queued.busy_message_id == message_id and queued.busy_worker == ""

@@ -189,7 +189,9 @@ def test_resume_after_a_dropped_socket_gives_the_whole_answer(ada):
         return before, ready, after
 
     before, ready, after = run(scenario)
-    assert before[-1]["seq"] <= ready["last_seq"] <= after[-1]["seq"]
+    # Events reach sockets before the log: while the answer runs, the log may be behind.
+    assert ready["busy"] or before[-1]["seq"] <= ready["last_seq"]
+    assert ready["last_seq"] <= after[-1]["seq"]
     seqs = [e["seq"] for e in before + after]
     assert seqs == list(range(1, len(seqs) + 1))
     text = "".join(e["text"] for e in before + after if e["type"] == "delta")

@@ -111,7 +111,7 @@ def verify_action(conversation_id: int, action: Callable[[], Any]
 def say(conversation_id: int, text: str) -> Callable[[], str]:
     """An action: answer `text` in this process, publishing every event to the log."""
     return lambda: async_to_sync(message_submit)(conversation_id=conversation_id, text=text,
-                                                 inline=True)
+                                                 inline=True).message_id
 
 
 @pytest.mark.django_db(transaction=True)

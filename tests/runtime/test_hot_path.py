@@ -30,7 +30,7 @@ def test_a_message_costs_two_database_calls_and_two_write_transactions(
     async_to_sync(message_submit)(conversation_id=conversation.id, text=text, inline=True)
     with database_use() as use:
         message_id = async_to_sync(message_submit)(conversation_id=conversation.id, text=text,
-                                                   inline=True)
+                                                   inline=True).message_id
     assert use.hops(besides=WRITER) == ["turn_begin", "_persist"]
     assert use.writes["turn_begin"] == 1 and use.writes["_persist"] == 1
     # Begin: the flag, the row with its graph's stamp, the history, the row written.
@@ -84,7 +84,8 @@ def test_when_the_event_log_writer_fails_nothing_is_lost(conversation, settings,
 
     monkeypatch.setattr(publish, "chat_events_store", refuse)
     message_id = async_to_sync(message_submit)(
-        conversation_id=conversation.id, text="how many customers are there?", inline=True)
+        conversation_id=conversation.id, text="how many customers are there?",
+        inline=True).message_id
     assert refused  # the writer did try, and was refused
     assert "could not be written to its log; they stay queued" in caplog.text
     answer = Message.objects.get(conversation=conversation, message_id=message_id,
@@ -154,7 +155,7 @@ def test_a_rest_click_while_a_message_runs_says_its_seq_is_not_given_yet(convers
     response = client.post("/api/action", {"action": "inc", "data": {"machine": "counter"}},
                            content_type="application/json")
     assert response.status_code == 200 and response.json()["seq"] is None
-    waited = busy.busy_release(conversation_id=conversation.id, token=token)
+    waited = busy.busy_release(conversation_id=conversation.id, token=token).waited
     assert [e["machines"]["counter"]["data"]["count"] for e in waited] == [1, 2]
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
