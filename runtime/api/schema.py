@@ -265,7 +265,8 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 "result",
-                "A message's status and, once done, its answer, controls, path, frames.",
+                "A message's status (running, queued with its `position`, done, failed) "
+                "and, once done, its answer, controls, path, frames.",
                 {200: "The result", **COMMON, 404: "No such message in this conversation"},
                 params=(MESSAGE_ID,),
             )

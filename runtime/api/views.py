@@ -66,7 +66,7 @@ from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
 from runtime.conversations.publish import publish_test
-from runtime.conversations.queueing import REJECT
+from runtime.conversations.queueing import REJECT, message_queue_position
 from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import validate_text
@@ -478,7 +478,8 @@ async def action(call: Call) -> HttpResponse:
 
 
 async def result(call: Call) -> HttpResponse:
-    """A message's status and answer (`running` while it is answered or waits for a worker)."""
+    """A message's status and answer (`running` while it is answered or waits for a worker,
+    `queued` with its `position` while it waits behind another)."""
     message_id = _message_id_param(call.request)
     stored = await database_call(selectors.conversation_message_result)(
         conversation_id=call.conversation_id, message_id=message_id
@@ -492,10 +493,23 @@ async def result(call: Call) -> HttpResponse:
             conversation_id=call.conversation_id, message_id=message_id)
         if stored is not None:
             return _json(stored)
+    # A message moves one way, queued -> holding the flag -> stored, so reading in that
+    # order never misses it.
+    position = await database_call(message_queue_position)(
+        conversation_id=call.conversation_id, message_id=message_id)
+    if position is not None:  # waits behind the message being answered (`enqueue`)
+        return _json({"status": "queued", "position": position, "answer": "",
+                      "controls": [], "path": "", "frames": 0})
     if await database_call(busy.busy_holds)(
             conversation_id=call.conversation_id, message_id=message_id):
         return _json({"status": "running", "answer": "", "controls": [], "path": "",
                       "frames": 0})
+    # It may have ended between the first read and the flag's: its answer is stored in
+    # the transaction that gave the flag back, so it is there now if it ever will be.
+    stored = await database_call(selectors.conversation_message_result)(
+        conversation_id=call.conversation_id, message_id=message_id)
+    if stored is not None:
+        return _json(stored)
     raise ApiError("not_found", f"no message {message_id} in this conversation")
 
 

@@ -64,3 +64,11 @@ def message_enqueue(*, conversation_id: int, message_id: str, text: str) -> int 
     QueuedMessage.objects.create(conversation_id=conversation_id, message_id=message_id,
                                  text=text)
     return QueuedMessage.objects.filter(conversation_id=conversation_id).count()
+
+
+def message_queue_position(*, conversation_id: int, message_id: str) -> int | None:
+    """A queued message's place in its conversation's queue (1: next); None if it is not
+    queued."""
+    queued = QueuedMessage.objects.filter(conversation_id=conversation_id)
+    row = queued.filter(message_id=message_id).values_list("id", flat=True).first()
+    return None if row is None else queued.filter(id__lte=row).count()

@@ -1,0 +1,174 @@
+"""Double texting: a message sent while its conversation answers another, over the socket
+and REST, with the builtin model at a fixed latency (runtime.conversations.queueing)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
+
+from graphs.selectors import graph_spec_get
+from graphs.services import graph_save
+from runtime.conversations import answering as dispatch
+from runtime.conversations.models import Conversation, Message, QueuedMessage
+from runtime.conversations.queueing import message_enqueue
+from tests.runtime.test_api import client_for, conversation_of, wait_for_result
+from tests.runtime.test_consumers import open_chat, receive_until, signed_in
+
+LATENCY_MS = 150
+"""Per model call: long enough for a second message to arrive while the first runs."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Each test starts with an empty task registry, and ends with none of its tasks."""
+    dispatch.pipeline_tasks.cache_clear()
+    yield
+    dispatch.pipeline_tasks.cache_clear()
+
+
+@pytest.fixture
+def ada(graphs, settings):
+    settings.BUILTIN_LLM_LATENCY_MS = LATENCY_MS
+    return signed_in("ada")
+
+
+def run(scenario):
+    return async_to_sync(scenario)()
+
+
+def history(user) -> list[tuple[str, str]]:
+    conversation = Conversation.objects.get(user=user)
+    return [(m.role, m.text) for m in Message.objects.filter(conversation=conversation)
+            .order_by("id")]
+
+
+@pytest.mark.parametrize("during", ["hud", "delta"])
+def test_enqueue_over_the_socket_answers_both_in_order(ada, during):
+    """The second message is queued (the socket says so and where), then answered after the
+    first, knowing the first's answer: each gets its own accepted, answer and done.
+
+    Sent at the first's first HUD event it is always queued. Sent at its first delta (its
+    last frame, where the answer streams) it meets the first either still running or
+    already ended: queued or answered at once, both are answered in order."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "my name is Ada"})
+        events = await receive_until(comm, during)
+        await comm.send_json_to({"type": "message", "text": "what is my name?",
+                                 "double_texting": "enqueue"})
+        while sum(e["type"] == "done" for e in events) < 2:
+            events += await receive_until(comm, "done", timeout=30)
+        await comm.disconnect()
+        return events
+
+    events = run(scenario)
+    queued = [e for e in events if e["type"] == "queued"]
+    accepted = [e for e in events if e["type"] == "accepted"]
+    done = [e for e in events if e["type"] == "done"]
+    if during == "hud" or queued:
+        [queued] = queued
+        assert queued["position"] == 1 and queued["double_texting"] == "enqueue"
+        assert queued["text"] == "what is my name?" and queued["seq"] is None
+        assert accepted[1]["message_id"] == queued["message_id"]
+    assert [e["text"] for e in accepted] == ["my name is Ada", "what is my name?"]
+    assert [e["message_id"] for e in done] == [e["message_id"] for e in accepted]
+    assert done[0]["seq"] < accepted[1]["seq"]  # answered after the first one's end
+    assert done[1]["answer"] == "Your name is Ada." and not done[1]["failed"]
+    numbered = [e["seq"] for e in events if e.get("seq") is not None]
+    assert numbered == list(range(1, len(numbered) + 1))
+    assert [role for role, _ in history(ada)] == ["user", "assistant", "user", "assistant"]
+    assert not QueuedMessage.objects.exists()
+
+
+def test_the_graph_policy_applies_and_a_request_overrides_it(ada):
+    """With the graph's double_texting `enqueue`, a message without one is queued; one that
+    asks for `reject` is refused, saying so."""
+    spec = graph_spec_get(name="v3-framed")
+    graph_save(spec=dataclasses.replace(spec, config={"double_texting": "enqueue"}))
+
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "my name is Ada"})
+        await receive_until(comm, "hud")
+        await comm.send_json_to({"type": "message", "text": "hello",
+                                 "double_texting": "reject"})
+        refused = (await receive_until(comm, "error"))[-1]
+        await comm.send_json_to({"type": "message", "text": "what is my name?"})
+        queued = (await receive_until(comm, "queued"))[-1]
+        await receive_until(comm, "done", timeout=30)
+        last = (await receive_until(comm, "done", timeout=30))[-1]
+        await comm.disconnect()
+        return refused, queued, last
+
+    refused, queued, last = run(scenario)
+    assert refused["code"] == "busy" and refused["double_texting"] == "reject"
+    assert queued["double_texting"] == "enqueue" and queued["position"] == 1
+    assert last["answer"] == "Your name is Ada."
+    assert [text for _, text in history(ada)][::2] == ["my name is Ada", "what is my name?"]
+
+
+def test_an_unknown_policy_is_refused_clearly_and_nothing_is_stored(ada):
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "hello",
+                                 "double_texting": "interrupt"})
+        error = (await receive_until(comm, "error"))[-1]
+        await comm.disconnect()
+        return error
+
+    error = run(scenario)
+    assert error["code"] == "bad_request"
+    assert error["message"] == "double_texting must be one of reject, enqueue, not 'interrupt'"
+    assert history(ada) == []
+
+
+def test_enqueue_and_reject_over_rest(ada):
+    """REST: 202 with the queue position, /api/result says queued then done, in order; a
+    `reject` gets 409 naming the policy; an unknown policy 400."""
+    client = client_for(ada, AsyncClient)
+    send = "/api/send"
+
+    async def scenario():
+        first = await client.post(send, {"text": "my name is Ada"},
+                                  content_type="application/json")
+        second = await client.post(send, {"text": "what is my name?",
+                                          "double_texting": "enqueue"},
+                                   content_type="application/json")
+        third = await client.post(send, {"text": "hello"}, content_type="application/json")
+        bad = await client.post(send, {"text": "hello", "double_texting": "later"},
+                                content_type="application/json")
+        waiting = await client.get("/api/result", {"id": second.json()["id"]})
+        results = [await wait_for_result(client, first.json()["id"])]
+        for _ in range(400):  # queued, then running, then done
+            result = (await client.get("/api/result", {"id": second.json()["id"]})).json()
+            if result["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.025)
+        results.append(result)
+        return first, second, third, bad, waiting.json(), results
+
+    first, second, third, bad, waiting, results = run(scenario)
+    assert first.status_code == 202 and "position" not in first.json()
+    assert second.status_code == 202
+    assert second.json()["position"] == 1 and second.json()["double_texting"] == "enqueue"
+    assert third.status_code == 409
+    assert third.json()["double_texting"] == "reject"
+    assert third.json()["error"]["code"] == "busy"
+    assert bad.status_code == 400 and "double_texting" in bad.json()["error"]["message"]
+    assert waiting["status"] == "queued" and waiting["position"] == 1
+    assert [r["status"] for r in results] == ["done", "done"]
+    assert results[1]["answer"] == "Your name is Ada."
+    assert [text for _, text in history(ada)][::2] == ["my name is Ada", "what is my name?"]
+
+
+def test_a_message_is_not_queued_behind_a_message_that_ended(ada):
+    """Queuing and the running message's end are serialized on the conversation's row:
+    once the flag is free, `message_enqueue` refuses (the sender takes the flag)."""
+    conversation = conversation_of(ada)
+    assert message_enqueue(conversation_id=conversation.id, message_id="m1",
+                           text="hi") is None
+    assert not QueuedMessage.objects.exists()
