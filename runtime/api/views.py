@@ -61,7 +61,7 @@ from runtime.api.schema import (
 )
 from runtime.conversations import actions, busy, selectors
 from runtime.conversations import services as conv
-from runtime.conversations.answering import message_submit
+from runtime.conversations.answering import handed_dispatch, message_submit
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
@@ -488,7 +488,8 @@ async def result(call: Call) -> HttpResponse:
         return _json(stored)
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
-    if await busy.busy_reap_and_publish(conversation_id=call.conversation_id):
+    if await busy.busy_reap_and_publish(conversation_id=call.conversation_id,
+                                        on_handed=handed_dispatch):
         stored = await database_call(selectors.conversation_message_result)(
             conversation_id=call.conversation_id, message_id=message_id)
         if stored is not None:

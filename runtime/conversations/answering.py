@@ -185,7 +185,8 @@ async def _start(*, conversation_id: int, message_id: str, text: str, inline: bo
         return
     worker = busy.worker_name()
     begun = await turn_start(conversation_id=conversation_id, message_id=message_id,
-                             text=text, worker=worker, now=timezone.now())
+                             text=text, worker=worker, now=timezone.now(),
+                             on_handed=handed_dispatch)
     work = functools.partial(message_answer, conversation_id=conversation_id,
                              message_id=message_id, text=text, begun=begun, worker=worker)
     if inline:
@@ -199,7 +200,25 @@ async def _flag_for_workers(*, conversation_id: int, message_id: str, text: str)
     """Take the busy flag for a message a pipeline worker will claim; its token."""
     acquire = functools.partial(busy.busy_acquire, conversation_id=conversation_id,
                                 message_id=message_id, text=text, worker="")
-    return await busy.busy_take(acquire, conversation_id=conversation_id)
+    return await busy.busy_take(acquire, conversation_id=conversation_id,
+                                on_handed=handed_dispatch)
+
+
+async def handed_dispatch(handed: busy.Handed) -> None:
+    """Have a queued message that was handed the flag by a reaper answered: by a pipeline
+    worker, or in this process (the process that ended the message before it answers it
+    itself, `message_answer`). A message sent to the workers twice is claimed once."""
+    if settings.AGENTSITE_PIPELINE_WORKERS:
+        with contextlib.suppress(DispatchFailed):  # its flag was given on; said in the log
+            await _send_to_workers(conversation_id=handed.conversation_id,
+                                   message_id=handed.message_id, text=handed.text,
+                                   token=handed.token)
+        return
+    work = functools.partial(message_answer, conversation_id=handed.conversation_id,
+                             message_id=handed.message_id, text=handed.text,
+                             token=handed.token, worker=busy.worker_name())
+    pipeline_tasks().start(conversation_id=handed.conversation_id,
+                           message_id=handed.message_id, work=work)
 
 
 async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, token: str

@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -122,9 +122,10 @@ class Released:
 
 @retrying
 @transaction.atomic(savepoint=False)
-def busy_release(*, conversation_id: int, token: str, announce: bool = True) -> Released:
-    """Give the busy flag back (only if this token still holds it), or hand it to the
-    conversation's first queued message (`busy_hand_off`).
+def busy_release(*, conversation_id: int, token: str, announce: bool = True,
+                 hand_off: bool = True) -> Released:
+    """Give the busy flag back (only if this token still holds it), or (`hand_off`) hand
+    it to the conversation's first queued message (`busy_hand_off`).
 
     The conversation's events that waited for the message to end (a click while it
     ran) are numbered now and returned; with `announce` they are also sent to its
@@ -137,6 +138,8 @@ def busy_release(*, conversation_id: int, token: str, announce: bool = True) -> 
     waited = chat_events_number_waiting(conversation_id=conversation_id)
     if announce:
         events_send_on_commit(conversation_id=conversation_id, wires=waited)
+    if not hand_off:
+        return Released(waited=waited)
     return Released(waited=waited, handed=busy_hand_off(conversation_id=conversation_id))
 
 
@@ -238,12 +241,14 @@ def busy_reap(*, conversation_id: int | None = None) -> list[LostMessage]:
             stored = bool(message_id) and conversation_record_failure(
                 conversation_id=pk, message_id=message_id, text=row.busy_text,
                 reason=reason, graph=row.graph_name, worker=row.busy_worker)
-            busy_release(conversation_id=pk, token=token)
+            busy_release(conversation_id=pk, token=token, hand_off=False)
             if stored:
                 message = LostMessage(conversation_id=pk, message_id=message_id, reason=reason)
                 events_publish(conversation_id=pk, events=lost_events(message))
                 lost.append(message)
                 logger.warning("conversation %s: message %s lost (%s)", pk, message_id, reason)
+            # Said first, then the queue goes on (its events are numbered after these).
+            busy_hand_off(conversation_id=pk)
     return lost
 
 
@@ -304,14 +309,19 @@ async def _beat_forever(*, conversation_id: int, token: str) -> None:
             return
 
 
+HandedSink = Callable[[Handed], Awaitable[None]]
+"""Has a message handed the busy flag answered (runtime.conversations.answering)."""
+
+
 async def busy_take(take: Callable[[], R], *, conversation_id: int,
-                    on_lost: EventSink = discard) -> R:
+                    on_lost: EventSink = discard, on_handed: HandedSink | None = None) -> R:
     """Run `take` (which takes the conversation's flag, ConversationBusy when it cannot)
     on a database thread: one call when the conversation is free.
 
     When the flag is refused, a message whose process died is recorded as failed (its
-    events published, and given to `on_lost`) and `take` runs once more:
-    ConversationBusy when a live message holds the flag.
+    events published, and given to `on_lost`; a queued message handed the flag then,
+    to `on_handed`) and `take` runs once more: ConversationBusy when a live message
+    holds the flag.
     """
     try:
         return await database_call(take)()
@@ -320,9 +330,24 @@ async def busy_take(take: Callable[[], R], *, conversation_id: int,
     for message in lost:
         for event in lost_events(message):
             await on_lost(event)
+    await _hand_on(lost, on_handed)
     return await database_call(take)()
 
 
-async def busy_reap_and_publish(*, conversation_id: int | None = None) -> int:
-    """`busy_reap` from an event loop: how many lost messages it recorded and announced."""
-    return len(await database_call(busy_reap)(conversation_id=conversation_id))
+async def busy_reap_and_publish(*, conversation_id: int | None = None,
+                                on_handed: HandedSink | None = None) -> int:
+    """`busy_reap` from an event loop: how many lost messages it recorded and announced.
+    A queued message handed the flag of a lost one goes to `on_handed`."""
+    lost = await database_call(busy_reap)(conversation_id=conversation_id)
+    await _hand_on(lost, on_handed)
+    return len(lost)
+
+
+async def _hand_on(lost: list[LostMessage], on_handed: HandedSink | None) -> None:
+    """The queued messages that reaping `lost` handed the flag to, to `on_handed`."""
+    if on_handed is None:
+        return
+    for conversation_id in dict.fromkeys(message.conversation_id for message in lost):
+        handed = await database_call(busy_unclaimed)(conversation_id=conversation_id)
+        if handed is not None:
+            await on_handed(handed)

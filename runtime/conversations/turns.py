@@ -332,14 +332,17 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
 
 async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
                      now: datetime, start: dict[str, Any] | None = None,
-                     on_lost: EventSink = discard) -> Begun:
+                     on_lost: EventSink = discard,
+                     on_handed: busy.HandedSink | None = None) -> Begun:
     """`turn_begin` from an event loop: one database call when the conversation is free
     (`busy.busy_take`: a lost holder of the flag is reaped first, its events to
-    `on_lost`). ConversationBusy when a live message holds the flag."""
+    `on_lost`; a queued message then handed the flag, to `on_handed`). ConversationBusy
+    when a live message holds the flag."""
     begin = functools.partial(turn_begin, conversation_id=conversation_id,
                               message_id=message_id, text=text, worker=worker, now=now,
                               start=start)
-    return await busy.busy_take(begin, conversation_id=conversation_id, on_lost=on_lost)
+    return await busy.busy_take(begin, conversation_id=conversation_id, on_lost=on_lost,
+                                on_handed=on_handed)
 
 
 async def turn_run(

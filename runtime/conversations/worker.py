@@ -35,7 +35,12 @@ from channels.worker import Worker
 from django.conf import settings
 
 from runtime.conversations import busy
-from runtime.conversations.answering import PIPELINE_MESSAGE, message_answer, pipeline_tasks
+from runtime.conversations.answering import (
+    PIPELINE_MESSAGE,
+    handed_dispatch,
+    message_answer,
+    pipeline_tasks,
+)
 from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
 from runtime.conversations.retention import retention_run
 
@@ -145,7 +150,7 @@ class PipelineWorker(Worker):
         interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 3, 0.1)
         while True:
             try:
-                count = await busy.busy_reap_and_publish()
+                count = await busy.busy_reap_and_publish(on_handed=handed_dispatch)
                 if count:
                     logger.warning("pipeline worker %s: %d lost message(s) recorded as failed",
                                    busy.worker_name(), count)

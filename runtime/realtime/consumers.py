@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from runtime.api.auth import session_group, socket_refuse, socket_user, token_alive
 from runtime.conversations import actions, busy
-from runtime.conversations.answering import message_submit
+from runtime.conversations.answering import handed_dispatch, message_submit
 from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.models import Conversation
@@ -78,6 +78,8 @@ class _Opened:
     """The last event stored when it started listening."""
     busy: bool
     """Whether a message of the conversation was being answered then."""
+    handed: busy.Handed | None = None
+    """A queued message handed the flag of a lost one as the socket connected."""
 
 
 def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]) -> _Opened:
@@ -89,12 +91,15 @@ def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]
     session = scope.get("session")
     owner = owner_resolve(user=user, session_key=getattr(session, "session_key", None) or "")
     conversation = conversation_resolve(owner=owner, chat=chat)
-    held = bool(conversation.busy_token)
-    if held:
-        held = not busy.busy_reap(conversation_id=conversation.id)
+    held, handed = bool(conversation.busy_token), None
+    if held and busy.busy_reap(conversation_id=conversation.id):
+        # A queued message handed the lost one's flag is answered now (the consumer).
+        handed = busy.busy_unclaimed(conversation_id=conversation.id)
+        held = handed is not None
     listen(conversation.id)
     return _Opened(user=user, conversation=conversation,
-                   last_seq=chat_last_seq(conversation_id=conversation.id), busy=held)
+                   last_seq=chat_last_seq(conversation_id=conversation.id), busy=held,
+                   handed=handed)
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -141,6 +146,8 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
         await self._send(ReadyEvent(conversation=self.conversation_id,
                                     graph=opened.conversation.graph_name,
                                     last_seq=opened.last_seq, busy=opened.busy).as_dict())
+        if opened.handed is not None:
+            await handed_dispatch(opened.handed)
         self.watchdog = asyncio.create_task(self._watch_session())
         self.watchdog.add_done_callback(_log_task_failure)
 

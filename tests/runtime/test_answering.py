@@ -337,3 +337,36 @@ def test_workers_without_a_shared_layer_fail_the_system_check(settings):
     assert [m.id for m in checks.run_checks(tags=["runtime"])] == ["runtime.E001"]
     settings.AGENTSITE_PIPELINE_WORKERS = False
     assert checks.run_checks(tags=["runtime"]) == []
+
+
+def test_with_workers_a_queued_message_is_answered_by_the_worker_after_the_first(
+        conversation, workers_on):
+    """`enqueue` with pipeline workers: the web side queues the second message (one
+    pipeline message only, for the first); the worker that answers the first is handed the
+    flag and answers the second, in order."""
+    async def scenario():
+        first = await dispatch.message_submit(conversation_id=conversation.id,
+                                              text="my name is Ada")
+        second = await dispatch.message_submit(conversation_id=conversation.id,
+                                               text="what is my name?",
+                                               double_texting="enqueue")
+        message = await get_channel_layer().receive(dispatch.PIPELINE_CHANNEL)
+        await worker_takes(message)
+        try:  # the worker answered the second itself: nothing more was sent to workers
+            await asyncio.wait_for(get_channel_layer().receive(dispatch.PIPELINE_CHANNEL),
+                                   timeout=0.2)
+            sent_twice = True
+        except TimeoutError:
+            sent_twice = False
+        return first, second, sent_twice
+
+    first, second, sent_twice = async_to_sync(scenario)()
+    assert not sent_twice
+    assert not first.position and second.position == 1
+    assert second.double_texting == "enqueue"
+    rows = stored(conversation.id)
+    assert [(role, status) for role, status, _ in rows] == [("user", "ok"), ("assistant", "ok")] * 2
+    assert [rows[0][2], rows[2][2], rows[3][2]] == ["my name is Ada", "what is my name?",
+                                                    "Your name is Ada."]
+    assert MessageTrace.objects.get(message_id=second.message_id).worker == worker_name()
+    assert not busy.busy_held(conversation_id=conversation.id)

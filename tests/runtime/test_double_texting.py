@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -13,6 +14,7 @@ from django.test import AsyncClient
 from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
 from runtime.conversations import answering as dispatch
+from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message, QueuedMessage
 from runtime.conversations.queueing import message_enqueue
 from tests.runtime.test_api import client_for, conversation_of, wait_for_result
@@ -169,6 +171,40 @@ def test_a_message_is_not_queued_behind_a_message_that_ended(ada):
     """Queuing and the running message's end are serialized on the conversation's row:
     once the flag is free, `message_enqueue` refuses (the sender takes the flag)."""
     conversation = conversation_of(ada)
-    assert message_enqueue(conversation_id=conversation.id, message_id="m1",
+    assert message_enqueue(conversation_id=conversation.id, message_id=str(uuid.uuid4()),
                            text="hi") is None
+    assert not QueuedMessage.objects.exists()
+
+
+def test_a_queue_behind_a_message_whose_process_died_is_answered_after_a_restart(ada,
+                                                                                settings):
+    """The queue is stored: when the holder's process is gone (a restart), the socket that
+    reconnects reaps it (stored failed, said why) and the queued message is answered."""
+    from runtime.conversations import busy
+    from tests.runtime.test_answering import age_flag
+
+    settings.AGENTSITE_BUSY_TIMEOUT_S = 10
+    conversation = conversation_of(ada)
+    lost, queued = str(uuid.uuid4()), str(uuid.uuid4())
+    busy.busy_acquire(conversation_id=conversation.id, message_id=lost,
+                      text="my name is Ada", worker="box:4242")
+    assert message_enqueue(conversation_id=conversation.id, message_id=queued,
+                           text="hello") == 1
+    age_flag(conversation.id, seconds=11)  # the process stopped beating
+
+    async def scenario():
+        comm, ready = await open_chat(ada)
+        events = await receive_until(comm, "done", timeout=30)  # the queued one's, live
+        await comm.disconnect()
+        return ready, events
+
+    ready, events = run(scenario)
+    assert ready["busy"] is True  # the queued message holds the flag as the socket opens
+    assert events[-1]["message_id"] == queued and not events[-1]["failed"]
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    done = [e for e in log if e["type"] == "done"]
+    assert [e["message_id"] for e in done] == [lost, queued]  # the lost one said first
+    assert done[0]["failed"] and "(box:4242) stopped responding" in done[0]["answer"]
+    assert ready["last_seq"] >= log.index(done[0]) + 1  # the socket resumes to see it
+    assert [text for _, text in history(ada)][::2] == ["my name is Ada", "hello"]
     assert not QueuedMessage.objects.exists()
