@@ -170,12 +170,12 @@ ROUTES: tuple[Route, ...] = (
                 "send_check",
                 "Validate a message without sending it.",
                 {
-                    200: "It would be accepted",
+                    200: "It would be accepted (`{ok}`), or queued (`{ok, double_texting}`)",
                     **COMMON,
                     403: "CSRF check failed",
-                    409: "The conversation is busy",
+                    409: "The conversation is busy and the policy is `reject`",
                 },
-                body=TEXT_BODY,
+                body=SEND_BODY,
             )
         },
     ),

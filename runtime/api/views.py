@@ -66,7 +66,12 @@ from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
 from runtime.conversations.publish import publish_test
-from runtime.conversations.queueing import REJECT, message_queue_position
+from runtime.conversations.queueing import (
+    REJECT,
+    conversation_double_texting,
+    double_texting_check,
+    message_queue_position,
+)
 from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import validate_text
@@ -421,11 +426,16 @@ async def auth_config(call: Call) -> HttpResponse:
 
 
 async def send_check(call: Call) -> HttpResponse:
-    """Validate a message without sending it."""
+    """Validate a message without sending it: 409 when it would be refused as busy (the
+    `reject` policy); `{ok, double_texting}` when it would be queued."""
     validate_text(call.body["text"])
-    if await database_call(busy.busy_held)(conversation_id=call.conversation_id):
+    if not await database_call(busy.busy_held)(conversation_id=call.conversation_id):
+        return _json({"ok": True})
+    policy = double_texting_check(call.body.get("double_texting")) or await database_call(
+        conversation_double_texting)(conversation_id=call.conversation_id)
+    if policy == REJECT:
         raise ConversationBusy()
-    return _json({"ok": True})
+    return _json({"ok": True, "double_texting": policy})
 
 
 async def send(call: Call) -> HttpResponse:

@@ -33,7 +33,7 @@
     hudMessage: null,     // the message whose frames the HUD shows
     hudFrame: 0,
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
-    sent: null,           // the text this tab sent and already shows, until it is accepted
+    sent: [],             // texts this tab sent and already shows, until each is accepted
     lastTrace: null,      // the last message's frame_trace, for stepping through its frames
     step: 0,              // the frame shown alone (0: all of them)
   };
@@ -151,8 +151,14 @@
   var handlers = {
     ready: onReady, accepted: onAccepted, delta: onDelta, progress: onProgress, hud: onHud,
     controls: onControls, frame_trace: onFrameTrace, done: onDone, cleared: onCleared,
-    graph: onGraph, error: onError,
+    graph: onGraph, error: onError, queued: onQueued,
   };
+
+  /** The message this tab sent came while another was answered and waits its turn. */
+  function onQueued(event) {
+    var place = event.position === 1 ? "next" : "number " + event.position + " in line";
+    systemLine("Queued: answered after the current message (" + place + ").", "queued");
+  }
 
   /** Another tab (or an API client) switched the conversation's graph. */
   function onGraph(event) {
@@ -186,8 +192,9 @@
   function onAccepted(event) {
     // The question: this tab shows its own already; one sent from another tab, or
     // before this page was drawn (a reload mid-answer), is shown now.
-    if (state.sent !== null && state.sent === event.text) {
-      state.sent = null;
+    var mine = state.sent.indexOf(event.text);
+    if (mine !== -1) {
+      state.sent.splice(mine, 1);
     } else {
       userLine(event.text);
     }
@@ -384,7 +391,8 @@
     }
     if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
       setBusy(false);
-      state.sent = null;  // refused: no `accepted` will come for it
+      // A refusal of this tab's own send (no seq): no `accepted` will come for it.
+      if (typeof event.seq !== "number") state.sent.pop();
     }
     systemLine(event.message || event.code, "error");
   }
@@ -668,7 +676,7 @@
   function onOfferedClick(control) {
     if (!send({ type: "action", action: control.action })) return;
     userLine(control.label);
-    state.sent = control.label;
+    state.sent.push(control.label);
     startMessage();
   }
 
@@ -746,7 +754,7 @@
     if (!text) return;
     if (!send({ type: "message", text: text })) return;
     userLine(text);
-    state.sent = text;
+    state.sent.push(text);
     $("message").value = "";
     autosize();
     startMessage();

@@ -208,3 +208,23 @@ def test_a_queue_behind_a_message_whose_process_died_is_answered_after_a_restart
     assert ready["last_seq"] >= log.index(done[0]) + 1  # the socket resumes to see it
     assert [text for _, text in history(ada)][::2] == ["my name is Ada", "hello"]
     assert not QueuedMessage.objects.exists()
+
+
+def test_send_check_says_whether_a_message_would_be_queued_or_refused(ada):
+    from django.test import Client
+
+    from runtime.conversations import busy
+
+    client = client_for(ada, Client)
+    busy.busy_acquire(conversation_id=conversation_of(ada).id)
+
+    def check(body):
+        return client.post("/api/send/check", body, content_type="application/json")
+
+    refused = check({"text": "hi"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "busy"
+    queued = check({"text": "hi", "double_texting": "enqueue"})
+    assert queued.status_code == 200
+    assert queued.json() == {"ok": True, "double_texting": "enqueue"}
+    assert check({"text": "hi", "double_texting": "later"}).status_code == 400
+    assert not QueuedMessage.objects.exists()  # a check stores nothing
