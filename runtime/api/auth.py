@@ -69,8 +69,13 @@ def token_hash(raw: str) -> str:
 
 @transaction.atomic
 def token_create(*, user, name: str = "") -> tuple[ApiToken, str]:
-    """Make a token for `user`; return the row and the token itself (shown once, never stored)."""
+    """Make a token for `user`; return the row and the token itself (shown once, never stored).
+
+    Never one starting with "-", which a command line would take for an option
+    (`runtests --token -x…`)."""
     raw = secrets.token_urlsafe(32)
+    while raw.startswith("-"):
+        raw = secrets.token_urlsafe(32)
     row = ApiToken.objects.create(user=user, name=name, key_hash=token_hash(raw), prefix=raw[:8])
     return row, raw
 

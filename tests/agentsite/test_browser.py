@@ -315,3 +315,38 @@ def test_a_second_tab_and_a_reload_mid_answer_show_the_question(browser, slow_se
     assert answer and "name" in answer
     expect(theirs.locator(".msg.assistant .body").last).to_have_text(answer)
     context.close()
+
+
+def test_a_builder_sets_enqueue_and_a_double_text_is_queued_then_answered(browser,
+                                                                           slow_server_url):
+    """On the graph's admin page a builder sets double_texting to enqueue; on the chat page
+    a second message sent while the first is answered is said to be queued, each question
+    is shown once, and both are answered in order. (Last in this file: it changes the slow
+    server's graph.)"""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, slow_server_url, then="/admin/graphs/graph/")
+    page.get_by_role("link", name="v3-framed", exact=True).click()
+    page.select_option("#id_double_texting", "enqueue")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_have_count(1)
+
+    page.goto(slow_server_url + "/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    before = page.locator(".msg.assistant").count()  # the history of the test before
+    page.fill("#message", "my name is Ada")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant.streaming")).to_have_count(1)  # the first runs
+    page.fill("#message", "what is my name?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".system.queued")).to_have_text(
+        ["Queued: answered after the current message (next)."])
+    expect(page.locator(".msg.assistant")).to_have_count(before + 2, timeout=30_000)
+    expect(page.locator(".msg.assistant").last).not_to_have_class(STREAMING, timeout=30_000)
+    users = page.locator(".msg.user")
+    expect(users).to_have_count(before + 2)  # each question shown once
+    assert users.all_text_contents()[-2:] == ["my name is Ada", "what is my name?"]
+    expect(page.locator(".msg.assistant .body").last).to_have_text("Your name is Ada.")
+    context.close()

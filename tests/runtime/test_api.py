@@ -610,3 +610,13 @@ def test_every_documented_parameter_limit_is_the_one_enforced(ada):
     # The event stream's parameters, checked without opening a long stream.
     for name, bad in (("after_seq", "-1"), ("timeout", "0"), ("timeout", "3601")):
         assert client.get("/api/events", {name: bad}).status_code == 400
+
+
+def test_a_token_never_starts_with_a_dash(ada, monkeypatch):
+    """A command line would take `--token -x…` for an option: such a draw is drawn again."""
+    from runtime.api import auth
+
+    draws = iter(["-looks-like-an-option", "fine-token"])
+    monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda n: next(draws))
+    _, raw = token_create(user=ada, name="cli")
+    assert raw == "fine-token"
