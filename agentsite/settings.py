@@ -8,6 +8,7 @@ LLM_BASE_URL / LLM_API_KEY / LLM_MODEL and ERAS_DATABASE_URL.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import dj_database_url
@@ -223,6 +224,24 @@ if not isinstance(LLM_MODEL_CAPABILITIES, dict) or not all(
         for v in LLM_MODEL_CAPABILITIES.values()):
     raise ImproperlyConfigured('LLM_MODEL_CAPABILITIES must map model names to '
                                '{"structured": "json_schema|json_object|off", "tools": true|false}')
+# What a model costs, in USD per million tokens, for the traces (each call, frame, message;
+# the admin sums them per day, conversation and user):
+# AGENTSITE_LLM_PRICES='{"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}}'. The prices
+# are the builder's to set: a model not in the table (the builtin one) costs 0.
+try:
+    AGENTSITE_LLM_PRICES = json.loads(env.text("AGENTSITE_LLM_PRICES") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AGENTSITE_LLM_PRICES is not JSON: {exc}") from None
+if not isinstance(AGENTSITE_LLM_PRICES, dict):
+    raise ImproperlyConfigured('AGENTSITE_LLM_PRICES must be a JSON object: '
+                               '{"<model>": {"prompt": USD, "completion": USD}}')
+for _model, _price in AGENTSITE_LLM_PRICES.items():
+    if not (isinstance(_price, dict) and set(_price) == {"prompt", "completion"} and all(
+            isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p)
+            and p >= 0 for p in _price.values())):
+        raise ImproperlyConfigured(
+            f'AGENTSITE_LLM_PRICES[{_model!r}] must be {{"prompt": USD, "completion": USD}} '
+            f"per million tokens, both numbers of 0 or more; got {_price!r}")
 # Seconds one message may take, every model call and retry included; past it nodes take
 # their fallbacks and the user gets a clear answer.
 AGENTSITE_MESSAGE_DEADLINE_S = env.number("AGENTSITE_MESSAGE_DEADLINE_S", 60.0)

@@ -5,6 +5,8 @@ from django.contrib import admin
 
 from runtime.conversations.models import Conversation, Message, Rating
 from runtime.suites import admin as suites_admin  # noqa: F401  (registers TestRun's admin)
+from traces.admin import ConversationUserFilter, CostTotalMixin
+from traces.selectors import conversation_cost
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -33,12 +35,14 @@ class RatingInline(ReadOnlyInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
-    """Read-only but for the builder's score of the conversation as a whole."""
+class ConversationAdmin(CostTotalMixin, admin.ModelAdmin):
+    """Read-only but for the builder's score of the conversation as a whole. The list says
+    each conversation's cost and the total of those listed: filtered by a user, theirs."""
 
-    list_display = ["__str__", "graph_name", "score", "busy_since", "last_message_at",
+    list_display = ["__str__", "graph_name", "score", "cost", "busy_since", "last_message_at",
                     "updated_at"]
-    list_filter = ["graph_name", "score"]
+    list_filter = ["graph_name", "score", ConversationUserFilter]
+    cost_total_field = "cost_total"
     list_select_related = ["user"]
     search_fields = ["user__username", "session_key"]
     fields = ["score", "score_note", "user", "session_key", "chat", "graph_name", "memory",
@@ -46,6 +50,13 @@ class ConversationAdmin(admin.ModelAdmin):
     readonly_fields = ["user", "session_key", "chat", "graph_name", "memory", "ui_state",
                        "busy_since", "busy_token", "last_message_at", "created_at"]
     inlines = [RatingInline, MessageInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(cost_total=conversation_cost())
+
+    @admin.display(description="cost", ordering="cost_total")
+    def cost(self, conversation: Conversation) -> str:
+        return f"${conversation.cost_total:.6f}"
 
     def has_add_permission(self, request) -> bool:
         return False

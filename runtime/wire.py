@@ -107,7 +107,8 @@ class LLMCallRecord:
     error: str = ""
     """Why the call failed or its answer was invalid."""
     cost: float = 0.0
-    """The call's cost, where a price is known (not yet)."""
+    """The call's cost in USD from AGENTSITE_LLM_PRICES (runtime.llm.prices); 0 for a model
+    without a price, and for a failed call (no tokens counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,11 @@ class FrameRecord:
     def completion_tokens(self) -> int:
         """Completion tokens over all its calls."""
         return sum(c.completion_tokens for c in self.llm_calls)
+
+    @property
+    def cost(self) -> float:
+        """Cost in USD over all its calls (to the millionth, as each call's)."""
+        return round(sum(c.cost for c in self.llm_calls), 6)
 
     @property
     def llm_ms(self) -> float:

@@ -205,3 +205,34 @@ def test_database_connections_are_kept_and_checked():
 
     database = settings.DATABASES["default"]
     assert database["CONN_MAX_AGE"] > 0 and database["CONN_HEALTH_CHECKS"] is True
+
+
+def test_llm_prices_are_read_and_bad_ones_refused():
+    """AGENTSITE_LLM_PRICES maps models to prices per million tokens (default: none); a
+    table that is not JSON, not an object, or has a price that is not a number of 0 or
+    more, or a key other than prompt and completion, stops start-up, saying which."""
+    code = ("import django, json; from django.conf import settings; django.setup(); "
+            "print(json.dumps(settings.AGENTSITE_LLM_PRICES))")
+    clean = {k: v for k, v in os.environ.items() if k != "AGENTSITE_LLM_PRICES"}
+
+    def run(**environ: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+            env={**clean, "DJANGO_SETTINGS_MODULE": "agentsite.settings", **environ})
+
+    assert json.loads(run().stdout) == {}
+    table = {"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}, "free": {"prompt": 0,
+                                                                       "completion": 0}}
+    assert json.loads(run(AGENTSITE_LLM_PRICES=json.dumps(table)).stdout) == table
+    for value, says in [
+        ("{gpt", "AGENTSITE_LLM_PRICES is not JSON"),
+        ('[{"prompt": 1, "completion": 2}]', "AGENTSITE_LLM_PRICES must be a JSON object"),
+        ('{"m": {"prompt": -1, "completion": 2}}', "AGENTSITE_LLM_PRICES['m'] must be"),
+        ('{"m": {"prompt": "1", "completion": 2}}', "AGENTSITE_LLM_PRICES['m'] must be"),
+        ('{"m": {"prompt": 1}}', "AGENTSITE_LLM_PRICES['m'] must be"),
+        ('{"m": {"prompt": 1, "completion": 2, "cached": 0.5}}',
+         "AGENTSITE_LLM_PRICES['m'] must be"),
+    ]:
+        result = run(AGENTSITE_LLM_PRICES=value)
+        assert result.returncode != 0, value
+        assert says in result.stderr, (value, result.stderr[-300:])

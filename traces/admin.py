@@ -24,7 +24,12 @@ from django.views.decorators.http import require_POST
 from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 from runtime.suites.frozen import FreezeImpossible, trace_freeze
 from traces.models import MessageTrace
-from traces.selectors import trace_filter_conversation, trace_filter_users, trace_page
+from traces.selectors import (
+    trace_cost_total,
+    trace_filter_conversation,
+    trace_filter_users,
+    trace_page,
+)
 
 # The changelist link "all traces of this conversation" filters by this lookup.
 CONVERSATION_LOOKUP = "conversation__id__exact"
@@ -36,6 +41,8 @@ class TraceUserFilter(admin.SimpleListFilter):
     title = "user"
     parameter_name = "user"
     ANONYMOUS = "anonymous"
+    # The lookup from the listed model to the owner (ConversationUserFilter: `user`).
+    owner = "conversation__user"
 
     def lookups(self, request, model_admin):
         return [*trace_filter_users(), (self.ANONYMOUS, "anonymous")]
@@ -45,10 +52,34 @@ class TraceUserFilter(admin.SimpleListFilter):
         if value is None:
             return queryset
         if value == self.ANONYMOUS:
-            return queryset.filter(conversation__user__isnull=True)
+            return queryset.filter(**{f"{self.owner}__isnull": True})
         if not value.isdigit():
             raise IncorrectLookupParameters(f"user must be an id or {self.ANONYMOUS!r}")
-        return queryset.filter(conversation__user_id=int(value))
+        return queryset.filter(**{f"{self.owner}_id": int(value)})
+
+
+class ConversationUserFilter(TraceUserFilter):
+    """The same filter on the list of conversations (whose total cost is then the user's)."""
+
+    owner = "user"
+
+
+class CostTotalMixin:
+    """A changelist that says the total cost of the rows its filters and search select,
+    as `cost_total` for its template: per day with a date hierarchy, per user with a user
+    filter. `cost_total_field` is the field or annotation summed."""
+
+    cost_total_field = "cost"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context=extra_context)
+        # A redirect (bad filter parameters) has no context; a TemplateResponse renders
+        # later, so what is added here still reaches the page.
+        context = getattr(response, "context_data", None) or {}
+        if "cl" in context:
+            context["cost_total"] = trace_cost_total(rows=context["cl"].queryset,
+                                                     field=self.cost_total_field)
+        return response
 
 
 class TraceErrorFilter(admin.SimpleListFilter):
@@ -69,7 +100,7 @@ class TraceErrorFilter(admin.SimpleListFilter):
 
 
 @admin.register(MessageTrace)
-class MessageTraceAdmin(admin.ModelAdmin):
+class MessageTraceAdmin(CostTotalMixin, admin.ModelAdmin):
     """Read-only: traces are written by the pipeline; superusers may delete them."""
 
     # The message and whether it failed first: what a builder scans for. On a narrow
@@ -84,6 +115,7 @@ class MessageTraceAdmin(admin.ModelAdmin):
         "frames",
         "ms",
         "tokens",
+        "cost_usd",
     ]
     list_display_links = ["created", "message_text"]
     list_filter = [
@@ -94,6 +126,8 @@ class MessageTraceAdmin(admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
     ]
     search_fields = ["message", "answer"]
+    # By year, month and day: with the changelist's total, what the model cost that day.
+    date_hierarchy = "created_at"
     # One joined query for the page's rows, however many there are.
     list_select_related = ["conversation__user"]
     # An unfiltered count is one query; a filtered one would need a second, full one.
@@ -137,6 +171,10 @@ class MessageTraceAdmin(admin.ModelAdmin):
     @admin.display(description="tokens", ordering="tokens_total")
     def tokens(self, trace: MessageTrace) -> int:
         return trace.prompt_tokens + trace.completion_tokens
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_usd(self, trace: MessageTrace) -> str:
+        return f"${trace.cost:.6f}"
 
     @admin.display(description="error")
     def error_marker(self, trace: MessageTrace) -> str:

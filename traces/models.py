@@ -24,6 +24,9 @@ class MessageTrace(models.Model):
     total_ms = models.FloatField()
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0,
+        help_text="USD, the sum of its frames' (AGENTSITE_LLM_PRICES; 0 without a price).")
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True,
                               help_text="The process that answered (host:pid).")
@@ -66,6 +69,8 @@ class FrameRow(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     llm_ms = models.FloatField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0,
+                               help_text="USD, the sum of its model calls'.")
     llm_calls = models.JSONField(default=list, help_text="every model call, in order")
     error = models.TextField(blank=True)
     fallback = models.CharField(max_length=400, blank=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db.models import DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from runtime.conversations.models import Conversation, Rating
 from traces.models import FrameRow, MessageTrace
@@ -218,6 +220,21 @@ def trace_filter_users() -> list[tuple[int, str]]:
         .order_by(user_model.USERNAME_FIELD)
         .values_list("pk", user_model.USERNAME_FIELD)
     )
+
+
+def trace_cost_total(*, rows: QuerySet, field: str = "cost") -> Decimal:
+    """The sum of `field` over `rows`, in USD: traces by their `cost`, or conversations
+    annotated with `conversation_cost()` by that annotation's name."""
+    return rows.aggregate(total=Sum(field))["total"] or Decimal(0)
+
+
+def conversation_cost() -> Coalesce:
+    """A conversation's cost (the sum of its traces'), as an annotation: a subquery rather
+    than a join, so that a list of conversations can sum it again (a Sum of a Sum cannot)."""
+    traces = (MessageTrace.objects.filter(conversation=OuterRef("pk")).order_by()
+              .values("conversation").annotate(total=Sum("cost")).values("total"))
+    field = DecimalField(max_digits=14, decimal_places=6)
+    return Coalesce(Subquery(traces, output_field=field), Value(Decimal(0)), output_field=field)
 
 
 def trace_filter_conversation(*, conversation_id: int) -> Conversation | None:

@@ -41,6 +41,7 @@ from runtime.llm.contracts import (
     tool_spec,
     validate,
 )
+from runtime.llm.prices import call_cost
 from runtime.llm.recorded import Recording
 from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent
 
@@ -294,7 +295,9 @@ class NodeContext:
             prompt_tokens=completion.usage.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, ms=round(completion.ms, 3),
             finish_reason=completion.finish_reason, structured=completion.structured,
-            attempts=completion.attempts))
+            attempts=completion.attempts,
+            cost=call_cost(model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
+                           completion_tokens=completion.usage.completion_tokens)))
         return completion
 
     def _mark_last(self, *, outcome: str, error: str) -> None:

@@ -21,11 +21,12 @@ from traces.models import FrameRow, MessageTrace
 
 LIST_URL = "/admin/traces/messagetrace/"
 
-# Measured: the list page runs 7 queries (session, user, the page's rows with their
+# Measured: the list page runs 10 queries (session, user, the page's rows with their
 # conversation and user, the unfiltered count, the distinct graphs, the distinct
-# paths, the filter's users) and a trace page 6 (session, user, the trace with its
+# paths, the filter's users, the date hierarchy's first and last day and its years,
+# the listed traces' total cost) and a trace page 6 (session, user, the trace with its
 # conversation and user, its frames, the previous and the next trace's id).
-LIST_MAX_QUERIES = 9
+LIST_MAX_QUERIES = 12
 PAGE_MAX_QUERIES = 8
 
 
@@ -299,7 +300,7 @@ def test_trace_page_shows_errors(admin_client, db):
     FrameRow.objects.filter(trace=trace).update(error="ValueError: boom in the thinker")
     body = admin_client.get(page_url(trace)).content.decode()
     assert 'class="tl-bar failed"' in body
-    assert '<td colspan="10" class="trace-error-text">ValueError: boom in the thinker</td>' in body
+    assert '<td colspan="11" class="trace-error-text">ValueError: boom in the thinker</td>' in body
     assert "thinker failed" in body
 
 
@@ -480,4 +481,4 @@ def test_the_trace_list_shows_the_message_and_its_failure_first(admin_client, co
     header = response.content.decode()
     columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', header)
     assert columns[:3] == ["created", "message_text", "error_marker"], columns
-    assert columns[-3:] == ["frames", "ms", "tokens"]
+    assert columns[-4:] == ["frames", "ms", "tokens", "cost_usd"]
