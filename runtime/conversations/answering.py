@@ -45,7 +45,6 @@ from runtime.conversations.queueing import (
     message_enqueue,
 )
 from runtime.conversations.turns import (
-    CANCELLED_ANSWER,
     Begun,
     turn_begin,
     turn_release,
@@ -54,7 +53,7 @@ from runtime.conversations.turns import (
     validate_text,
 )
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
-from runtime.wire import AcceptedEvent, DoneEvent, ErrorEvent
+from runtime.wire import AcceptedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -298,19 +297,15 @@ async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> busy.
     turn = begun.turn
     timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
     try:
-        result = await asyncio.wait_for(
-            turn_run(conversation_id=turn.conversation_id, text=turn.message, begun=begun,
-                     worker=worker, on_event=publish, log=publish),
-            timeout=timeout)
+        result = await turn_run(conversation_id=turn.conversation_id, text=turn.message,
+                                begun=begun, worker=worker, on_event=publish, log=publish,
+                                timeout_s=timeout)
     except MessageLost as exc:
         logger.warning("%s; its result was dropped", exc)
         return None
     except TimeoutError:
-        # turn_run stored the message as cancelled when the timeout cancelled it.
-        reason = f"the answer took longer than {timeout:g} s and was stopped"
-        await publish(ErrorEvent(code="timeout", message=reason, message_id=turn.message_id))
-        await publish(DoneEvent(message_id=turn.message_id, answer=CANCELLED_ANSWER,
-                                failed=True, path="", frames=0, ms=timeout * 1000))
+        # turn_run stored it as cancelled, with its `error` and `done`, and gave the flag
+        # on: to a queued message, answered next.
         return await database_call(busy.busy_unclaimed)(conversation_id=turn.conversation_id)
     except Exception:
         logger.exception("message %s failed in its pipeline", turn.message_id)

@@ -9,6 +9,7 @@ whatever happened, then tell listeners.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -58,6 +59,7 @@ from runtime.wire import (
     ControlsEvent,
     DeltaEvent,
     DoneEvent,
+    ErrorEvent,
     Event,
     EventSink,
     FrameTrace,
@@ -186,12 +188,12 @@ def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = 
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
              failed: bool, now: datetime, token: str, worker: str, first_seq: int,
-             held: Held | None = None, last_events: bool = True
+             held: Held | None = None, first: tuple[Event, ...] = ()
              ) -> tuple[TurnResult, list[dict[str, Any]]]:
     """Store the exchange and its trace, and give the busy flag back, in one transaction.
 
     `held`: the message's events sent but not yet stored; they are stored here with
-    (`last_events`) the turn's own last ones (controls, frame trace, done), which are
+    the turn's own last ones (`first`, then controls, frame trace, done), which are
     returned numbered with any events that waited for the message, for the caller to
     send once this has committed: a client that sees `done` can send its next message
     at once. MessageLost when the flag was taken from this message (nothing stored).
@@ -204,7 +206,7 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
     # Expert caches are kept even when the message failed: what was described stays true.
     experts = {node: out["expert_state"] for node, out in result.outputs.items()
                if isinstance(out.get("expert_state"), dict)}
-    last_count = len(LAST_EVENTS) if held is not None and last_events else 0
+    last_count = len(first) + len(LAST_EVENTS) if held is not None else 0
     next_seq = held.next_seq if held is not None else first_seq
     stored = conv.conversation_record_turn(
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
@@ -215,8 +217,9 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
     done = TurnResult(message_id=turn.message_id, answer=answer, failed=failed,
                       controls=current_controls(stored.ui), trace=trace,
                       machines=stored.ui["machines"])
-    last = [{**event.as_dict(), "seq": next_seq + n}
-            for n, event in enumerate(_last_events(done)[:last_count])]
+    last = [] if held is None else [
+        {**event.as_dict(), "seq": next_seq + n}
+        for n, event in enumerate([*first, *_last_events(done)])]
     chat_events_insert(conversation_id=turn.conversation_id,
                        wires=[*(held.events if held else []), *last])
     waited = []
@@ -359,6 +362,7 @@ async def turn_run(
     worker: str = "",
     recording: Recording | None = None,
     start: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
 ) -> TurnResult:
     """Answer one message: begin, run the graph, commit, announce.
 
@@ -370,15 +374,16 @@ async def turn_run(
         begun: the message as `turn_begin` started it; the caller stores a failure this
             could not store and gives the flag back. None: the flag is taken here (see
             `turn_start`) and always given back.
-        log: the publisher (also `on_event`): its unstored events and the turn's last
-            ones are stored in the turn's own transaction.
+        log: the publisher (also `on_event`): its unstored events are stored with the turn.
         worker: the answering process, for the flag and the trace (default: this one).
         recording, start: a frozen message replayed: model calls from `recording`, the
             engine started from the stored state `start` (`turn_snapshot`).
+        timeout_s: how long the graph may run (then TimeoutError; stored as cancelled
+            with its last events, a `timeout` error first, in the turn's transaction).
 
-    Returns the answer, controls and trace; a node failure becomes a clear answer.
-    Raises InvalidMessage (nothing stored), ConversationBusy, or MessageLost (the flag
-    was taken from this message; nothing more is stored).
+    Returns the answer, controls and trace; a node failure becomes a clear answer. Raises
+    InvalidMessage (nothing stored), ConversationBusy, or MessageLost (the flag was taken
+    from this message; nothing more is stored).
     """
     text = validate_text(text)
     worker = worker or busy.worker_name()
@@ -388,14 +393,12 @@ async def turn_run(
                                  message_id=message_id or str(uuid.uuid4()), text=text,
                                  worker=worker, now=now or timezone.now(), start=start,
                                  on_lost=on_event)
-    commit = _Commit(begun=begun, worker=worker, log=log)
+    commit = _Commit(begun=begun, worker=worker, log=log, timeout_s=timeout_s)
     try:
         async with busy.busy_heartbeat(conversation_id=conversation_id, token=begun.token):
-            await _announce_situation(begun, on_event=on_event)
-            env = engine_env(on_event=on_event, message_id=begun.turn.message_id, llm=llm,
-                             clock=clock, recording=recording)
-            result = await run_graph(turn=begun.turn, env=env, on_cancel=commit.cancelled)
-            done = await commit.finished(result)
+            done = await commit.finished(await commit.run(
+                on_event=on_event, llm=llm, clock=clock, recording=recording,
+                timeout_s=timeout_s))
     finally:
         if owns_flag and not commit.stored:
             await database_call(turn_release)(conversation_id=conversation_id,
@@ -421,7 +424,13 @@ async def _announce_situation(begun: Begun, *, on_event: EventSink) -> None:
 class _Commit:
     """Stores a message's turn and trace when its run ends, or is cancelled; knows if it did."""
 
-    def __init__(self, *, begun: Begun, worker: str, log: ChatPublisher | None) -> None:
+    def __init__(self, *, begun: Begun, worker: str, log: ChatPublisher | None,
+                 timeout_s: float | None = None) -> None:
+        self.begun = begun
+        self.timeout_s = timeout_s
+        self.limit: asyncio.Timeout | None = None
+        """The run's time limit (`turn_run`'s `timeout_s`), to tell a timeout from
+        another cancellation."""
         self.turn = begun.turn
         self.token = begun.token
         self.first_seq = begun.first_seq
@@ -433,13 +442,32 @@ class _Commit:
     def _ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    async def run(self, *, on_event: EventSink, llm: LLMProvider | None,
+                  clock: Callable[[], float] | None, recording: Recording | None,
+                  timeout_s: float | None) -> EngineResult:
+        """Announce the refreshed situation, then run the graph on the message's turn
+        within `timeout_s` (cancelled after it; `cancelled` stores what ran)."""
+        await _announce_situation(self.begun, on_event=on_event)
+        env = engine_env(on_event=on_event, message_id=self.turn.message_id, llm=llm,
+                         clock=clock, recording=recording)
+        async with asyncio.timeout(timeout_s) as self.limit:
+            return await run_graph(turn=self.turn, env=env, on_cancel=self.cancelled)
+
     async def cancelled(self, partial: EngineResult) -> None:
-        """Keep the user's message and the frames that did run, answered as cancelled."""
-        trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(),
-                         error=f"cancelled during frame {len(partial.frames) + 1}")
+        """Keep the user's message and the frames that did run, answered as cancelled,
+        with its last events (after an `error` saying so, when it ran out of time)."""
+        frame = len(partial.frames) + 1
+        first: tuple[Event, ...] = ()
+        reason = f"cancelled during frame {frame}"
+        if self.limit is not None and self.limit.expired():
+            said = f"the answer took longer than {self.timeout_s:g} s and was stopped"
+            first = (ErrorEvent(code="timeout", message=said,
+                                message_id=self.turn.message_id),)
+            reason = f"{said} (during frame {frame})"
+        trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(), error=reason)
         try:
             await self._store(result=partial, trace=trace, answer=CANCELLED_ANSWER,
-                              failed=True, last_events=False)
+                              failed=True, first=first)
         except MessageLost:
             logger.info("message %s was recorded as lost before it was cancelled",
                         self.turn.message_id)
@@ -449,14 +477,14 @@ class _Commit:
         trace = trace_of(turn=self.turn, result=result, total_ms=self._ms())
         return await self._store(result=result, trace=trace,
                                  answer=answer_of(self.turn, result),
-                                 failed=result.status != "done", last_events=True)
+                                 failed=result.status != "done")
 
     async def _store(self, *, result: EngineResult, trace: FrameTrace, answer: str,
-                     failed: bool, last_events: bool) -> TurnResult:
+                     failed: bool, first: tuple[Event, ...] = ()) -> TurnResult:
         persist = functools.partial(
             _persist, turn=self.turn, result=result, trace=trace, answer=answer,
             failed=failed, now=self.turn.now, token=self.token, worker=self.worker,
-            first_seq=self.first_seq, last_events=last_events)
+            first_seq=self.first_seq, first=first)
         if self.log is None:
             done, _ = await database_call(persist)()
             self.stored = True

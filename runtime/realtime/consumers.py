@@ -261,6 +261,10 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
                                                      pid=pid)
 
     async def _resume(self, after_seq: int) -> None:
+        # The client has everything up to `after_seq`: a gap is filled from there on,
+        # even while the log is still behind it (a running message's events reach
+        # sockets before the log).
+        self.sent_seq = max(self.sent_seq, after_seq)
         events = await database_call(chat_events_after)(
             conversation_id=self.conversation_id, after_seq=after_seq)
         for event in events:

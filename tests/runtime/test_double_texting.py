@@ -228,3 +228,42 @@ def test_send_check_says_whether_a_message_would_be_queued_or_refused(ada):
     assert queued.json() == {"ok": True, "double_texting": "enqueue"}
     assert check({"text": "hi", "double_texting": "later"}).status_code == 400
     assert not QueuedMessage.objects.exists()  # a check stores nothing
+
+
+def test_a_message_stopped_by_the_timeout_says_so_before_the_queue_goes_on(ada, settings):
+    """The pipeline timeout stops the first message: it is stored as cancelled and its
+    `error` (timeout) and `done` are numbered in its own transaction, before the queued
+    message's `accepted`; the queued message is then answered."""
+    from runtime.conversations.turns import CANCELLED_ANSWER
+
+    # The 5-frame path takes 5 calls of 150 ms, the reflex "hello" 2: only the first stops.
+    settings.AGENTSITE_PIPELINE_TIMEOUT_S = 0.5
+
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
+        events = await receive_until(comm, "hud")
+        await comm.send_json_to({"type": "message", "text": "hello",
+                                 "double_texting": "enqueue"})
+        while sum(e["type"] == "done" for e in events) < 2:
+            events += await receive_until(comm, "done", timeout=30)
+        await comm.disconnect()
+        return events
+
+    events = run(scenario)
+    conversation = conversation_of(ada)
+    log = chat_events_after(conversation_id=conversation.id, after_seq=0)
+    kinds = [(e["type"], e.get("message_id")) for e in log]
+    first = log[0]["message_id"]
+    second = next(e["message_id"] for e in log[1:] if e["type"] == "accepted")
+    stopped = kinds.index(("error", first))
+    assert kinds[stopped:stopped + 4] == [("error", first), ("controls", first),
+                                          ("frame_trace", first), ("done", first)]
+    assert kinds.index(("accepted", second)) == stopped + 4
+    assert log[stopped]["code"] == "timeout" and "0.5 s" in log[stopped]["message"]
+    assert log[stopped + 3]["failed"] and log[stopped + 3]["answer"] == CANCELLED_ANSWER
+    # The queued one is answered (on a slow machine it may run out of time too).
+    assert log[-1]["type"] == "done" and log[-1]["message_id"] == second
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    heard = [(e["type"], e.get("message_id")) for e in events if e["type"] in ("error", "done")]
+    assert heard[:2] == [("error", first), ("done", first)]  # the socket, in the same order
