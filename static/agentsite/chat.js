@@ -390,7 +390,8 @@
       renderControls();
     }
     if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
-      setBusy(false);
+      // Refused as busy, another message still runs: its `done` ends the busy look.
+      if (event.code !== "busy") setBusy(false);
       // A refusal of this tab's own send (no seq): no `accepted` will come for it.
       if (typeof event.seq !== "number") state.sent.pop();
     }
