@@ -275,6 +275,14 @@ AGENTSITE_NODE_TYPES = {
 AGENTSITE_DEFAULT_GRAPH = env.text("AGENTSITE_DEFAULT_GRAPH", "v3-framed")
 # A message whose graph runs more frames than this is stopped with an error.
 AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
+# A message's budget (runtime.engine.budget): at most this many model calls, and tokens
+# (prompt + completion) spent before a call; 0 means no limit. A message over it is
+# stopped with a clear answer naming the limit; its trace says which one.
+AGENTSITE_MESSAGE_MAX_LLM_CALLS = int(env.number("AGENTSITE_MESSAGE_MAX_LLM_CALLS", 40))
+AGENTSITE_MESSAGE_MAX_TOKENS = int(env.number("AGENTSITE_MESSAGE_MAX_TOKENS", 0))
+for _name in ("AGENTSITE_MESSAGE_MAX_LLM_CALLS", "AGENTSITE_MESSAGE_MAX_TOKENS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 # A running message's process beats every fifth of this; silent this long, it is presumed
 # dead and the message is stored as failed (the user can send again).
 # Threads per process that run database calls from the event loop (PostgreSQL; SQLite

@@ -31,6 +31,7 @@ HTTP_STATUS: dict[str, int] = {
     "agent_error": 500,
     "graph_error": 500,
     "frame_limit": 500,
+    "budget_exceeded": 429,
     "node_failed": 500,
     "db_error": 500,
     "message_lost": 500,
@@ -174,6 +175,17 @@ class FrameLimitExceeded(AgentError):
     """A message ran more frames than the configured limit."""
 
     code = "frame_limit"
+
+
+class BudgetExceeded(AgentError):
+    """A message reached a limit of its budget (runtime.engine.budget): `what` says which,
+    for the user; the message adds the setting, for the trace."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, what: str, *, setting: str) -> None:
+        super().__init__(f"{what} ({setting})")
+        self.what = what
 
 
 class NodeFailed(AgentError):

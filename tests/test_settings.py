@@ -91,6 +91,10 @@ def test_missing_secret_outside_debug_is_refused():
     ("AGENTSITE_BUSY_TIMEOUT_S", "0", "AGENTSITE_BUSY_TIMEOUT_S must be more than 0"),
     ("AGENTSITE_QUEUE_TIMEOUT_S", "0.5", "AGENTSITE_QUEUE_TIMEOUT_S must be at least 1"),
     ("AGENTSITE_DB_THREADS", "0", "AGENTSITE_DB_THREADS must be at least 1"),
+    ("AGENTSITE_MESSAGE_MAX_LLM_CALLS", "-1",
+     "AGENTSITE_MESSAGE_MAX_LLM_CALLS must be 0 (no limit) or more"),
+    ("AGENTSITE_MESSAGE_MAX_TOKENS", "-5",
+     "AGENTSITE_MESSAGE_MAX_TOKENS must be 0 (no limit) or more"),
 ])
 def test_timeouts_that_cannot_work_are_refused(variable, value, says):
     """A busy timeout of zero, a queue timeout under a second or no database thread stops

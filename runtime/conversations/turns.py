@@ -41,10 +41,12 @@ from runtime.conversations.processes import process_run
 from runtime.conversations.publish import ChatPublisher, Held, events_send_on_commit
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
+from runtime.engine.budget import MessageBudget
 from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
     AgentError,
+    BudgetExceeded,
     FrameLimitExceeded,
     LLMError,
     LLMTimeout,
@@ -111,7 +113,9 @@ def failure_answer(error: AgentError) -> str:
     """
     if isinstance(error, NodeFailed):
         cause = error.error
-        if isinstance(cause, LLMTimeout):
+        if isinstance(cause, BudgetExceeded):
+            what = cause.what
+        elif isinstance(cause, LLMTimeout):
             what = f"the model took too long in the {error.node} step"
         elif isinstance(cause, LLMError):
             what = f"the model could not answer the {error.node} step"
@@ -165,6 +169,8 @@ def engine_env(
         deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
         recording=recording,
         run_process=process_run,
+        budget=MessageBudget(max_calls=settings.AGENTSITE_MESSAGE_MAX_LLM_CALLS,
+                             max_tokens=settings.AGENTSITE_MESSAGE_MAX_TOKENS),
     )
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from graphs.spec import GraphSpec, NodeSpec
+from runtime.engine.budget import MessageBudget
 from runtime.errors import LLMError
 from runtime.llm.base import (
     Capabilities,
@@ -125,6 +126,9 @@ class EngineEnv:
     run_process: ProcessRunner | None = None
     """Runs long work (a query) as a process the user sees and can cancel
     (runtime.conversations.processes.process_run); None: no node may start one."""
+    budget: MessageBudget = field(default_factory=MessageBudget)
+    """The message's model calls and tokens, counted against its limits (none by
+    default)."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,9 @@ class NodeContext:
 
     async def call(self, request: LLMRequest, *, purpose: str,
                    on_delta: Callable[[str], Awaitable[None]] | None = None) -> Completion:
-        """One model call, recorded whatever happens (a failed one with its error)."""
+        """One model call, recorded whatever happens (a failed one with its error);
+        BudgetExceeded, before calling, when the message's budget is spent."""
+        self.env.budget.call_starts()
         t0 = time.perf_counter()
         llm = self.llm
         try:
@@ -298,6 +304,7 @@ class NodeContext:
             attempts=completion.attempts,
             cost=call_cost(model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
                            completion_tokens=completion.usage.completion_tokens)))
+        self.env.budget.spent(completion.usage.prompt_tokens + completion.usage.completion_tokens)
         return completion
 
     def _mark_last(self, *, outcome: str, error: str) -> None:
