@@ -114,6 +114,16 @@ def _session_alive(session_key: str | None, user_id: int | None) -> bool:
     return str(row.get_decoded().get("_auth_user_id")) == str(user_id)
 
 
+def _after_seq(raw: str | None) -> int | None:
+    """The `after_seq` a reconnecting client gives in the socket's URL; BadMessage for
+    anything but a whole number of 0 or more."""
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadMessage(f"after_seq must be a whole number of 0 or more, not {raw!r}")
+    return int(raw)
+
+
 GAP_WAIT_S = 3.0
 """How long a socket waits for the log to hold events it missed (`_fill_gap`)."""
 
@@ -130,10 +140,12 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Find the caller's conversation (one database call); refuse callers who may not
         chat."""
-        chat = self._query().get("chat", "main")
+        query = self._query()
+        chat = query.get("chat", "main")
         listen = async_to_sync(self._listen)
         try:
             chat_name_check(chat)
+            after_seq = _after_seq(query.get("after_seq"))
             # A socket cannot set a cookie, so it never starts a session: an anonymous
             # visitor opens the chat page first (runtime.conversations.owners).
             opened = await database_call(_socket_open)(self.scope, chat, listen)
@@ -146,6 +158,11 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
         await self._send(ReadyEvent(conversation=self.conversation_id,
                                     graph=opened.conversation.graph_name,
                                     last_seq=opened.last_seq, busy=opened.busy).as_dict())
+        # `?after_seq=N`: a client that reconnects resumes here, before any live event is
+        # relayed, so a gap is filled from what it has (while a message runs the log can
+        # be behind it). A number past an idle log is from another log (a reset one).
+        if after_seq is not None and (opened.busy or after_seq <= opened.last_seq):
+            await self._resume(after_seq)
         if opened.handed is not None:
             await handed_dispatch(opened.handed)
         self.watchdog = asyncio.create_task(self._watch_session())

@@ -102,7 +102,9 @@
   function connect() {
     if (state.stopped) return;
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + location.host + "/ws?chat=" + encodeURIComponent(boot.chat));
+    // after_seq: the socket sends what we missed before any live event (so, no resume).
+    var socket = new WebSocket(scheme + location.host + "/ws?chat=" + encodeURIComponent(boot.chat)
+                               + "&after_seq=" + state.lastSeq);
     state.socket = socket;
     socket.onmessage = function (message) {
       var event;
@@ -184,9 +186,7 @@
       state.lastSeq = event.last_seq;
     }
     if (event.graph && event.graph !== state.graph) showGraph(event.graph);
-    if (typeof event.last_seq === "number" && event.last_seq > state.lastSeq) {
-      send({ type: "resume", after_seq: state.lastSeq });
-    }
+    // What we missed comes unasked: the socket was opened with our after_seq.
   }
 
   function onAccepted(event) {

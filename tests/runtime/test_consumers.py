@@ -172,18 +172,20 @@ def test_second_message_while_running_is_busy(ada, settings):
 
 
 def test_resume_after_a_dropped_socket_gives_the_whole_answer(ada):
-    """Dropping the socket mid-answer and resuming gives the rest, in order, no duplicates.
+    """Dropping the socket mid-answer and reconnecting with `?after_seq=` gives the rest,
+    in order, no duplicates.
 
-    The answer goes on without the socket; the new socket's resume and the live
-    events that follow it join without a gap or a repeat.
+    The answer goes on without the socket; the new socket resumes before it relays any
+    live event, so the two join without a gap or a repeat, even while the log is behind.
     """
     async def scenario():
         comm, _ = await open_chat(ada)
         await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
         before = await receive_until(comm, "delta")
         await comm.disconnect()  # the answer goes on meanwhile
-        comm, ready = await open_chat(ada)
-        await comm.send_json_to({"type": "resume", "after_seq": before[-1]["seq"]})
+        comm = communicator(f"/ws?after_seq={before[-1]['seq']}", user=ada)
+        assert (await comm.connect())[0]
+        ready = await comm.receive_json_from()
         after = await receive_until(comm, "done")
         await comm.disconnect()
         return before, ready, after
@@ -625,3 +627,36 @@ def test_hostile_frames_get_an_error_and_the_socket_stays_usable(ada):
     assert "nested too deeply" in errors[0]["message"]
     assert "surrogate" in errors[1]["message"]
     assert done["failed"] is False
+
+
+def test_a_resume_message_also_gives_the_rest_of_an_answer(ada):
+    """The `resume` message (for clients that do not reconnect with `?after_seq=`) gives
+    every missed event in order; copies of events the client had may come too (it skips
+    `seq` it has seen), none is missing."""
+    async def scenario():
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
+        before = await receive_until(comm, "delta")
+        await comm.disconnect()
+        comm, _ = await open_chat(ada)
+        await comm.send_json_to({"type": "resume", "after_seq": before[-1]["seq"]})
+        after = await receive_until(comm, "done")
+        await comm.disconnect()
+        return before, after
+
+    before, after = run(scenario)
+    seen = sorted({e["seq"] for e in before + after})
+    assert seen == list(range(1, len(seen) + 1))
+    assert after[-1]["type"] == "done"
+
+
+def test_a_bad_after_seq_is_refused_clearly(ada):
+    async def scenario():
+        comm = communicator("/ws?after_seq=soon", user=ada)
+        await comm.connect()
+        error = await comm.receive_json_from()
+        await comm.disconnect()
+        return error
+
+    error = run(scenario)
+    assert error["code"] == "bad_request" and "after_seq" in error["message"]
