@@ -13,23 +13,19 @@ from django.test import AsyncClient
 
 from graphs.selectors import graph_spec_get
 from graphs.services import graph_save
-from runtime.conversations import answering as dispatch
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Conversation, Message, QueuedMessage
 from runtime.conversations.queueing import message_enqueue
-from tests.runtime.test_api import client_for, conversation_of, wait_for_result
+from tests.runtime.test_api import (  # noqa: F401 (_fresh_registry: an autouse fixture)
+    _fresh_registry,
+    client_for,
+    conversation_of,
+    wait_for_result,
+)
 from tests.runtime.test_consumers import open_chat, receive_until, signed_in
 
 LATENCY_MS = 150
 """Per model call: long enough for a second message to arrive while the first runs."""
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    """Each test starts with an empty task registry, and ends with none of its tasks."""
-    dispatch.pipeline_tasks.cache_clear()
-    yield
-    dispatch.pipeline_tasks.cache_clear()
 
 
 @pytest.fixture
@@ -40,6 +36,23 @@ def ada(graphs, settings):
 
 def run(scenario):
     return async_to_sync(scenario)()
+
+
+def double_text(user, first: str, second: str, *, during: str) -> list[dict]:
+    """Over one socket: `first`, then at its first `during` event `second` with the
+    `enqueue` policy; every event until both are done."""
+    async def scenario():
+        comm, _ = await open_chat(user)
+        await comm.send_json_to({"type": "message", "text": first})
+        events = await receive_until(comm, during)
+        await comm.send_json_to({"type": "message", "text": second,
+                                 "double_texting": "enqueue"})
+        while sum(e["type"] == "done" for e in events) < 2:
+            events += await receive_until(comm, "done", timeout=30)
+        await comm.disconnect()
+        return events
+
+    return run(scenario)
 
 
 def history(user) -> list[tuple[str, str]]:
@@ -56,18 +69,7 @@ def test_enqueue_over_the_socket_answers_both_in_order(ada, during):
     Sent at the first's first HUD event it is always queued. Sent at its first delta (its
     last frame, where the answer streams) it meets the first either still running or
     already ended: queued or answered at once, both are answered in order."""
-    async def scenario():
-        comm, _ = await open_chat(ada)
-        await comm.send_json_to({"type": "message", "text": "my name is Ada"})
-        events = await receive_until(comm, during)
-        await comm.send_json_to({"type": "message", "text": "what is my name?",
-                                 "double_texting": "enqueue"})
-        while sum(e["type"] == "done" for e in events) < 2:
-            events += await receive_until(comm, "done", timeout=30)
-        await comm.disconnect()
-        return events
-
-    events = run(scenario)
+    events = double_text(ada, "my name is Ada", "what is my name?", during=during)
     queued = [e for e in events if e["type"] == "queued"]
     accepted = [e for e in events if e["type"] == "accepted"]
     done = [e for e in events if e["type"] == "done"]
@@ -239,18 +241,7 @@ def test_a_message_stopped_by_the_timeout_says_so_before_the_queue_goes_on(ada, 
     # The 5-frame path takes 5 calls of 150 ms, the reflex "hello" 2: only the first stops.
     settings.AGENTSITE_PIPELINE_TIMEOUT_S = 0.5
 
-    async def scenario():
-        comm, _ = await open_chat(ada)
-        await comm.send_json_to({"type": "message", "text": "how many customers are there?"})
-        events = await receive_until(comm, "hud")
-        await comm.send_json_to({"type": "message", "text": "hello",
-                                 "double_texting": "enqueue"})
-        while sum(e["type"] == "done" for e in events) < 2:
-            events += await receive_until(comm, "done", timeout=30)
-        await comm.disconnect()
-        return events
-
-    events = run(scenario)
+    events = double_text(ada, "how many customers are there?", "hello", during="hud")
     conversation = conversation_of(ada)
     log = chat_events_after(conversation_id=conversation.id, after_seq=0)
     kinds = [(e["type"], e.get("message_id")) for e in log]
