@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from graphs.spec import GraphSpec
 
-DOUBLE_TEXTING_POLICIES = ("reject", "enqueue")
+DOUBLE_TEXTING_POLICIES = ("reject", "enqueue", "interrupt", "rollback")
 """What a conversation may do with a message that arrives while it answers another
-(runtime.conversations.queueing). `interrupt` and `rollback` are not built yet."""
+(runtime.conversations.queueing)."""
 DEFAULT_DOUBLE_TEXTING = "reject"
 """The policy of a graph whose config does not name one."""
 

@@ -278,11 +278,18 @@ class DoneEvent:
     """How many frames ran."""
     ms: float
     """Wall time of the message."""
+    stopped: str = ""
+    """Set when a newer message stopped this one: the policy it was sent with. After
+    `interrupt` the stopped message stays in the history; after `rollback` it is taken
+    out of it (and of the memory), so a client removes it from the chat."""
     type: Literal["done"] = "done"
 
     def as_dict(self) -> dict[str, Any]:
-        """As a dict."""
-        return asdict(self)
+        """As a dict; `stopped` only when set."""
+        data = asdict(self)
+        if not self.stopped:
+            del data["stopped"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)

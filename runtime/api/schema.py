@@ -131,7 +131,10 @@ SEND_BODY = {
             "enum": list(DOUBLE_TEXTING_POLICIES),
             "description": "What to do if the conversation is answering another message "
             "(default: the graph's policy, else reject): reject (409), enqueue (queued and "
-            "answered in order; 202 says its `position`).",
+            "answered in order; 202 says its `position`), interrupt (the running message is "
+            "stopped and kept as stopped; this one is answered next, knowing both), "
+            "rollback (the same, but the stopped message is taken out of the history and "
+            "memory).",
         },
     },
 }
@@ -188,7 +191,8 @@ ROUTES: tuple[Route, ...] = (
                 "Send a message; its events go to the conversation's log (sockets, SSE).",
                 {
                     202: "Accepted: `{id, after_seq}`; or queued behind the message being "
-                         "answered (`enqueue` policy): `{id, after_seq, double_texting, "
+                         "answered (`enqueue`), or before the queue with that message "
+                         "stopped (`interrupt`, `rollback`): `{id, after_seq, double_texting, "
                          "position}`",
                     **COMMON,
                     403: "CSRF check failed",
@@ -265,8 +269,9 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 "result",
-                "A message's status (running, queued with its `position`, done, failed) "
-                "and, once done, its answer, controls, path, frames.",
+                "A message's status (running, queued with its `position`, done, failed, "
+                "rolled_back: taken back by a newer message) and, once done, its answer, "
+                "controls, path, frames.",
                 {200: "The result", **COMMON, 404: "No such message in this conversation"},
                 params=(MESSAGE_ID,),
             )

@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from channels.exceptions import ChannelFull
@@ -46,6 +46,7 @@ from runtime.conversations.queueing import (
 )
 from runtime.conversations.turns import (
     Begun,
+    TurnStop,
     turn_begin,
     turn_release,
     turn_run,
@@ -60,6 +61,10 @@ logger = logging.getLogger(__name__)
 PIPELINE_CHANNEL = "pipeline"
 """The channel-layer channel pipeline workers listen on (`runworker pipeline`)."""
 PIPELINE_MESSAGE = "pipeline.message"
+PIPELINE_CONTROL_GROUP = "pipeline-control"
+"""The channel-layer group every pipeline worker is in: asked to stop a message it
+answers (`PIPELINE_STOP`)."""
+PIPELINE_STOP = "pipeline.stop"
 
 
 @dataclass
@@ -82,6 +87,8 @@ class PipelineTasks:
 
     def __init__(self) -> None:
         self.tasks: dict[str, RunningMessage] = {}
+        self.stops: dict[str, TurnStop] = {}
+        """How to stop each message this process is answering now, by message id."""
 
     def start(
         self, *, conversation_id: int, message_id: str, work: Callable[[], Awaitable[None]]
@@ -96,6 +103,24 @@ class PipelineTasks:
         """Whether this process is answering that message."""
         entry = self.tasks.get(message_id)
         return entry is not None and not entry.task.done()
+
+    @contextlib.contextmanager
+    def stoppable(self, message_id: str) -> Iterator[TurnStop]:
+        """While the block answers the message, `stop` can stop it."""
+        stop = self.stops[message_id] = TurnStop()
+        try:
+            yield stop
+        finally:
+            self.stops.pop(message_id, None)
+
+    def stop(self, message_id: str, policy: str) -> bool:
+        """Stop a message this process is answering (a newer one was sent with `policy`);
+        False when it is not answered here."""
+        stop = self.stops.get(message_id)
+        if stop is None:
+            return False
+        stop.request(policy)
+        return True
 
     def running(self, *, conversation_id: int | None = None) -> int:
         """How many messages (of one conversation, or all) run in this process."""
@@ -144,7 +169,8 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
 
     While another message of the conversation is being answered, the double-texting
     policy decides (`double_texting`, else the graph's, runtime.conversations.queueing):
-    `reject` raises ConversationBusy, `enqueue` queues the message behind it.
+    `reject` raises ConversationBusy, `enqueue` queues the message behind it,
+    `interrupt` and `rollback` queue it first and stop the running one (`message_stop`).
 
     Raises:
         InvalidMessage: empty or oversized text, or an unknown policy (nothing is stored).
@@ -164,13 +190,30 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
                 conversation_id=conversation_id)
             if policy == REJECT:
                 raise
-            position = await database_call(message_enqueue)(
-                conversation_id=conversation_id, message_id=message_id, text=text)
-            if position is not None:
+            queued = await database_call(message_enqueue)(
+                conversation_id=conversation_id, message_id=message_id, text=text,
+                policy=policy)
+            if queued is not None:
+                if queued.running:
+                    await message_stop(message_id=queued.running, policy=policy)
                 return Submitted(message_id=message_id, double_texting=policy,
-                                 position=position)
+                                 position=queued.position)
             # The running message ended meanwhile: take the flag after all.
     raise ConversationBusy()
+
+
+async def message_stop(*, message_id: str, policy: str) -> None:
+    """Stop a running message: a newer one was sent with `policy` (`interrupt`,
+    `rollback`). Its `busy_stop` is set already, which its heartbeat reads; this stops
+    it now where it runs: in this process, or in the pipeline worker answering it."""
+    if pipeline_tasks().stop(message_id, policy) or not settings.AGENTSITE_PIPELINE_WORKERS:
+        return
+    try:
+        await get_channel_layer().group_send(PIPELINE_CONTROL_GROUP, {
+            "type": PIPELINE_STOP, "message_id": message_id, "policy": policy})
+    except Exception:  # Redis down: the heartbeat still stops it (busy_stop)
+        # Broad on purpose: the new message is queued whatever happens here.
+        logger.exception("message %s: the workers could not be asked to stop it", message_id)
 
 
 async def _start(*, conversation_id: int, message_id: str, text: str, inline: bool) -> None:
@@ -273,6 +316,16 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
 async def _answer_one(*, conversation_id: int, message_id: str, text: str,
                       begun: Begun | None, token: str, worker: str) -> busy.Handed | None:
     """`message_answer` for one message; the queued message it handed the flag to."""
+    with pipeline_tasks().stoppable(message_id) as stop:
+        return await _answer_stoppable(conversation_id=conversation_id, message_id=message_id,
+                                       text=text, begun=begun, token=token, worker=worker,
+                                       stop=stop)
+
+
+async def _answer_stoppable(*, conversation_id: int, message_id: str, text: str,
+                            begun: Begun | None, token: str, worker: str, stop: TurnStop
+                            ) -> busy.Handed | None:
+    """`_answer_one`, while `stop` can stop the message."""
     async with ChatPublisher(conversation_id=conversation_id) as publish:
         try:
             begun = begun or await database_call(turn_begin)(
@@ -288,24 +341,25 @@ async def _answer_one(*, conversation_id: int, message_id: str, text: str,
                                  text=text, token=token, worker=worker, publish=publish)
         publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
         await publish(AcceptedEvent(message_id=message_id, text=text))  # its first event
-        return await _answer(begun=begun, worker=worker, publish=publish)
+        return await _answer(begun=begun, worker=worker, publish=publish, stop=stop)
 
 
-async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher) -> busy.Handed | None:
-    """Run a started message's turn within the pipeline timeout; a failure is stored.
-    Returns the queued message the flag went to."""
+async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher, stop: TurnStop
+                  ) -> busy.Handed | None:
+    """Run a started message's turn within the pipeline timeout (or until a newer message
+    stops it); a failure is stored. Returns the queued message the flag went to."""
     turn = begun.turn
     timeout = settings.AGENTSITE_PIPELINE_TIMEOUT_S
     try:
         result = await turn_run(conversation_id=turn.conversation_id, text=turn.message,
                                 begun=begun, worker=worker, on_event=publish, log=publish,
-                                timeout_s=timeout)
+                                timeout_s=timeout, stop=stop)
     except MessageLost as exc:
         logger.warning("%s; its result was dropped", exc)
         return None
     except TimeoutError:
-        # turn_run stored it as cancelled, with its `error` and `done`, and gave the flag
-        # on: to a queued message, answered next.
+        # Out of time, or stopped by a newer message: turn_run stored it as cancelled,
+        # with its last events, and gave the flag on: to a queued message, answered next.
         return await database_call(busy.busy_unclaimed)(conversation_id=turn.conversation_id)
     except Exception:
         logger.exception("message %s failed in its pipeline", turn.message_id)

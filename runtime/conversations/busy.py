@@ -88,10 +88,16 @@ def busy_claim(*, conversation_id: int, token: str, worker: str) -> bool:
 
 
 @retrying
-def busy_beat(*, conversation_id: int, token: str) -> bool:
-    """The answering process is alive; False when its flag was taken from it."""
-    return bool(Conversation.objects.filter(pk=conversation_id, busy_token=token).update(
-        busy_beat=Now()))
+def busy_beat(*, conversation_id: int, token: str) -> str | None:
+    """The answering process is alive: what it is told back. None when its flag was taken
+    from it; the policy of a newer message that asked it to stop (`busy_stop`:
+    `interrupt`, `rollback`); else "". One statement while nobody asks it to stop."""
+    held = Conversation.objects.filter(pk=conversation_id, busy_token=token)
+    if held.filter(busy_stop="").update(busy_beat=Now()):
+        return ""
+    if not held.update(busy_beat=Now()):
+        return None
+    return held.values_list("busy_stop", flat=True).first() or ""
 
 
 @dataclass(frozen=True)
@@ -283,13 +289,22 @@ def lost_events(lost: LostMessage, code: str = "worker_lost") -> list[Event]:
                       frames=0, ms=0.0)]
 
 
+StopSink = Callable[[str], None]
+"""Stops the running message, with the policy of the newer message that asked
+(runtime.conversations.turns.TurnStop.request)."""
+
+
 @contextlib.asynccontextmanager
-async def busy_heartbeat(*, conversation_id: int, token: str) -> AsyncIterator[None]:
+async def busy_heartbeat(*, conversation_id: int, token: str,
+                         on_stop: StopSink | None = None) -> AsyncIterator[None]:
     """Beat on the busy flag while the block runs, so no reaper takes the message for dead.
 
     Every fifth of `AGENTSITE_BUSY_TIMEOUT_S`, in a task this owns and cancels on leaving.
+    A newer message asking the running one to stop from another process (`busy_stop`)
+    is passed to `on_stop` at the next beat.
     """
-    beat = asyncio.create_task(_beat_forever(conversation_id=conversation_id, token=token),
+    beat = asyncio.create_task(_beat_forever(conversation_id=conversation_id, token=token,
+                                             on_stop=on_stop),
                                name=f"heartbeat {conversation_id}")
     try:
         yield
@@ -298,15 +313,18 @@ async def busy_heartbeat(*, conversation_id: int, token: str) -> AsyncIterator[N
         await asyncio.gather(beat, return_exceptions=True)
 
 
-async def _beat_forever(*, conversation_id: int, token: str) -> None:
+async def _beat_forever(*, conversation_id: int, token: str, on_stop: StopSink | None
+                        ) -> None:
     interval = max(settings.AGENTSITE_BUSY_TIMEOUT_S / 5, 0.05)
     while True:
         await asyncio.sleep(interval)
-        if not await database_call(busy_beat)(
-                conversation_id=conversation_id, token=token):
+        told = await database_call(busy_beat)(conversation_id=conversation_id, token=token)
+        if told is None:
             logger.warning("conversation %s: the busy flag was taken from a running message",
                            conversation_id)
             return
+        if told and on_stop is not None:
+            on_stop(told)
 
 
 HandedSink = Callable[[Handed], Awaitable[None]]

@@ -9,7 +9,8 @@ from django.db import models
 from django.db.models import Q
 
 FLAG_FREE = MappingProxyType({"busy_since": None, "busy_beat": None, "busy_token": "",
-                              "busy_message_id": "", "busy_text": "", "busy_worker": ""})
+                              "busy_message_id": "", "busy_text": "", "busy_worker": "",
+                              "busy_stop": ""})
 """A conversation's busy flag given back: the fields of its row, as an UPDATE sets them
 (runtime.conversations.busy)."""
 
@@ -43,6 +44,10 @@ class Conversation(models.Model):
         help_text="The process answering it (host:pid); empty while it waits for a worker.")
     busy_beat = models.DateTimeField(null=True, blank=True,
                                      help_text="The answering process's last sign of life.")
+    busy_stop = models.CharField(
+        max_length=16, blank=True,
+        help_text="Set when a newer message asked the running one to stop: the "
+                  "double-texting policy (interrupt or rollback) it asked with.")
     last_message_at = models.DateTimeField(null=True, blank=True)
     score = models.PositiveSmallIntegerField(
         null=True, blank=True, choices=[(n, f"{n}/5") for n in range(1, 6)],
@@ -163,16 +168,20 @@ class Process(models.Model):
 
 class QueuedMessage(models.Model):
     """A message sent while its conversation answered another, waiting its turn (the
-    `enqueue` double-texting policy, runtime.conversations.queueing)."""
+    `enqueue`, `interrupt` and `rollback` double-texting policies,
+    runtime.conversations.queueing)."""
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
                                      related_name="queued_messages")
     message_id = models.CharField(max_length=36, unique=True)
     text = models.TextField()
+    front = models.BooleanField(
+        default=False, help_text="Sent with `interrupt` or `rollback`: answered before the "
+                                 "messages queued with `enqueue`.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["-front", "id"]
 
     def __str__(self) -> str:
         return f"{self.conversation_id}: {self.message_id} (queued)"

@@ -75,17 +75,23 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
 
 
 def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
-    """The stored answer of a message of this conversation, with its trace's path and frames."""
+    """The stored answer of a message of this conversation, with its trace's path and frames.
+    A message taken back by a newer one (double texting `rollback`) has a trace and no
+    exchange: `rolled_back`, with the answer its trace keeps."""
     answer = Message.objects.filter(
         conversation_id=conversation_id, message_id=message_id, role=Message.Role.ASSISTANT
     ).first()
-    if answer is None:
-        return None
     trace = (
         MessageTrace.objects.filter(conversation_id=conversation_id, message_id=message_id)
-        .values("path", "total_frames")
+        .values("path", "total_frames", "answer")
         .first()
-    ) or {"path": "", "total_frames": 0}
+    )
+    if answer is None:
+        if trace is None:
+            return None
+        return {"status": "rolled_back", "answer": trace["answer"], "controls": [],
+                "path": trace["path"], "frames": trace["total_frames"]}
+    trace = trace or {"path": "", "total_frames": 0}
     return {
         "status": "failed" if answer.status == Message.Status.ERROR else "done",
         "answer": answer.text,

@@ -82,9 +82,10 @@ def conversation_record_turn(
     *, conversation_id: int, message_id: str, text: str, answer: str, failed: bool,
     memory: dict[str, Any] | None, ui: dict[str, Any] | None, now: datetime,
     experts: dict[str, Any] | None = None, machine_calls: list[dict[str, Any]] | None = None,
-    token: str | None = None, last_seq: int | None = None,
+    token: str | None = None, last_seq: int | None = None, exchange: bool = True,
 ) -> RecordedTurn:
-    """Persist one exchange: both messages, and memory / UI / expert state when given.
+    """Persist one exchange: both messages (not without `exchange`: a message taken back
+    by a newer one), and memory / UI / expert state when given.
 
     Machines may have been clicked while the message ran, so they are not taken
     from `ui` (computed from the state before the message): the message's
@@ -118,7 +119,7 @@ def conversation_record_turn(
         Message(conversation_id=conversation_id, message_id=message_id,
                 role=Message.Role.ASSISTANT, text=answer, controls=current_controls(current),
                 status=Message.Status.ERROR if failed else Message.Status.OK),
-    ])
+    ] if exchange else [])
     if memory is not None:
         fields["memory"] = memory
     if experts:

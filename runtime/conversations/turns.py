@@ -10,6 +10,7 @@ whatever happened, then tell listeners.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -76,6 +77,11 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 8000
 CANCELLED_ANSWER = "(cancelled before the answer was complete)"
+STOPPED_ANSWERS = {
+    "interrupt": "(stopped: a newer message interrupted it)",
+    "rollback": "(taken back: a newer message replaced it)",
+}
+"""The answer of a message stopped by a newer one, by the policy it was sent with."""
 
 
 class InvalidMessage(AgentError):
@@ -103,6 +109,9 @@ class TurnResult:
     handed: busy.Handed | None = None
     """The queued message this one's busy flag went to as it ended (its caller answers
     it: runtime.conversations.answering)."""
+    stopped: str = ""
+    """The policy of the newer message that stopped it (`interrupt`, `rollback`), if one
+    did: a rolled back message is not in the history."""
 
 
 def failure_answer(error: AgentError) -> str:
@@ -194,9 +203,10 @@ def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = 
 @transaction.atomic
 def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str,
              failed: bool, now: datetime, token: str, worker: str, first_seq: int,
-             held: Held | None = None, first: tuple[Event, ...] = ()
+             held: Held | None = None, first: tuple[Event, ...] = (), stopped: str = ""
              ) -> tuple[TurnResult, list[dict[str, Any]]]:
     """Store the exchange and its trace, and give the busy flag back, in one transaction.
+    A message `stopped` by a `rollback` keeps its trace only: no exchange, no memory.
 
     `held`: the message's events sent but not yet stored; they are stored here with
     the turn's own last ones (`first`, then controls, frame trace, done), which are
@@ -218,11 +228,12 @@ def _persist(*, turn: Turn, result: EngineResult, trace: FrameTrace, answer: str
         conversation_id=turn.conversation_id, message_id=turn.message_id, text=turn.message,
         answer=answer, failed=failed, memory=memory, ui=ui, now=now, experts=experts,
         machine_calls=machine_calls, token=token, last_seq=next_seq + last_count - 1,
+        exchange=stopped != "rollback",
     )
     trace_store(trace=trace, answer=answer, worker=worker, turn=turn_snapshot(turn))
     done = TurnResult(message_id=turn.message_id, answer=answer, failed=failed,
                       controls=current_controls(stored.ui), trace=trace,
-                      machines=stored.ui["machines"])
+                      machines=stored.ui["machines"], stopped=stopped)
     last = [] if held is None else [
         {**event.as_dict(), "seq": next_seq + n}
         for n, event in enumerate([*first, *_last_events(done)])]
@@ -292,6 +303,8 @@ class Begun:
     """The number of its first event (runtime.conversations.eventlog.chat_events_lease)."""
     reserved_to: int
     """The last number reserved for its events."""
+    stop: str = ""
+    """A newer message asked it to stop before it began (`Conversation.busy_stop`)."""
 
 
 @retrying
@@ -336,7 +349,7 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
     first_seq, reserved_to = chat_events_lease(conversation=conversation)
     Conversation.objects.filter(pk=conversation_id).update(event_reserved=reserved_to, **row)
     return Begun(token=token, turn=turn, situation=situation, first_seq=first_seq,
-                 reserved_to=reserved_to)
+                 reserved_to=reserved_to, stop=conversation.busy_stop)
 
 
 async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
@@ -364,11 +377,9 @@ async def turn_run(
     now: datetime | None = None,
     message_id: str | None = None,
     begun: Begun | None = None,
-    log: ChatPublisher | None = None,
-    worker: str = "",
-    recording: Recording | None = None,
-    start: dict[str, Any] | None = None,
-    timeout_s: float | None = None,
+    log: ChatPublisher | None = None, worker: str = "",
+    recording: Recording | None = None, start: dict[str, Any] | None = None,
+    timeout_s: float | None = None, stop: TurnStop | None = None,
 ) -> TurnResult:
     """Answer one message: begin, run the graph, commit, announce.
 
@@ -384,8 +395,10 @@ async def turn_run(
         worker: the answering process, for the flag and the trace (default: this one).
         recording, start: a frozen message replayed: model calls from `recording`, the
             engine started from the stored state `start` (`turn_snapshot`).
-        timeout_s: how long the graph may run (then TimeoutError; stored as cancelled
-            with its last events, a `timeout` error first, in the turn's transaction).
+        timeout_s, stop: how long the graph may run, and how a newer message stops it
+            (`TurnStop`; the heartbeat reads `busy_stop` too). Then TimeoutError, the
+            message stored as cancelled or stopped with its last events (a timeout's
+            `error` first) in the turn's transaction.
 
     Returns the answer, controls and trace; a node failure becomes a clear answer. Raises
     InvalidMessage (nothing stored), ConversationBusy, or MessageLost (the flag was taken
@@ -399,12 +412,12 @@ async def turn_run(
                                  message_id=message_id or str(uuid.uuid4()), text=text,
                                  worker=worker, now=now or timezone.now(), start=start,
                                  on_lost=on_event)
-    commit = _Commit(begun=begun, worker=worker, log=log, timeout_s=timeout_s)
+    commit = _Commit(begun=begun, worker=worker, log=log, timeout_s=timeout_s, stop=stop)
     try:
-        async with busy.busy_heartbeat(conversation_id=conversation_id, token=begun.token):
+        async with busy.busy_heartbeat(conversation_id=conversation_id, token=begun.token,
+                                       on_stop=commit.stop.request):
             done = await commit.finished(await commit.run(
-                on_event=on_event, llm=llm, clock=clock, recording=recording,
-                timeout_s=timeout_s))
+                on_event=on_event, llm=llm, clock=clock, recording=recording))
     finally:
         if owns_flag and not commit.stored:
             await database_call(turn_release)(conversation_id=conversation_id,
@@ -427,13 +440,63 @@ async def _announce_situation(begun: Begun, *, on_event: EventSink) -> None:
         data={"changed": ["situation"], "situation": begun.situation}, ts=0.0))
 
 
+class TurnStop:
+    """How a newer message stops a running one (the `interrupt` and `rollback`
+    double-texting policies, runtime.conversations.queueing).
+
+    Asked before the graph runs, the graph does not start; while it runs, it is
+    cancelled where it is (the frames that ran stay in the trace); once the graph is
+    over the message is stored as answered: too late to stop. Asked from another
+    thread's event loop (a WSGI request answering inline), the cut is passed to the
+    loop that runs the message.
+    """
+
+    def __init__(self, policy: str = "") -> None:
+        self.policy = policy
+        """The stopping policy asked for ("" until one is)."""
+        self._limit: asyncio.Timeout | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self, policy: str) -> None:
+        """Stop the message (the first request decides the policy)."""
+        if not self.policy:
+            self.policy = policy
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            self._expire()
+            return
+        with contextlib.suppress(RuntimeError):  # its loop closed: the message is over
+            loop.call_soon_threadsafe(self._expire)
+
+    def watch(self, limit: asyncio.Timeout | None) -> None:
+        """The graph's run starts within `limit`, on this loop (None: it is over)."""
+        self._limit = limit
+        self._loop = asyncio.get_running_loop() if limit is not None else None
+        if self.policy:
+            self._expire()
+
+    def _expire(self) -> None:
+        limit, loop = self._limit, self._loop
+        if limit is not None and loop is not None and not limit.expired():
+            limit.reschedule(loop.time())
+
+
 class _Commit:
     """Stores a message's turn and trace when its run ends, or is cancelled; knows if it did."""
 
     def __init__(self, *, begun: Begun, worker: str, log: ChatPublisher | None,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, stop: TurnStop | None = None) -> None:
         self.begun = begun
         self.timeout_s = timeout_s
+        self.stop = stop or TurnStop()
+        if begun.stop:  # asked before the message began
+            self.stop.request(begun.stop)
         self.limit: asyncio.Timeout | None = None
         """The run's time limit (`turn_run`'s `timeout_s`), to tell a timeout from
         another cancellation."""
@@ -449,15 +512,20 @@ class _Commit:
         return (time.perf_counter() - self.started) * 1000
 
     async def run(self, *, on_event: EventSink, llm: LLMProvider | None,
-                  clock: Callable[[], float] | None, recording: Recording | None,
-                  timeout_s: float | None) -> EngineResult:
+                  clock: Callable[[], float] | None, recording: Recording | None
+                  ) -> EngineResult:
         """Announce the refreshed situation, then run the graph on the message's turn
-        within `timeout_s` (cancelled after it; `cancelled` stores what ran)."""
+        within `timeout_s`, or until stopped (then cancelled; `cancelled` stores what
+        ran)."""
         await _announce_situation(self.begun, on_event=on_event)
         env = engine_env(on_event=on_event, message_id=self.turn.message_id, llm=llm,
                          clock=clock, recording=recording)
-        async with asyncio.timeout(timeout_s) as self.limit:
-            return await run_graph(turn=self.turn, env=env, on_cancel=self.cancelled)
+        async with asyncio.timeout(self.timeout_s) as self.limit:
+            self.stop.watch(self.limit)
+            try:
+                return await run_graph(turn=self.turn, env=env, on_cancel=self.cancelled)
+            finally:
+                self.stop.watch(None)
 
     async def cancelled(self, partial: EngineResult) -> None:
         """Keep the user's message and the frames that did run, answered as cancelled,
@@ -465,15 +533,20 @@ class _Commit:
         frame = len(partial.frames) + 1
         first: tuple[Event, ...] = ()
         reason = f"cancelled during frame {frame}"
-        if self.limit is not None and self.limit.expired():
+        answer, stopped = CANCELLED_ANSWER, self.stop.policy
+        if stopped:
+            answer = STOPPED_ANSWERS[stopped]
+            reason = (f"stopped by a newer message sent with {stopped!r} "
+                      f"(during frame {frame})")
+        elif self.limit is not None and self.limit.expired():
             said = f"the answer took longer than {self.timeout_s:g} s and was stopped"
             first = (ErrorEvent(code="timeout", message=said,
                                 message_id=self.turn.message_id),)
             reason = f"{said} (during frame {frame})"
         trace = trace_of(turn=self.turn, result=partial, total_ms=self._ms(), error=reason)
         try:
-            await self._store(result=partial, trace=trace, answer=CANCELLED_ANSWER,
-                              failed=True, first=first)
+            await self._store(result=partial, trace=trace, answer=answer, failed=True,
+                              first=first, stopped=stopped)
         except MessageLost:
             logger.info("message %s was recorded as lost before it was cancelled",
                         self.turn.message_id)
@@ -486,11 +559,12 @@ class _Commit:
                                  failed=result.status != "done")
 
     async def _store(self, *, result: EngineResult, trace: FrameTrace, answer: str,
-                     failed: bool, first: tuple[Event, ...] = ()) -> TurnResult:
+                     failed: bool, first: tuple[Event, ...] = (), stopped: str = ""
+                     ) -> TurnResult:
         persist = functools.partial(
             _persist, turn=self.turn, result=result, trace=trace, answer=answer,
             failed=failed, now=self.turn.now, token=self.token, worker=self.worker,
-            first_seq=self.first_seq, first=first)
+            first_seq=self.first_seq, first=first, stopped=stopped)
         if self.log is None:
             done, _ = await database_call(persist)()
             self.stored = True
@@ -514,4 +588,4 @@ def _last_events(done: TurnResult) -> list[Event]:
             done.trace,
             DoneEvent(message_id=done.message_id, answer=done.answer, failed=done.failed,
                       path=done.trace.path, frames=done.trace.total_frames,
-                      ms=done.trace.total_ms)]
+                      ms=done.trace.total_ms, stopped=done.stopped)]

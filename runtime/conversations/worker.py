@@ -16,6 +16,9 @@ worker processes, on any number of machines, share the queue.
   old traces), so a site with workers needs no cron for it.
 - A clean stop: on SIGTERM or SIGINT it stops taking messages and lets the
   running ones finish (within `AGENTSITE_PIPELINE_TIMEOUT_S`).
+- Control: its own channel in the `pipeline-control` group, where a web process asks
+  every worker to stop a message a newer one interrupts (double texting `interrupt`,
+  `rollback`); the worker answering it stops it at once.
 
 `PipelineConsumer` is the channel's application: it answers each message with
 the same `runtime.conversations.answering.message_answer` the web process uses
@@ -36,12 +39,15 @@ from django.conf import settings
 
 from runtime.conversations import busy
 from runtime.conversations.answering import (
+    PIPELINE_CONTROL_GROUP,
     PIPELINE_MESSAGE,
+    PIPELINE_STOP,
     handed_dispatch,
     message_answer,
     pipeline_tasks,
 )
 from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
+from runtime.conversations.queueing import STOPPING
 from runtime.conversations.retention import retention_run
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,26 @@ class PipelineConsumer(DatabaseCallsOnly, AsyncConsumer):
         await super().dispatch(message)
 
 
+CONTROL_REJOIN_S = 600.0
+"""How often a worker joins the control group again (channels-redis forgets a member after
+its `group_expiry`, a day by default)."""
+
+
+def _control(message: dict[str, Any]) -> None:
+    """Do what a control message asks: stop a message if this process answers it."""
+    if message.get("type") != PIPELINE_STOP:
+        logger.error("pipeline: a control message of unknown type %r was dropped",
+                     message.get("type"))
+        return
+    policy = message.get("policy")
+    if policy not in STOPPING:
+        logger.error("pipeline: a stop with no known policy was dropped: %r", message)
+        return
+    if pipeline_tasks().stop(str(message.get("message_id", "")), policy):
+        logger.info("pipeline: message %s stopped by a newer message (%s)",
+                    message.get("message_id"), message.get("policy"))
+
+
 def _release(slots: asyncio.Semaphore | None) -> None:
     if slots is not None:
         slots.release()
@@ -114,14 +140,16 @@ class PipelineWorker(Worker):
         listeners = [asyncio.ensure_future(self.listener(channel)) for channel in self.channels]
         reaping = asyncio.ensure_future(self.reap_forever())
         pruning = asyncio.ensure_future(self.prune_forever())
+        controlling = asyncio.ensure_future(self.control_forever())
         stop = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in listeners if t.done() and not t.cancelled() and t.exception()]
         logger.info("pipeline worker %s: stopping; letting %d running message(s) finish",
                     busy.worker_name(), pipeline_tasks().running())
-        for task in (*listeners, reaping, pruning, stop):
+        others = (reaping, pruning, controlling, stop)
+        for task in (*listeners, *others):
             task.cancel()
-        await asyncio.gather(*listeners, reaping, pruning, stop, return_exceptions=True)
+        await asyncio.gather(*listeners, *others, return_exceptions=True)
         try:
             await asyncio.wait_for(pipeline_tasks().drain(),
                                    timeout=settings.AGENTSITE_PIPELINE_TIMEOUT_S)
@@ -144,6 +172,24 @@ class PipelineWorker(Worker):
             scope = {"type": "channel", "channel": channel, "slots": self.slots}
             queue = self.get_or_create_application_instance(channel, scope)
             await queue.put(message)
+
+    async def control_forever(self) -> None:
+        """Stop the messages that newer ones interrupt (`answering.message_stop`), asked
+        on this process's channel in the control group. The channel joins the group again
+        every `CONTROL_REJOIN_S`, so the layer's group expiry never drops it; a layer that
+        fails is tried again (meanwhile the heartbeat still stops them: `busy_stop`)."""
+        channel = await self.channel_layer.new_channel("pipeline-control.")
+        while True:
+            try:
+                await self.channel_layer.group_add(PIPELINE_CONTROL_GROUP, channel)
+                async with asyncio.timeout(CONTROL_REJOIN_S):
+                    while True:
+                        _control(await self.channel_layer.receive(channel))
+            except TimeoutError:
+                continue
+            except Exception:
+                logger.exception("pipeline worker: the control channel failed; trying again")
+                await asyncio.sleep(1)
 
     async def reap_forever(self) -> None:
         """Record messages of dead processes as failed, every third of the busy timeout."""

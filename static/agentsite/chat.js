@@ -33,7 +33,8 @@
     hudMessage: null,     // the message whose frames the HUD shows
     hudFrame: 0,
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
-    sent: [],             // texts this tab sent and already shows, until each is accepted
+    sent: [],             // {text, bubble} this tab sent and already shows, until accepted
+    questions: {},        // message id -> its question's bubble (a rollback removes it)
     lastTrace: null,      // the last message's frame_trace, for stepping through its frames
     step: 0,              // the frame shown alone (0: all of them)
   };
@@ -156,10 +157,16 @@
     graph: onGraph, error: onError, queued: onQueued,
   };
 
-  /** The message this tab sent came while another was answered and waits its turn. */
+  /** The message this tab sent came while another was answered and waits its turn (or,
+   *  with `interrupt` or `rollback`, stops that one and is answered next). */
   function onQueued(event) {
     var place = event.position === 1 ? "next" : "number " + event.position + " in line";
-    systemLine("Queued: answered after the current message (" + place + ").", "queued");
+    var said = {
+      interrupt: "Interrupting the current message: yours is answered next.",
+      rollback: "Taking back the current message: yours is answered instead.",
+    }[event.double_texting];
+    systemLine(said || "Queued: answered after the current message (" + place + ").",
+               "queued");
   }
 
   /** Another tab (or an API client) switched the conversation's graph. */
@@ -192,12 +199,12 @@
   function onAccepted(event) {
     // The question: this tab shows its own already; one sent from another tab, or
     // before this page was drawn (a reload mid-answer), is shown now.
-    var mine = state.sent.indexOf(event.text);
-    if (mine !== -1) {
-      state.sent.splice(mine, 1);
-    } else {
-      userLine(event.text);
-    }
+    var mine = -1;
+    state.sent.forEach(function (sent, n) {
+      if (mine === -1 && sent.text === event.text) mine = n;
+    });
+    state.questions[event.message_id] =
+      mine !== -1 ? state.sent.splice(mine, 1)[0].bubble : userLine(event.text);
     answerFor(event.message_id);  // an empty answer says "thinking" until its first word
     setBusy(true);
     scrollToEnd();
@@ -341,6 +348,7 @@
   function onDone(event) {
     var held = state.heldMemory[event.message_id] || [];
     delete state.heldMemory[event.message_id];
+    if (event.stopped === "rollback") return takeBack(event.message_id);
     if (!event.failed) held.forEach(applyMemory);
     var answer = answerFor(event.message_id);
     answer.text = event.answer;
@@ -361,6 +369,18 @@
     scrollToEnd();
   }
 
+  /** A newer message took this one back (`rollback`): it leaves the chat, as it left the
+   *  history and the memory. */
+  function takeBack(messageId) {
+    [state.questions[messageId], answerFor(messageId).bubble].forEach(function (bubble) {
+      if (bubble) bubble.remove();
+    });
+    delete state.questions[messageId];
+    delete state.answers[messageId];
+    systemLine("The previous message was taken back.", "queued");
+    setBusy(false);
+  }
+
   function onControls(event) {
     state.pendingClick = null;  // the server's word replaces any optimistic guess
     state.machines = event.machines || {};
@@ -373,6 +393,7 @@
     var hint = boot.emptyHint;
     if (hint) { hint.hidden = false; $("transcript").appendChild(hint); }
     state.answers = {};
+    state.questions = {};
     state.machines = {};
     state.controls = [];
     renderControls();
@@ -393,7 +414,10 @@
       // Refused as busy, another message still runs: its `done` ends the busy look.
       if (event.code !== "busy") setBusy(false);
       // A refusal of this tab's own send (no seq): no `accepted` will come for it.
-      if (typeof event.seq !== "number") state.sent.pop();
+      if (typeof event.seq !== "number") {
+        var refused = state.sent.pop();
+        if (refused && refused.bubble) refused.bubble.classList.add("refused");
+      }
     }
     systemLine(event.message || event.code, "error");
   }
@@ -676,8 +700,7 @@
 
   function onOfferedClick(control) {
     if (!send({ type: "action", action: control.action })) return;
-    userLine(control.label);
-    state.sent.push(control.label);
+    state.sent.push({ text: control.label, bubble: userLine(control.label) });
     startMessage();
   }
 
@@ -727,6 +750,7 @@
     bubble.appendChild(el("div", "body", text));
     $("transcript").appendChild(bubble);
     scrollToEnd();
+    return bubble;
   }
 
   function systemLine(text, kind, signIn) {
@@ -754,8 +778,7 @@
     text = text.trim();
     if (!text) return;
     if (!send({ type: "message", text: text })) return;
-    userLine(text);
-    state.sent.push(text);
+    state.sent.push({ text: text, bubble: userLine(text) });
     $("message").value = "";
     autosize();
     startMessage();

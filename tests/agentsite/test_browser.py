@@ -350,3 +350,41 @@ def test_a_builder_sets_enqueue_and_a_double_text_is_queued_then_answered(browse
     assert users.all_text_contents()[-2:] == ["my name is Ada", "what is my name?"]
     expect(page.locator(".msg.assistant .body").last).to_have_text("Your name is Ada.")
     context.close()
+
+
+def test_a_builder_sets_rollback_and_a_double_text_takes_the_first_back(browser,
+                                                                        slow_server_url):
+    """With double_texting `rollback` on the graph, a second message sent while the first
+    is answered takes it back: the page says so, the first question and its answer leave
+    the chat, the second is answered; a reload shows the same history. (After the enqueue
+    test: it changes the slow server's graph again.)"""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, slow_server_url, then="/admin/graphs/graph/")
+    page.get_by_role("link", name="v3-framed", exact=True).click()
+    page.select_option("#id_double_texting", "rollback")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_have_count(1)
+
+    page.goto(slow_server_url + "/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    users_before = page.locator(".msg.user").all_text_contents()
+    answers_before = page.locator(".msg.assistant").count()
+    page.fill("#message", "how many customers are there?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant.streaming")).to_have_count(1)  # the first runs
+    page.fill("#message", "hello")
+    page.keyboard.press("Enter")
+    expect(page.locator(".system.queued").last).to_have_text(
+        "The previous message was taken back.", timeout=30_000)
+    expect(page.locator(".msg.assistant").last).not_to_have_class(STREAMING, timeout=30_000)
+    expect(page.locator(".msg.assistant .body").last).to_contain_text(
+        "How can I help you today?")
+    expect(page.locator(".msg.user")).to_have_text([*users_before, "hello"])
+    expect(page.locator(".msg.assistant")).to_have_count(answers_before + 1)
+    assert page.get_by_text("Taking back the current message").count() == 1
+    page.reload()
+    expect(page.locator(".msg.user")).to_have_text([*users_before, "hello"])
+    context.close()

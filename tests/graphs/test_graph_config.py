@@ -91,7 +91,7 @@ def test_an_unknown_config_key_is_graphs_e009():
     assert list(GRAPH_CONFIG_KEYS) == ["double_texting"]
 
 
-@pytest.mark.parametrize("value", ["queue", "interrupt", "", None, 1])
+@pytest.mark.parametrize("value", ["queue", "Interrupt", "", None, 1])
 def test_a_double_texting_value_outside_the_policies_is_graphs_e010(value):
     """A double_texting value that is not one of the policies is graphs.E010 quoting it."""
     spec = make_spec(config={"double_texting": value})
@@ -99,7 +99,7 @@ def test_a_double_texting_value_outside_the_policies_is_graphs_e010(value):
     assert (problem.id, problem.field, problem.attr) == ("graphs.E010", "config",
                                                          "double_texting")
     assert problem.msg == ("tiny: double_texting must be one of reject, enqueue, "
-                           f"not {value!r}")
+                           f"interrupt, rollback, not {value!r}")
 
 
 def test_graph_double_texting_reads_the_policy_or_the_default():

@@ -38,15 +38,16 @@ def run(scenario):
     return async_to_sync(scenario)()
 
 
-def double_text(user, first: str, second: str, *, during: str) -> list[dict]:
-    """Over one socket: `first`, then at its first `during` event `second` with the
-    `enqueue` policy; every event until both are done."""
+def double_text(user, first: str, second: str, *, during: str, policy: str = "enqueue"
+                ) -> list[dict]:
+    """Over one socket: `first`, then at its first `during` event `second` with
+    `policy`; every event until both are done."""
     async def scenario():
         comm, _ = await open_chat(user)
         await comm.send_json_to({"type": "message", "text": first})
         events = await receive_until(comm, during)
         await comm.send_json_to({"type": "message", "text": second,
-                                 "double_texting": "enqueue"})
+                                 "double_texting": policy})
         while sum(e["type"] == "done" for e in events) < 2:
             events += await receive_until(comm, "done", timeout=30)
         await comm.disconnect()
@@ -119,14 +120,15 @@ def test_an_unknown_policy_is_refused_clearly_and_nothing_is_stored(ada):
     async def scenario():
         comm, _ = await open_chat(ada)
         await comm.send_json_to({"type": "message", "text": "hello",
-                                 "double_texting": "interrupt"})
+                                 "double_texting": "later"})
         error = (await receive_until(comm, "error"))[-1]
         await comm.disconnect()
         return error
 
     error = run(scenario)
     assert error["code"] == "bad_request"
-    assert error["message"] == "double_texting must be one of reject, enqueue, not 'interrupt'"
+    assert error["message"] == ("double_texting must be one of reject, enqueue, interrupt, "
+                                "rollback, not 'later'")
     assert history(ada) == []
 
 
@@ -191,7 +193,7 @@ def test_a_queue_behind_a_message_whose_process_died_is_answered_after_a_restart
     busy.busy_acquire(conversation_id=conversation.id, message_id=lost,
                       text="my name is Ada", worker="box:4242")
     assert message_enqueue(conversation_id=conversation.id, message_id=queued,
-                           text="hello") == 1
+                           text="hello").position == 1
     age_flag(conversation.id, seconds=11)  # the process stopped beating
 
     async def scenario():
