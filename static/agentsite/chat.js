@@ -34,6 +34,7 @@
     hudFrame: 0,
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
     sent: [],             // texts this tab sent and already shows, until each is accepted
+    answering: {},        // message_id -> true from its `accepted` to its `done`
     lastTrace: null,      // the last message's frame_trace, for stepping through its frames
     step: 0,              // the frame shown alone (0: all of them)
   };
@@ -199,6 +200,7 @@
       userLine(event.text);
     }
     answerFor(event.message_id);  // an empty answer says "thinking" until its first word
+    state.answering[event.message_id] = true;
     setBusy(true);
     scrollToEnd();
   }
@@ -339,6 +341,7 @@
   }
 
   function onDone(event) {
+    delete state.answering[event.message_id];
     var held = state.heldMemory[event.message_id] || [];
     delete state.heldMemory[event.message_id];
     if (!event.failed) held.forEach(applyMemory);
@@ -373,6 +376,7 @@
     var hint = boot.emptyHint;
     if (hint) { hint.hidden = false; $("transcript").appendChild(hint); }
     state.answers = {};
+    state.answering = {};
     state.machines = {};
     state.controls = [];
     renderControls();
@@ -389,9 +393,14 @@
       state.pendingClick = null;
       renderControls();
     }
-    if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
-      // Refused as busy, another message still runs: its `done` ends the busy look.
-      if (event.code !== "busy") setBusy(false);
+    var refusals = ["busy", "bad_request", "timeout", "unavailable", "budget_exceeded"];
+    if (refusals.indexOf(event.code) !== -1) {
+      // Refused as busy, another message still runs: its `done` ends the busy look (so
+      // does a message running when this one met its sender's quotas).
+      var running = Object.keys(state.answering).length > 0;
+      if (event.code !== "busy" && !(event.code === "budget_exceeded" && running)) {
+        setBusy(false);
+      }
       // A refusal of this tab's own send (no seq): no `accepted` will come for it.
       if (typeof event.seq !== "number") state.sent.pop();
     }
