@@ -123,6 +123,11 @@ def _site_env(folder: Path) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{folder / 'agentsite.sqlite3'}",
         "ERAS_DATABASE_URL": f"sqlite:///{folder / 'eras.sqlite3'}",
         "AGENTSITE_ALLOW_ANONYMOUS": "false",
+        # One bench user sends every message: the bench measures throughput, so that
+        # user's quotas (runtime.conversations.quotas) are off.
+        "AGENTSITE_USER_MESSAGES_PER_MINUTE": "0",
+        "AGENTSITE_USER_CONCURRENT_MESSAGES": "0",
+        "AGENTSITE_USER_TOKENS_PER_DAY": "0",
         "LLM_PROVIDER": "builtin",
         "BUILTIN_LLM_LATENCY_MS": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",

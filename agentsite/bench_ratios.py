@@ -352,7 +352,12 @@ def run_ratios(*, rounds: int = 5, progress: Callable[[str], None] = print) -> l
     ratios: list[Ratio] = []
     conversations, cleanup = bench_conversations(max(CROWDS), label="ratios")
     try:
-        with override_settings(DEBUG=False), tempfile.TemporaryDirectory() as folder:
+        # Benches measure throughput: quotas (runtime.conversations.quotas) are off, as a
+        # crowd of messages from few users would meet them.
+        with override_settings(DEBUG=False, AGENTSITE_USER_MESSAGES_PER_MINUTE=0,
+                               AGENTSITE_USER_CONCURRENT_MESSAGES=0,
+                               AGENTSITE_USER_TOKENS_PER_DAY=0), \
+                tempfile.TemporaryDirectory() as folder:
             progress("engine-per-node: a 5-node chain of do-nothing nodes, against LangGraph")
             ratios.append(asyncio.run(engine_per_node(rounds=rounds, runs=300)))
             progress("full-path: a 5-frame message stored, against LangGraph + AsyncSqliteSaver")

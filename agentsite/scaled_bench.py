@@ -123,7 +123,11 @@ def run_scaled_bench(*, database_server_url: str, conversations: int, messages: 
     env = {"BUILTIN_LLM_LATENCY_MS": f"{latency_ms:g}", "AGENTSITE_ALLOW_ANONYMOUS": "false",
            "AGENTSITE_WORKER_CONCURRENCY": str(concurrency),
            "DEBUG": "false", "SECRET_KEY": secrets.token_hex(16),
-           "AGENTSITE_HTTPS": "false"}  # plain http on loopback
+           "AGENTSITE_HTTPS": "false",  # plain http on loopback
+           # One bench user sends every message: the bench measures throughput, so that
+           # user's quotas (runtime.conversations.quotas) are off.
+           "AGENTSITE_USER_MESSAGES_PER_MINUTE": "0", "AGENTSITE_USER_CONCURRENT_MESSAGES": "0",
+           "AGENTSITE_USER_TOKENS_PER_DAY": "0"}
     try:
         with tempfile.TemporaryDirectory(prefix="agentsite-bench-") as folder:
             progress(f"starting Redis, {webs} daphne and {workers} workers on database {name}")

@@ -280,7 +280,17 @@ AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 # stopped with a clear answer naming the limit; its trace says which one.
 AGENTSITE_MESSAGE_MAX_LLM_CALLS = int(env.number("AGENTSITE_MESSAGE_MAX_LLM_CALLS", 40))
 AGENTSITE_MESSAGE_MAX_TOKENS = int(env.number("AGENTSITE_MESSAGE_MAX_TOKENS", 0))
-for _name in ("AGENTSITE_MESSAGE_MAX_LLM_CALLS", "AGENTSITE_MESSAGE_MAX_TOKENS"):
+# Each user's quotas (runtime.conversations.quotas), across all their chats and processes
+# (an anonymous visitor's session counts as a user): messages admitted per minute,
+# messages being answered at once, and tokens of their stored traces per UTC day; 0 means
+# no limit. The admin's user quotas override them per user. With all three 0 quotas are
+# off: a message costs no database call for them, and the overrides are not read.
+AGENTSITE_USER_MESSAGES_PER_MINUTE = int(env.number("AGENTSITE_USER_MESSAGES_PER_MINUTE", 30))
+AGENTSITE_USER_CONCURRENT_MESSAGES = int(env.number("AGENTSITE_USER_CONCURRENT_MESSAGES", 4))
+AGENTSITE_USER_TOKENS_PER_DAY = int(env.number("AGENTSITE_USER_TOKENS_PER_DAY", 0))
+for _name in ("AGENTSITE_MESSAGE_MAX_LLM_CALLS", "AGENTSITE_MESSAGE_MAX_TOKENS",
+              "AGENTSITE_USER_MESSAGES_PER_MINUTE", "AGENTSITE_USER_CONCURRENT_MESSAGES",
+              "AGENTSITE_USER_TOKENS_PER_DAY"):
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 # A running message's process beats every fifth of this; silent this long, it is presumed

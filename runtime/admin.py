@@ -1,9 +1,10 @@
-"""Read-only admin for conversations and their messages; the suites' test-run admin is
-registered by importing it here (runtime.suites.admin)."""
+"""Read-only admin for conversations and their messages, and each user's own quotas; the
+suites' test-run admin is registered by importing it here (runtime.suites.admin)."""
 
 from django.contrib import admin
 
-from runtime.conversations.models import Conversation, Message, Rating
+from runtime.conversations.models import Conversation, Message, Rating, UserQuota
+from runtime.conversations.quotas import QuotaUsage, limits_from_settings, quota_usage
 from runtime.suites import admin as suites_admin  # noqa: F401  (registers TestRun's admin)
 from traces.admin import ConversationUserFilter, CostTotalMixin
 from traces.selectors import conversation_cost
@@ -60,3 +61,51 @@ class ConversationAdmin(CostTotalMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    """A user's own quotas in place of the AGENTSITE_USER_* settings (empty: the setting; 0:
+    no limit), beside what the user uses of them now. The usage is read per row (three
+    queries): only users given their own quotas are listed."""
+
+    list_display = ["user", "messages_per_minute", "concurrent_messages", "tokens_per_day",
+                    "messages_last_minute", "running_now", "tokens_today", "updated_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "note"]
+    autocomplete_fields = ["user"]
+    fields = ["user", "messages_per_minute", "concurrent_messages", "tokens_per_day", "note",
+              "defaults", "messages_last_minute", "running_now", "tokens_today"]
+    readonly_fields = ["defaults", "messages_last_minute", "running_now", "tokens_today"]
+
+    def _usage(self, quota: UserQuota) -> QuotaUsage | None:
+        if quota.pk is None:
+            return None
+        # One read per row and page, whichever column asks first.
+        if getattr(quota, "_usage", None) is None:
+            quota._usage = quota_usage(user_id=quota.user_id)
+        return quota._usage
+
+    @admin.display(description="settings (when empty)")
+    def defaults(self, quota: UserQuota) -> str:
+        limits = limits_from_settings()
+        if limits.off:
+            return "quotas are off (every AGENTSITE_USER_* setting is 0): not applied"
+        return (f"{limits.messages_per_minute} messages per minute, "
+                f"{limits.concurrent_messages} at once, {limits.tokens_per_day} tokens a day "
+                "(0: no limit)")
+
+    @admin.display(description="messages in the last minute")
+    def messages_last_minute(self, quota: UserQuota) -> int | str:
+        usage = self._usage(quota)
+        return "-" if usage is None else usage.messages_last_minute
+
+    @admin.display(description="running now")
+    def running_now(self, quota: UserQuota) -> int | str:
+        usage = self._usage(quota)
+        return "-" if usage is None else usage.running
+
+    @admin.display(description="tokens today (UTC)")
+    def tokens_today(self, quota: UserQuota) -> int | str:
+        usage = self._usage(quota)
+        return "-" if usage is None else usage.tokens_today

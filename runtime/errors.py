@@ -9,6 +9,9 @@ so an edge never picks a code or a status by hand: REST answers
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 HTTP_STATUS: dict[str, int] = {
     # The caller's request cannot be served as it is.
     "bad_request": 400,
@@ -91,6 +94,11 @@ class AgentError(Exception):
     """A failure of the agent, with a stable `code` and a message fit for a person."""
 
     code = "agent_error"
+
+    def details(self) -> dict[str, Any]:
+        """Fields a client reads beside the code and message (none but for a few refusals,
+        e.g. BudgetExceeded's limit and reset)."""
+        return {}
 
 
 class LLMError(AgentError):
@@ -178,14 +186,38 @@ class FrameLimitExceeded(AgentError):
 
 
 class BudgetExceeded(AgentError):
-    """A message reached a limit of its budget (runtime.engine.budget): `what` says which,
-    for the user; the message adds the setting, for the trace."""
+    """A limit of a message's budget (runtime.engine.budget) or of its owner's quotas
+    (runtime.conversations.quotas) was reached: `what` says which, for the user.
+
+    `setting`, when given, is added to the message for the trace (a message stopped
+    midway); a refusal at the door leaves it out and says instead `limit` (which one, e.g.
+    `messages_per_minute`), `retry_after_s` (seconds until it lets a message in again) and
+    `resets_at` (then, in UTC), which every edge passes on (`details`).
+    """
 
     code = "budget_exceeded"
 
-    def __init__(self, what: str, *, setting: str) -> None:
-        super().__init__(f"{what} ({setting})")
+    def __init__(self, what: str, *, setting: str = "", limit: str = "",
+                 retry_after_s: float | None = None, resets_at: datetime | None = None
+                 ) -> None:
+        super().__init__(f"{what} ({setting})" if setting else what)
         self.what = what
+        self.setting = setting
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.resets_at = resets_at
+
+    def details(self) -> dict[str, Any]:
+        """What a client reads beside the code and message: the limit, and when it resets
+        (only those known)."""
+        details: dict[str, Any] = {}
+        if self.limit:
+            details["limit"] = self.limit
+        if self.retry_after_s is not None:
+            details["retry_after_s"] = round(max(self.retry_after_s, 0.0), 3)
+        if self.resets_at is not None:
+            details["resets_at"] = self.resets_at.astimezone(UTC).isoformat()
+        return details
 
 
 class NodeFailed(AgentError):

@@ -5,6 +5,7 @@ this module only makes Django see them. Import them from their room.
 """
 
 from runtime.conversations.models import (  # noqa: F401
+    Admission,
     ApiToken,
     ChatEvent,
     Conversation,
@@ -12,5 +13,7 @@ from runtime.conversations.models import (  # noqa: F401
     OIDCIdentity,
     Process,
     QueuedMessage,
+    QuotaOwner,
     Rating,
+    UserQuota,
 )

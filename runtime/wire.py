@@ -404,13 +404,20 @@ class ErrorEvent:
     """What went wrong, for a person."""
     message_id: str = ""
     """The message it concerns, when it concerns one (e.g. a lost or timed-out answer)."""
+    limit: str = ""
+    """For `budget_exceeded`: the limit reached, e.g. `messages_per_minute`."""
+    retry_after_s: float | None = None
+    """For `budget_exceeded` at the door: seconds until a message is let in again."""
+    resets_at: str = ""
+    """For `budget_exceeded` at the door: then, as an ISO 8601 UTC time."""
     type: Literal["error"] = "error"
 
     def as_dict(self) -> dict[str, Any]:
-        """As a dict; `message_id` only when set."""
+        """As a dict; `message_id`, `limit`, `retry_after_s` and `resets_at` only when set."""
         data = asdict(self)
-        if not self.message_id:
-            del data["message_id"]
+        for name in ("message_id", "limit", "retry_after_s", "resets_at"):
+            if data[name] in ("", None):
+                del data[name]
         return data
 
 

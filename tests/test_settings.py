@@ -95,6 +95,12 @@ def test_missing_secret_outside_debug_is_refused():
      "AGENTSITE_MESSAGE_MAX_LLM_CALLS must be 0 (no limit) or more"),
     ("AGENTSITE_MESSAGE_MAX_TOKENS", "-5",
      "AGENTSITE_MESSAGE_MAX_TOKENS must be 0 (no limit) or more"),
+    ("AGENTSITE_USER_MESSAGES_PER_MINUTE", "-1",
+     "AGENTSITE_USER_MESSAGES_PER_MINUTE must be 0 (no limit) or more"),
+    ("AGENTSITE_USER_CONCURRENT_MESSAGES", "-1",
+     "AGENTSITE_USER_CONCURRENT_MESSAGES must be 0 (no limit) or more"),
+    ("AGENTSITE_USER_TOKENS_PER_DAY", "-1",
+     "AGENTSITE_USER_TOKENS_PER_DAY must be 0 (no limit) or more"),
 ])
 def test_timeouts_that_cannot_work_are_refused(variable, value, says):
     """A busy timeout of zero, a queue timeout under a second or no database thread stops

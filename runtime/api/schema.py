@@ -139,6 +139,9 @@ SEND_BODY = {
     },
 }
 COMMON = {400: "Bad input", 401: "Not signed in, or a bad token"}
+OVER_QUOTA = ("Over the sender's quotas (messages per minute, messages answered at once, "
+              "tokens per day): the error says which `limit`, `retry_after_s` and "
+              "`resets_at`, and `Retry-After` when to try again; nothing was stored")
 BODY_ERRORS = {413: f"The body is larger than {MAX_BODY_BYTES} bytes"}
 
 ROUTES: tuple[Route, ...] = (
@@ -197,6 +200,7 @@ ROUTES: tuple[Route, ...] = (
                     **COMMON,
                     403: "CSRF check failed",
                     409: "The conversation is busy (`reject` policy): `double_texting` says so",
+                    429: OVER_QUOTA,
                     503: "No pipeline worker could be reached; nothing was stored",
                 },
                 body=SEND_BODY,
@@ -221,6 +225,7 @@ ROUTES: tuple[Route, ...] = (
                     403: "CSRF check failed",
                     404: "No such control",
                     409: "The conversation is busy",
+                    429: OVER_QUOTA,
                     503: "No pipeline worker could be reached; nothing was stored",
                 },
                 body={
@@ -498,10 +503,21 @@ ERROR_SCHEMA = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "limit": {"type": "string", "description": "`budget_exceeded`: the limit "
+                          "reached, e.g. `messages_per_minute`"},
+                "retry_after_s": {"type": "number", "description": "`budget_exceeded`: "
+                                  "seconds until a message is let in again"},
+                "resets_at": {"type": "string", "format": "date-time",
+                              "description": "`budget_exceeded`: then, in UTC"},
+            },
         }
     },
 }
+RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait, rounded up",
+                               "schema": {"type": "integer"}}}
 
 
 def _operation_doc(op: Operation) -> dict[str, Any]:
@@ -530,6 +546,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                     if code >= 400
                     else {}
                 },
+                **({"headers": RETRY_AFTER} if code == 429 else {}),
             }
             for code, text in sorted({**op.responses,
                                       **(BODY_ERRORS if op.body is not None else {})}.items())

@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -101,24 +102,32 @@ SSE_KEEPALIVE_S = 15.0
 
 class ApiError(Exception):
     """An error answered as `{"error": {"code", "message"}}`, with its code's HTTP status
-    (runtime.errors.HTTP_STATUS)."""
+    (runtime.errors.HTTP_STATUS); `details` go in the error beside them (a quota's
+    `limit`, `retry_after_s` and `resets_at`)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None
+                 ) -> None:
         super().__init__(message)
         self.status = http_status(code)
         self.code = code
         self.message = message
+        self.details = details or {}
 
     @classmethod
     def of(cls, exc: AgentError | ConversationBusy) -> ApiError:
-        """The answer to a refusal or failure of the runtime: its public code and message."""
-        return cls(exc.code, public_message(exc))
+        """The answer to a refusal or failure of the runtime: its public code and message
+        (and details, for a refusal)."""
+        refused = isinstance(exc, AgentError) and http_status(exc.code) < 500
+        return cls(exc.code, public_message(exc), exc.details() if refused else None)
 
 
 def error_response(error: ApiError, **headers: str) -> JsonResponse:
-    """The JSON error every API failure is answered with."""
-    response = JsonResponse({"error": {"code": error.code, "message": error.message}},
-                            status=error.status)
+    """The JSON error every API failure is answered with; one that says when to try again
+    (`retry_after_s`) has the `Retry-After` header too, in whole seconds rounded up."""
+    response = JsonResponse({"error": {"code": error.code, "message": error.message,
+                                       **error.details}}, status=error.status)
+    if error.details.get("retry_after_s") is not None:
+        response["Retry-After"] = str(math.ceil(error.details["retry_after_s"]))
     for name, value in headers.items():
         response[name] = value
     return response

@@ -44,6 +44,7 @@ from runtime.conversations.queueing import (
     double_texting_check,
     message_enqueue,
 )
+from runtime.conversations.quotas import message_admit
 from runtime.conversations.turns import (
     Begun,
     TurnStop,
@@ -174,12 +175,17 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
 
     Raises:
         InvalidMessage: empty or oversized text, or an unknown policy (nothing is stored).
+        BudgetExceeded: refused by the owner's quotas (runtime.conversations.quotas;
+            nothing is stored).
         ConversationBusy: refused by the `reject` policy.
         DispatchFailed: no pipeline worker could be reached (nothing is stored).
     """
     text = validate_text(text)
     requested = double_texting_check(double_texting)
     message_id = message_id or str(uuid.uuid4())
+    # The owner's quotas, before the flag: a refused message stores nothing, and a queued
+    # one counts as sent.
+    await message_admit(conversation_id=conversation_id, message_id=message_id)
     for _ in range(QUEUE_ATTEMPTS):
         try:
             await _start(conversation_id=conversation_id, message_id=message_id, text=text,

@@ -198,6 +198,13 @@ def _lost_filter() -> Q:
     return ~Q(busy_token="") & (claimed | waiting)
 
 
+def busy_live() -> Q:
+    """Conversations whose flag is held by a message being answered (or waiting for a
+    worker) that is not lost: a filter, for counting an owner's running messages
+    (runtime.conversations.quotas)."""
+    return ~Q(busy_token="") & ~_lost_filter()
+
+
 @dataclass(frozen=True)
 class LostMessage:
     """A message whose pipeline was lost; it is now stored as failed."""

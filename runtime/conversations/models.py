@@ -245,3 +245,61 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+
+class UserQuota(models.Model):
+    """A user's own quotas, in place of the AGENTSITE_USER_* settings
+    (runtime.conversations.quotas): each left empty follows its setting; 0 is no limit."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="quota")
+    messages_per_minute = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Messages admitted in any 60 s. Empty: AGENTSITE_USER_MESSAGES_PER_MINUTE; "
+                  "0: no limit.")
+    concurrent_messages = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Messages being answered at once, across the user's chats. Empty: "
+                  "AGENTSITE_USER_CONCURRENT_MESSAGES; 0: no limit.")
+    tokens_per_day = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Tokens of the user's messages per UTC day. Empty: "
+                  "AGENTSITE_USER_TOKENS_PER_DAY; 0: no limit.")
+    note = models.CharField(max_length=200, blank=True, help_text="Why this user differs.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"quotas of {self.user}"
+
+
+class QuotaOwner(models.Model):
+    """An owner (a user, or an anonymous visitor's session) whose messages are admitted
+    under quotas: each admission locks this row first, so an owner's messages are
+    admitted one at a time, whichever process receives them."""
+
+    key = models.CharField(max_length=80, unique=True,
+                           help_text="`user:<id>` or `session:<session key>`.")
+    admitted_at = models.DateTimeField(help_text="When a message of theirs was last admitted.")
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Admission(models.Model):
+    """A message let in by its owner's quotas (refused ones are not kept): the last
+    minute's are its owner's rate; older ones are pruned as new ones come."""
+
+    owner = models.CharField(max_length=80, help_text="The QuotaOwner's key.")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="admissions")
+    message_id = models.CharField(max_length=36)
+    admitted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "admitted_at"], name="runtime_admission_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.admitted_at:%H:%M:%S} {self.message_id}"

@@ -40,9 +40,10 @@ from runtime.conversations.eventlog import (
 from runtime.conversations.models import Conversation
 from runtime.conversations.processes import process_run
 from runtime.conversations.publish import ChatPublisher, Held, events_send_on_commit
+from runtime.conversations.quotas import quota_day_annotation, quota_day_tokens
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
-from runtime.engine.budget import MessageBudget
+from runtime.engine.budget import DayTokens, MessageBudget
 from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
 from runtime.errors import (
@@ -155,8 +156,10 @@ def validate_text(text: Any) -> str:
 def engine_env(
     *, on_event: EventSink, message_id: str, llm: LLMProvider | None = None,
     clock: Callable[[], float] | None = None, recording: Recording | None = None,
+    day: DayTokens | None = None,
 ) -> EngineEnv:
-    """The engine's environment from settings, sending HUD events and deltas to `on_event`."""
+    """The engine's environment from settings, sending HUD events and deltas to `on_event`;
+    `day`: what the message's owner may still spend today (runtime.conversations.quotas)."""
 
     async def on_hud(event: HudEvent) -> None:
         await on_event(event)
@@ -179,7 +182,7 @@ def engine_env(
         recording=recording,
         run_process=process_run,
         budget=MessageBudget(max_calls=settings.AGENTSITE_MESSAGE_MAX_LLM_CALLS,
-                             max_tokens=settings.AGENTSITE_MESSAGE_MAX_TOKENS),
+                             max_tokens=settings.AGENTSITE_MESSAGE_MAX_TOKENS, day=day),
     )
 
 
@@ -305,6 +308,8 @@ class Begun:
     """The last number reserved for its events."""
     stop: str = ""
     """A newer message asked it to stop before it began (`Conversation.busy_stop`)."""
+    day: DayTokens | None = None
+    """What its owner may still spend today (None: no daily limit, or a frozen replay)."""
 
 
 @retrying
@@ -315,8 +320,9 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
     """The start of a message, in one transaction: take the busy flag (or, with `token`,
     claim the one a web process took for a pipeline worker), refresh the situation, and
     load the conversation and its graph. Four statements: the flag taken, the row read
-    with its graph's stamp (`graph_stamp`), the history read, and the row's refreshed
-    memory and event reservation written.
+    with its graph's stamp (`graph_stamp`) and its user's own daily token limit, the
+    history read, and the row's refreshed memory and event reservation written; a fifth,
+    the owner's tokens today, when a daily limit applies (`quota_day_tokens`).
 
     Raises ConversationBusy (nothing changed), or MessageLost when `token` cannot be
     claimed (taken by another worker, or recorded as lost already).
@@ -327,8 +333,8 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
     elif not busy.busy_claim(conversation_id=conversation_id, token=token, worker=worker):
         raise MessageLost(f"message {message_id} was taken, or recorded as lost, before "
                           "this worker claimed it")
-    conversation = Conversation.objects.annotate(**graph_stamp(OuterRef("graph_name"))).get(
-        pk=conversation_id)
+    conversation = Conversation.objects.annotate(
+        **graph_stamp(OuterRef("graph_name")), **quota_day_annotation()).get(pk=conversation_id)
     situation = None
     row: dict[str, Any] = {}
     if start is None:
@@ -348,8 +354,9 @@ def turn_begin(*, conversation_id: int, message_id: str, text: str, worker: str,
                     now=now, experts=state.experts)
     first_seq, reserved_to = chat_events_lease(conversation=conversation)
     Conversation.objects.filter(pk=conversation_id).update(event_reserved=reserved_to, **row)
+    day = None if start is not None else quota_day_tokens(conversation=conversation, now=now)
     return Begun(token=token, turn=turn, situation=situation, first_seq=first_seq,
-                 reserved_to=reserved_to, stop=conversation.busy_stop)
+                 reserved_to=reserved_to, stop=conversation.busy_stop, day=day)
 
 
 async def turn_start(*, conversation_id: int, message_id: str, text: str, worker: str,
@@ -519,7 +526,7 @@ class _Commit:
         ran)."""
         await _announce_situation(self.begun, on_event=on_event)
         env = engine_env(on_event=on_event, message_id=self.turn.message_id, llm=llm,
-                         clock=clock, recording=recording)
+                         clock=clock, recording=recording, day=self.begun.day)
         async with asyncio.timeout(self.timeout_s) as self.limit:
             self.stop.watch(self.limit)
             try:

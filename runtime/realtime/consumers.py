@@ -40,10 +40,12 @@ from runtime.conversations.owners import chat_name_check, conversation_resolve, 
 from runtime.conversations.processes import process_cancel
 from runtime.conversations.publish import TEST_GROUP, TRACE_GROUP, chat_group
 from runtime.conversations.queueing import REJECT
+from runtime.conversations.quotas import SocketRate, quota_limits
 from runtime.errors import (
     INTERNAL_MESSAGE,
     AgentError,
     AuthFailed,
+    BudgetExceeded,
     ConversationBusy,
     Forbidden,
     close_code,
@@ -78,6 +80,8 @@ class _Opened:
     """The last event stored when it started listening."""
     busy: bool
     """Whether a message of the conversation was being answered then."""
+    messages_per_minute: int = 0
+    """Its owner's rate (runtime.conversations.quotas; 0: no limit)."""
     handed: busy.Handed | None = None
     """A queued message handed the flag of a lost one as the socket connected."""
 
@@ -85,8 +89,8 @@ class _Opened:
 def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]) -> _Opened:
     """A chat socket's connect, in one database call: its user (token or session), its
     conversation (a message whose process died recorded as failed first), `listen` to the
-    conversation's events, then the last stored one, so no event falls between the two.
-    AuthFailed for a caller who may not chat."""
+    conversation's events, then the last stored one, so no event falls between the two;
+    and its owner's rate. AuthFailed for a caller who may not chat."""
     user = socket_user(scope)
     session = scope.get("session")
     owner = owner_resolve(user=user, session_key=getattr(session, "session_key", None) or "")
@@ -97,9 +101,10 @@ def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]
         handed = busy.busy_unclaimed(conversation_id=conversation.id)
         held = handed is not None
     listen(conversation.id)
+    rate = quota_limits(user_id=conversation.user_id).messages_per_minute
     return _Opened(user=user, conversation=conversation,
                    last_seq=chat_last_seq(conversation_id=conversation.id), busy=held,
-                   handed=handed)
+                   messages_per_minute=rate, handed=handed)
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -136,6 +141,13 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
     """The last conversation event this socket has sent (events come in `seq` order)."""
     watchdog: asyncio.Task | None = None
     closed: bool = False
+    rate: SocketRate
+    """The messages this socket sent in the last minute: frames beyond its owner's rate
+    are refused at once (runtime.conversations.quotas.SocketRate)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate = SocketRate(limit=0)  # its owner's, once connected
 
     async def connect(self) -> None:
         """Find the caller's conversation (one database call); refuse callers who may not
@@ -153,6 +165,7 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
             await socket_refuse(self.base_send, exc)
             return
         self.scope["user"] = opened.user
+        self.rate = SocketRate(limit=opened.messages_per_minute)
         await self.accept()
         self.sent_seq = opened.last_seq
         await self._send(ReadyEvent(conversation=self.conversation_id,
@@ -249,13 +262,24 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
     # --- message handlers ------------------------------------------------------
 
     async def _start(self, text: str, *, double_texting: str | None = None) -> None:
+        # Beyond the rate: refused here at once, so a flood is never queued behind the
+        # database (which still counts the owner's other sockets and requests).
+        refusal = self.rate.refusal()
+        if refusal is not None:
+            raise refusal
+        sent = self.rate.now()
         try:
             submitted = await message_submit(conversation_id=self.conversation_id,
                                               text=text, double_texting=double_texting)
+        except BudgetExceeded as exc:
+            self.rate.refused(exc)
+            raise
         except ConversationBusy as exc:  # refused by the `reject` policy: say which
+            self.rate.let_through(at=sent)  # admitted by the quotas all the same
             await self._send({**ErrorEvent(code=exc.code, message=public_message(exc))
                               .as_dict(), "double_texting": REJECT, "seq": None})
             return
+        self.rate.let_through(at=sent)
         if submitted.position:  # queued behind the message being answered: say so
             await self._send({**QueuedEvent(
                 message_id=submitted.message_id, text=text.strip(),
@@ -341,13 +365,16 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
         if not self.closed:
             await self.send(text_data=json.dumps(payload, default=str))
 
-    async def _error(self, code: str, message: str) -> None:
+    async def _error(self, code: str, message: str, **details: Any) -> None:
         # Answers to this socket's own requests: not conversation events, so no seq.
-        await self._send({**ErrorEvent(code=code, message=message).as_dict(), "seq": None})
+        await self._send({**ErrorEvent(code=code, message=message, **details).as_dict(),
+                          "seq": None})
 
     async def _fail(self, exc: AgentError | ConversationBusy) -> None:
-        """Tell the client why its request was refused: the exception's public code."""
-        await self._error(exc.code, public_message(exc))
+        """Tell the client why its request was refused: the exception's public code (and
+        details: a quota's limit and reset)."""
+        details = exc.details() if isinstance(exc, AgentError) else {}
+        await self._error(exc.code, public_message(exc), **details)
 
     async def _close_for(self, exc: AgentError) -> None:
         """Say why, then close with the code's close code (runtime.errors.close_code)."""

@@ -35,6 +35,7 @@
     pendingClick: null,   // {machine, before}: undo an optimistic click the server refuses
     sent: [],             // {text, bubble} this tab sent and already shows, until accepted
     questions: {},        // message id -> its question's bubble (a rollback removes it)
+    answering: {},        // message_id -> true from its `accepted` to its `done`
     lastTrace: null,      // the last message's frame_trace, for stepping through its frames
     step: 0,              // the frame shown alone (0: all of them)
   };
@@ -206,6 +207,7 @@
     state.questions[event.message_id] =
       mine !== -1 ? state.sent.splice(mine, 1)[0].bubble : userLine(event.text);
     answerFor(event.message_id);  // an empty answer says "thinking" until its first word
+    state.answering[event.message_id] = true;
     setBusy(true);
     scrollToEnd();
   }
@@ -346,6 +348,7 @@
   }
 
   function onDone(event) {
+    delete state.answering[event.message_id];
     var held = state.heldMemory[event.message_id] || [];
     delete state.heldMemory[event.message_id];
     if (event.stopped === "rollback") return takeBack(event.message_id);
@@ -394,6 +397,7 @@
     if (hint) { hint.hidden = false; $("transcript").appendChild(hint); }
     state.answers = {};
     state.questions = {};
+    state.answering = {};
     state.machines = {};
     state.controls = [];
     renderControls();
@@ -410,9 +414,14 @@
       state.pendingClick = null;
       renderControls();
     }
-    if (["busy", "bad_request", "timeout", "unavailable"].indexOf(event.code) !== -1) {
-      // Refused as busy, another message still runs: its `done` ends the busy look.
-      if (event.code !== "busy") setBusy(false);
+    var refusals = ["busy", "bad_request", "timeout", "unavailable", "budget_exceeded"];
+    if (refusals.indexOf(event.code) !== -1) {
+      // Refused as busy, another message still runs: its `done` ends the busy look (so
+      // does a message running when this one met its sender's quotas).
+      var running = Object.keys(state.answering).length > 0;
+      if (event.code !== "busy" && !(event.code === "budget_exceeded" && running)) {
+        setBusy(false);
+      }
       // A refusal of this tab's own send (no seq): no `accepted` will come for it.
       if (typeof event.seq !== "number") {
         var refused = state.sent.pop();

@@ -1,9 +1,10 @@
 """The hot path's budget: what one message costs the database, counted (never timed).
 
-A message answered in this process costs two database calls on its own path:
-it starts in one transaction (busy flag, situation, state, graph) and ends in
-one (turn, trace, flag release, its last events). The event log's writer
-stores the streamed events in batches beside it, off that path.
+A message answered in this process costs three database calls on its own path:
+its owner's quotas admit it in one transaction (none while every quota is off),
+it starts in one (busy flag, situation, state, graph) and ends in one (turn,
+trace, flag release, its last events). The event log's writer stores the
+streamed events in batches beside it, off that path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ WRITER = ("chat_events_store",)
 
 
 @pytest.mark.parametrize("text, frames", [("hello", 2), ("how many customers are there?", 5)])
-def test_a_message_costs_two_database_calls_and_two_write_transactions(
+def test_a_message_costs_three_database_calls_and_three_write_transactions(
         conversation, settings, text, frames):
     settings.BUILTIN_LLM_LATENCY_MS = 0
     # The first message of a graph in this process reads it whole; the next ones do not.
@@ -31,13 +32,18 @@ def test_a_message_costs_two_database_calls_and_two_write_transactions(
     with database_use() as use:
         message_id = async_to_sync(message_submit)(conversation_id=conversation.id, text=text,
                                                    inline=True).message_id
-    assert use.hops(besides=WRITER) == ["turn_begin", "_persist"]
-    assert use.writes["turn_begin"] == 1 and use.writes["_persist"] == 1
+    assert use.hops(besides=WRITER) == ["quota_admit", "turn_begin", "_persist"]
+    assert (use.writes["quota_admit"], use.writes["turn_begin"], use.writes["_persist"]) == (
+        1, 1, 1)
+    # Admit (the owner's quotas, on by default): the owner and their own limits read, the
+    # owner's row locked (an upsert), the last minute's admissions, the messages running
+    # in their other chats, the old admissions pruned, this one recorded.
     # Begin: the flag, the row with its graph's stamp, the history, the row written.
     # Persist: the row read, the messages, the row written, the trace and its frames,
     # the events (each one statement, no savepoints).
+    assert use.statements["quota_admit"] == 6
     assert use.statements["turn_begin"] == 4 and use.statements["_persist"] == 6
-    assert set(use.writes) <= {"turn_begin", "_persist", *WRITER}
+    assert set(use.writes) <= {"quota_admit", "turn_begin", "_persist", *WRITER}
     # A message shorter than the writer's gathering time (FLUSH_S) is stored by its turn
     # alone; one on a slow machine may give the writer one batch.
     assert use.writes["chat_events_store"] <= 1
@@ -47,6 +53,26 @@ def test_a_message_costs_two_database_calls_and_two_write_transactions(
     assert log[-1]["message_id"] == message_id and log[-1]["frames"] == frames
     assert [e["type"] for e in log].count("accepted") == 2
     assert Message.objects.filter(conversation=conversation).count() == 4
+
+
+def test_with_quotas_off_a_message_costs_nothing_more(conversation, settings):
+    """Every AGENTSITE_USER_* limit 0: no call for the quotas; with a daily token limit the
+    admission reads the day's tokens, and the begin too (one statement each)."""
+    settings.AGENTSITE_USER_MESSAGES_PER_MINUTE = 0
+    settings.AGENTSITE_USER_CONCURRENT_MESSAGES = 0
+    async_to_sync(message_submit)(conversation_id=conversation.id, text="hello", inline=True)
+    with database_use() as off:
+        async_to_sync(message_submit)(conversation_id=conversation.id, text="hello",
+                                      inline=True)
+    assert off.hops(besides=WRITER) == ["turn_begin", "_persist"]
+    assert off.statements["turn_begin"] == 4
+    settings.AGENTSITE_USER_TOKENS_PER_DAY = 10**9
+    with database_use() as daily:
+        async_to_sync(message_submit)(conversation_id=conversation.id, text="hello",
+                                      inline=True)
+    assert daily.hops(besides=WRITER) == ["quota_admit", "turn_begin", "_persist"]
+    # Read, lock, tokens today, prune, record; the begin adds the tokens today.
+    assert daily.statements["quota_admit"] == 5 and daily.statements["turn_begin"] == 5
 
 
 def test_the_graph_is_read_whole_only_when_it_changed(conversation, settings):
@@ -133,7 +159,8 @@ def test_connecting_a_socket_costs_one_database_call(graphs, settings):
             ready, done = async_to_sync(connect)(headers)
         assert ready["type"] == "ready" and done["failed"] is False
         # The last hop is Channels closing old connections as the socket closes.
-        assert use.hops(besides=WRITER)[:-1] == ["_socket_open", "turn_begin", "_persist"]
+        assert use.hops(besides=WRITER)[:-1] == ["_socket_open", "quota_admit", "turn_begin",
+                                                 "_persist"]
 
 
 def test_a_rest_click_while_a_message_runs_says_its_seq_is_not_given_yet(conversation):

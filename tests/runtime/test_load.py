@@ -27,7 +27,11 @@ TEXT = "hello there"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, eras_path) -> LiveServer:
     folder = tmp_path_factory.mktemp("load")
-    with live_daphne(folder, ERAS_DATABASE_URL=f"sqlite:///{eras_path}") as live:
+    # One user sends 100 messages at once, in 100 chats: this measures losing nothing
+    # under load, so that user's quotas (runtime.conversations.quotas) are off here.
+    with live_daphne(folder, ERAS_DATABASE_URL=f"sqlite:///{eras_path}",
+                     AGENTSITE_USER_MESSAGES_PER_MINUTE="0",
+                     AGENTSITE_USER_CONCURRENT_MESSAGES="0") as live:
         yield live
 
 

@@ -23,6 +23,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.test import override_settings
 
 from graphs.selectors import graph_spec_get
 from runtime.agent.builtin import BuiltinProvider
@@ -158,9 +159,14 @@ class Command(BaseCommand):
 
         users = self._create_users()
         try:
-            results = asyncio.run(
-                self._bench(users=users, graph=graph, messages=messages, warmup=warmup)
-            )
+            # The bench measures throughput: its users' quotas (runtime.conversations.quotas,
+            # whose daily tokens a message also meets) are off.
+            with override_settings(AGENTSITE_USER_MESSAGES_PER_MINUTE=0,
+                                   AGENTSITE_USER_CONCURRENT_MESSAGES=0,
+                                   AGENTSITE_USER_TOKENS_PER_DAY=0):
+                results = asyncio.run(
+                    self._bench(users=users, graph=graph, messages=messages, warmup=warmup)
+                )
         finally:
             self._progress("cleaning up the bench users, their conversations and traces")
             get_user_model().objects.filter(pk__in=[u.pk for u in users.values()]).delete()
