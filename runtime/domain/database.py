@@ -4,9 +4,10 @@
 so one instance is safe to share between threads. Every query passes
 `runtime.domain.sqlguard.guard_sql` first; results are capped at `row_limit` rows and
 stopped after `time_limit_s` seconds; a `QueryHandle` lets another thread
-cancel a running query. Every failure is a `DatabaseToolError` whose message is
-fit to show a person or a model (and never holds the URL's password); a
-cancelled query raises `QueryCancelled` instead.
+cancel a running query. `estimate_rows` says from the plan alone, without running
+the query, about how many rows it would go through. Every failure is a
+`DatabaseToolError` whose message is fit to show a person or a model (and never
+holds the URL's password); a cancelled query raises `QueryCancelled` instead.
 
 Read-only in layers: the guard refuses anything but one reading statement, and
 the connection could not write even if the guard let something through.
@@ -48,6 +49,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
+from sqlglot import exp, parse_one
 
 from runtime.domain.sqlguard import FORBIDDEN_FUNCTION_PREFIXES, FORBIDDEN_FUNCTIONS, guard_sql
 from runtime.errors import DatabaseToolError, QueryCancelled
@@ -359,6 +361,31 @@ class ErasDatabase:
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
+    def estimate_rows(self, sql: str) -> int:
+        """How many rows the database expects the query to go through, from its plan, without
+        running it: cheap (the plan and a few index probes; a table is counted only in
+        SQLite, only when it has no rowid and no statistics) and conservative (when the
+        plan says too little, the estimate leans high). Meant for rules such as "a query
+        whose plan goes through more than N rows needs a person's approval".
+
+        The SQL passes the same guard as `query()` and a refusal raises the same
+        DatabaseToolError; the plan is made in the same read-only session, under the
+        same time limit, and the SQLite authorizer stops what it stops in `query()`.
+
+        PostgreSQL: the largest `Plan Rows` of any node of `EXPLAIN (FORMAT JSON)`, a
+        Seq Scan counting its whole table even when its filter keeps few rows; as good
+        as the server's statistics (a table never ANALYZEd is guessed from its size on
+        disk and may come out low). SQLite: `EXPLAIN QUERY PLAN` priced step by step,
+        nested loops multiplying (`_SQLitePlan`). `DESCRIBE <table>` counts the table's
+        rows (`describe()` does), so it is estimated as that count.
+        """
+        guarded = guard_sql(sql, dialect=self.dialect)
+        with self._session() as session:
+            if guarded.kind == "describe":
+                table = _find_table(guarded.tables[0], session.tables())
+                return session.estimate_rows(f"SELECT count(*) FROM {_quoted(table)}")
+            return session.estimate_rows(guarded.sql)
+
     # -- sessions -------------------------------------------------------------------
 
     @contextmanager
@@ -425,6 +452,11 @@ def _column_name(description) -> str:
     return getattr(description, "name", None) or description[0]
 
 
+def _quoted(name: str) -> str:
+    """`name` as a double-quoted SQL identifier (both SQLite and PostgreSQL read it so)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _find_table(name: str, tables: list[str]) -> str:
     """The real spelling of table `name` (matched without regard to case)."""
     if name in tables:
@@ -456,6 +488,10 @@ class _Session:
               ) -> tuple[tuple[str, ...], list[tuple], bool]:
         """Run `sql`: its column names, at most `max_rows` rows, and whether rows were cut
         because they passed `max_bytes` (`_fetch_capped`)."""
+        raise NotImplementedError
+
+    def estimate_rows(self, sql: str) -> int:
+        """How many rows the plan of the guarded `sql` goes through, without running it."""
         raise NotImplementedError
 
     def interrupt(self) -> None:
@@ -523,6 +559,115 @@ def _whole(value) -> int:
         return abs(int(value))
     except (TypeError, ValueError):
         return 0
+
+
+_SQLITE_STEP = re.compile(
+    r"(?P<verb>SCAN|SEARCH) (?:TABLE )?(?P<name>.+?)(?: AS (?P<alias>.+?))?"
+    r"(?: USING (?P<using>.*)| VIRTUAL TABLE.*)?$"
+)
+"""A table step of EXPLAIN QUERY PLAN: `SCAN c`, `SEARCH orders USING INDEX i (x=?)`
+(SQLite before 3.36 wrote `SCAN TABLE customers AS c`)."""
+_SQLITE_NAMED_STEP = re.compile(r"(?:MATERIALIZE|CO-ROUTINE) (?P<name>.+)$")
+_SQLITE_SEARCH_ROWS = 10
+"""Rows an equality SEARCH is taken to match per loop, unless it is a rowid lookup (1).
+Without ANALYZE statistics SQLite's plan does not say how many rows share an index key;
+a search on a range (`<`, `>`) counts the whole table instead."""
+
+
+class _SQLitePlan:
+    """Prices one EXPLAIN QUERY PLAN: how many rows its steps go through.
+
+    Table steps listed under the same parent are the loops of one join, outermost
+    first (SQLite joins by nested loops), so their sizes multiply; every other step
+    (a materialized CTE, a subquery, a compound part) runs once and adds, except a
+    CORRELATED one, which runs once per row of the loops before it. A SCAN counts
+    its whole table, a SEARCH a few rows. A name the plan scans is resolved as a
+    MATERIALIZE/CO-ROUTINE of this plan, an alias or table of the query, else priced
+    as the largest table, so an unknown source never makes the estimate small. An IN
+    list over a key shows as one SEARCH and counts as one lookup.
+    """
+
+    def __init__(self, steps: list[tuple], aliases: dict[str, set[str]],
+                 table_rows: Callable[[str], int | None], largest: Callable[[], int]) -> None:
+        self.children: dict[int, list[tuple[int, str]]] = {}
+        self.named: dict[str, int] = {}
+        """MATERIALIZE / CO-ROUTINE names (lower-case) -> their step id."""
+        for step_id, parent, _unused, detail in steps:
+            self.children.setdefault(parent, []).append((step_id, detail))
+            if named := _SQLITE_NAMED_STEP.match(detail):
+                self.named[named["name"].lower()] = step_id
+        self.aliases = aliases
+        self.table_rows = table_rows
+        self.largest = largest
+        self.pricing: set[str] = set()
+        """Named steps being priced now: a recursive CTE reading itself is not priced twice."""
+        self.builds = 0
+        """Rows read once to build automatic indexes."""
+
+    def total(self) -> int:
+        """Every row the plan goes through."""
+        return self.under(0) + self.builds
+
+    def under(self, parent: int) -> int:
+        """The rows the steps right under `parent` go through (loops multiply, the rest adds)."""
+        loops, total = 1, 0
+        for step_id, detail in self.children.get(parent, []):
+            if detail.startswith("CORRELATED "):
+                total += loops * self.under(step_id)
+            elif detail.startswith("MULTI-INDEX OR"):  # one loop made of several searches
+                loops *= self.under(step_id)
+                total += loops
+            elif (size := self.step_rows(detail)) is not None:
+                loops *= size
+                total += loops
+            else:
+                total += self.under(step_id)
+        return total
+
+    def step_rows(self, detail: str) -> int | None:
+        """Rows one table step reads per loop, or None when the step reads no table."""
+        if detail == "SCAN CONSTANT ROW":
+            return 1
+        step = _SQLITE_STEP.match(detail)
+        if step is None:
+            return None
+        size = self.source_rows(step["alias"] or step["name"])
+        using = step["using"] or ""
+        if step["verb"] == "SCAN" or "<" in using or ">" in using:
+            return size
+        if "AUTOMATIC" in using:  # the index is built by reading the source once
+            self.builds += size
+        if using.startswith("INTEGER PRIMARY KEY (rowid=?)"):
+            return min(size, 1)
+        return min(size, _SQLITE_SEARCH_ROWS)
+
+    def source_rows(self, name: str) -> int:
+        """Rows of what a step names: a subquery of this plan, a table, or its alias."""
+        key = name.lower()
+        sizes = [self.named_or_table_rows(n) for n in {key} | self.aliases.get(key, set())]
+        known = [size for size in sizes if size is not None]
+        return max(known) if known else self.largest()
+
+    def named_or_table_rows(self, name: str) -> int | None:
+        """Rows of a MATERIALIZE / CO-ROUTINE step of this plan or of a table, else None."""
+        if name in self.named:
+            if name in self.pricing:  # a recursive CTE: unbounded, price it as a big table
+                return self.largest()
+            self.pricing.add(name)
+            try:
+                return self.under(self.named[name])
+            finally:
+                self.pricing.discard(name)
+        return self.table_rows(name)
+
+
+def _sqlite_aliases(sql: str) -> dict[str, set[str]]:
+    """Each name a query gives a table (its alias, or its own name) -> the tables it stands for."""
+    aliases: dict[str, set[str]] = {}
+    for table in parse_one(sql, read="sqlite").find_all(exp.Table):
+        if table.name:
+            aliases.setdefault(table.alias_or_name.lower(), set()).add(table.name.lower())
+    return aliases
 
 
 class _SQLiteSession(_Session):
@@ -598,8 +743,7 @@ class _SQLiteSession(_Session):
                 (table,),
             )
         )
-        quoted = '"' + table.replace('"', '""') + '"'
-        (row_count,) = conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()
+        (row_count,) = conn.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()
         return TableSchema(name=table, columns=columns, row_count=int(row_count))
 
     def fetch(self, sql: str, *, max_rows: int, max_bytes: int
@@ -611,6 +755,66 @@ class _SQLiteSession(_Session):
             return _fetch_capped(self.conn.execute(sql), max_rows=max_rows, max_bytes=max_bytes)
         finally:
             self.conn.set_authorizer(None)
+
+    def estimate_rows(self, sql: str) -> int:
+        # The plan is made under the authorizer, so a statement query() would refuse
+        # when it is prepared is refused here too.
+        self.conn.set_authorizer(_sqlite_authorizer)
+        try:
+            steps = self.conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        finally:
+            self.conn.set_authorizer(None)
+        tables = self._plain_tables()
+        sizes: dict[str, int] = {}
+
+        def table_rows(name: str) -> int | None:
+            if name not in tables:
+                return None
+            if name not in sizes:
+                sizes[name] = self._table_rows(*tables[name])
+            return sizes[name]
+
+        def largest() -> int:
+            return max((table_rows(name) or 0 for name in tables), default=0)
+
+        return _SQLitePlan(steps, _sqlite_aliases(sql), table_rows, largest).total()
+
+    def _plain_tables(self) -> dict[str, tuple[str, str]]:
+        """Every ordinary table, system and hidden ones too: lower-case name -> (name, its SQL)."""
+        rows = self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+        ).fetchall()
+        return {name.lower(): (name, sql or "") for name, sql in rows
+                if not (sql or "").upper().startswith("CREATE VIRTUAL")}
+
+    def _table_rows(self, name: str, create: str) -> int:
+        """How many rows table `name` (made by the SQL `create`) holds at most, cheaply.
+
+        A rowid table: max(rowid) - min(rowid) + 1, two O(log n) probes, which is
+        never below the count (gaps only make it larger). A WITHOUT ROWID table (rare,
+        and none in the demo database) has no rowid: its count from sqlite_stat1
+        when ANALYZE ran (possibly stale), else a COUNT(*) under the time limit.
+        """
+        table = _quoted(name)
+        columns = {c.lower() for (c,) in self.conn.execute(
+            "SELECT name FROM pragma_table_info(?)", (name,))}
+        key = next((k for k in ("rowid", "_rowid_", "oid") if k not in columns), None)
+        without_rowid = re.search(r"\bWITHOUT\s+ROWID\b", create[create.rfind(")"):], re.I)
+        if key and not without_rowid:
+            (span,) = self.conn.execute(
+                f"SELECT (SELECT max({key}) FROM {table}) - (SELECT min({key}) FROM {table}) + 1"
+            ).fetchone()
+            return max(0, math.ceil(span or 0))
+        if self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+        ).fetchone():
+            (stat,) = self.conn.execute(
+                "SELECT max(CAST(stat AS INTEGER)) FROM sqlite_stat1 WHERE tbl = ?", (name,)
+            ).fetchone()
+            if stat is not None:
+                return int(stat)
+        (count,) = self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(count)
 
     def interrupt(self) -> None:
         self.conn.interrupt()  # the one sqlite3 call that is allowed from another thread
@@ -666,6 +870,19 @@ _PG_FOREIGN_KEYS = (
     "WHERE c.contype = 'f' AND n.nspname = 'public' AND source.relname = %s "
     "ORDER BY c.conname, a.attnum"
 )
+
+
+def _plan_nodes(plan: dict) -> Iterator[dict]:
+    """Every node of a PostgreSQL JSON plan tree, subplans included."""
+    pending = [plan]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(node.get("Plans", ()))
+
+
+def _plan_rows(node: dict) -> int:
+    return math.ceil(float(node.get("Plan Rows", 0)))
 
 
 class _PostgresSession(_Session):
@@ -734,6 +951,24 @@ class _PostgresSession(_Session):
         cursor = self.conn.cursor(name="eras_query")
         cursor.execute(sql)
         return _fetch_capped(cursor, max_rows=max_rows, max_bytes=max_bytes)
+
+    def estimate_rows(self, sql: str) -> int:
+        # Plain EXPLAIN plans and never executes; it is one statement, in the same
+        # READ ONLY transaction and under the same statement_timeout as a query.
+        # A Seq Scan's Plan Rows are the rows left after its filter, yet it reads the
+        # whole table: it also counts the planner's estimate of the table unfiltered
+        # (VERBOSE names each scan's schema), as a SCAN does on SQLite.
+        (plan,) = self.conn.execute(f"EXPLAIN (FORMAT JSON, VERBOSE) {sql}").fetchone()
+        nodes = list(_plan_nodes(plan[0]["Plan"]))
+        largest = max(_plan_rows(node) for node in nodes)
+        scanned = {(node["Schema"], node["Relation Name"]) for node in nodes
+                   if node.get("Node Type") == "Seq Scan" and "Schema" in node}
+        for schema, relation in sorted(scanned):
+            whole = pgsql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}.{}").format(
+                pgsql.Identifier(schema), pgsql.Identifier(relation))
+            (table_plan,) = self.conn.execute(whole).fetchone()
+            largest = max(largest, _plan_rows(table_plan[0]["Plan"]))
+        return largest
 
     def interrupt(self) -> None:
         cancel = getattr(self.conn, "cancel_safe", None)
