@@ -331,6 +331,11 @@ if AGENTSITE_RETENTION_INTERVAL_S < 0:
 AGENTSITE_ALLOW_ANONYMOUS = env.flag("AGENTSITE_ALLOW_ANONYMOUS", DEBUG)
 # A message still running after this long is stopped (its partial trace is kept).
 AGENTSITE_PIPELINE_TIMEOUT_S = env.number("AGENTSITE_PIPELINE_TIMEOUT_S", 300.0)
+# How long a tool call that waits for a person's approval (graph config `approval`) waits:
+# then it is declined and the message answered without it.
+AGENTSITE_APPROVAL_TIMEOUT_S = env.number("AGENTSITE_APPROVAL_TIMEOUT_S", 600.0)
+if AGENTSITE_APPROVAL_TIMEOUT_S <= 0:
+    raise ImproperlyConfigured("AGENTSITE_APPROVAL_TIMEOUT_S must be more than 0 (seconds).")
 # How often a chat socket checks that its session is still signed in.
 AGENTSITE_SESSION_CHECK_S = env.number("AGENTSITE_SESSION_CHECK_S", 30.0)
 

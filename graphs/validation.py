@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from graphs.config import DOUBLE_TEXTING_POLICIES, GRAPH_CONFIG_KEYS
+from graphs.config import DOUBLE_TEXTING_POLICIES, GRAPH_CONFIG_KEYS, approval_problems
 from graphs.spec import GraphSpec, parse_condition
 from runtime.errors import GraphError
 
@@ -38,7 +38,8 @@ def validate_spec(spec: GraphSpec, *, node_types: Collection[str]) -> list[Probl
 
 
 def _config_problems(spec: GraphSpec) -> list[Problem]:
-    """graphs.E009 (unknown graph config key) and E010 (double_texting not a policy)."""
+    """graphs.E009 (unknown graph config key), E010 (double_texting not a policy) and E011
+    (an approval rule that is not one)."""
     g = spec.name
     problems: list[Problem] = []
     for key in spec.config:
@@ -55,6 +56,11 @@ def _config_problems(spec: GraphSpec) -> list[Problem]:
             f"not {policy!r}",
             "Pick one of the policies, or remove the key for the default.", "config",
             attr="double_texting"))
+    if "approval" in spec.config:
+        problems += [Problem("graphs.E011", f"{g}: {problem}",
+                             "Fix the rule, or remove the key: then no tool call waits.",
+                             "config", attr="approval")
+                     for problem in approval_problems(spec.config["approval"])]
     return problems
 
 

@@ -24,6 +24,7 @@ HTTP_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     # The request is fine but the conversation's (or a recording's) state refuses it now.
     "busy": 409,
+    "already_decided": 409,
     "machine_error": 409,
     "replay_impossible": 409,
     "replay_diverged": 409,

@@ -7,6 +7,7 @@ this module only makes Django see them. Import them from their room.
 from runtime.conversations.models import (  # noqa: F401
     Admission,
     ApiToken,
+    Approval,
     ChatEvent,
     Conversation,
     Message,

@@ -374,6 +374,49 @@ class ReadyEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalEvent:
+    """The message pauses before a tool call its graph asks a person to approve: approve or
+    deny it (socket `approval`, REST POST /api/approvals/{id}) before `expires_at`, or it
+    is declined."""
+
+    id: str
+    """The approval's id, to decide it with."""
+    message_id: str
+    """The message that waits."""
+    tool: str
+    """The tool it would call."""
+    step: str
+    """The call as a person reads it, e.g. `query: SELECT ...`."""
+    reason: str
+    """Why it waits: which rule of the graph asked."""
+    expires_at: str
+    """When it is declined if nobody decided (ISO 8601, UTC)."""
+    type: Literal["approval"] = "approval"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecidedEvent:
+    """A waiting tool call was decided; the message goes on (approved: the call runs;
+    otherwise it is answered without it)."""
+
+    id: str
+    """The approval's id."""
+    message_id: str
+    """The message that waited."""
+    decision: str
+    """`approve`, `deny`, or `timeout` (nobody decided in time)."""
+    type: Literal["approval_decided"] = "approval_decided"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedEvent:
     """To the socket that sent it: the message arrived while another was being answered,
     and the `enqueue` double-texting policy queued it; it is answered in its turn (its
@@ -563,8 +606,18 @@ class ResumeIn:
     type: Literal["resume"] = "resume"
 
 
-Inbound = MessageIn | ActionIn | CancelProcessIn | ResumeIn
-INBOUND_TYPES = ("message", "action", "cancel_process", "resume")
+@dataclass(frozen=True, slots=True)
+class ApprovalIn:
+    """`{type:"approval", id, decision}`: decide a tool call that waits (`approve`,
+    `deny`)."""
+
+    id: str
+    decision: str
+    type: Literal["approval"] = "approval"
+
+
+Inbound = MessageIn | ActionIn | CancelProcessIn | ResumeIn | ApprovalIn
+INBOUND_TYPES = ("message", "action", "cancel_process", "resume", "approval")
 
 
 def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True,
@@ -608,6 +661,8 @@ def parse_inbound(raw: str | bytes | None) -> Inbound:
                         data=_field(data, "data", dict, required=False, default={}))
     if kind == "cancel_process":
         return CancelProcessIn(pid=_field(data, "pid", str))
+    if kind == "approval":
+        return ApprovalIn(id=_field(data, "id", str), decision=_field(data, "decision", str))
     after = _field(data, "after_seq", int)
     if after < 0:
         raise BadMessage("'after_seq' must be 0 or more")

@@ -14,6 +14,7 @@ from typing import Any
 from graphs.config import DOUBLE_TEXTING_POLICIES
 from runtime.conversations.owners import CHAT_NAME
 from runtime.conversations.turns import MAX_MESSAGE_CHARS
+from runtime.engine.approval import DECISIONS
 from runtime.wire import TEST_EVENT_TYPES
 
 PATH_PARAM = re.compile(r"\{(\w+)\}")
@@ -105,6 +106,8 @@ SSE_TIMEOUT = Param("timeout", "number", "Close the stream after this many secon
                     exclusive_minimum=0, maximum=3600, default=300)
 TRACE_ID = Param("id", "integer", "The trace's id (`trace_id` in /api/trace; the admin's "
                  "Message traces).", required=True, minimum=1, maximum=2**62)
+APPROVAL_ID = Param("id", "string", "The approval's id (the `approval` event's `id`).",
+                    required=True, format="uuid")
 ELEMENTS = Param("elements", "integer", "1 to include Cytoscape elements.", minimum=0,
                  maximum=1, default=0)
 MAX_BODY_BYTES = 64 * 1024
@@ -343,6 +346,31 @@ ROUTES: tuple[Route, ...] = (
                 "One message's frame trace (staff may read anyone's).",
                 {200: "The trace", **COMMON, 404: "No such trace you may read"},
                 params=(MESSAGE_ID,),
+            )
+        },
+    ),
+    Route(
+        "/api/approvals/{id}",
+        "api-approval",
+        {
+            "POST": Operation(
+                "approval",
+                "Decide a tool call that waits for a person's approval (the `approval` "
+                "event): approve and the message goes on from its paused frame, running "
+                "the call; deny and it is answered without it.",
+                {202: "Decided; the message goes on: `{ok, id, decision, message_id}`",
+                 **COMMON, 403: "CSRF check failed",
+                 404: "No such approval in this conversation",
+                 409: "Decided already: `decision` says how"},
+                path_params=(APPROVAL_ID,),
+                body={
+                    "type": "object",
+                    "required": ["decision"],
+                    "properties": {
+                        "decision": {"type": "string", "enum": list(DECISIONS)},
+                    },
+                },
+                stores=True,
             )
         },
     ),

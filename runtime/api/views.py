@@ -62,7 +62,13 @@ from runtime.api.schema import (
 )
 from runtime.conversations import actions, busy, selectors
 from runtime.conversations import services as conv
-from runtime.conversations.answering import handed_dispatch, message_submit
+from runtime.conversations.answering import (
+    approval_submit,
+    approvals_expire,
+    handed_dispatch,
+    message_submit,
+)
+from runtime.conversations.approvals import ApprovalRefused
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
@@ -307,8 +313,13 @@ def _number_param(request: HttpRequest, param: Param) -> float:
     return value
 
 
-def _path_param(raw: str, param: Param) -> int:
-    """An integer path parameter within its row's range."""
+def _path_param(raw: str, param: Param) -> int | str:
+    """A path parameter: an integer within its row's range, or a uuid (`format`)."""
+    if param.format == "uuid":
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            raise ApiError("not_found", f"{raw!r} is not an {param.name} in this path") from None
     if not raw.isdigit() or not param.minimum <= int(raw) <= param.maximum:
         raise ApiError("not_found", f"{raw!r} is not a {param.name} in this path")
     return int(raw)
@@ -505,6 +516,7 @@ async def result(call: Call) -> HttpResponse:
     )
     if stored is not None:
         return _json(stored)
+    await approvals_expire(conversation_id=call.conversation_id)  # declined in time
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
     if await busy.busy_reap_and_publish(conversation_id=call.conversation_id,
@@ -545,6 +557,21 @@ async def rate(call: Call) -> HttpResponse:
         value=1 if call.body["rating"] == "up" else -1, comment=comment)
     return _json({"ok": True, "id": message_id, "rating": call.body["rating"],
                   "comment": comment.strip()})
+
+
+async def approval(call: Call) -> HttpResponse:
+    """Decide a tool call that waits for approval (runtime.conversations.approvals)."""
+    approval_id = call.path["id"]
+    decision = call.body["decision"]
+    try:
+        message_id = await approval_submit(
+            conversation_id=call.conversation_id, approval_id=approval_id, decision=decision,
+            inline=not isinstance(call.request, ASGIRequest))  # WSGI: as /api/send
+    except ApprovalRefused as exc:
+        raise ApiError(exc.code, str(exc),
+                       {"decision": exc.decision} if exc.decision else None) from None
+    return _json({"ok": True, "id": approval_id, "decision": decision,
+                  "message_id": message_id}, status=202)
 
 
 async def clear(call: Call) -> HttpResponse:
@@ -804,6 +831,7 @@ HANDLERS: dict[str, Callable[[Call], Awaitable[HttpResponse]]] = {
         send,
         action,
         rate,
+        approval,
         result,
         clear,
         state,

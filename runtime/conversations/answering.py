@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from runtime.conversations import busy
 from runtime.conversations import services as conv
+from runtime.conversations.approvals import ApprovalRefused, approvals_due, decision_check
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.publish import ChatPublisher
 from runtime.conversations.queueing import (
@@ -50,12 +51,14 @@ from runtime.conversations.turns import (
     TurnStop,
     turn_begin,
     turn_release,
+    turn_resume,
     turn_run,
     turn_start,
     validate_text,
 )
+from runtime.engine.approval import TIMEOUT
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
-from runtime.wire import AcceptedEvent
+from runtime.wire import AcceptedEvent, ApprovalDecidedEvent, Event
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +302,9 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
     """Answer a submitted message, then each queued message it hands the flag to;
     publish every event.
 
-    `begun`: started by this process (`turn_start`). `token`: a pipeline worker's,
+    `begun`: started by this process (`turn_start`, or `turn_resume` for a message that
+    waited for an approval: its first event then says the decision, not `accepted`).
+    `token`: a pipeline worker's,
     claimed here; a message claimed already (a repeat delivery) or recorded as lost
     is dropped. Whatever happens the message ends stored (answered, or failed with
     the reason) and its listeners get a `done`, unless it was recorded as lost
@@ -322,15 +327,21 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
 async def _answer_one(*, conversation_id: int, message_id: str, text: str,
                       begun: Begun | None, token: str, worker: str) -> busy.Handed | None:
     """`message_answer` for one message; the queued message it handed the flag to."""
+    if begun is not None and begun.resume is not None:
+        first: Event = ApprovalDecidedEvent(id=begun.resume.approval_id,
+                                            message_id=message_id,
+                                            decision=begun.resume.decision)
+    else:
+        first = AcceptedEvent(message_id=message_id, text=text)
     with pipeline_tasks().stoppable(message_id) as stop:
         return await _answer_stoppable(conversation_id=conversation_id, message_id=message_id,
                                        text=text, begun=begun, token=token, worker=worker,
-                                       stop=stop)
+                                       stop=stop, first=first)
 
 
 async def _answer_stoppable(*, conversation_id: int, message_id: str, text: str,
-                            begun: Begun | None, token: str, worker: str, stop: TurnStop
-                            ) -> busy.Handed | None:
+                            begun: Begun | None, token: str, worker: str, stop: TurnStop,
+                            first: Event) -> busy.Handed | None:
     """`_answer_one`, while `stop` can stop the message."""
     async with ChatPublisher(conversation_id=conversation_id) as publish:
         try:
@@ -346,7 +357,7 @@ async def _answer_stoppable(*, conversation_id: int, message_id: str, text: str,
             return await _failed(conversation_id=conversation_id, message_id=message_id,
                                  text=text, token=token, worker=worker, publish=publish)
         publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
-        await publish(AcceptedEvent(message_id=message_id, text=text))  # its first event
+        await publish(first)
         return await _answer(begun=begun, worker=worker, publish=publish, stop=stop)
 
 
@@ -372,7 +383,62 @@ async def _answer(*, begun: Begun, worker: str, publish: ChatPublisher, stop: Tu
         return await _failed(conversation_id=turn.conversation_id, message_id=turn.message_id,
                              text=turn.message, token=begun.token, worker=worker,
                              publish=publish)
+    if result.waiting is not None:  # paused: declined when nobody decides in time
+        _expire_later(conversation_id=turn.conversation_id, approval_id=result.waiting.id)
     return result.handed
+
+
+async def approval_submit(*, conversation_id: int, approval_id: str, decision: str,
+                          inline: bool = False) -> str:
+    """A person's decision on a tool call that waits (or `timeout`): the paused message
+    goes on in this process, from its paused frame (before returning with `inline`, for
+    a caller without a lasting event loop: WSGI). Its id ("" when nothing goes on: a
+    `timeout` not due yet, or its flag is no longer its).
+
+    Raises ApprovalRefused: not a decision, no such approval here (`not_found`), or
+    decided already (`already_decided`)."""
+    if decision != TIMEOUT:
+        decision = decision_check(decision)
+    worker = busy.worker_name()
+    begun = await database_call(turn_resume)(conversation_id=conversation_id,
+                                             approval_id=approval_id, decision=decision,
+                                             worker=worker)
+    if begun is None:  # nothing to resume (not expired yet, or its flag went elsewhere)
+        return ""
+    work = functools.partial(message_answer, conversation_id=conversation_id,
+                             message_id=begun.turn.message_id, text=begun.turn.message,
+                             begun=begun, worker=worker)
+    if inline:
+        await work()
+    else:
+        pipeline_tasks().start(conversation_id=conversation_id,
+                               message_id=begun.turn.message_id, work=work)
+    return begun.turn.message_id
+
+
+async def approvals_expire(*, conversation_id: int | None = None) -> int:
+    """Decline every approval (of one conversation, or all) nobody decided in time, so its
+    message goes on (every reaper calls it: a process that paused it may be gone); how
+    many."""
+    due = await database_call(approvals_due)(conversation_id=conversation_id)
+    for conversation, approval in due:
+        with contextlib.suppress(ApprovalRefused):  # decided meanwhile
+            await approval_submit(conversation_id=conversation, approval_id=approval,
+                                  decision=TIMEOUT)
+    return len(due)
+
+
+def _expire_later(*, conversation_id: int, approval_id: str) -> None:
+    """In this process, decline the approval once it expires (if this process still runs
+    then; otherwise a reaper does: `approvals_expire`)."""
+    loop = asyncio.get_running_loop()
+
+    def expire() -> None:
+        pipeline_tasks().start(
+            conversation_id=conversation_id, message_id=f"approval {approval_id}",
+            work=functools.partial(approvals_expire, conversation_id=conversation_id))
+
+    loop.call_later(settings.AGENTSITE_APPROVAL_TIMEOUT_S + 0.05, expire)
 
 
 async def _failed(*, conversation_id: int, message_id: str, text: str, token: str,

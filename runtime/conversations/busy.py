@@ -195,7 +195,9 @@ def _lost_filter() -> Q:
     unclaimed = _ago(settings.AGENTSITE_QUEUE_TIMEOUT_S)
     claimed = ~Q(busy_worker="") & (Q(busy_beat__lt=silent) | Q(busy_beat__isnull=True))
     waiting = Q(busy_worker="") & Q(busy_since__lt=unclaimed)
-    return ~Q(busy_token="") & (claimed | waiting)
+    # A message waiting for a person's approval is not lost: it is declined when it
+    # expires (runtime.conversations.approvals).
+    return ~Q(busy_token="") & Q(busy_waiting__isnull=True) & (claimed | waiting)
 
 
 def busy_live() -> Q:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from types import MappingProxyType
 
 from django.conf import settings
@@ -10,7 +11,7 @@ from django.db.models import Q
 
 FLAG_FREE = MappingProxyType({"busy_since": None, "busy_beat": None, "busy_token": "",
                               "busy_message_id": "", "busy_text": "", "busy_worker": "",
-                              "busy_stop": ""})
+                              "busy_stop": "", "busy_waiting": None})
 """A conversation's busy flag given back: the fields of its row, as an UPDATE sets them
 (runtime.conversations.busy)."""
 
@@ -44,6 +45,10 @@ class Conversation(models.Model):
         help_text="The process answering it (host:pid); empty while it waits for a worker.")
     busy_beat = models.DateTimeField(null=True, blank=True,
                                      help_text="The answering process's last sign of life.")
+    busy_waiting = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while the running message waits for a person's approval of a tool "
+                  "call: until when (then it is declined). A waiting flag is never reaped.")
     busy_stop = models.CharField(
         max_length=16, blank=True,
         help_text="Set when a newer message asked the running one to stop: the "
@@ -303,3 +308,41 @@ class Admission(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner} {self.admitted_at:%H:%M:%S} {self.message_id}"
+
+
+class Approval(models.Model):
+    """A message paused before a tool call that waits for a person's approval
+    (runtime.conversations.approvals): what waits, why, and where its engine stood."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        DENY = "deny"
+        TIMEOUT = "timeout", "no decision in time"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="approvals")
+    message_id = models.CharField(max_length=36, db_index=True)
+    text = models.TextField(help_text="The user's message.")
+    node = models.CharField(max_length=80, help_text="The node whose tool call waits.")
+    tool = models.CharField(max_length=80)
+    args = models.JSONField(default=dict, blank=True)
+    step = models.TextField(help_text="The call as the user reads it.")
+    reason = models.TextField(help_text="Which approval rule of the graph asked.")
+    token = models.CharField(max_length=64, help_text="The busy flag's token it holds.")
+    state = models.JSONField(
+        default=dict, blank=True,
+        help_text="What the message resumes from: the turn it met, the frames done, the "
+                  "paused frame's model calls.")
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(help_text="Declined when nobody decided by then.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["expires_at"], condition=Q(decision=""),
+                                name="runtime_approval_undecided")]
+
+    def __str__(self) -> str:
+        return f"{self.step[:60]} ({self.decision or 'waiting'})"

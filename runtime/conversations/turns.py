@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import logging
 import time
@@ -30,6 +31,7 @@ from graphs.spec import GraphSpec
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
+from runtime.conversations.approvals import approval_decide, approval_pause
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import (
     chat_events_insert,
@@ -43,6 +45,7 @@ from runtime.conversations.publish import ChatPublisher, Held, events_send_on_co
 from runtime.conversations.quotas import quota_day_annotation, quota_day_tokens
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
+from runtime.engine.approval import Decisions, LoopState, call_key
 from runtime.engine.budget import DayTokens, MessageBudget
 from runtime.engine.loop import EngineResult, run_graph
 from runtime.engine.node import EngineEnv, Turn
@@ -60,6 +63,7 @@ from runtime.llm import provider_from_settings
 from runtime.llm.base import LLMProvider
 from runtime.llm.recorded import Recording
 from runtime.wire import (
+    ApprovalEvent,
     ControlsEvent,
     DeltaEvent,
     DoneEvent,
@@ -113,6 +117,9 @@ class TurnResult:
     stopped: str = ""
     """The policy of the newer message that stopped it (`interrupt`, `rollback`), if one
     did: a rolled back message is not in the history."""
+    waiting: ApprovalEvent | None = None
+    """Set when the message paused before a tool call that waits for a person's approval
+    (nothing is answered yet; runtime.conversations.approvals)."""
 
 
 def failure_answer(error: AgentError) -> str:
@@ -156,7 +163,7 @@ def validate_text(text: Any) -> str:
 def engine_env(
     *, on_event: EventSink, message_id: str, llm: LLMProvider | None = None,
     clock: Callable[[], float] | None = None, recording: Recording | None = None,
-    day: DayTokens | None = None,
+    day: DayTokens | None = None, decisions: Decisions | None = None,
 ) -> EngineEnv:
     """The engine's environment from settings, sending HUD events and deltas to `on_event`;
     `day`: what the message's owner may still spend today (runtime.conversations.quotas)."""
@@ -183,6 +190,7 @@ def engine_env(
         run_process=process_run,
         budget=MessageBudget(max_calls=settings.AGENTSITE_MESSAGE_MAX_LLM_CALLS,
                              max_tokens=settings.AGENTSITE_MESSAGE_MAX_TOKENS, day=day),
+        decisions=decisions or Decisions(),
     )
 
 
@@ -310,6 +318,48 @@ class Begun:
     """A newer message asked it to stop before it began (`Conversation.busy_stop`)."""
     day: DayTokens | None = None
     """What its owner may still spend today (None: no daily limit, or a frozen replay)."""
+    resume: Resume | None = None
+    """A paused message going on after its approval was decided."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a paused message goes on from, and what it was told (runtime.engine.approval)."""
+
+    state: LoopState
+    """The engine before the paused frame."""
+    calls: dict[str, list[dict[str, Any]]]
+    """The paused frame's model calls, per node: answered from these again, then live."""
+    decisions: Decisions
+    """Every approval decided for the message so far."""
+    approval_id: str
+    """The approval just decided."""
+    decision: str
+    """Its decision."""
+
+
+def turn_resume(*, conversation_id: int, approval_id: str, decision: str, worker: str
+                ) -> Begun | None:
+    """Decide an approval and start its paused message again in this process: the turn it
+    met, where its engine stood, every decision so far (`approval_decide`: None when
+    there is nothing to resume, ApprovalRefused when it cannot be decided)."""
+    claimed = approval_decide(conversation_id=conversation_id, approval_id=approval_id,
+                              decision=decision, worker=worker)
+    if claimed is None:
+        return None
+    approval, conversation, state = claimed.approval, claimed.conversation, claimed.approval.state
+    graph = graph_spec_stamped(name=conversation.graph_name, digest=conversation.graph_digest,
+                               updated_at=conversation.graph_updated_at)
+    turn = turn_from_snapshot(state["turn"], conversation_id=conversation_id,
+                              message_id=approval.message_id, message=approval.text,
+                              graph=graph)
+    decided = {**state.get("decisions", {}), call_key(node=approval.node, tool=approval.tool,
+                                                      args=approval.args): decision}
+    resume = Resume(state=LoopState.from_data(state["loop"]), calls=state.get("calls", {}),
+                    decisions=Decisions(by_call=decided), approval_id=str(approval.pk),
+                    decision=decision)
+    return Begun(token=approval.token, turn=turn, situation=None, first_seq=claimed.first_seq,
+                 reserved_to=claimed.reserved_to, resume=resume)
 
 
 @retrying
@@ -525,12 +575,18 @@ class _Commit:
         within `timeout_s`, or until stopped (then cancelled; `cancelled` stores what
         ran)."""
         await _announce_situation(self.begun, on_event=on_event)
+        resume = self.begun.resume
+        if resume is not None:  # the paused frame's model calls again, then the live model
+            llm = llm or provider_from_settings()
+            recording = Recording(calls=copy.deepcopy(resume.calls), then_live=llm)
         env = engine_env(on_event=on_event, message_id=self.turn.message_id, llm=llm,
-                         clock=clock, recording=recording, day=self.begun.day)
+                         clock=clock, recording=recording, day=self.begun.day,
+                         decisions=resume.decisions if resume else None)
         async with asyncio.timeout(self.timeout_s) as self.limit:
             self.stop.watch(self.limit)
             try:
-                return await run_graph(turn=self.turn, env=env, on_cancel=self.cancelled)
+                return await run_graph(turn=self.turn, env=env, on_cancel=self.cancelled,
+                                       state=resume.state if resume else None)
             finally:
                 self.stop.watch(None)
 
@@ -559,11 +615,39 @@ class _Commit:
                         self.turn.message_id)
 
     async def finished(self, result: EngineResult) -> TurnResult:
-        """Store the answered (or failed) turn, its trace and its last events; the outcome."""
+        """Store the answered (or failed) turn, its trace and its last events; the outcome.
+        A message waiting for an approval is stored as paused instead (`_pause`)."""
         trace = trace_of(turn=self.turn, result=result, total_ms=self._ms())
+        if result.waiting is not None:
+            return await self._pause(result, trace)
         return await self._store(result=result, trace=trace,
                                  answer=answer_of(self.turn, result),
                                  failed=result.status != "done")
+
+    async def _pause(self, result: EngineResult, trace: FrameTrace) -> TurnResult:
+        """Store the message as waiting for an approval (runtime.conversations.approvals):
+        the turn it met, where the engine stood, the paused frame's model calls and the
+        decisions so far; its events so far, the `approval` event last."""
+        assert result.waiting is not None
+        resume = self.begun.resume
+        state = {"turn": turn_snapshot(self.turn), "loop": result.state().as_data(),
+                 "calls": {record.node: record.as_dict()["llm_calls"]
+                           for record in result.paused},
+                 "decisions": resume.decisions.by_call if resume else {}}
+        pause = functools.partial(
+            approval_pause, conversation_id=self.turn.conversation_id,
+            message_id=self.turn.message_id, text=self.turn.message, token=self.token,
+            waiting=result.waiting, state=state)
+        if self.log is None:
+            wire = await database_call(pause)(events=[], next_seq=self.first_seq)
+        else:
+            async with self.log.held() as held:
+                wire = await database_call(pause)(events=held.events, next_seq=held.next_seq)
+            self.log.send_numbered([wire])
+        self.stored = True
+        fields_ = {k: v for k, v in wire.items() if k not in ("seq", "type")}
+        return TurnResult(message_id=self.turn.message_id, answer="", failed=False,
+                          controls=[], trace=trace, waiting=ApprovalEvent(**fields_))
 
     async def _store(self, *, result: EngineResult, trace: FrameTrace, answer: str,
                      failed: bool, first: tuple[Event, ...] = (), stopped: str = ""
@@ -589,7 +673,9 @@ LAST_EVENTS = ("controls", "frame_trace", "done")
 
 def _last_events(done: TurnResult) -> list[Event]:
     """What listeners hear once the turn is stored: the controls now, the frame trace, done
-    (`LAST_EVENTS`)."""
+    (`LAST_EVENTS`); of a paused message, its `approval`."""
+    if done.waiting is not None:
+        return [done.waiting]
     return [ControlsEvent(message_id=done.message_id, controls=done.controls,
                           machines=done.machines),
             done.trace,

@@ -42,6 +42,7 @@ from runtime.conversations.answering import (
     PIPELINE_CONTROL_GROUP,
     PIPELINE_MESSAGE,
     PIPELINE_STOP,
+    approvals_expire,
     handed_dispatch,
     message_answer,
     pipeline_tasks,
@@ -197,6 +198,7 @@ class PipelineWorker(Worker):
         while True:
             try:
                 count = await busy.busy_reap_and_publish(on_handed=handed_dispatch)
+                await approvals_expire()  # paused by a process that may be gone
                 if count:
                     logger.warning("pipeline worker %s: %d lost message(s) recorded as failed",
                                    busy.worker_name(), count)

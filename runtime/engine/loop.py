@@ -19,6 +19,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from graphs.spec import GraphSpec, parse_condition
+from runtime.engine.approval import ApprovalNeeded, LoopState
 from runtime.engine.node import EngineEnv, Node, NodeContext, NodeResult, Turn
 from runtime.errors import AgentError, FrameLimitExceeded, GraphError, NodeFailed
 from runtime.wire import FrameRecord, HudEventType
@@ -74,6 +75,17 @@ class EngineResult:
     """The frame records, in order."""
     error: AgentError | None
     """Why it failed, if it did."""
+    waiting: ApprovalNeeded | None = None
+    """Status `waiting`: the tool call that waits for approval (runtime.engine.approval)."""
+    paused: tuple[FrameRecord, ...] = ()
+    """Status `waiting`: the paused frame's records (its model calls, replayed on resume)."""
+    pending: tuple[str, ...] = ()
+    """Status `waiting`: the paused frame's nodes, run again on resume."""
+
+    def state(self) -> LoopState:
+        """Where the engine stood (for a paused message: before the paused frame)."""
+        return LoopState(frame=len(self.frames), pending=self.pending, frames=self.frames,
+                         outputs=self.outputs, records=self.records)
 
     @property
     def path(self) -> str:
@@ -97,6 +109,8 @@ async def run_frame(
         error: BaseException | None = None
         try:
             result = await node_class(spec.type)(spec).run(ctx)
+        except ApprovalNeeded as exc:  # a pause, not a failure: the loop stops there
+            error = exc
         except Exception as exc:  # recorded in the frame, never raised past it
             logger.exception("node %s failed in frame %s", node_id, frame)
             error = exc
@@ -122,7 +136,8 @@ async def run_frame(
 class FrameLoop:
     """Advances a message through its graph one frame per `tick()`."""
 
-    def __init__(self, *, turn: Turn, env: EngineEnv) -> None:
+    def __init__(self, *, turn: Turn, env: EngineEnv, state: LoopState | None = None
+                 ) -> None:
         self.turn = turn
         self.env = env
         self.started = env.clock()
@@ -133,6 +148,12 @@ class FrameLoop:
         self.records: list[FrameRecord] = []
         self.status = "running"
         self.error: AgentError | None = None
+        self.waiting: ApprovalNeeded | None = None
+        self.paused: tuple[FrameRecord, ...] = ()
+        if state is not None:  # a paused message resumed: at its paused frame
+            self.frame, self.pending = state.frame, state.pending
+            self.frames, self.records = list(state.frames), list(state.records)
+            self.outputs = dict(state.outputs)
 
     async def tick(self) -> bool:
         """Run the next frame; True if another frame follows."""
@@ -154,6 +175,8 @@ class FrameLoop:
             frame=self.frame, node_ids=ran, turn=self.turn, outputs=self.outputs,
             env=self.env, started=self.started,
         )
+        if self._paused(results):
+            return False
         self.frames.append(ran)
         for record, result, error in results:
             self.records.append(record)
@@ -170,6 +193,20 @@ class FrameLoop:
             return False
         return True
 
+    def _paused(self, results: list[tuple[FrameRecord, NodeResult | None,
+                                         BaseException | None]]) -> bool:
+        """A node of the frame waits for approval (and none failed): the loop stops before
+        the frame, which runs again on resume; its records keep its model calls."""
+        errors = [error for _, _, error in results if error is not None]
+        waiting = next((e for e in errors if isinstance(e, ApprovalNeeded)), None)
+        if waiting is None or len(errors) > 1:
+            return False
+        self.frame -= 1
+        self.status = "waiting"
+        self.waiting = waiting
+        self.paused = tuple(record for record, _, _ in results)
+        return True
+
     def result(self) -> EngineResult:
         """The outcome so far."""
         return EngineResult(
@@ -178,12 +215,16 @@ class FrameLoop:
             outputs=dict(self.outputs),
             records=tuple(self.records),
             error=self.error,
+            waiting=self.waiting,
+            paused=self.paused,
+            pending=self.pending if self.waiting is not None else (),
         )
 
 
 async def run_graph(
     *, turn: Turn, env: EngineEnv,
     on_cancel: Callable[[EngineResult], Awaitable[None]] | None = None,
+    state: LoopState | None = None,
 ) -> EngineResult:
     """Run every frame of one message and return the outcome.
 
@@ -193,11 +234,12 @@ async def run_graph(
         on_cancel: awaited with the frames that did run when the run is cancelled
             (the user's message and those frames are worth keeping); the
             cancellation then goes on.
+        state: a paused message resumed: where its engine stood (`EngineResult.state`).
 
     Returns:
-        The outcome: done, or failed with the error recorded.
+        The outcome: done, failed with the error recorded, or waiting for an approval.
     """
-    loop = FrameLoop(turn=turn, env=env)
+    loop = FrameLoop(turn=turn, env=env, state=state)
     try:
         while await loop.tick():
             pass

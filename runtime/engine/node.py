@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from graphs.spec import GraphSpec, NodeSpec
+from runtime.engine.approval import ApprovalNeeded, Decisions
 from runtime.engine.budget import MessageBudget
 from runtime.errors import LLMError
 from runtime.llm.base import (
@@ -129,6 +130,8 @@ class EngineEnv:
     budget: MessageBudget = field(default_factory=MessageBudget)
     """The message's model calls and tokens, counted against its limits (none by
     default)."""
+    decisions: Decisions = field(default_factory=Decisions)
+    """A resumed message's approval decisions (runtime.engine.approval)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,16 @@ class NodeContext:
             if output.get("answer"):
                 found = (node_id, str(output["answer"]))
         return found
+
+    def approval(self, *, tool: str, args: dict[str, Any], step: str, reason: str) -> str:
+        """A tool call the graph's approval rules name: the decision this message carries
+        for it (`approve`, `deny`, `timeout`), else ApprovalNeeded, which pauses the
+        message here until a person decides (runtime.engine.approval)."""
+        decided = self.env.decisions.of(node=self.spec.id, tool=tool, args=args)
+        if decided:
+            return decided
+        raise ApprovalNeeded(node=self.spec.id, tool=tool, args=args, step=step,
+                             reason=reason)
 
     async def delta(self, text: str) -> None:
         """Stream a piece of the answer to the user."""

@@ -170,6 +170,9 @@ class Tool:
     """What it does, for the model."""
     args: type
     """The dataclass of its arguments."""
+    writes: bool = False
+    """Whether a call can change something outside the conversation (a graph's approval
+    rule `writes` makes every such call wait for a person's approval)."""
 
 
 # --- parsing and validation ----------------------------------------------------------

@@ -45,6 +45,9 @@ class Recording:
     """For a rerun: the model answering frames from `live_from` on."""
     live_from: int = 0
     """The first frame answered by `live` (0: none, a full replay)."""
+    then_live: LLMProvider | None = None
+    """For a message resumed after an approval: the model answering each node once its
+    recorded calls are used up (runtime.engine.approval)."""
 
     @classmethod
     def from_frames(cls, frames: Iterable[Mapping[str, Any]], *, live: LLMProvider | None = None,
@@ -63,6 +66,9 @@ class Recording:
         frame on, the live model."""
         if self.live is not None and self.live_from and frame >= self.live_from:
             return self.live
+        if self.then_live is not None and (
+                self.served.get(node, 0) >= len(self.calls.get(node, ()))):
+            return self.then_live
         return RecordedModel(recording=self, node=node)
 
     def edit_answer(self, node: str, call: int, answer: str) -> None:

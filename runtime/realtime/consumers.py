@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,13 @@ from django.utils import timezone
 
 from runtime.api.auth import session_group, socket_refuse, socket_user, token_alive
 from runtime.conversations import actions, busy
-from runtime.conversations.answering import handed_dispatch, message_submit
+from runtime.conversations.answering import (
+    approval_submit,
+    approvals_expire,
+    handed_dispatch,
+    message_submit,
+)
+from runtime.conversations.approvals import ApprovalRefused
 from runtime.conversations.dbcalls import DatabaseCallsOnly, database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.models import Conversation
@@ -55,6 +62,7 @@ from runtime.errors import (
 from runtime.suites.runs import run_event_key, runs_followed
 from runtime.wire import (
     ActionIn,
+    ApprovalIn,
     BadMessage,
     CancelProcessIn,
     ErrorEvent,
@@ -84,6 +92,8 @@ class _Opened:
     """Its owner's rate (runtime.conversations.quotas; 0: no limit)."""
     handed: busy.Handed | None = None
     """A queued message handed the flag of a lost one as the socket connected."""
+    approval_due: bool = False
+    """The running message waits for an approval past its time (declined now)."""
 
 
 def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]) -> _Opened:
@@ -102,9 +112,11 @@ def _socket_open(scope: dict[str, Any], chat: str, listen: Callable[[int], None]
         held = handed is not None
     listen(conversation.id)
     rate = quota_limits(user_id=conversation.user_id).messages_per_minute
+    waiting = conversation.busy_waiting
     return _Opened(user=user, conversation=conversation,
                    last_seq=chat_last_seq(conversation_id=conversation.id), busy=held,
-                   messages_per_minute=rate, handed=handed)
+                   messages_per_minute=rate, handed=handed,
+                   approval_due=waiting is not None and waiting <= timezone.now())
 
 
 def _session_alive(session_key: str | None, user_id: int | None) -> bool:
@@ -178,6 +190,8 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
             await self._resume(after_seq)
         if opened.handed is not None:
             await handed_dispatch(opened.handed)
+        if opened.approval_due:  # its process may be gone: declined here, it goes on
+            await approvals_expire(conversation_id=self.conversation_id)
         self.watchdog = asyncio.create_task(self._watch_session())
         self.watchdog.add_done_callback(_log_task_failure)
 
@@ -249,6 +263,8 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
                 await self._cancel(message.pid)
             elif isinstance(message, ResumeIn):
                 await self._resume(message.after_seq)
+            elif isinstance(message, ApprovalIn):
+                await self._approval(message)
         except (AgentError, ConversationBusy) as exc:
             if http_status(exc.code) >= 500:  # our side failed: keep the traceback
                 logger.exception("chat socket: %s failed", type(message).__name__)
@@ -296,6 +312,15 @@ class ChatConsumer(DatabaseCallsOnly, AsyncWebsocketConsumer):
             await self._send({**clicked.event, "seq": None})
         else:
             await self._start(clicked.message)
+
+    async def _approval(self, message: ApprovalIn) -> None:
+        # Any socket of the conversation may decide; every one hears `approval_decided`.
+        try:
+            approval_id = str(uuid.UUID(message.id))
+        except ValueError:
+            raise ApprovalRefused(f"{message.id!r} is not an approval id") from None
+        await approval_submit(conversation_id=self.conversation_id, approval_id=approval_id,
+                              decision=message.decision)
 
     async def _cancel(self, pid: str) -> None:
         await database_call(process_cancel)(conversation_id=self.conversation_id,

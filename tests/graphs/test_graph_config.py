@@ -13,6 +13,7 @@ from graphs.config import (
     DEFAULT_DOUBLE_TEXTING,
     DOUBLE_TEXTING_POLICIES,
     GRAPH_CONFIG_KEYS,
+    graph_approval,
     graph_double_texting,
 )
 from graphs.models import Graph
@@ -87,8 +88,32 @@ def test_an_unknown_config_key_is_graphs_e009():
     spec = make_spec(config={"double_txting": "enqueue"})
     [problem] = validate_spec(spec, node_types=NODE_TYPES)
     assert (problem.id, problem.field, problem.attr) == ("graphs.E009", "config", "double_txting")
-    assert problem.msg == "tiny: unknown graph config key 'double_txting'; known: double_texting"
-    assert list(GRAPH_CONFIG_KEYS) == ["double_texting"]
+    assert problem.msg == ("tiny: unknown graph config key 'double_txting'; known: "
+                           "double_texting, approval")
+    assert list(GRAPH_CONFIG_KEYS) == ["double_texting", "approval"]
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ([], "approval must be an object"),
+    ({"tool": ["query"]}, "unknown approval rule 'tool'"),
+    ({"tools": "query"}, "approval tools must be a list of tool names"),
+    ({"rows_over": -1}, "approval rows_over must be a whole number of rows, not -1"),
+    ({"rows_over": True}, "approval rows_over must be a whole number"),
+    ({"writes": "yes"}, "approval writes must be true or false"),
+])
+def test_an_approval_rule_that_is_not_one_is_graphs_e011(value, said):
+    spec = make_spec(config={"approval": value})
+    [problem] = validate_spec(spec, node_types=NODE_TYPES)
+    assert (problem.id, problem.field, problem.attr) == ("graphs.E011", "config", "approval")
+    assert said in problem.msg
+    assert graph_approval(spec) == {}  # read as no rules
+
+
+def test_approval_rules_that_are_valid_pass_and_read_back():
+    rules = {"tools": ["query"], "rows_over": 10_000, "writes": True}
+    spec = make_spec(config={"approval": rules})
+    assert validate_spec(spec, node_types=NODE_TYPES) == []
+    assert graph_approval(spec) == rules
 
 
 @pytest.mark.parametrize("value", ["queue", "Interrupt", "", None, 1])

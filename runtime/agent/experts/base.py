@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.contracts import ExpertPlan
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
@@ -70,13 +71,22 @@ class Expert(Node):
         )
 
     async def call(self, ctx: NodeContext, run: ExpertRun, call: ToolCall) -> ToolResult:
-        """Announce, run and record one tool call."""
+        """Announce, run and record one tool call (once approved, when the graph's approval
+        rules name it: `approved`)."""
         run.step += 1
         await ctx.progress("tool", self.step_text(call), step=run.step,
                            total=max(run.planned, run.step))
         await ctx.emit(HudEventType.TOOL_CALL, {"tool": call.tool, "args": call.args,
                                                 "step": run.step})
-        result = await self.run_tool(ctx, run, call)
+        tool = next((t for t in self.tools if t.name == call.tool), None)
+        declined = await tool_approved(
+            ctx, tool=call.tool, args=call.args, step=self.step_text(call),
+            writes=tool is not None and tool.writes, sql=str(call.args.get("sql") or ""))
+        if declined:
+            result = ToolResult(tool=call.tool, args=call.args, ok=False,
+                                data={"declined": declined}, error=declined_text(declined))
+        else:
+            result = await self.run_tool(ctx, run, call)
         run.results.append(result)
         await ctx.emit(HudEventType.TOOL_RESULT, {
             "tool": call.tool, "ok": result.ok, "error": result.error, "pid": result.pid,
@@ -133,3 +143,4 @@ async def plan_calls(ctx: NodeContext, tools: tuple[Tool, ...], user: str, *,
             continue
         calls.append(ToolCall(tool=step.tool, args=dataclasses.asdict(args)))
     return calls
+

@@ -183,7 +183,8 @@ class ErasExpert(Expert):
     async def recover(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
                       failed: ToolResult) -> ToolResult:
         """Retry a failed query once: describe its tables afresh, then ask for a fix."""
-        if call.tool != "query" or failed.data.get("cancelled") or call.args.get("retry"):
+        if (call.tool != "query" or failed.data.get("cancelled") or failed.data.get("declined")
+                or call.args.get("retry")):
             return failed
         db = ctx.env.database()
         try:
@@ -226,6 +227,8 @@ class ErasExpert(Expert):
             # The user reads a plain sentence; the database's own words stay in the trace.
             if last is not None and last.data.get("cancelled"):
                 answer = "I stopped the query, as you asked. Nothing else was changed."
+            elif last is not None and last.data.get("declined"):
+                answer = f"I did not run the query: {last.error}."
             elif last is not None and not last.ok:
                 answer = database_trouble(last.error)
             else:

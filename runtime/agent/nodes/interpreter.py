@@ -91,7 +91,8 @@ class InterpreterNode(Node):
         thinker = ctx.latest("thinker") or {}
         if thinker.get("error") or "result" not in thinker:
             # The user reads a plain sentence; the database's own words stay in the trace.
-            answer = database_trouble(str(thinker.get("error") or ""))
+            answer = (f"I did not run the query: {thinker['error']}." if thinker.get("declined")
+                      else database_trouble(str(thinker.get("error") or "")))
             await ctx.delta(answer)
             await ctx.emit(HudEventType.INTERPRETED, {"error": True})
             return NodeResult(output={"answer": answer, "failed": True}, decision="report-error",

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from runtime.agent import machines as m
+from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.agent.memory import memory_normalize
@@ -127,8 +128,12 @@ class ThinkerNode(Node):
     async def _run_tool(self, ctx: NodeContext, name: str, sql: str, seen: dict) -> NodeResult:
         await ctx.emit(HudEventType.TOOL_CALL, {"tool": name, "sql": sql})
         output: dict[str, Any] = {"tool_used": True, "tool": name, "sql": sql, "answer": ""}
+        declined = name == "query_db" and await tool_approved(
+            ctx, tool=name, args={"sql": sql}, step=f"query: {sql}", sql=sql)
         if name != "query_db":
             output["error"] = f"unknown tool {name!r}; the thinker's tool is query_db"
+        elif declined:
+            output.update(declined=declined, error=declined_text(declined))
         else:
             try:
                 result = await asyncio.to_thread(ctx.env.database().query, sql)
