@@ -5,11 +5,13 @@
 
     ## A step's title
     > send: how many customers are there?
+    > approve                   (optional: decides a tool call the message waits for)
     - response contains: "120" or "one hundred twenty"
     - trace frames: 5
 
-Actions (`> `): send, click, clear, graph. Checks (`- `): see CHECK_KINDS.
-Anything else is prose and ignored.
+Actions (`> `): send, click, clear, graph; after a send or a click, its decisions
+(`> approve`, `> deny`: DECISIONS). Checks (`- `): see CHECK_KINDS. Anything else is
+prose and ignored.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.engine.approval import DECISIONS as ENGINE_DECISIONS
 from runtime.errors import AgentError
 
 ACTIONS = ("send", "click", "clear", "graph")
+DECISIONS = ENGINE_DECISIONS
+"""A step's decisions on the tool calls its message waits for, the ones a person may take
+(`approve`, `deny`; runtime.suites.decisions): each follows a `send` or a `click`, before
+the step's checks, and takes no value."""
 CHECK_KINDS = {
     "response contains": "the answer contains one of the texts",
     "response not contains": "the answer contains none of the texts",
@@ -80,6 +87,9 @@ class Step:
     """What must hold afterwards."""
     line: int
     """The action's line number."""
+    decisions: tuple[str, ...] = ()
+    """`approve` or `deny` (DECISIONS) for each time the message pauses before a tool call
+    that waits for approval, in order; the checks read the answer after the last."""
 
 
 @dataclass(frozen=True)
@@ -131,14 +141,15 @@ def parse_suite(text: str, *, path: str = "<suite>") -> Suite:
                        f"(`> send: …`, `> click: …`, `> clear`, `> graph: …`)")
         steps.append(Step(title=current["title"], action=current["action"],
                           argument=current["argument"], checks=tuple(current["checks"]),
-                          line=current["action_line"]))
+                          line=current["action_line"],
+                          decisions=tuple(current["decisions"])))
 
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("## "):
             close(lineno)
             current = {"title": line[3:].strip(), "line": lineno, "action": "", "argument": "",
-                       "action_line": lineno, "checks": []}
+                       "action_line": lineno, "checks": [], "decisions": []}
         elif line.startswith("# ") and not title:
             title = line[2:].strip()
         elif line.startswith("graph:") and current is None:
@@ -146,16 +157,7 @@ def parse_suite(text: str, *, path: str = "<suite>") -> Suite:
         elif line.startswith(">"):
             if current is None:
                 raise fail(lineno, "an action before the first `## step` heading")
-            match = _ACTION.match(line)
-            if not match or match["verb"] not in ACTIONS:
-                raise fail(lineno, f"unknown action {line!r}; actions are: "
-                           f"{', '.join(ACTIONS)}")
-            if current["action"]:
-                raise fail(lineno, "a step has one action; start a new `## step` for another")
-            argument = (match["arg"] or "").strip()
-            if match["verb"] != "clear" and not argument:
-                raise fail(lineno, f"`> {match['verb']}` needs a value after the colon")
-            current.update(action=match["verb"], argument=argument, action_line=lineno)
+            _parse_action(line, lineno, current, fail)
         elif line.startswith("- "):
             if current is None or not current["action"]:
                 raise fail(lineno, "a check must follow a step's action")
@@ -165,6 +167,37 @@ def parse_suite(text: str, *, path: str = "<suite>") -> Suite:
         raise SuiteError(f"{path}: no steps (a step starts with `## title`)")
     return Suite(name=Path(path).stem, title=title or Path(path).stem, path=path, graph=graph,
                  steps=tuple(steps))
+
+
+def _parse_action(line: str, lineno: int, current: dict, fail) -> None:
+    """Read one `> …` line into the step being parsed: its action, or a decision."""
+    match = _ACTION.match(line)
+    if not match or match["verb"] not in ACTIONS + DECISIONS:
+        raise fail(lineno, f"unknown action {line!r}; actions are: "
+                   f"{', '.join(ACTIONS + DECISIONS)}")
+    verb, argument = match["verb"], (match["arg"] or "").strip()
+    if verb in DECISIONS:
+        _parse_decision(verb, argument, lineno, current, fail)
+        return
+    if current["action"]:
+        raise fail(lineno, "a step has one action; start a new `## step` for another")
+    if verb != "clear" and not argument:
+        raise fail(lineno, f"`> {verb}` needs a value after the colon")
+    current.update(action=verb, argument=argument, action_line=lineno)
+
+
+def _parse_decision(verb: str, argument: str, lineno: int, current: dict, fail) -> None:
+    """`> approve` / `> deny`: right after the step's send or click, before its checks."""
+    if argument:
+        raise fail(lineno, f"`> {verb}` takes no value (it decides the tool call the "
+                   f"message waits for)")
+    if current["action"] not in ("send", "click"):
+        raise fail(lineno, f"`> {verb}` decides a tool call the step's message waits for: "
+                   f"put it right after the step's `> send: …` or `> click: …`")
+    if current["checks"]:
+        raise fail(lineno, f"`> {verb}` comes before the step's checks (they check the "
+                   f"answer after the decision)")
+    current["decisions"].append(verb)
 
 
 _MIN_RATE = re.compile(r"\s*\(min pass rate\s+(?:(?P<n>\d+)\s*/\s*(?P<d>\d+)|"

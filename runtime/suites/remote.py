@@ -3,8 +3,9 @@
 `RemoteTarget` is the `Target` of `runtime.suites.runner` for a server
 somewhere else: every step is an HTTP call with a bearer token, and a sent
 message is followed on the conversation's Server-Sent Events stream until its
-`done` event, so the Outcome has the same shape as the in-process one (the
-message's events, its `frame_trace`, then the controls and memory from
+`done` event (through its `approval` pauses, each decided as the step says with
+POST /api/approvals/{id}), so the Outcome has the same shape as the in-process
+one (the message's events, its `frame_trace`, then the controls and memory from
 `/api/state`) and the same checks pass. Each suite's chat (`?chat=`) is a
 conversation of the token's user on the server.
 
@@ -23,6 +24,7 @@ import httpx
 from runtime.conversations.actions import control_find
 from runtime.errors import AgentError
 from runtime.suites.checks import Outcome
+from runtime.suites.decisions import decisions_follow, decisions_none_waiting
 from runtime.suites.parser import Step
 
 TIMEOUT_S = 30.0
@@ -54,17 +56,18 @@ class RemoteTarget:
         self.request("POST", "/api/graph/switch", scoped=True, json={"graph": graph})
 
     def run(self, step: Step) -> Outcome:
-        """Send, click, clear or switch graph."""
+        """Send, click, clear or switch graph; a message that waits for approval is decided
+        as the step says (`> approve`, `> deny`: POST /api/approvals/{id})."""
         if step.action == "send":
             queued = self.request("POST", "/api/send", scoped=True, json={"text": step.argument})
-            return self._await(queued)
+            return self._await(queued, decisions=step.decisions)
         if step.action == "clear":
             self.request("POST", "/api/clear", scoped=True)
             return self._after([])
         if step.action == "graph":
             self.request("POST", "/api/graph/switch", scoped=True, json={"graph": step.argument})
             return self._after([])
-        return self._click(step.argument)
+        return self._click(step.argument, decisions=step.decisions)
 
     # --- the caller and its checks --------------------------------------------------------
 
@@ -95,27 +98,47 @@ class RemoteTarget:
 
     # --- steps --------------------------------------------------------------------------
 
-    def _click(self, which: str) -> Outcome:
+    def _click(self, which: str, *, decisions: tuple[str, ...] = ()) -> Outcome:
         control = control_find(self._state()["ui"]["controls"], which)
         if not control["machine"]:
             queued = self.request(
                 "POST", "/api/action", scoped=True, json={"action": control["action"]}
             )
-            return self._await(queued)
+            return self._await(queued, decisions=decisions)
         self.request(
             "POST",
             "/api/action",
             scoped=True,
             json={"action": control["action"], "data": {"machine": control["machine"]}},
         )
+        decisions_none_waiting(decisions)
         return self._after([])
 
-    def _await(self, queued: dict[str, Any]) -> Outcome:
-        """Read the message's events from the stream until its `done`."""
+    def _await(self, queued: dict[str, Any], *, decisions: tuple[str, ...] = ()) -> Outcome:
+        """Read the message's events from the stream until its `done`; each time it waits
+        for approval, decide it as the step says and read on from there."""
         message_id = queued["id"]
+        seq = int(queued["after_seq"])
+
+        def follow() -> list[dict[str, Any]]:
+            nonlocal seq
+            events, seq = self._follow(message_id, after_seq=seq)
+            return events
+
+        def decide(waiting: dict[str, Any], decision: str) -> list[dict[str, Any]]:
+            self.request("POST", f"/api/approvals/{waiting['id']}", scoped=True,
+                         json={"decision": decision})
+            return follow()
+
+        events = decisions_follow(decisions=decisions, events=follow(), decide=decide)
+        return self._after(events, answer=events[-1].get("answer", ""), message_id=message_id)
+
+    def _follow(self, message_id: str, *, after_seq: int) -> tuple[list[dict[str, Any]], int]:
+        """The message's events after `after_seq` up to its `done` or its `approval` (it
+        waits for a decision), and the last seq read."""
         events = []
-        done = None
-        for event in self._stream(after_seq=int(queued["after_seq"])):
+        for seq, event in self._stream(after_seq=after_seq):
+            after_seq = seq if seq is not None else after_seq
             if event.get("message_id") not in (message_id, None, ""):
                 continue  # another message of the conversation
             if event.get("type") == "error" and event.get("message_id") == message_id:
@@ -123,17 +146,14 @@ class RemoteTarget:
                     f"the server failed message {message_id}: {event.get('message', event)}"
                 )
             events.append(event)
-            if event.get("type") == "done" and event.get("message_id") == message_id:
-                done = event
-                break
-        if done is None:
-            raise AgentError(
-                f"message {message_id} did not finish within {EVENTS_TIMEOUT_S} s on the server"
-            )
-        return self._after(events, answer=done.get("answer", ""), message_id=message_id)
+            if event.get("type") in ("done", "approval") and event.get("message_id") == message_id:
+                return events, after_seq
+        raise AgentError(
+            f"message {message_id} did not finish within {EVENTS_TIMEOUT_S} s on the server"
+        )
 
     def _stream(self, *, after_seq: int):
-        """The conversation's events after `after_seq`, as dicts without their `seq`."""
+        """The conversation's events after `after_seq`, as (seq, the event without its seq)."""
         path = "/api/events"
         params = {"chat": self.chat, "after_seq": after_seq, "timeout": EVENTS_TIMEOUT_S}
         try:
@@ -148,8 +168,8 @@ class RemoteTarget:
                     elif line == "" and data:
                         event = json.loads("\n".join(data))
                         data = []
-                        event.pop("seq", None)
-                        yield event
+                        seq = event.pop("seq", None)
+                        yield (int(seq) if seq is not None else None), event
                     # `id:`, `retry:` and `: keep-alive` comments carry nothing we need
         except httpx.HTTPError as exc:
             raise AgentError(f"GET {self.base_url}{path} failed: {_reason(exc)}") from exc

@@ -20,12 +20,15 @@ from asgiref.sync import async_to_sync
 
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions, selectors
+from runtime.conversations.answering import approval_submit
+from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import turn_run
 from runtime.errors import AgentError
 from runtime.llm.recorded import Recording
 from runtime.suites.checks import Outcome, evaluate
-from runtime.suites.parser import Step, Suite
+from runtime.suites.decisions import decisions_follow, decisions_none_waiting
+from runtime.suites.parser import Check, Step, Suite
 from runtime.wire import Event, StepResultEvent, SuiteEndEvent, SuiteStartEvent
 
 ResultSink = Callable[[dict[str, Any]], None]
@@ -62,9 +65,11 @@ class InProcessTarget:
         self.conversation_id = conversation.id
 
     def run(self, step: Step) -> Outcome:
-        """Send, click, clear or switch graph."""
+        """Send, click, clear or switch graph; a message that waits for approval is decided
+        as the step says (`> approve`, `> deny`)."""
         if step.action == "send":
-            return self._send(step.argument, recorded=self.recordings.get(step.title))
+            return self._send(step.argument, decisions=step.decisions,
+                              recorded=self.recordings.get(step.title))
         if step.action == "clear":
             actions.conversation_clear(conversation_id=self.conversation_id)
             return self._after([])
@@ -72,9 +77,10 @@ class InProcessTarget:
             actions.conversation_switch_graph(conversation_id=self.conversation_id,
                                               graph_name=step.argument)
             return self._after([])
-        return self._click(step.argument)
+        return self._click(step.argument, decisions=step.decisions)
 
-    def _send(self, text: str, recorded: dict[str, Any] | None = None) -> Outcome:
+    def _send(self, text: str, *, decisions: tuple[str, ...] = (),
+              recorded: dict[str, Any] | None = None) -> Outcome:
         events: list[dict[str, Any]] = []
 
         async def collect(event: Event) -> None:
@@ -90,15 +96,35 @@ class InProcessTarget:
             self.replayed += 1
         result = async_to_sync(turn_run)(conversation_id=self.conversation_id, text=text,
                                              on_event=collect, **replay)
-        return self._after(events, answer=result.answer, message_id=result.message_id)
+        # A paused message ends with its `approval` event (turn_run's last events).
+        events = decisions_follow(decisions=decisions, events=events, decide=self._decide)
+        answer = events[-1].get("answer", "") if result.waiting else result.answer
+        return self._after(events, answer=answer, message_id=result.message_id)
 
-    def _click(self, which: str) -> Outcome:
+    def _decide(self, waiting: dict[str, Any], decision: str) -> list[dict[str, Any]]:
+        """Decide a paused message here and let it go on before returning (`inline`); its
+        events from the decision on, read back from the conversation's event log."""
+        after = chat_last_seq(conversation_id=self.conversation_id)
+        async_to_sync(approval_submit)(conversation_id=self.conversation_id,
+                                       approval_id=waiting["id"], decision=decision,
+                                       inline=True)
+        logged = chat_events_after(conversation_id=self.conversation_id, after_seq=after)
+        events = [{k: v for k, v in event.items() if k != "seq"} for event in logged
+                  if event.get("message_id") in (waiting["message_id"], None, "")]
+        if not events or events[-1].get("type") not in ("done", "approval"):
+            raise AgentError(f"message {waiting['message_id']} did not go on after "
+                             f"`> {decision}`: its last event is "
+                             f"{events[-1].get('type') if events else 'none'}")
+        return events
+
+    def _click(self, which: str, *, decisions: tuple[str, ...] = ()) -> Outcome:
         state = selectors.conversation_state(conversation_id=self.conversation_id)
         control = actions.control_find(current_controls(state.ui), which)
         clicked = actions.conversation_click(conversation_id=self.conversation_id,
                                              action=control["action"], machine=control["machine"])
         if clicked.message:
-            return self._send(clicked.message)
+            return self._send(clicked.message, decisions=decisions)
+        decisions_none_waiting(decisions)
         return self._after([])
 
     def _after(self, events: list[dict[str, Any]], answer: str = "", message_id: str = ""
@@ -171,28 +197,10 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
             else:
                 steps = suite.steps
             for step_index, step in enumerate(steps):
-                started = time.perf_counter()
-                try:
-                    outcome = target.run(step)
-                    error = ""
-                except AgentError as exc:
-                    outcome, error = Outcome(), str(exc)
-                ms = (time.perf_counter() - started) * 1000
-                for check_index, check in enumerate(step.checks):
-                    ok, detail = (False, f"the step failed: {error}") if error else evaluate(
-                        check, outcome)
-                    passed, failed = passed + ok, failed + (not ok)
-                    tally = summary.tallies.setdefault(
-                        (suite.name, step_index, check_index),
-                        CheckTally(suite=suite.name, step=step.title, check=check.text,
-                                   min_rate=check.min_rate))
-                    tally.passed += ok
-                    tally.runs += 1
-                    # index: as the stored check's position
-                    result = _result(suite, step, check.text, ok, detail, outcome.message_id,
-                                     ms, round_, index=passed + failed)
-                    summary.results.append(result)
-                    on_result(result)
+                ok_, failed_ = _run_step(suite, step, step_index, target=target,
+                                         summary=summary, round_=round_, on_result=on_result,
+                                         counted=passed + failed)
+                passed, failed = passed + ok_, failed + failed_
             summary.passed += passed
             summary.failed += failed
             end = SuiteEndEvent(suite=suite.name, round=round_, passed=passed, failed=failed,
@@ -203,14 +211,56 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
     return summary
 
 
+def _run_step(suite: Suite, step: Step, step_index: int, *, target: Target,
+              summary: RunSummary, round_: int, on_result: ResultSink, counted: int
+              ) -> tuple[int, int]:
+    """Run one step and report each of its checks (`counted`: the suite's results so far);
+    (passed, failed). A step that fails with no check of its own is one failed result,
+    so its failure is never silent."""
+    started = time.perf_counter()
+    try:
+        outcome = target.run(step)
+        error = ""
+    except AgentError as exc:
+        outcome, error = Outcome(), str(exc)
+    ms = (time.perf_counter() - started) * 1000
+    checks: tuple[Check | None, ...] = step.checks or ((None,) if error else ())
+    passed = failed = 0
+    for check_index, check in enumerate(checks):
+        if error:
+            ok, detail = False, f"the step failed: {error}"
+        else:
+            assert check is not None
+            ok, detail = evaluate(check, outcome)
+        passed, failed = passed + ok, failed + (not ok)
+        text = check.text if check else "(step)"
+        tally = summary.tallies.setdefault(
+            (suite.name, step_index, check_index),
+            CheckTally(suite=suite.name, step=step.title, check=text,
+                       min_rate=check.min_rate if check else None))
+        tally.passed += ok
+        tally.runs += 1
+        # index: as the stored check's position
+        result = _result(suite, step, text, ok, detail, outcome.message_id, ms, round_,
+                         index=counted + passed + failed)
+        summary.results.append(result)
+        on_result(result)
+    return passed, failed
+
+
 def _result(suite: Suite, step: Step | None, check: str | None, ok: bool, detail: str,
             message_id: str, ms: float, round_: int, index: int | None = None
             ) -> dict[str, Any]:
     return StepResultEvent(
         suite=suite.name, round=round_, step=step.title if step else "(suite)",
-        action=f"{step.action}: {step.argument}".rstrip(": ") if step else "",
+        action=_action_text(step) if step else "",
         check=check or "(start)", passed=ok, detail=detail, message_id=message_id,
         ms=round(ms, 1), index=index).as_dict()
+
+
+def _action_text(step: Step) -> str:
+    """The step's action as written, e.g. `send: how many? › approve`."""
+    return " › ".join([f"{step.action}: {step.argument}".rstrip(": "), *step.decisions])
 
 
 def junit_xml(summary: RunSummary) -> str:
