@@ -48,7 +48,7 @@ class GraphAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     form = GraphForm
     inlines = [GraphNodeInline, GraphEdgeInline]
-    fields = ["name", "description", "double_texting", "builtin", "digest", "updated_at"]
+    fields = ["name", "description", "double_texting", "approval", "builtin", "digest", "updated_at"]
     readonly_fields = ["builtin", "digest", "updated_at"]
     change_form_template = "admin/graphs/graph/change_form.html"
     change_list_template = "admin/graphs/graph/change_list.html"

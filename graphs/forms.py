@@ -23,10 +23,12 @@ def _type_choices() -> list[tuple[str, str]]:
 
 
 class GraphForm(forms.ModelForm):
-    """A graph's own fields, with its config's `double_texting` as a choice.
+    """A graph's own fields, with its config's `double_texting` as a choice and its
+    `approval` rules as JSON.
 
-    The choice reads and writes `config["double_texting"]` (empty: the default, the
-    key removed); other config keys are kept as they are.
+    Each reads and writes its config key (empty: the default, the key removed); other
+    config keys are kept as they are. The rules are checked with the whole graph
+    (graphs.E011).
     """
 
     double_texting = forms.ChoiceField(
@@ -36,14 +38,22 @@ class GraphForm(forms.ModelForm):
         help_text=f"Graph config `double_texting`: {GRAPH_CONFIG_KEYS['double_texting']}. "
                   "See Double texting in the README.")
 
+    approval = forms.JSONField(
+        required=False, label="Approval rules (JSON)",
+        widget=forms.Textarea(attrs={"rows": 3, **MONO}),
+        help_text=f"Graph config `approval`: {GRAPH_CONFIG_KEYS['approval']}, e.g. "
+                  '{"tools": ["query_db"]} or {"rows_over": 100000}. Empty: no tool call '
+                  "waits. See Approval in the README.")
+
     class Meta:
         model = Graph
         fields = ["name", "description"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.initial.setdefault("double_texting",
-                                (self.instance.config or {}).get("double_texting", ""))
+        config = self.instance.config or {}
+        self.initial.setdefault("double_texting", config.get("double_texting", ""))
+        self.initial.setdefault("approval", config.get("approval"))
 
     def clean(self) -> dict[str, Any]:
         """Write the choice into the graph's config, keeping its other keys in their order.
@@ -54,10 +64,11 @@ class GraphForm(forms.ModelForm):
         """
         cleaned = super().clean()
         config = dict(self.instance.config or {})
-        if cleaned.get("double_texting"):
-            config["double_texting"] = cleaned["double_texting"]
-        else:
-            config.pop("double_texting", None)
+        for key in ("double_texting", "approval"):
+            if cleaned.get(key) not in (None, "", {}):
+                config[key] = cleaned[key]
+            else:
+                config.pop(key, None)
         self.instance.config = config
         return cleaned
 

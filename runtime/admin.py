@@ -2,8 +2,9 @@
 suites' test-run admin is registered by importing it here (runtime.suites.admin)."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from runtime.conversations.models import Conversation, Message, Rating, UserQuota
+from runtime.conversations.models import Approval, Conversation, Message, Rating, UserQuota
 from runtime.conversations.quotas import QuotaUsage, limits_from_settings, quota_usage
 from runtime.suites import admin as suites_admin  # noqa: F401  (registers TestRun's admin)
 from traces.admin import ConversationUserFilter, CostTotalMixin
@@ -60,6 +61,32 @@ class ConversationAdmin(CostTotalMixin, admin.ModelAdmin):
         return f"${conversation.cost_total:.6f}"
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    """Tool calls that waited (or wait) for a person's approval, and how each was decided
+    (runtime.conversations.approvals). Read only: decide from the chat page or the API."""
+
+    list_display = ["step_short", "conversation", "decision", "reason", "created_at",
+                    "decided_at", "expires_at"]
+    list_filter = ["decision", "tool"]
+    list_select_related = ["conversation__user"]
+    search_fields = ["step", "message_id", "text"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["conversation", "message_id", "text", "node", "tool", "args", "step",
+                       "reason", "decision", "decided_at", "created_at", "expires_at"]
+    exclude = ["state", "token"]
+
+    @admin.display(description="tool call")
+    def step_short(self, approval: Approval) -> str:
+        return approval.step[:80]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
         return False
 
 

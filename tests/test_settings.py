@@ -91,6 +91,8 @@ def test_missing_secret_outside_debug_is_refused():
     ("AGENTSITE_BUSY_TIMEOUT_S", "0", "AGENTSITE_BUSY_TIMEOUT_S must be more than 0"),
     ("AGENTSITE_QUEUE_TIMEOUT_S", "0.5", "AGENTSITE_QUEUE_TIMEOUT_S must be at least 1"),
     ("AGENTSITE_DB_THREADS", "0", "AGENTSITE_DB_THREADS must be at least 1"),
+    ("AGENTSITE_APPROVAL_TIMEOUT_S", "0",
+     "AGENTSITE_APPROVAL_TIMEOUT_S must be more than 0"),
     ("AGENTSITE_MESSAGE_MAX_LLM_CALLS", "-1",
      "AGENTSITE_MESSAGE_MAX_LLM_CALLS must be 0 (no limit) or more"),
     ("AGENTSITE_MESSAGE_MAX_TOKENS", "-5",

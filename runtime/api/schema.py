@@ -277,9 +277,10 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 "result",
-                "A message's status (running, queued with its `position`, done, failed, "
-                "rolled_back: taken back by a newer message) and, once done, its answer, "
-                "controls, path, frames.",
+                "A message's status (running, queued with its `position`, waiting with "
+                "the `approval` `{id, tool, step, reason, expires_at}` a tool call waits "
+                "for, done, failed, rolled_back: taken back by a newer message) and, once "
+                "done, its answer, controls, path, frames.",
                 {200: "The result", **COMMON, 404: "No such message in this conversation"},
                 params=(MESSAGE_ID,),
             )

@@ -68,7 +68,7 @@ from runtime.conversations.answering import (
     handed_dispatch,
     message_submit,
 )
-from runtime.conversations.approvals import ApprovalRefused
+from runtime.conversations.approvals import ApprovalRefused, approval_waiting
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after, chat_last_seq
 from runtime.conversations.owners import chat_name_check, conversation_resolve
@@ -509,7 +509,8 @@ async def action(call: Call) -> HttpResponse:
 
 async def result(call: Call) -> HttpResponse:
     """A message's status and answer (`running` while it is answered or waits for a worker,
-    `queued` with its `position` while it waits behind another)."""
+    `queued` with its `position` while it waits behind another, `waiting` with its
+    `approval` while a tool call waits for a person)."""
     message_id = _message_id_param(call.request)
     stored = await database_call(selectors.conversation_message_result)(
         conversation_id=call.conversation_id, message_id=message_id
@@ -534,6 +535,11 @@ async def result(call: Call) -> HttpResponse:
                       "controls": [], "path": "", "frames": 0})
     if await database_call(busy.busy_holds)(
             conversation_id=call.conversation_id, message_id=message_id):
+        waiting = await database_call(approval_waiting)(
+            conversation_id=call.conversation_id, message_id=message_id)
+        if waiting is not None:  # paused until someone decides (POST /api/approvals/{id})
+            return _json({"status": "waiting", "approval": waiting, "answer": "",
+                          "controls": [], "path": "", "frames": 0})
         return _json({"status": "running", "answer": "", "controls": [], "path": "",
                       "frames": 0})
     # It may have ended between the first read and the flag's: its answer is stored in

@@ -56,7 +56,7 @@ from runtime.conversations.turns import (
     turn_start,
     validate_text,
 )
-from runtime.engine.approval import TIMEOUT
+from runtime.engine.approval import DENY, TIMEOUT
 from runtime.errors import ConversationBusy, DispatchFailed, MessageLost, sorry
 from runtime.wire import AcceptedEvent, ApprovalDecidedEvent, Event
 
@@ -203,7 +203,11 @@ async def message_submit(*, conversation_id: int, text: str, message_id: str | N
                 conversation_id=conversation_id, message_id=message_id, text=text,
                 policy=policy)
             if queued is not None:
-                if queued.running:
+                if queued.waiting:  # paused for an approval: declined, it stops as it resumes
+                    with contextlib.suppress(ApprovalRefused):  # decided meanwhile
+                        await approval_submit(conversation_id=conversation_id,
+                                              approval_id=queued.waiting, decision=DENY)
+                elif queued.running:
                     await message_stop(message_id=queued.running, policy=policy)
                 return Submitted(message_id=message_id, double_texting=policy,
                                  position=queued.position)

@@ -142,3 +142,15 @@ def approvals_due(*, conversation_id: int | None = None, now: datetime | None = 
     if conversation_id is not None:
         rows = rows.filter(conversation_id=conversation_id)
     return [(c, str(a)) for c, a in rows.values_list("conversation_id", "pk")[:200]]
+
+
+def approval_waiting(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
+    """The undecided approval a message waits for, as `/api/result` shows it (None when
+    it waits for none)."""
+    row = (Approval.objects.filter(conversation_id=conversation_id, message_id=message_id,
+                                   decision="")
+           .values("pk", "tool", "step", "reason", "expires_at").first())
+    if row is None:
+        return None
+    return {"id": str(row["pk"]), "tool": row["tool"], "step": row["step"],
+            "reason": row["reason"], "expires_at": row["expires_at"].isoformat()}

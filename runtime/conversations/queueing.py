@@ -33,7 +33,7 @@ from django.db.models import Q
 
 from graphs.config import DOUBLE_TEXTING_POLICIES, graph_double_texting
 from graphs.selectors import graph_spec_current
-from runtime.conversations.models import Conversation, QueuedMessage
+from runtime.conversations.models import Approval, Conversation, QueuedMessage
 from runtime.conversations.turns import InvalidMessage
 from runtime.conversations.writes import retrying
 
@@ -75,6 +75,9 @@ class Queued:
     running: str
     """The id of the message being answered, asked to stop (`interrupt`, `rollback`);
     "" otherwise."""
+    waiting: str = ""
+    """When that message waits for a person's approval: the approval's id (no process
+    runs it: it is declined, and stops as it resumes)."""
 
 
 @retrying
@@ -85,7 +88,7 @@ def message_enqueue(*, conversation_id: int, message_id: str, text: str,
     one, asking the running one to stop (`interrupt`, `rollback`: `busy_stop`). None
     when no message holds the flag any more (the caller takes it)."""
     row = (Conversation.objects.select_for_update().filter(pk=conversation_id)
-           .values("busy_token", "busy_message_id").get())
+           .values("busy_token", "busy_message_id", "busy_waiting").get())
     if not row["busy_token"]:
         return None
     front = policy in STOPPING
@@ -94,7 +97,11 @@ def message_enqueue(*, conversation_id: int, message_id: str, text: str,
     if front:
         Conversation.objects.filter(pk=conversation_id).update(busy_stop=policy)
     position = message_queue_position(conversation_id=conversation_id, message_id=message_id)
-    return Queued(position=position or 1, running=row["busy_message_id"] if front else "")
+    waiting = front and row["busy_waiting"] is not None and Approval.objects.filter(
+        conversation_id=conversation_id, message_id=row["busy_message_id"], decision="",
+    ).values_list("pk", flat=True).first()
+    return Queued(position=position or 1, running=row["busy_message_id"] if front else "",
+                  waiting=str(waiting) if waiting else "")
 
 
 def message_queue_position(*, conversation_id: int, message_id: str) -> int | None:

@@ -359,7 +359,7 @@ def turn_resume(*, conversation_id: int, approval_id: str, decision: str, worker
                     decisions=Decisions(by_call=decided), approval_id=str(approval.pk),
                     decision=decision)
     return Begun(token=approval.token, turn=turn, situation=None, first_seq=claimed.first_seq,
-                 reserved_to=claimed.reserved_to, resume=resume)
+                 reserved_to=claimed.reserved_to, resume=resume, stop=conversation.busy_stop)
 
 
 @retrying

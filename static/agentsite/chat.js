@@ -155,8 +155,44 @@
   var handlers = {
     ready: onReady, accepted: onAccepted, delta: onDelta, progress: onProgress, hud: onHud,
     controls: onControls, frame_trace: onFrameTrace, done: onDone, cleared: onCleared,
-    graph: onGraph, error: onError, queued: onQueued,
+    graph: onGraph, error: onError, queued: onQueued, approval: onApproval,
+    approval_decided: onApprovalDecided,
   };
+
+  var DECIDED = { approve: "Approved", deny: "Denied", timeout: "Not approved in time" };
+
+  /** The message waits for a person's approval of a tool call: show it in the answer, with
+   *  Approve and Deny (any tab of the conversation may decide; every tab hears it). */
+  function onApproval(event) {
+    var answer = answerFor(event.message_id);
+    var card = el("div", "approval");
+    card.setAttribute("data-approval", event.id);
+    card.appendChild(el("div", "approval-title", "Waiting for your approval"));
+    card.appendChild(el("code", "approval-step", event.step));
+    card.appendChild(el("div", "approval-reason", event.reason));
+    var actions = el("div", "approval-actions");
+    [["approve", "Approve"], ["deny", "Deny"]].forEach(function (choice) {
+      var button = el("button", "approval-" + choice[0], choice[1]);
+      button.type = "button";
+      button.addEventListener("click", function () {
+        if (!send({ type: "approval", id: event.id, decision: choice[0] })) return;
+        actions.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+      });
+      actions.appendChild(button);
+    });
+    card.appendChild(actions);
+    answer.bubble.insertBefore(card, answer.body);
+    scrollToEnd();
+  }
+
+  function onApprovalDecided(event) {
+    var card = document.querySelector('[data-approval="' + cssEscape(event.id) + '"]');
+    if (!card) return;
+    card.classList.add("decided", event.decision);
+    card.querySelector(".approval-title").textContent = DECIDED[event.decision] || event.decision;
+    var actions = card.querySelector(".approval-actions");
+    if (actions) actions.remove();
+  }
 
   /** The message this tab sent came while another was answered and waits its turn (or,
    *  with `interrupt` or `rollback`, stops that one and is answered next). */

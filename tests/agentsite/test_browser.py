@@ -269,11 +269,12 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
 
 
 @pytest.fixture(scope="module")
-def slow_server_url(tmp_path_factory) -> Iterator[str]:
+def slow_server_url(tmp_path_factory, eras_path) -> Iterator[str]:
     """A live daphne whose builtin model takes 700 ms per call, to look at a message mid-answer."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with live_daphne(tmp_path_factory.mktemp("slow"), BUILTIN_LLM_LATENCY_MS="700") as server:
+    with live_daphne(tmp_path_factory.mktemp("slow"), BUILTIN_LLM_LATENCY_MS="700",
+                     ERAS_DATABASE_URL=f"sqlite:///{eras_path}") as server:
         yield server.url
 
 
@@ -387,4 +388,34 @@ def test_a_builder_sets_rollback_and_a_double_text_takes_the_first_back(browser,
     assert page.get_by_text("Taking back the current message").count() == 1
     page.reload()
     expect(page.locator(".msg.user")).to_have_text([*users_before, "hello"])
+    context.close()
+
+
+def test_a_builder_asks_for_approval_and_the_chat_page_approves(browser, slow_server_url):
+    """With approval rules on the graph (its admin page), the chat page shows the query that
+    waits with Approve and Deny; approving runs it and the answer comes; the card says
+    Approved. (Last: it changes the slow server's graph.)"""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, slow_server_url, then="/admin/graphs/graph/")
+    page.get_by_role("link", name="v3-framed", exact=True).click()
+    page.select_option("#id_double_texting", "")
+    page.fill("#id_approval", '{"tools": ["query_db"]}')
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_have_count(1)
+
+    page.goto(slow_server_url + "/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    page.fill("#message", "how many customers are there?")
+    page.keyboard.press("Enter")
+    card = page.locator(".approval").last
+    expect(card.locator(".approval-step")).to_have_text(
+        "query: SELECT COUNT(*) AS count FROM customers", timeout=30_000)
+    expect(card.locator(".approval-title")).to_have_text("Waiting for your approval")
+    card.get_by_role("button", name="Approve").click()
+    expect(card.locator(".approval-title")).to_have_text("Approved")
+    expect(page.locator(".msg.assistant").last).not_to_have_class(STREAMING, timeout=30_000)
+    expect(page.locator(".msg.assistant .body").last).to_have_text("There are 120 customers.")
     context.close()

@@ -211,3 +211,22 @@ def test_saving_double_texting_in_the_admin_makes_a_revision(staff_client, graph
     graph.refresh_from_db()
     assert graph.config == {} and graph.digest == before
     assert graph.revisions.count() == 3
+
+
+def test_approval_rules_are_edited_in_the_admin_as_json(staff_client, graphs):
+    """The graph's page writes its approval rules into its config as a revision; a rule
+    that is not one is refused with E011's words; emptied, the key goes."""
+    graph = Graph.objects.get(name="v3-framed")
+    bad = staff_client.post(change_url(graph),
+                            form_data(graph) | {"approval": '{"rows_over": -5}'})
+    assert bad.status_code == 200
+    assert "approval rows_over must be a whole number of rows" in bad.content.decode()
+    rules = '{"tools": ["query_db"], "rows_over": 1000}'
+    assert staff_client.post(change_url(graph),
+                             form_data(graph) | {"approval": rules}).status_code == 302
+    graph.refresh_from_db()
+    assert graph.config == {"approval": {"tools": ["query_db"], "rows_over": 1000}}
+    assert graph.revisions.order_by("-number").first().data["config"] == graph.config
+    assert staff_client.post(change_url(graph), form_data(graph)).status_code == 302
+    graph.refresh_from_db()
+    assert graph.config == {}

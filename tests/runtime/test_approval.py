@@ -240,3 +240,50 @@ def test_a_query_whose_plan_estimates_more_rows_than_the_rule_waits(ada, rows_ov
         assert "120 rows, more than the graph's limit of 100" in Approval.objects.get().reason
     else:
         assert history(ada)[-1] == ("assistant", "There are 120 customers.")
+
+
+def test_api_result_says_waiting_with_the_approval_to_decide(ada):
+    conversation_id, approval = ask_and_pause(ada)
+    client = client_for(ada)
+    result = client.get("/api/result", {"id": approval.message_id}).json()
+    assert result["status"] == "waiting"
+    assert result["approval"]["id"] == str(approval.pk)
+    assert result["approval"]["step"] == approval.step
+
+
+@pytest.mark.parametrize("policy", ["interrupt", "rollback"])
+def test_a_message_sent_to_interrupt_a_waiting_one_declines_and_stops_it(ada, policy):
+    """No process runs a waiting message: an `interrupt` or `rollback` declines its
+    approval, and it stops as it resumes (stored as stopped, or taken back); the new
+    message is answered next."""
+    from runtime.conversations.turns import STOPPED_ANSWERS
+
+    conversation_id, approval = ask_and_pause(ada)
+
+    async def interrupt():
+        submitted = await answering.message_submit(conversation_id=conversation_id,
+                                                   text="hello", double_texting=policy)
+        await settle()
+        await settle()
+        return submitted
+
+    submitted = run(interrupt)
+    assert submitted.double_texting == policy and submitted.position == 1
+    approval.refresh_from_db()
+    assert approval.decision == "deny"
+    done = [e for e in chat_events_after(conversation_id=conversation_id, after_seq=0)
+            if e["type"] == "done"]
+    assert [e["message_id"] for e in done] == [approval.message_id, submitted.message_id]
+    assert done[0]["stopped"] == policy and done[0]["answer"] == STOPPED_ANSWERS[policy]
+    texts = [text for role, text in history(ada) if role == "user"]
+    assert texts == ([QUESTION, "hello"] if policy == "interrupt" else ["hello"])
+    assert not busy.busy_held(conversation_id=conversation_id)
+
+
+def test_the_admin_lists_approvals_read_only(ada, admin_client):
+    conversation_id, approval = ask_and_pause(ada)
+    listed = admin_client.get("/admin/runtime/approval/")
+    assert listed.status_code == 200 and "SELECT COUNT(*)" in listed.content.decode()
+    page = admin_client.get(f"/admin/runtime/approval/{approval.pk}/change/")
+    assert page.status_code == 200 and approval.reason in page.content.decode()
+    assert admin_client.get("/admin/runtime/approval/add/").status_code == 403
