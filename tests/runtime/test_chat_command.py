@@ -72,3 +72,26 @@ def test_exportgraph_prints_file_format_and_cytoscape(graphs):
     assert len(elements["nodes"]) == 7 and len(elements["edges"]) == 12
     with pytest.raises(CommandError, match="no graph named 'nope'"):
         call_command("exportgraph", "nope")
+
+
+@pytest.mark.parametrize(("said", "answer"), [
+    ("y", "There are 120 customers."),
+    ("", "I did not run the query: it was declined, so it was not run."),
+])
+def test_a_tool_call_that_waits_for_approval_is_asked_in_the_terminal(graphs, monkeypatch,
+                                                                      said, answer):
+    """With an approval rule on the graph the command asks before the query runs: `y`
+    approves, anything else denies; the answer the message ends with is printed."""
+    import dataclasses
+
+    from graphs.selectors import graph_spec_get
+    from graphs.services import graph_save
+
+    spec = graph_spec_get(name="v3-framed")
+    graph_save(spec=dataclasses.replace(spec, config={"approval": {"tools": ["query_db"]}}))
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or said)
+    out = chat("how many customers are there?")
+    assert "waiting for your approval: query: SELECT COUNT(*) AS count FROM customers" in out
+    assert asked == ["approve? [y/N] "]
+    assert f"agent> {answer}" in out

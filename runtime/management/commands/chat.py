@@ -9,10 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 from runtime.agent.machines import render_text
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions, selectors
+from runtime.conversations.answering import approval_submit
 from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import turn_run
+from runtime.engine.approval import APPROVE, DENY
 from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
-from runtime.wire import DeltaEvent, Event
+from runtime.wire import ApprovalEvent, DeltaEvent, Event
 
 HELP_TEXT = """Type a message and press Enter. Commands:
   /click ACTION     click a control (machine button or offered button) by its action or label
@@ -96,6 +98,8 @@ class Command(BaseCommand):
             self.stdout.write("")
             self.stderr.write(f"error: {exc}")
             return False
+        if result.waiting is not None:
+            return self._decide(result.waiting)
         streamed_all = result.answer and not result.failed
         if not streamed_all:
             # A failure's explanation (or an answer not streamed) is printed whole.
@@ -108,6 +112,25 @@ class Command(BaseCommand):
             f"[{status}{trace.graph} path {trace.path} | {trace.total_frames} frames | "
             f"{trace.total_ms:.0f} ms]"))
         return not result.failed
+
+    def _decide(self, waiting: ApprovalEvent) -> bool:
+        """The message waits for approval of a tool call: ask (no answer, e.g. no terminal:
+        deny), then print the answer it ends with."""
+        self.stdout.write(f"\n(waiting for your approval: {waiting.step}\n because "
+                          f"{waiting.reason})")
+        try:
+            said = input("approve? [y/N] ").strip().lower()
+        except EOFError:
+            said = ""
+        decision = APPROVE if said in {"y", "yes"} else DENY
+        async_to_sync(approval_submit)(conversation_id=self.conversation_id,
+                                       approval_id=waiting.id, decision=decision, inline=True)
+        stored = selectors.conversation_message_result(
+            conversation_id=self.conversation_id, message_id=waiting.message_id) or {}
+        self.stdout.write(f"agent> {stored.get('answer', '')}")
+        self.stdout.write(self.style.HTTP_INFO(
+            f"[{decision}: path {stored.get('path', '')} | {stored.get('frames', 0)} frames]"))
+        return stored.get("status") == "done"
 
     def _switch(self, graph_name: str) -> None:
         try:
