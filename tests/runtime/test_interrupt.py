@@ -272,3 +272,21 @@ def test_with_workers_a_stop_goes_to_the_control_group_and_the_worker_stops(work
     assert sent == {"type": answering.PIPELINE_STOP, "message_id": "m-1",
                     "policy": "interrupt"}
     assert stop.policy == "rollback"  # the bogus one was dropped, not taken
+
+
+def test_rollback_over_rest(ada):
+    """REST: a `rollback` gets 202 with its position; the running message's result is then
+    `rolled_back` (not in the history), the new one `done`."""
+    client = client_for(ada, AsyncClient)
+
+    async def scenario():
+        first = await client.post("/api/send", {"text": LONG}, content_type="application/json")
+        second = await client.post("/api/send", {"text": "hello", "double_texting": "rollback"},
+                                   content_type="application/json")
+        results = [await final_result(client, r.json()["id"]) for r in (first, second)]
+        return second, results
+
+    second, results = run(scenario)
+    assert second.status_code == 202 and second.json()["double_texting"] == "rollback"
+    assert [r["status"] for r in results] == ["rolled_back", "done"]
+    assert [text for role, text in history(ada) if role == "user"] == ["hello"]
