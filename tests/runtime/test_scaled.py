@@ -51,7 +51,9 @@ def site(redis_binary, empty_postgres_url, tmp_path) -> Iterator[ScaledSite]:
     env = {"BUILTIN_LLM_LATENCY_MS": "300", "AGENTSITE_BUSY_TIMEOUT_S": "3",
            "AGENTSITE_WORKER_CONCURRENCY": "3", "AGENTSITE_ALLOW_ANONYMOUS": "false",
            "DEBUG": "false", "SECRET_KEY": "scaled-test-secret",
-           "AGENTSITE_HTTPS": "false"}  # plain http on loopback
+           "AGENTSITE_HTTPS": "false",  # plain http on loopback
+           # ada runs eight chats at once here: her quota of messages at once is raised to it
+           "AGENTSITE_USER_CONCURRENT_MESSAGES": "8"}
     with scaled_site(tmp_path, database_url=empty_postgres_url, env=env) as running:
         running.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
                        "get_user_model().objects.create_user('ada', password='pw')")
@@ -81,8 +83,8 @@ class Chat:
     async def receive(self) -> dict:
         return json.loads(await asyncio.wait_for(self.socket.recv(), RECEIVE_TIMEOUT_S))
 
-    async def send(self, text: str) -> None:
-        await self.socket.send(json.dumps({"type": "message", "text": text}))
+    async def send(self, text: str, **fields: str) -> None:
+        await self.socket.send(json.dumps({"type": "message", "text": text, **fields}))
 
     async def until(self, kind: str, *, engine: bool = False) -> list[dict]:
         """Every event up to the first of type `kind` (from a graph node, with `engine`)."""
@@ -203,6 +205,30 @@ def test_one_conversation_on_two_webs_runs_one_message_at_a_time(site):
         per_conversation = db.execute(
             "SELECT count(*) FROM runtime_message GROUP BY conversation_id").fetchall()
     assert per_conversation == [(2,)] * 4
+
+
+def test_an_interrupt_on_one_web_stops_the_message_a_worker_answers(site):
+    """A message a worker answers is stopped by an `interrupt` sent through the other web:
+    the web process asks the workers' control group, the worker answering it stops it where
+    it is, and the interrupting message is answered next; both sockets see it."""
+    async def scenario():
+        async with Chat(site, 0, "interrupt") as left, Chat(site, 1, "interrupt") as right:
+            await left.send(QUESTION)
+            await left.until("hud", engine=True)  # the worker runs it
+            await right.send("hello", double_texting="interrupt")
+            queued = await right.until("queued")
+            events = await left.until("done")
+            events += await left.until("done")
+            return queued[-1], events
+
+    queued, events = asyncio.run(scenario())
+    assert queued["double_texting"] == "interrupt" and queued["position"] == 1
+    done = [e for e in events if e["type"] == "done"]
+    assert done[0]["stopped"] == "interrupt" and done[0]["frames"] < 5
+    assert not done[1]["failed"] and done[1]["message_id"] == queued["message_id"]
+    error = db_value(site, "SELECT error FROM traces_messagetrace WHERE message_id = %s",
+                     done[0]["message_id"])
+    assert str(error).startswith("stopped by a newer message sent with 'interrupt'")
 
 
 def test_a_worker_stopped_with_sigterm_finishes_its_answer_first(site):
