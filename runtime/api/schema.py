@@ -183,6 +183,8 @@ ROUTES: tuple[Route, ...] = (
                     **COMMON,
                     403: "CSRF check failed",
                     409: "The conversation is busy and the policy is `reject`",
+                    429: "The sender's quotas would refuse it (`limit`, `retry_after_s`, "
+                         "`resets_at`; `Retry-After`); nothing is counted",
                 },
                 body=SEND_BODY,
             )

@@ -79,6 +79,7 @@ from runtime.conversations.queueing import (
     double_texting_check,
     message_queue_position,
 )
+from runtime.conversations.quotas import quota_check
 from runtime.conversations.replay import Edits
 from runtime.conversations.replay import trace_replay as replay_trace
 from runtime.conversations.turns import validate_text
@@ -446,9 +447,11 @@ async def auth_config(call: Call) -> HttpResponse:
 
 
 async def send_check(call: Call) -> HttpResponse:
-    """Validate a message without sending it: 409 when it would be refused as busy (the
-    `reject` policy); `{ok, double_texting}` when it would be queued."""
+    """Validate a message without sending it: 429 when its sender's quotas would refuse
+    it, 409 when it would be refused as busy (the `reject` policy); `{ok, double_texting}`
+    when it would be queued. Nothing is stored or counted."""
     validate_text(call.body["text"])
+    await database_call(quota_check)(conversation_id=call.conversation_id)
     if not await database_call(busy.busy_held)(conversation_id=call.conversation_id):
         return _json({"ok": True})
     policy = double_texting_check(call.body.get("double_texting")) or await database_call(

@@ -151,6 +151,22 @@ async def message_admit(*, conversation_id: int, message_id: str) -> None:
                                          message_id=message_id)
 
 
+def quota_check(*, conversation_id: int, now: datetime | None = None) -> None:
+    """BudgetExceeded when a message sent now would be refused by its owner's quotas;
+    nothing is recorded (`/api/send/check`). No query while quotas are off."""
+    if not quotas_on():
+        return
+    owner = _owner_quotas(conversation_id=conversation_id)
+    if owner is None or owner.limits.off:
+        return
+    now = now or timezone.now()
+    refusal = (_rate_refusal(owner, now=now)
+               or _running_refusal(owner, conversation_id=conversation_id, now=now)
+               or _day_refusal(owner, now=now))
+    if refusal is not None:
+        raise refusal
+
+
 def quota_admit(*, conversation_id: int, message_id: str, now: datetime | None = None
                 ) -> None:
     """`message_admit` on a database thread (`now` only in tests)."""

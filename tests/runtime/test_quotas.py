@@ -334,6 +334,13 @@ def test_rest_answers_429_with_retry_after_for_a_bearer_token(graphs, only):
     session.force_login(user)
     assert session.post("/api/send", {"text": "hello"},
                         content_type="application/json").status_code == 429
+    # /api/send/check says so too, and counts nothing.
+    before = Admission.objects.count()
+    checked = client.post("/api/send/check", {"text": "hello"},
+                          content_type="application/json")
+    assert checked.status_code == 429 and int(checked["Retry-After"]) >= 1
+    assert checked.json()["error"]["limit"] == "messages_per_minute"
+    assert Admission.objects.count() == before
 
 
 def test_anonymous_sessions_are_counted_each_on_their_own(graphs, settings, only):
