@@ -22,6 +22,7 @@ from django.db import transaction
 from graphs.selectors import graph_spec_get
 from graphs.spec import GraphSpec
 from runtime.conversations.dbcalls import database_call
+from runtime.conversations.models import Approval
 from runtime.conversations.turns import (
     answer_of,
     engine_env,
@@ -29,6 +30,7 @@ from runtime.conversations.turns import (
     turn_from_snapshot,
     turn_snapshot,
 )
+from runtime.engine.approval import ApprovalNeeded, Decisions, call_key
 from runtime.engine.loop import run_graph
 from runtime.errors import AgentError, NodeFailed, ReplayDiverged
 from runtime.llm import provider_from_settings
@@ -136,10 +138,12 @@ async def trace_replay(*, trace_id: int, on_event: EventSink = discard,
     snapshot = {**original.turn, "memory": {**original.turn.get("memory", {}), **edits.memory}}
     turn = turn_from_snapshot(snapshot, conversation_id=original.conversation_id,
                               message_id=message_id, message=original.message, graph=graph)
-    env = engine_env(on_event=on_event, message_id=message_id, recording=recording)
+    decisions = await database_call(_decisions_of)(original=original)
+    env = engine_env(on_event=on_event, message_id=message_id, recording=recording,
+                     decisions=decisions)
     t0 = time.perf_counter()
     result = await run_graph(turn=turn, env=env)
-    diverged = _divergence(result.error)
+    diverged = _divergence(result.error) or _paused(result.waiting)
     answer = answer_of(turn, result)
     trace = trace_of(turn=turn, result=result, total_ms=(time.perf_counter() - t0) * 1000,
                      error=f"replay stopped: {diverged}" if diverged else "")
@@ -174,6 +178,25 @@ def _with_config(graph: GraphSpec, config: dict) -> GraphSpec:
     return dataclasses.replace(graph, nodes=tuple(
         dataclasses.replace(node, config={**node.config, **config[node.id]})
         if node.id in config else node for node in graph.nodes))
+
+
+def _decisions_of(*, original: MessageTrace) -> Decisions:
+    """The approvals the original message was given (runtime.conversations.approvals):
+    its replay meets the same decisions, so it takes the same path without pausing."""
+    decided = (Approval.objects.filter(conversation_id=original.conversation_id,
+                                       message_id=str(original.message_id))
+               .exclude(decision="").values_list("node", "tool", "args", "decision"))
+    return Decisions(by_call={call_key(node=node, tool=tool, args=args): decision
+                              for node, tool, args, decision in decided})
+
+
+def _paused(waiting: ApprovalNeeded | None) -> str:
+    """A replay that meets a tool call the graph now asks approval for, which the original
+    was not asked: it stops there ("" when it did not)."""
+    if waiting is None:
+        return ""
+    return (f"{waiting.node}: {waiting.step} now waits for approval ({waiting.reason}); "
+            "the original message had no decision for it")
 
 
 def _divergence(error: BaseException | None) -> str:

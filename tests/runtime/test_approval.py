@@ -287,3 +287,24 @@ def test_the_admin_lists_approvals_read_only(ada, admin_client):
     page = admin_client.get(f"/admin/runtime/approval/{approval.pk}/change/")
     assert page.status_code == 200 and approval.reason in page.content.decode()
     assert admin_client.get("/admin/runtime/approval/add/").status_code == 403
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_replay_meets_the_decisions_the_message_was_given(ada, decision):
+    """Replayed, a message that waited meets its decision again: the same path, frames and
+    answer, with no pause. A replay that meets a rule the original was not asked (added
+    since) stops there and says so."""
+    from runtime.conversations.replay import trace_replay
+
+    conversation_id, approval = ask_and_pause(ada)
+    decide(conversation_id, approval, decision)
+    original = MessageTrace.objects.get(message_id=approval.message_id)
+    replayed = async_to_sync(trace_replay)(trace_id=original.pk)
+    assert replayed.same and not replayed.diverged
+    assert replayed.model_calls == 0
+    assert Approval.objects.count() == 1  # the replay asked nobody
+
+    # As for a message answered before the rule existed: no decision is on record.
+    Approval.objects.all().delete()
+    again = async_to_sync(trace_replay)(trace_id=original.pk)
+    assert "now waits for approval" in again.diverged and not again.same
