@@ -35,7 +35,12 @@ from django.utils import timezone
 
 from runtime.conversations import busy
 from runtime.conversations import services as conv
-from runtime.conversations.approvals import ApprovalRefused, approvals_due, decision_check
+from runtime.conversations.approvals import (
+    ApprovalRefused,
+    approval_decide,
+    approvals_due,
+    decision_check,
+)
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.publish import ChatPublisher
 from runtime.conversations.queueing import (
@@ -52,6 +57,7 @@ from runtime.conversations.turns import (
     turn_begin,
     turn_release,
     turn_resume,
+    turn_resume_claim,
     turn_run,
     turn_start,
     validate_text,
@@ -302,13 +308,15 @@ async def _send_to_workers(*, conversation_id: int, message_id: str, text: str, 
 
 
 async def message_answer(*, conversation_id: int, message_id: str, text: str,
-                         begun: Begun | None = None, token: str = "", worker: str = "") -> None:
+                         begun: Begun | None = None, token: str = "", worker: str = "",
+                         approval: str = "") -> None:
     """Answer a submitted message, then each queued message it hands the flag to;
     publish every event.
 
     `begun`: started by this process (`turn_start`, or `turn_resume` for a message that
     waited for an approval: its first event then says the decision, not `accepted`).
-    `token`: a pipeline worker's,
+    `token`: a pipeline worker's (with `approval`: a paused message whose approval a web
+    process decided, claimed with `turn_resume_claim`),
     claimed here; a message claimed already (a repeat delivery) or recorded as lost
     is dropped. Whatever happens the message ends stored (answered, or failed with
     the reason) and its listeners get a `done`, unless it was recorded as lost
@@ -321,7 +329,8 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
     turn's own transaction.
     """
     handed = await _answer_one(conversation_id=conversation_id, message_id=message_id,
-                               text=text, begun=begun, token=token, worker=worker)
+                               text=text, begun=begun, token=token, worker=worker,
+                               approval=approval)
     while handed is not None:
         handed = await _answer_one(conversation_id=conversation_id,
                                    message_id=handed.message_id, text=handed.text,
@@ -329,26 +338,34 @@ async def message_answer(*, conversation_id: int, message_id: str, text: str,
 
 
 async def _answer_one(*, conversation_id: int, message_id: str, text: str,
-                      begun: Begun | None, token: str, worker: str) -> busy.Handed | None:
+                      begun: Begun | None, token: str, worker: str, approval: str = ""
+                      ) -> busy.Handed | None:
     """`message_answer` for one message; the queued message it handed the flag to."""
-    if begun is not None and begun.resume is not None:
-        first: Event = ApprovalDecidedEvent(id=begun.resume.approval_id,
-                                            message_id=message_id,
-                                            decision=begun.resume.decision)
-    else:
-        first = AcceptedEvent(message_id=message_id, text=text)
     with pipeline_tasks().stoppable(message_id) as stop:
         return await _answer_stoppable(conversation_id=conversation_id, message_id=message_id,
                                        text=text, begun=begun, token=token, worker=worker,
-                                       stop=stop, first=first)
+                                       stop=stop, approval=approval)
+
+
+def _first_event(begun: Begun, *, text: str) -> Event:
+    """A message's first event: `accepted`; a resumed one's, its approval's decision."""
+    if begun.resume is not None:
+        return ApprovalDecidedEvent(id=begun.resume.approval_id,
+                                    message_id=begun.turn.message_id,
+                                    decision=begun.resume.decision)
+    return AcceptedEvent(message_id=begun.turn.message_id, text=text)
 
 
 async def _answer_stoppable(*, conversation_id: int, message_id: str, text: str,
                             begun: Begun | None, token: str, worker: str, stop: TurnStop,
-                            first: Event) -> busy.Handed | None:
+                            approval: str) -> busy.Handed | None:
     """`_answer_one`, while `stop` can stop the message."""
     async with ChatPublisher(conversation_id=conversation_id) as publish:
         try:
+            if begun is None and approval:  # decided by a web process, resumed here
+                begun = await database_call(turn_resume_claim)(
+                    conversation_id=conversation_id, approval_id=approval, token=token,
+                    worker=worker)
             begun = begun or await database_call(turn_begin)(
                 conversation_id=conversation_id, message_id=message_id, text=text,
                 worker=worker, now=timezone.now(), token=token)
@@ -361,7 +378,7 @@ async def _answer_stoppable(*, conversation_id: int, message_id: str, text: str,
             return await _failed(conversation_id=conversation_id, message_id=message_id,
                                  text=text, token=token, worker=worker, publish=publish)
         publish.lease(first_seq=begun.first_seq, reserved_to=begun.reserved_to)
-        await publish(first)
+        await publish(_first_event(begun, text=text))
         return await _answer(begun=begun, worker=worker, publish=publish, stop=stop)
 
 
@@ -403,6 +420,9 @@ async def approval_submit(*, conversation_id: int, approval_id: str, decision: s
     decided already (`already_decided`)."""
     if decision != TIMEOUT:
         decision = decision_check(decision)
+    if settings.AGENTSITE_PIPELINE_WORKERS and not inline:  # answered by a pipeline worker
+        return await _resume_on_workers(conversation_id=conversation_id,
+                                        approval_id=approval_id, decision=decision)
     worker = busy.worker_name()
     begun = await database_call(turn_resume)(conversation_id=conversation_id,
                                              approval_id=approval_id, decision=decision,
@@ -418,6 +438,29 @@ async def approval_submit(*, conversation_id: int, approval_id: str, decision: s
         pipeline_tasks().start(conversation_id=conversation_id,
                                message_id=begun.turn.message_id, work=work)
     return begun.turn.message_id
+
+
+async def _resume_on_workers(*, conversation_id: int, approval_id: str, decision: str
+                             ) -> str:
+    """Decide an approval and leave its message to a pipeline worker (the `pipeline`
+    channel, as a new message goes); its id. When no worker can be reached, the reaper
+    records the message as failed after `AGENTSITE_QUEUE_TIMEOUT_S`, saying why."""
+    claimed = await database_call(approval_decide)(
+        conversation_id=conversation_id, approval_id=approval_id, decision=decision,
+        worker="")
+    if claimed is None:
+        return ""
+    approval = claimed.approval
+    message = {"type": PIPELINE_MESSAGE, "conversation": conversation_id,
+               "message_id": approval.message_id, "text": approval.text,
+               "token": approval.token, "approval": str(approval.pk)}
+    try:
+        await get_channel_layer().send(PIPELINE_CHANNEL, message)
+    except Exception:  # whatever the layer's client raises (Redis down, full, timeout...)
+        # Broad on purpose: the decision is kept; the reaper says what became of it.
+        logger.exception("approval %s: its message could not be sent to the pipeline "
+                         "workers", approval_id)
+    return approval.message_id
 
 
 async def approvals_expire(*, conversation_id: int | None = None) -> int:

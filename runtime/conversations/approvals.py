@@ -27,6 +27,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from graphs.selectors import graph_stamp
+from runtime.conversations.busy import busy_claim
 from runtime.conversations.eventlog import chat_events_lease, chat_events_lease_end
 from runtime.conversations.models import Approval, Conversation
 from runtime.conversations.writes import retrying
@@ -89,8 +90,9 @@ class Claimed:
 
     approval: Approval
     """The approval, decided."""
-    conversation: Conversation
-    """Its conversation, read in the claiming transaction (with its graph's stamp)."""
+    conversation: Conversation | None
+    """Its conversation, read in the claiming transaction (with its graph's stamp); None
+    when it is left for a pipeline worker."""
     first_seq: int
     """The first number of the resumed message's events."""
     reserved_to: int
@@ -102,8 +104,11 @@ class Claimed:
 def approval_decide(*, conversation_id: int, approval_id: str, decision: str, worker: str,
                     now: datetime | None = None) -> Claimed | None:
     """Decide an approval and claim its message for this process (`worker`), in one
-    transaction. `timeout` decides only an approval past its `expires_at` (None
-    otherwise). None too when its flag is no longer its message's (the decision is kept).
+    transaction; with `worker` "" it is left for a pipeline worker to claim
+    (`approval_claim`; the reaper records it as lost if none does within
+    `AGENTSITE_QUEUE_TIMEOUT_S`) and no event numbers are taken yet. `timeout` decides
+    only an approval past its `expires_at` (None otherwise). None too when its flag is no
+    longer its message's (the decision is kept).
 
     ApprovalRefused: no such approval in this conversation (`not_found`), or it was
     decided already (`already_decided`, with that decision).
@@ -123,9 +128,31 @@ def approval_decide(*, conversation_id: int, approval_id: str, decision: str, wo
     approval.save(update_fields=["decision", "decided_at"])
     claimed = (Conversation.objects.filter(pk=conversation_id, busy_token=approval.token)
                .exclude(busy_waiting=None)
-               .update(busy_waiting=None, busy_worker=worker[:200], busy_beat=Now()))
+               .update(busy_waiting=None, busy_worker=worker[:200], busy_beat=Now(),
+                       busy_since=Now()))
     if not claimed:
         return None
+    if not worker:  # a pipeline worker claims it (`approval_claim`)
+        return Claimed(approval=approval, conversation=None, first_seq=0, reserved_to=0)
+    return _leased(approval)
+
+
+@retrying
+@transaction.atomic
+def approval_claim(*, conversation_id: int, approval_id: str, token: str, worker: str
+                   ) -> Claimed:
+    """A pipeline worker claims a decided message left for it (`approval_decide` with no
+    worker); MessageLost when it was claimed already, or recorded as lost."""
+    if not busy_claim(conversation_id=conversation_id, token=token, worker=worker):
+        raise MessageLost(f"the message of approval {approval_id} was taken, or recorded "
+                          "as lost, before this worker claimed it")
+    return _leased(Approval.objects.get(pk=approval_id, conversation_id=conversation_id))
+
+
+def _leased(approval: Approval) -> Claimed:
+    """The claimed message's conversation (with its graph's stamp) and a new range of event
+    numbers for the rest of its events."""
+    conversation_id = approval.conversation_id
     conversation = Conversation.objects.annotate(**graph_stamp(OuterRef("graph_name"))).get(
         pk=conversation_id)
     first_seq, reserved_to = chat_events_lease(conversation=conversation)

@@ -31,7 +31,12 @@ from graphs.spec import GraphSpec
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import busy, selectors
 from runtime.conversations import services as conv
-from runtime.conversations.approvals import approval_decide, approval_pause
+from runtime.conversations.approvals import (
+    Claimed,
+    approval_claim,
+    approval_decide,
+    approval_pause,
+)
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import (
     chat_events_insert,
@@ -345,9 +350,23 @@ def turn_resume(*, conversation_id: int, approval_id: str, decision: str, worker
     there is nothing to resume, ApprovalRefused when it cannot be decided)."""
     claimed = approval_decide(conversation_id=conversation_id, approval_id=approval_id,
                               decision=decision, worker=worker)
-    if claimed is None:
-        return None
+    return None if claimed is None else _resumed(claimed)
+
+
+def turn_resume_claim(*, conversation_id: int, approval_id: str, token: str, worker: str
+                      ) -> Begun:
+    """A pipeline worker starts again a paused message whose approval a web process decided
+    (`approval_claim`; MessageLost when it was claimed already or recorded as lost)."""
+    return _resumed(approval_claim(conversation_id=conversation_id, approval_id=approval_id,
+                                   token=token, worker=worker))
+
+
+def _resumed(claimed: Claimed) -> Begun:
+    """The claimed message as it goes on (`Resume`): its turn, engine state and decisions."""
     approval, conversation, state = claimed.approval, claimed.conversation, claimed.approval.state
+    assert conversation is not None
+    conversation_id = conversation.pk
+    decision = approval.decision
     graph = graph_spec_stamped(name=conversation.graph_name, digest=conversation.graph_digest,
                                updated_at=conversation.graph_updated_at)
     turn = turn_from_snapshot(state["turn"], conversation_id=conversation_id,

@@ -64,6 +64,7 @@ class PipelineConsumer(DatabaseCallsOnly, AsyncConsumer):
         try:
             conversation_id = int(message["conversation"])
             message_id, text, token = (str(message[k]) for k in ("message_id", "text", "token"))
+            approval = str(message.get("approval") or "")  # a paused message, decided
         except (KeyError, TypeError, ValueError):
             logger.error("pipeline: a malformed message was dropped: %r", message)
             _release(slots)
@@ -78,7 +79,8 @@ class PipelineConsumer(DatabaseCallsOnly, AsyncConsumer):
         async def work() -> None:
             try:
                 await message_answer(conversation_id=conversation_id, message_id=message_id,
-                                     text=text, token=token, worker=worker)
+                                     text=text, token=token, worker=worker,
+                                     approval=approval)
             finally:
                 _release(slots)
 

@@ -308,3 +308,43 @@ def test_a_replay_meets_the_decisions_the_message_was_given(ada, decision):
     Approval.objects.all().delete()
     again = async_to_sync(trace_replay)(trace_id=original.pk)
     assert "now waits for approval" in again.diverged and not again.same
+
+
+def test_with_workers_a_decision_is_answered_by_a_pipeline_worker(ada, settings):
+    """With pipeline workers the web process only decides: the paused message goes back to
+    the `pipeline` channel, a worker claims it (once: a repeat is dropped) and answers it
+    from its paused frame."""
+    from channels.layers import channel_layers, get_channel_layer
+
+    from runtime.conversations.busy import worker_name
+    from tests.runtime.test_answering import worker_takes
+
+    settings.AGENTSITE_PIPELINE_WORKERS = True
+    channel_layers.backends.clear()
+    approve_tools("query_db")
+    conversation_id = conversation_of(ada).id
+
+    async def scenario():
+        await answering.message_submit(conversation_id=conversation_id, text=QUESTION)
+        await worker_takes(await get_channel_layer().receive(answering.PIPELINE_CHANNEL))
+        approval = await database_call(Approval.objects.get)()
+        await answering.approval_submit(conversation_id=conversation_id,
+                                        approval_id=str(approval.pk), decision="approve")
+        running_here = answering.pipeline_tasks().running()
+        resumed = await get_channel_layer().receive(answering.PIPELINE_CHANNEL)
+        await worker_takes(resumed)
+        await worker_takes(resumed)  # delivered twice: claimed once
+        return approval, resumed, running_here
+
+    try:
+        approval, resumed, running_here = run(scenario)
+    finally:
+        channel_layers.backends.clear()
+    assert running_here == 0  # nothing of it ran in the web process
+    assert resumed["approval"] == str(approval.pk)
+    assert history(ada)[-1] == ("assistant", "There are 120 customers.")
+    assert MessageTrace.objects.get(message_id=approval.message_id).worker == worker_name()
+    log = chat_events_after(conversation_id=conversation_id, after_seq=0)
+    assert [e["type"] for e in log].count("approval_decided") == 1
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert not busy.busy_held(conversation_id=conversation_id)
