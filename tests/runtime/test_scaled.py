@@ -231,6 +231,40 @@ def test_an_interrupt_on_one_web_stops_the_message_a_worker_answers(site):
     assert str(error).startswith("stopped by a newer message sent with 'interrupt'")
 
 
+def test_an_approval_decided_on_the_other_web_is_answered_by_a_worker(site):
+    """A worker pauses a message for approval (a graph whose rules name `query_db`); the
+    other web takes the decision over REST, and a worker goes on from the paused frame:
+    the socket hears the decision and the answer."""
+    site.manage("shell", "-c", (
+        "import dataclasses; from graphs.selectors import graph_spec_get; "
+        "from graphs.services import graph_save; spec = graph_spec_get(name='v3-framed'); "
+        "graph_save(spec=dataclasses.replace(spec, name='v3-approval', "
+        "config={'approval': {'tools': ['query_db']}}))"))
+    headers = {"Authorization": f"Bearer {site.token}"}
+    switched = httpx.post(f"{site.webs[1].url}/api/graph/switch?chat=approval",
+                          json={"graph": "v3-approval"}, headers=headers)
+    assert switched.status_code == 200, switched.text
+
+    async def scenario():
+        async with Chat(site, 0, "approval") as chat:
+            await chat.send(QUESTION)
+            waiting = (await chat.until("approval"))[-1]
+            async with httpx.AsyncClient() as client:
+                decided = await client.post(
+                    f"{site.webs[1].url}/api/approvals/{waiting['id']}?chat=approval",
+                    json={"decision": "approve"}, headers=headers)
+            return waiting, decided, await chat.until("done")
+
+    waiting, decided, events = asyncio.run(scenario())
+    assert waiting["step"] == "query: SELECT COUNT(*) AS count FROM customers"
+    assert decided.status_code == 202, decided.text
+    assert [e["decision"] for e in events if e["type"] == "approval_decided"] == ["approve"]
+    assert events[-1]["answer"] == ANSWER
+    worker = db_value(site, "SELECT worker FROM traces_messagetrace WHERE message_id = %s",
+                      waiting["message_id"])
+    assert site.worker(str(worker)) is not None, worker  # a pipeline worker, not a web
+
+
 def test_a_worker_stopped_with_sigterm_finishes_its_answer_first(site):
     """SIGTERM is a clean stop: the running answer completes, then the worker exits.
 
