@@ -33,12 +33,14 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import resolve_url
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from graphs.selectors import graph_list_with_counts, graph_spec_get
@@ -520,7 +522,6 @@ async def result(call: Call) -> HttpResponse:
     )
     if stored is not None:
         return _json(stored)
-    await approvals_expire(conversation_id=call.conversation_id)  # declined in time
     # A message whose process died (or whose failure could not be stored) is stored as
     # failed now, so a client polling for it gets its end rather than `running` forever.
     if await busy.busy_reap_and_publish(conversation_id=call.conversation_id,
@@ -541,6 +542,10 @@ async def result(call: Call) -> HttpResponse:
         waiting = await database_call(approval_waiting)(
             conversation_id=call.conversation_id, message_id=message_id)
         if waiting is not None:  # paused until someone decides (POST /api/approvals/{id})
+            if datetime.fromisoformat(waiting["expires_at"]) <= timezone.now():
+                # Past its time, and the process that paused it may be gone: declined now.
+                await approvals_expire(conversation_id=call.conversation_id,
+                                       inline=not isinstance(call.request, ASGIRequest))
             return _json({"status": "waiting", "approval": waiting, "answer": "",
                           "controls": [], "path": "", "frames": 0})
         return _json({"status": "running", "answer": "", "controls": [], "path": "",

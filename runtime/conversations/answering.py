@@ -463,15 +463,16 @@ async def _resume_on_workers(*, conversation_id: int, approval_id: str, decision
     return approval.message_id
 
 
-async def approvals_expire(*, conversation_id: int | None = None) -> int:
+async def approvals_expire(*, conversation_id: int | None = None, inline: bool = False
+                           ) -> int:
     """Decline every approval (of one conversation, or all) nobody decided in time, so its
-    message goes on (every reaper calls it: a process that paused it may be gone); how
-    many."""
+    message goes on (every reaper calls it: a process that paused it may be gone; `inline`
+    as for `approval_submit`); how many."""
     due = await database_call(approvals_due)(conversation_id=conversation_id)
     for conversation, approval in due:
         with contextlib.suppress(ApprovalRefused):  # decided meanwhile
             await approval_submit(conversation_id=conversation, approval_id=approval,
-                                  decision=TIMEOUT)
+                                  decision=TIMEOUT, inline=inline)
     return len(due)
 
 

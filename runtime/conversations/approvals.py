@@ -60,11 +60,13 @@ def decision_check(value: object) -> str:
 @transaction.atomic
 def approval_pause(*, conversation_id: int, message_id: str, text: str, token: str,
                    waiting: ApprovalNeeded, state: dict[str, Any],
-                   events: list[dict[str, Any]], next_seq: int) -> dict[str, Any]:
+                   events: list[dict[str, Any]], next_seq: int
+                   ) -> tuple[ApprovalEvent, dict[str, Any]]:
     """Store a message that waits for an approval: the `Approval`, its `events` so far
     (numbered from the message's lease, not stored yet) and the `approval` event after
-    them (numbered `next_seq`, returned), the flag kept and marked waiting. MessageLost
-    when the flag was taken from the message (nothing stored)."""
+    them (numbered `next_seq`), the flag kept and marked waiting. Returns that event, and
+    as sent (numbered). MessageLost when the flag was taken from the message (nothing
+    stored)."""
     expires_at = timezone.now() + timedelta(seconds=settings.AGENTSITE_APPROVAL_TIMEOUT_S)
     approval = Approval.objects.create(
         conversation_id=conversation_id, message_id=message_id, text=text,
@@ -81,7 +83,7 @@ def approval_pause(*, conversation_id: int, message_id: str, text: str, token: s
     wire = {**event.as_dict(), "seq": next_seq}
     chat_events_lease_end(conversation_id=conversation_id, wires=[*events, wire],
                           last_seq=next_seq)
-    return wire
+    return event, wire
 
 
 @dataclass(frozen=True)

@@ -658,15 +658,15 @@ class _Commit:
             message_id=self.turn.message_id, text=self.turn.message, token=self.token,
             waiting=result.waiting, state=state)
         if self.log is None:
-            wire = await database_call(pause)(events=[], next_seq=self.first_seq)
+            event, _ = await database_call(pause)(events=[], next_seq=self.first_seq)
         else:
             async with self.log.held() as held:
-                wire = await database_call(pause)(events=held.events, next_seq=held.next_seq)
+                event, wire = await database_call(pause)(events=held.events,
+                                                         next_seq=held.next_seq)
             self.log.send_numbered([wire])
         self.stored = True
-        fields_ = {k: v for k, v in wire.items() if k not in ("seq", "type")}
         return TurnResult(message_id=self.turn.message_id, answer="", failed=False,
-                          controls=[], trace=trace, waiting=ApprovalEvent(**fields_))
+                          controls=[], trace=trace, waiting=event)
 
     async def _store(self, *, result: EngineResult, trace: FrameTrace, answer: str,
                      failed: bool, first: tuple[Event, ...] = (), stopped: str = ""

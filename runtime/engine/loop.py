@@ -182,7 +182,10 @@ class FrameLoop:
             self.records.append(record)
             if result is not None:
                 self.outputs[record.node] = result.output
-            if error is not None and self.error is None:
+            # A failure beside a node waiting for approval fails the frame: the failure
+            # is what the trace names, not the pause.
+            if error is not None and self.error is None and not isinstance(error,
+                                                                           ApprovalNeeded):
                 self.error = NodeFailed(record.node, self.frame, error)
         if self.error is not None:
             self.status = "failed"

@@ -318,6 +318,18 @@ def test_a_second_tab_and_a_reload_mid_answer_show_the_question(browser, slow_se
     context.close()
 
 
+def save_graph_config(page, *, double_texting: str, approval: str = "") -> None:
+    """On the graph list of the admin: open v3-framed, set its config's double_texting
+    (and approval rules, as JSON), save, and see it saved."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="v3-framed", exact=True).click()
+    page.select_option("#id_double_texting", double_texting)
+    page.fill("#id_approval", approval)
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_have_count(1)
+
+
 def test_a_builder_sets_enqueue_and_a_double_text_is_queued_then_answered(browser,
                                                                            slow_server_url):
     """On the graph's admin page a builder sets double_texting to enqueue; on the chat page
@@ -329,10 +341,7 @@ def test_a_builder_sets_enqueue_and_a_double_text_is_queued_then_answered(browse
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, slow_server_url, then="/admin/graphs/graph/")
-    page.get_by_role("link", name="v3-framed", exact=True).click()
-    page.select_option("#id_double_texting", "enqueue")
-    page.click("input[name=_save]")
-    expect(page.locator(".messagelist .success")).to_have_count(1)
+    save_graph_config(page, double_texting="enqueue")
 
     page.goto(slow_server_url + "/")
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
@@ -364,10 +373,7 @@ def test_a_builder_sets_rollback_and_a_double_text_takes_the_first_back(browser,
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, slow_server_url, then="/admin/graphs/graph/")
-    page.get_by_role("link", name="v3-framed", exact=True).click()
-    page.select_option("#id_double_texting", "rollback")
-    page.click("input[name=_save]")
-    expect(page.locator(".messagelist .success")).to_have_count(1)
+    save_graph_config(page, double_texting="rollback")
 
     page.goto(slow_server_url + "/")
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
@@ -400,11 +406,7 @@ def test_a_builder_asks_for_approval_and_the_chat_page_approves(browser, slow_se
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, slow_server_url, then="/admin/graphs/graph/")
-    page.get_by_role("link", name="v3-framed", exact=True).click()
-    page.select_option("#id_double_texting", "")
-    page.fill("#id_approval", '{"tools": ["query_db"]}')
-    page.click("input[name=_save]")
-    expect(page.locator(".messagelist .success")).to_have_count(1)
+    save_graph_config(page, double_texting="", approval='{"tools": ["query_db"]}')
 
     page.goto(slow_server_url + "/")
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")

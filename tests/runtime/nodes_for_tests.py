@@ -20,3 +20,18 @@ class PassNode(Node):
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         return NodeResult(output={"again": True}, decision="pass")
+
+
+class AskingNode(Node):
+    """Asks a person to approve a tool call, as a node with a risky tool does."""
+
+    async def run(self, ctx: NodeContext) -> NodeResult:
+        ctx.approval(tool="drop", args={}, step="drop everything", reason="a test rule")
+        return NodeResult(output={"done": True}, decision="approved")
+
+
+class FailingNode(Node):
+    """Fails the way buggy node code fails."""
+
+    async def run(self, ctx: NodeContext) -> NodeResult:
+        raise ValueError("boom beside the pause")

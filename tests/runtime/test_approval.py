@@ -20,10 +20,14 @@ from runtime.conversations import answering, busy
 from runtime.conversations.dbcalls import database_call
 from runtime.conversations.eventlog import chat_events_after
 from runtime.conversations.models import Approval, Conversation
+from tests.runtime import test_answering
 from tests.runtime.test_api import _fresh_registry, client_for, conversation_of  # noqa: F401
 from tests.runtime.test_consumers import open_chat, receive_until, signed_in
 from tests.runtime.test_double_texting import history
 from traces.models import MessageTrace
+
+workers_on = test_answering.workers_on
+"""The fixture: pipeline workers on, with a fresh in-memory channel layer."""
 
 QUESTION = "how many customers are there?"
 
@@ -249,6 +253,12 @@ def test_api_result_says_waiting_with_the_approval_to_decide(ada):
     assert result["status"] == "waiting"
     assert result["approval"]["id"] == str(approval.pk)
     assert result["approval"]["step"] == approval.step
+    # Past its time with no process to decline it: the poll that sees it declines it.
+    past = timezone.now() - timedelta(seconds=1)
+    Approval.objects.filter(pk=approval.pk).update(expires_at=past)
+    assert client.get("/api/result", {"id": approval.message_id}).json()["status"] == "waiting"
+    done = client.get("/api/result", {"id": approval.message_id}).json()
+    assert done["status"] == "done" and "not approved in time" in done["answer"]
 
 
 @pytest.mark.parametrize("policy", ["interrupt", "rollback"])
@@ -310,17 +320,15 @@ def test_a_replay_meets_the_decisions_the_message_was_given(ada, decision):
     assert "now waits for approval" in again.diverged and not again.same
 
 
-def test_with_workers_a_decision_is_answered_by_a_pipeline_worker(ada, settings):
+def test_with_workers_a_decision_is_answered_by_a_pipeline_worker(ada, workers_on):
     """With pipeline workers the web process only decides: the paused message goes back to
     the `pipeline` channel, a worker claims it (once: a repeat is dropped) and answers it
     from its paused frame."""
-    from channels.layers import channel_layers, get_channel_layer
+    from channels.layers import get_channel_layer
 
     from runtime.conversations.busy import worker_name
     from tests.runtime.test_answering import worker_takes
 
-    settings.AGENTSITE_PIPELINE_WORKERS = True
-    channel_layers.backends.clear()
     approve_tools("query_db")
     conversation_id = conversation_of(ada).id
 
@@ -336,10 +344,7 @@ def test_with_workers_a_decision_is_answered_by_a_pipeline_worker(ada, settings)
         await worker_takes(resumed)  # delivered twice: claimed once
         return approval, resumed, running_here
 
-    try:
-        approval, resumed, running_here = run(scenario)
-    finally:
-        channel_layers.backends.clear()
+    approval, resumed, running_here = run(scenario)
     assert running_here == 0  # nothing of it ran in the web process
     assert resumed["approval"] == str(approval.pk)
     assert history(ada)[-1] == ("assistant", "There are 120 customers.")

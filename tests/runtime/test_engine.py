@@ -146,3 +146,27 @@ def test_frame_limit_stops_a_runaway_graph(user, graphs, settings):
     assert result.trace.total_frames == 6
     assert "limit 6" in result.trace.error
     assert "did not come to an end" in result.answer
+
+
+def test_a_failure_beside_a_node_waiting_for_approval_fails_the_frame(user, graphs, settings):
+    """A frame where one node waits for approval and another fails is a failure, named
+    after the failing node: no pause is stored for a frame that cannot go on."""
+    from runtime.conversations.models import Approval
+
+    settings.AGENTSITE_NODE_TYPES = {**settings.AGENTSITE_NODE_TYPES,
+                                     "asking": "tests.runtime.nodes_for_tests.AskingNode",
+                                     "failing": "tests.runtime.nodes_for_tests.FailingNode"}
+    graph_save(spec=GraphSpec(
+        name="asking-and-failing", description="input -> asking + failing",
+        nodes=(NodeSpec("input", "input", {"prompt": "You are the input node."}),
+               NodeSpec("asking", "asking"), NodeSpec("failing", "failing"),
+               NodeSpec("output", "output")),
+        edges=(EdgeSpec("input", "asking"), EdgeSpec("input", "failing"),
+               EdgeSpec("asking", "output")),
+    ))
+    c = conversation_resolve(owner=Owner(user=user))
+    actions.conversation_switch_graph(conversation_id=c.id, graph_name="asking-and-failing")
+    result = send(c.id, "hello")
+    assert result.failed and result.waiting is None
+    assert "node 'failing' failed in frame 2" in result.trace.error
+    assert not Approval.objects.exists()

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
 from runtime.conversations import answering, busy
@@ -20,7 +20,7 @@ from runtime.conversations.models import Conversation, QueuedMessage
 from runtime.conversations.queueing import message_enqueue
 from runtime.conversations.turns import STOPPED_ANSWERS, TurnStop
 from runtime.conversations.worker import PipelineWorker
-from tests.runtime import test_double_texting
+from tests.runtime import test_answering, test_double_texting
 from tests.runtime.test_api import (  # noqa: F401 (_fresh_registry: an autouse fixture)
     _fresh_registry,
     client_for,
@@ -29,6 +29,9 @@ from tests.runtime.test_api import (  # noqa: F401 (_fresh_registry: an autouse 
 from tests.runtime.test_consumers import open_chat, receive_until
 from tests.runtime.test_double_texting import double_text, history, run
 from traces.models import MessageTrace
+
+workers_on = test_answering.workers_on
+"""The fixture: pipeline workers on, with a fresh in-memory channel layer."""
 
 ada = test_double_texting.ada
 """The fixture: Ada signed in, the builtin model at the double-texting tests' latency."""
@@ -230,16 +233,7 @@ def test_a_stop_cuts_the_watched_run_at_once_and_not_a_run_that_is_over():
     assert late.policy == "interrupt"  # recorded, and the block above ran to its end
 
 
-@pytest.fixture
-def workers(settings):
-    """Pipeline workers on, with a fresh in-memory layer (one process plays both sides)."""
-    settings.AGENTSITE_PIPELINE_WORKERS = True
-    channel_layers.backends.clear()
-    yield settings
-    channel_layers.backends.clear()
-
-
-def test_with_workers_a_stop_goes_to_the_control_group_and_the_worker_stops(workers):
+def test_with_workers_a_stop_goes_to_the_control_group_and_the_worker_stops(workers_on):
     """A message not answered in this process is stopped through the workers' control
     group; the worker answering it stops it; a bad control message is dropped."""
     async def scenario():
