@@ -35,6 +35,7 @@ the connection could not write even if the guard let something through.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import re
 import sqlite3
@@ -414,6 +415,13 @@ class ErasDatabase:
         # A cancel that came too late to stop the statement still wins over its result.
         if handle is not None and handle.cancelled:
             raise QueryCancelled("query cancelled")
+
+
+def database_identity(db: ErasDatabase) -> str:
+    """A short fingerprint of the database named by `db`'s URL, for what belongs to one
+    database (an expert's schema cache, its verified examples): the first 16 hex digits of
+    the URL's sha256, so no credential is in it."""
+    return hashlib.sha256(db.url.encode()).hexdigest()[:16]
 
 
 def _size(rows: list[tuple]) -> int:

@@ -15,7 +15,6 @@ with a pid the user can cancel.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 
 from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs
@@ -23,7 +22,7 @@ from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.agent.speech import speak
-from runtime.domain.database import ErasDatabase
+from runtime.domain.database import ErasDatabase, database_identity
 from runtime.domain.sqlguard import guard_sql
 from runtime.engine.node import NodeContext, sections
 from runtime.errors import DatabaseToolError, QueryCancelled
@@ -31,11 +30,6 @@ from runtime.llm.contracts import Tool
 from runtime.wire import HudEventType
 
 RESULT_ROWS_KEPT = 50
-
-
-def database_identity(db: ErasDatabase) -> str:
-    """A short fingerprint of the database a cache belongs to (no credentials in it)."""
-    return hashlib.sha256(db.url.encode()).hexdigest()[:16]
 
 
 def tables_named(task: str, tables: list[str]) -> list[str]:
