@@ -1,14 +1,53 @@
-"""Evaluate one check against one step's outcome: (passed, detail)."""
+"""Evaluate one check against one step's outcome: (passed, detail).
+
+The truth checks (`figure matches`, `no figure`, `abstains`) read the answer's figures
+with the agent's own figure reader (runtime.agent.figures), so "after formatting" means
+here what it means to the grounding check: 1,234.57 ≙ 1234.5678, 12.5 million ≙
+12,456,789, 42 % ≙ 0.42. A figure the user's own message states ("in 2031") may always
+be said back. A failed truth check whose answer states a figure it had no ground for
+(neither in the user's message nor, for `figure matches`, a cell of the reference row)
+is a WRONG FIGURE: its detail starts with `WRONG FIGURE:` and the runner counts it
+apart, as a made-up number is worse than a missing one.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from runtime.agent.figures import Figure, as_number, figure_found, figures_in
+from runtime.agent.speech import echoes
+from runtime.domain.database import ErasDatabase
+from runtime.errors import AgentError
 from runtime.suites.parser import Check
 
 HUD_FALLBACK = 40
+WRONG_FIGURE = "WRONG FIGURE:"
+"""How the detail of a check failed on a made-up figure starts."""
+ABSTENTIONS = (
+    # the runtime's own
+    "haven't checked", "have not checked", "could not find", "couldn't find",
+    "could not get", "couldn't get", "could not work out", "couldn't work out",
+    "has nothing", "nothing matching", "no table", "not in the database",
+    "don't have", "do not have", "doesn't have", "does not have", "cannot answer",
+    # and a model's usual ways of saying the same
+    "can't find", "cannot find", "did not find", "didn't find", "found no", "found nothing",
+    "can't answer", "could not answer", "couldn't answer", "unable to answer",
+    "database has no", "no data", "no record", "no information", "don't know", "do not know",
+)
+"""Phrases that say the answer could not be found or checked (case-insensitive; ’ ≙ ')."""
+_ABSTAINS = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in ABSTENTIONS) + r")")
+_NONE = re.compile(r"\b(?:no|none|nothing|zero|not any)\b", re.I)
+"""Words that say "there is none" (an empty or NULL reference expects one, or a 0)."""
+
+
+class ReferenceDatabase(Protocol):
+    """Where `figure matches` runs its reference query (an ErasDatabase)."""
+
+    def query(self, sql: str) -> Any:
+        """The query's result: `.columns` and `.rows`; AgentError when it fails."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -27,6 +66,8 @@ class Outcome:
     """The memory state after the step."""
     message_id: str = ""
     """The message the step sent, if any."""
+    message: str = ""
+    """What the user said: the `> send:` text, or the text a clicked button sent."""
 
     def hud(self) -> list[dict[str, Any]]:
         """The step's HUD events."""
@@ -67,10 +108,23 @@ def _sql(outcome: Outcome) -> list[str]:
     return found
 
 
-def evaluate(check: Check, outcome: Outcome) -> tuple[bool, str]:
-    """Whether `check` holds for `outcome`, with a detail line that says why."""
+def evaluate(check: Check, outcome: Outcome, *, database: ReferenceDatabase | None = None
+             ) -> tuple[bool, str]:
+    """Whether `check` holds for `outcome`, with a detail line that says why.
+
+    `database` runs a `figure matches` reference query (default: the configured eras
+    database, `ErasDatabase.from_settings()`, opened only when such a check runs); the
+    query runs once per evaluation.
+    """
     kind, values = check.kind, check.values
     answer = outcome.answer
+    if kind == "figure matches":
+        return figure_matches(values[0], outcome, database=database)
+    if kind in ("no figure", "abstains"):
+        return no_figure(outcome, abstain=kind == "abstains")
+    if kind == "response is not an echo":
+        echo = echoes(outcome.message, answer)
+        return not echo, f"answer: {answer!r}" + (" (it restates the message)" if echo else "")
     if kind == "response contains":
         ok = any(v.lower() in answer.lower() for v in values)
         return ok, f"answer: {answer!r}"
@@ -117,3 +171,87 @@ def evaluate(check: Check, outcome: Outcome) -> tuple[bool, str]:
         ok = any(re.search(v, q, re.I) for v in values for q in queries)
         return ok, f"sql: {' | '.join(queries) or 'no query'}"
     raise ValueError(f"unknown check kind {kind!r}")
+
+
+# --- truth checks --------------------------------------------------------------------------
+
+def _show(cell: Any) -> str:
+    """A reference cell as the detail shows it (a float without its noise)."""
+    if isinstance(cell, float):
+        return f"{cell:.6g}" if abs(cell) < 1e15 else repr(cell)
+    return str(cell)
+
+
+def unfounded(figures: list[Figure], message: str, cells: tuple[Any, ...] = ()
+              ) -> list[Figure]:
+    """The figures the answer had no ground for: neither stated in the user's `message`
+    (the same value, as written or after formatting) nor standing for one of `cells`."""
+    said = figures_in(message)
+    return [f for f in figures
+            if not any(f.value == m.value or f.stands_for(m.value) for m in said)
+            and not any(f.stands_for(cell) for cell in cells)]
+
+
+def text_stated(text: str, answer: str) -> bool:
+    """Whether `answer` states a text cell as a whole word or words, case-insensitive; an
+    underscore reads as a space (`on_hold` ≙ "on hold")."""
+    words = [re.escape(w) for w in re.split(r"[\s_]+", text.strip()) if w]
+    if not words:
+        return True
+    pattern = r"(?<!\w)" + r"[\s_]+".join(words) + r"(?!\w)"
+    return re.search(pattern, answer, re.I) is not None
+
+
+def figure_matches(sql: str, outcome: Outcome, *, database: ReferenceDatabase | None = None
+                   ) -> tuple[bool, str]:
+    """`figure matches: SELECT …`: every cell of the reference's first row is stated.
+
+    A number is stated when a figure of the answer stands for it after formatting; a text
+    (a name, a city, a status) when the answer holds it as a whole word. A first row of
+    NULLs, or no row at all, expects "none": the answer then states no figure but 0 (and
+    those of the user's message) and says so (a 0, or no / none / nothing / zero / not
+    any). A reference query that fails is a failed check (the suite is wrong), never a
+    pass.
+    """
+    answer = outcome.answer
+    try:
+        result = (database or ErasDatabase.from_settings()).query(sql)
+    except AgentError as exc:
+        return False, f"the reference query failed (fix the suite): {exc} | {sql}"
+    row = tuple(result.rows[0]) if result.rows else ()
+    cells = tuple(cell for cell in row if cell is not None)
+    figures = figures_in(answer)
+    if not cells:
+        stray = [f for f in unfounded(figures, outcome.message) if f.value != 0]
+        if stray:
+            return False, (f"{WRONG_FIGURE} expected none, the answer states "
+                           f"{', '.join(f.text for f in stray)}: {answer!r}")
+        if any(f.value == 0 for f in figures) or _NONE.search(answer):
+            return True, f"expected none; answer: {answer!r}"
+        return False, f"expected none (no, nothing, 0), the answer does not say so: {answer!r}"
+    expected = ", ".join(_show(cell) for cell in cells)
+    missing = [cell for cell in cells
+               if not (figure_found(figures, cell) if as_number(cell) is not None
+                       else text_stated(str(cell), answer))]
+    if not missing:
+        return True, f"expected {expected}; answer: {answer!r}"
+    stray = unfounded(figures, outcome.message, cells)
+    if stray:
+        return False, (f"{WRONG_FIGURE} expected {expected}, the answer states "
+                       f"{', '.join(f.text for f in stray)}: {answer!r}")
+    return False, (f"expected {expected}, the answer does not state "
+                   f"{', '.join(_show(cell) for cell in missing)}: {answer!r}")
+
+
+def no_figure(outcome: Outcome, *, abstain: bool) -> tuple[bool, str]:
+    """`no figure`: the answer states no figure but those of the user's message (a 0 is a
+    figure too). `abstains`: that, and it says it could not find, check or answer it
+    (ABSTENTIONS)."""
+    answer = outcome.answer
+    stray = unfounded(figures_in(answer), outcome.message)
+    if stray:
+        return False, (f"{WRONG_FIGURE} the answer states {', '.join(f.text for f in stray)}"
+                       f", which the question did not: {answer!r}")
+    if abstain and not _ABSTAINS.search(answer.lower().replace("’", "'")):
+        return False, f"the answer does not say it could not find or answer it: {answer!r}"
+    return True, f"answer: {answer!r}"

@@ -8,10 +8,13 @@
     > approve                   (optional: decides a tool call the message waits for)
     - response contains: "120" or "one hundred twenty"
     - trace frames: 5
+    - figure matches: SELECT COUNT(*) FROM customers
+    - response is not an echo
 
 Actions (`> `): send, click, clear, graph; after a send or a click, its decisions
-(`> approve`, `> deny`: DECISIONS). Checks (`- `): see CHECK_KINDS. Anything else is
-prose and ignored.
+(`> approve`, `> deny`: DECISIONS). Checks (`- `): see CHECK_KINDS; the VALUELESS ones are
+written bare, and a `figure matches` query as it is, unquoted. Anything else is prose and
+ignored.
 """
 
 from __future__ import annotations
@@ -42,9 +45,20 @@ CHECK_KINDS = {
     "memory": "`memory FIELD: value`: the field equals, or for lists contains, the value",
     "progress": "the progress events' kinds, in order, are exactly these (comma-separated)",
     "sql matches": "a database query run for the message matches one of the expressions",
+    "figure matches": "the answer states every cell of the first row of a reference SELECT, "
+                      "run on the eras database (a figure after formatting, a text as a word)",
+    "no figure": "the answer states no figure but those of the user's message",
+    "abstains": "no figure, and the answer says it could not find or answer it",
+    "response is not an echo": "the answer does not merely restate the user's message",
 }
+VALUELESS = ("no figure", "abstains", "response is not an echo")
+"""Checks written bare, `- no figure`: they take no value (a colon is allowed)."""
+RAW_VALUE = ("figure matches",)
+"""Checks whose value is read as written (a SELECT may hold quotes), never as alternatives."""
 _ACTION = re.compile(r"^>\s*(?P<verb>[a-z]+)\s*(?::\s*(?P<arg>.*))?$")
 _CHECK = re.compile(r"^-\s*(?P<subject>[a-z][a-z _.]*?)\s*:\s*(?P<value>.*)$")
+_BARE_CHECK = re.compile(r"^-\s*(?P<subject>[a-z][a-z _.]*?)\s*:?\s*$")
+_REFERENCE = re.compile(r"^\s*\(?\s*(?:SELECT|WITH)\b", re.I)
 _QUOTED = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*(?:or\s+|$)')
 
 
@@ -227,10 +241,17 @@ def _parse_check(line: str, lineno: int, fail) -> Check:
         except ValueError as exc:
             raise fail(lineno, str(exc)) from None
         line = line[:threshold.start()]
+    bare = _BARE_CHECK.match(line)
+    if bare and bare["subject"].strip() in VALUELESS:
+        return Check(kind=bare["subject"].strip(), values=(), text=line[2:].strip().rstrip(":"),
+                     line=lineno, min_rate=min_rate)
     match = _CHECK.match(line)
     if not match:
-        raise fail(lineno, f"cannot read the check {line!r}; write `- kind: value`")
+        raise fail(lineno, f"cannot read the check {line!r}; write `- kind: value` (or one "
+                   f"that takes none: {', '.join(VALUELESS)})")
     subject, value = match["subject"].strip(), match["value"].strip()
+    if subject in VALUELESS:
+        raise fail(lineno, f"`{subject}` takes no value: write `- {subject}`")
     if not value:
         raise fail(lineno, f"the check {subject!r} needs a value")
     field_name = ""
@@ -239,7 +260,12 @@ def _parse_check(line: str, lineno: int, fail) -> Check:
     if subject not in CHECK_KINDS:
         raise fail(lineno, f"unknown check {subject!r}; checks are: "
                    f"{', '.join(sorted(CHECK_KINDS))}")
-    if subject in ("progress", "controls match"):
+    if subject in RAW_VALUE:
+        if not _REFERENCE.match(value):
+            raise fail(lineno, f"`{subject}` takes a reference query, `SELECT …` as written "
+                       f"(unquoted), not {value!r}")
+        values = (value,)
+    elif subject in ("progress", "controls match"):
         values = tuple(v.strip() for v in value.split(",") if v.strip())
     else:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 
@@ -26,7 +26,7 @@ from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import turn_run
 from runtime.errors import AgentError
 from runtime.llm.recorded import Recording
-from runtime.suites.checks import Outcome, evaluate
+from runtime.suites.checks import WRONG_FIGURE, Outcome, ReferenceDatabase, evaluate
 from runtime.suites.decisions import decisions_follow, decisions_none_waiting
 from runtime.suites.parser import Check, Step, Suite
 from runtime.wire import Event, StepResultEvent, SuiteEndEvent, SuiteStartEvent
@@ -123,7 +123,8 @@ class InProcessTarget:
         clicked = actions.conversation_click(conversation_id=self.conversation_id,
                                              action=control["action"], machine=control["machine"])
         if clicked.message:
-            return self._send(clicked.message, decisions=decisions)
+            return replace(self._send(clicked.message, decisions=decisions),
+                           message=clicked.message)
         decisions_none_waiting(decisions)
         return self._after([])
 
@@ -163,6 +164,8 @@ class RunSummary:
     suites: list[dict[str, Any]] = field(default_factory=list)
     tallies: dict[tuple[str, int, int], CheckTally] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    wrong_figures: int = 0
+    """Failed checks whose answer stated a made-up figure (`WRONG FIGURE:`), every round."""
 
     @property
     def total(self) -> int:
@@ -176,8 +179,14 @@ class RunSummary:
 
 
 def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: int = 1,
-               on_result: ResultSink) -> RunSummary:
-    """Run every suite `repeat` times; every check's result goes to `on_result` at once."""
+               on_result: ResultSink, database: ReferenceDatabase | None = None
+               ) -> RunSummary:
+    """Run every suite `repeat` times; every check's result goes to `on_result` at once.
+
+    `figure matches` reference queries run on `database`, by default the eras database
+    this process is configured with (with a target on another server too: the same demo
+    data, read here).
+    """
     summary = RunSummary()
     run_key = uuid.uuid4().hex[:8]
     for round_ in range(1, repeat + 1):
@@ -199,7 +208,7 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
             for step_index, step in enumerate(steps):
                 ok_, failed_ = _run_step(suite, step, step_index, target=target,
                                          summary=summary, round_=round_, on_result=on_result,
-                                         counted=passed + failed)
+                                         counted=passed + failed, database=database)
                 passed, failed = passed + ok_, failed + failed_
             summary.passed += passed
             summary.failed += failed
@@ -212,8 +221,8 @@ def run_suites(*, suites: list[Suite], target: Target, graph: str = "", repeat: 
 
 
 def _run_step(suite: Suite, step: Step, step_index: int, *, target: Target,
-              summary: RunSummary, round_: int, on_result: ResultSink, counted: int
-              ) -> tuple[int, int]:
+              summary: RunSummary, round_: int, on_result: ResultSink, counted: int,
+              database: ReferenceDatabase | None = None) -> tuple[int, int]:
     """Run one step and report each of its checks (`counted`: the suite's results so far);
     (passed, failed). A step that fails with no check of its own is one failed result,
     so its failure is never silent."""
@@ -223,6 +232,8 @@ def _run_step(suite: Suite, step: Step, step_index: int, *, target: Target,
         error = ""
     except AgentError as exc:
         outcome, error = Outcome(), str(exc)
+    if step.action == "send":
+        outcome = replace(outcome, message=step.argument)
     ms = (time.perf_counter() - started) * 1000
     checks: tuple[Check | None, ...] = step.checks or ((None,) if error else ())
     passed = failed = 0
@@ -231,8 +242,9 @@ def _run_step(suite: Suite, step: Step, step_index: int, *, target: Target,
             ok, detail = False, f"the step failed: {error}"
         else:
             assert check is not None
-            ok, detail = evaluate(check, outcome)
+            ok, detail = evaluate(check, outcome, database=database)
         passed, failed = passed + ok, failed + (not ok)
+        summary.wrong_figures += not ok and detail.startswith(WRONG_FIGURE)
         text = check.text if check else "(step)"
         tally = summary.tallies.setdefault(
             (suite.name, step_index, check_index),

@@ -23,6 +23,7 @@ from django.db.models import F, OuterRef, Prefetch, Q, Subquery, Sum, Window
 from django.db.models.functions import DenseRank
 from django.utils import timezone
 
+from runtime.suites.checks import WRONG_FIGURE
 from runtime.wire import StepResultEvent, SuiteEndEvent, SuiteStartEvent
 from traces.models import MessageTrace, TestCheckResult, TestRun, TestSuiteResult
 
@@ -174,6 +175,14 @@ def run_finish(*, run: TestRun, status: str = TestRun.Status.FINISHED) -> TestRu
     run.refresh_from_db(fields=["passed", "failed", "total"])
     return run
 
+
+def run_wrong_figures(*, run: TestRun) -> int:
+    """How many of a run's checks failed on a made-up figure (their detail starts with
+    `WRONG FIGURE:`, runtime.suites.checks), every round counted: read from the stored
+    checks, so the run needs no column of its own."""
+    return TestCheckResult.objects.filter(
+        suite__run=run, status=TestCheckResult.Status.FAIL,
+        detail__startswith=WRONG_FIGURE).count()
 
 
 # --- selectors: run trends -----------------------------------------------------------------

@@ -61,8 +61,8 @@ def parse_fail_under(value: str) -> float:
 
 class Command(BaseCommand):
     help = ("Run Markdown test suites (testcases/*.md) in process or against --server, "
-            "printing each check as it finishes, a score per suite and a closing "
-            "`N passed, N failed`.")
+            "printing each check as it finishes, a score per suite, the count of wrong "
+            "figures and a closing `N passed, N failed`.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("suites", nargs="*", help="suite names or files (default: all)")
@@ -124,6 +124,8 @@ class Command(BaseCommand):
         if options["junit"]:
             Path(options["junit"]).write_text(junit_xml(summary), encoding="utf-8")
             self.stdout.write(f"JUnit report: {options['junit']}")
+        # Said on every run, 0 too: a made-up figure is the failure that matters most.
+        self.stdout.write(f"wrong figures: {summary.wrong_figures}")
         self.stdout.write(f"{summary.passed} passed, {summary.failed} failed")
         if threshold is not None:
             if summary.rate < threshold:
