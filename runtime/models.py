@@ -1,6 +1,7 @@
 """Django's entry to the runtime app's models (it imports `runtime.models`).
 
-The models live in the room that owns them (`runtime.conversations.models`);
+The models live in the room that owns them (`runtime.conversations.models`,
+`runtime.domain.models`);
 this module only makes Django see them. Import them from their room.
 """
 
@@ -18,3 +19,4 @@ from runtime.conversations.models import (  # noqa: F401
     Rating,
     UserQuota,
 )
+from runtime.domain.models import VerifiedQuery  # noqa: F401

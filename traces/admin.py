@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -33,6 +34,22 @@ from traces.selectors import (
 
 # The changelist link "all traces of this conversation" filters by this lookup.
 CONVERSATION_LOOKUP = "conversation__id__exact"
+
+
+@dataclass(frozen=True)
+class TraceAction:
+    """A button on the trace page beside Replay and Freeze, that POSTs (with its CSRF token)
+    to `url`: given in the page's context as `trace_actions` by an app above this one (the
+    runtime's "Mark this answer correct", runtime/admin.py), which this app never imports."""
+
+    url: str
+    """Where the button posts."""
+    label: str
+    """The button's text."""
+    title: str
+    """What it does, as its tooltip."""
+    id: str
+    """The button's HTML id."""
 
 
 class TraceUserFilter(admin.SimpleListFilter):

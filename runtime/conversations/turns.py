@@ -50,6 +50,8 @@ from runtime.conversations.publish import ChatPublisher, Held, events_send_on_co
 from runtime.conversations.quotas import quota_day_annotation, quota_day_tokens
 from runtime.conversations.writes import retrying
 from runtime.domain.database import ErasDatabase
+from runtime.domain.examples import Example
+from runtime.domain.verified import examples_similar
 from runtime.engine.approval import Decisions, LoopState, call_key
 from runtime.engine.budget import DayTokens, MessageBudget
 from runtime.engine.loop import EngineResult, run_graph
@@ -196,7 +198,14 @@ def engine_env(
         budget=MessageBudget(max_calls=settings.AGENTSITE_MESSAGE_MAX_LLM_CALLS,
                              max_tokens=settings.AGENTSITE_MESSAGE_MAX_TOKENS, day=day),
         decisions=decisions or Decisions(),
+        examples=verified_examples,
     )
+
+
+async def verified_examples(database: str, question: str) -> tuple[Example, ...]:
+    """The planners' worked examples (`EngineEnv.examples`): the stored verified queries of
+    `database` most like `question`, read on a database thread."""
+    return tuple(await database_call(examples_similar)(database=database, question=question))
 
 
 def trace_of(*, turn: Turn, result: EngineResult, total_ms: float, error: str = ""

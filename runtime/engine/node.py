@@ -57,6 +57,7 @@ DEFAULT_ANSWER_TOKENS = 300
 
 if TYPE_CHECKING:
     from runtime.domain.database import ErasDatabase, QueryHandle
+    from runtime.domain.examples import Example
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,10 @@ class EngineEnv:
     default)."""
     decisions: Decisions = field(default_factory=Decisions)
     """A resumed message's approval decisions (runtime.engine.approval)."""
+    examples: Callable[[str, str], Awaitable[tuple[Example, ...]]] | None = None
+    """(database identity, question) -> the verified question → SQL pairs most like the
+    question on that database, best first (runtime.domain.verified.examples_similar);
+    None: no store (engine tests)."""
 
 
 @dataclass(frozen=True)
