@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime.agent import machines as m
+from runtime.engine.node import with_repair
 from runtime.errors import LLMError
 from runtime.wire import HudEventType
 
@@ -51,11 +52,15 @@ class AnswerStream:
     back whole (`withheld`); a trailing BUTTONS line never goes out.
     """
 
-    def __init__(self, sink: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, sink: Callable[[str], Awaitable[None]],
+                 hold: Callable[[str], bool] | None = None) -> None:
         self.sink = sink
         self.buffer = ""
         self.sent = 0
         self.mode = "undecided"
+        self.hold = hold
+        """While `hold(text so far)` is true nothing is sent (an answer that may still turn
+        out to be an echo of the message); once false it is not asked again."""
 
     @property
     def withheld(self) -> bool:
@@ -70,15 +75,24 @@ class AnswerStream:
             if any(len(head) < len(start) and start.startswith(head) for start in INTERNAL_STARTS):
                 return
             self.mode = "withheld" if head.startswith(INTERNAL_STARTS) else "answer"
+        if self.mode == "answer" and self.hold is not None:
+            if self.hold(self.buffer):
+                return
+            self.hold = None
         if self.mode == "answer":
             await self._flush(final=False)
 
-    async def finish(self) -> None:
-        """Send whatever answer text is left."""
+    async def finish(self, *, send: bool = True) -> None:
+        """Send whatever answer text is left (`send=False`: keep what is still held)."""
         if self.mode == "undecided":
             self.mode = "answer"
-        if self.mode == "answer":
+        if self.mode == "answer" and (send or self.hold is None):
             await self._flush(final=True)
+
+    @property
+    def holding(self) -> bool:
+        """True while the answer is held back as a possible echo."""
+        return self.mode == "answer" and self.hold is not None and self.sent == 0
 
     async def _flush(self, *, final: bool) -> None:
         text = "\n" + self.buffer  # so a marker on the very first line is found too
@@ -134,7 +148,9 @@ async def speak(ctx: Any, prompt_text: str, *, prompt: str = "prompt", fallback:
     a clear sentence), unless `fallback_on_error` says the fallback is a real
     answer (a result read out plainly) and nothing was shown yet.
     """
-    stream = AnswerStream(ctx.delta)
+    message = str(getattr(getattr(ctx, "turn", None), "message", "") or "")
+    stream = AnswerStream(ctx.delta, hold=(lambda text: may_echo(message, text))
+                          if message else None)
     started = False
 
     async def on_piece(piece: str) -> None:
@@ -153,11 +169,84 @@ async def speak(ctx: Any, prompt_text: str, *, prompt: str = "prompt", fallback:
         ctx.note_fallback("plain answer", f"the model failed: {exc}")
         await ctx.delta(fallback)
         return fallback, []
-    await stream.finish()
+    await stream.finish(send=False)
+    held = stream.holding
     answer, buttons, tool = parse_answer(text)
     leak = "a tool call" if tool else looks_internal(answer) if stream.withheld else ""
     if stream.withheld or not answer:
         ctx.note_fallback("plain answer", f"the model answered with {leak or 'nothing'}")
         await ctx.delta(fallback)
         return fallback, []
+    if held:
+        if echoes(message, answer):
+            answer, buttons = await _echo_repaired(ctx, prompt_text, prompt, answer, kwargs)
+        await ctx.delta(answer)
     return answer, buttons
+
+
+ECHO_REPLY = "Thanks for telling me. How can I help?"
+"""Said instead of an answer that only restated the user's message, twice."""
+ECHO_REPAIR = ("That only repeats my message. Reply to it instead, in one short friendly "
+               "sentence, without repeating my words.")
+
+
+async def _echo_repaired(ctx: Any, prompt_text: str, prompt: str, echo: str,
+                         kwargs: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """An answer that echoed the message, asked again once; then a plain reply."""
+    request = with_repair(ctx.request(prompt_text, prompt=prompt, **kwargs), echo, ECHO_REPAIR)
+    message = str(ctx.turn.message)
+    try:
+        text = (await ctx.call(request, purpose="echo repair")).text
+    except LLMError:
+        text = ""
+    answer, buttons, tool = parse_answer(text)
+    if answer and tool is None and not looks_internal(answer) and not echoes(message, answer):
+        return answer, buttons
+    ctx.note_fallback("plain reply", f"the answer only restated the message: {echo!r}")
+    return ECHO_REPLY, []
+
+
+# Words that say nothing of their own in an echo comparison: pronouns, articles, "be" and
+# greetings (a greeting answered with a greeting is a reply, not an echo).
+_ECHO_FILLER = frozenset(
+    "i me my mine you your yours we our us it its a an the is am are was were be been "
+    "so very really just too quite and or but to of in on at for with that this today now "
+    "hello hi hey good morning evening afternoon night thanks thank bye goodbye please "
+    "oh well ok okay yes no".split())
+_CONTRACTIONS = (("'m", " am"), ("'re", " are"), ("'s", " is"), ("'ve", " have"),
+                 ("n't", " not"), ("'ll", " will"), ("'d", " would"))
+
+
+def _content_words(text: str) -> list[str]:
+    lowered = text.lower().replace("’", "'")
+    for short, long in _CONTRACTIONS:
+        lowered = lowered.replace(short, long)
+    words = []
+    for word in re.findall(r"[a-z0-9]+", lowered):
+        if word in _ECHO_FILLER:
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(word) > len(suffix) + 2 and word.endswith(suffix):
+                word = word[: -len(suffix)]
+                break
+        words.append(word)
+    return words
+
+
+def may_echo(message: str, text: str) -> bool:
+    """Whether an answer that starts with `text` may still turn out to echo `message`."""
+    said, heard = _content_words(text), set(_content_words(message))
+    if not heard:
+        return False
+    new = sum(1 for word in said if word not in heard)
+    return new <= (len(heard) + 2) // 5 and len(said) <= len(heard) + 2
+
+
+def echoes(message: str, answer: str) -> bool:
+    """Whether `answer` merely restates `message` ("I feel tired" -> "I'm feeling tired."):
+    it says nothing the message did not, in about as many words."""
+    said, heard = _content_words(answer), set(_content_words(message))
+    if not said or not heard:
+        return False
+    new = [word for word in said if word not in heard]
+    return len(new) <= len(said) // 5 and len(said) <= len(heard) + 2

@@ -35,6 +35,7 @@ the connection could not write even if the guard let something through.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import re
@@ -53,6 +54,7 @@ from psycopg import sql as pgsql
 from sqlglot import exp, parse_one
 
 from runtime.domain.sqlguard import FORBIDDEN_FUNCTION_PREFIXES, FORBIDDEN_FUNCTIONS, guard_sql
+from runtime.domain.values import value_index
 from runtime.errors import DatabaseToolError, QueryCancelled
 
 SQLITE_PREFIX = "sqlite:///"
@@ -79,6 +81,8 @@ class Column:
     primary_key: bool
     references: str | None
     """"table.column" when the column is a foreign key, else None."""
+    values: tuple[str, ...] = ()
+    """Its distinct values, for a low-cardinality text column (runtime.domain.values)."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,15 @@ class TableSchema:
                 parts.append("not null")
             if column.references:
                 parts.append(f"-> {column.references}")
+            if column.values:
+                parts.append("values: " + " | ".join(column.values))
             lines.append("  " + " ".join(parts))
         return "\n".join(lines)
+
+    def with_values(self, values: dict[str, tuple[str, ...]]) -> TableSchema:
+        """This schema with the known values of its columns (column -> values)."""
+        return dataclasses.replace(self, columns=tuple(
+            dataclasses.replace(c, values=values.get(c.name, ())) for c in self.columns))
 
 
 @dataclass(frozen=True)
@@ -315,20 +326,26 @@ class ErasDatabase:
         with self._session() as session:
             return session.tables()
 
-    def describe(self, table: str) -> TableSchema:
-        """One table's columns, foreign keys and row count."""
+    def describe(self, table: str, *, with_values: bool = True) -> TableSchema:
+        """One table's columns, foreign keys, row count and (`with_values`) the known values
+        of its low-cardinality text columns."""
         with self._session() as session:
             tables = session.tables()
             if table not in tables:
                 raise DatabaseToolError(
                     f"no table named {table!r}; tables are: {', '.join(tables) or '(none)'}"
                 )
-            return session.describe(table)
+            schema = session.describe(table)
+        return schema.with_values(value_index(self).of(table)) if with_values else schema
 
-    def describe_all(self) -> list[TableSchema]:
-        """Every user table's schema, sorted by table name."""
+    def describe_all(self, *, with_values: bool = True) -> list[TableSchema]:
+        """Every user table's schema, sorted by table name (`with_values`: see describe)."""
         with self._session() as session:
-            return [session.describe(table) for table in session.tables()]
+            schemas = [session.describe(table) for table in session.tables()]
+        if not with_values:
+            return schemas
+        index = value_index(self)
+        return [schema.with_values(index.of(schema.name)) for schema in schemas]
 
     def query(self, sql: str, *, handle: QueryHandle | None = None) -> QueryResult:
         """Run one guarded read-only statement and return at most `row_limit` rows of it.
@@ -384,7 +401,7 @@ class ErasDatabase:
         with self._session() as session:
             if guarded.kind == "describe":
                 table = _find_table(guarded.tables[0], session.tables())
-                return session.estimate_rows(f"SELECT count(*) FROM {_quoted(table)}")
+                return session.estimate_rows(f"SELECT count(*) FROM {quoted(table)}")
             return session.estimate_rows(guarded.sql)
 
     # -- sessions -------------------------------------------------------------------
@@ -460,7 +477,7 @@ def _column_name(description) -> str:
     return getattr(description, "name", None) or description[0]
 
 
-def _quoted(name: str) -> str:
+def quoted(name: str) -> str:
     """`name` as a double-quoted SQL identifier (both SQLite and PostgreSQL read it so)."""
     return '"' + name.replace('"', '""') + '"'
 
@@ -751,7 +768,7 @@ class _SQLiteSession(_Session):
                 (table,),
             )
         )
-        (row_count,) = conn.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()
+        (row_count,) = conn.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()
         return TableSchema(name=table, columns=columns, row_count=int(row_count))
 
     def fetch(self, sql: str, *, max_rows: int, max_bytes: int
@@ -803,7 +820,7 @@ class _SQLiteSession(_Session):
         and none in the demo database) has no rowid: its count from sqlite_stat1
         when ANALYZE ran (possibly stale), else a COUNT(*) under the time limit.
         """
-        table = _quoted(name)
+        table = quoted(name)
         columns = {c.lower() for (c,) in self.conn.execute(
             "SELECT name FROM pragma_table_info(?)", (name,))}
         key = next((k for k in ("rowid", "_rowid_", "oid") if k not in columns), None)

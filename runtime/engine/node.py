@@ -265,12 +265,13 @@ class NodeContext:
     def request(self, user: str, *, json_output: bool = False, prompt: str = "prompt",
                 max_tokens: int | None = None, schema: OutputSchema | None = None,
                 tools: tuple[ToolSpec, ...] = (), tool_choice: ToolChoice = "auto",
-                system_extra: str = "", examples: tuple[ChatMessage, ...] | None = None
-                ) -> LLMRequest:
+                system_extra: str = "", examples: tuple[ChatMessage, ...] | None = None,
+                temperature: float | None = None) -> LLMRequest:
         """A request with the node's prompt (config key `prompt`) as system message.
 
         `max_tokens` comes from the node's config (`max_tokens`, or `<prompt>_max_tokens`
-        for a second prompt) before the given default; the deadline is the message's.
+        for a second prompt) before the given default; the deadline is the message's;
+        `temperature` overrides the config's (a second candidate query is sampled warmer).
         Worked examples come from the config key that goes with the prompt (`examples`
         for `prompt`, `execute_examples` for `execute_prompt`...) unless given.
         """
@@ -285,7 +286,8 @@ class NodeContext:
             messages=(ChatMessage(role="system", content=system), *examples,
                       ChatMessage(role="user", content=user)),
             model=self.model,
-            temperature=float(self.config.get("temperature", 0.2)),
+            temperature=float(self.config.get("temperature", 0.2)) if temperature is None
+            else temperature,
             json_output=json_output or schema is not None,
             max_tokens=int(configured) if configured else max_tokens,
             schema=schema,
@@ -353,7 +355,8 @@ class NodeContext:
 
     async def decide(self, contract: type[T], user: str, *, fallback: T, fallback_name: str,
                      choices: Choices | None = None, prompt: str = "prompt",
-                     max_tokens: int = DEFAULT_DECISION_TOKENS) -> Decided[T]:
+                     max_tokens: int = DEFAULT_DECISION_TOKENS,
+                     temperature: float | None = None) -> Decided[T]:
         """A contract value from the model: ask (schema as structured output), validate,
         repair once with the validation error, then fall back.
 
@@ -366,6 +369,7 @@ class NodeContext:
             user, prompt=prompt, max_tokens=max_tokens, schema=schema,
             system_extra="Answer with one JSON object with these fields:\n"
                          + describe_fields(contract, choices),
+            temperature=temperature,
         )
         problem = ""
         for attempt, outcome in (("decide", "valid"), ("repair", "repaired")):
@@ -385,8 +389,8 @@ class NodeContext:
 
     async def use_tools(self, tools: tuple[Tool, ...], user: str, *,
                         choices: Choices | None = None, prompt: str = "prompt",
-                        max_tokens: int = DEFAULT_TOOL_TOKENS, required: bool = True
-                        ) -> ToolUse:
+                        max_tokens: int = DEFAULT_TOOL_TOKENS, required: bool = True,
+                        temperature: float | None = None) -> ToolUse:
         """Native tool calls from the model, each checked against its tool's argument type;
         with no usable call (when one is required), one repair with the errors.
 
@@ -398,7 +402,7 @@ class NodeContext:
                                tools=tuple(tool_spec(t, choices) for t in tools),
                                tool_choice="required" if required else "auto",
                                # Examples are written as JSON answers, not as tool calls.
-                               examples=())
+                               examples=(), temperature=temperature)
         use = ToolUse()
         for attempt in ("tools", "repair"):
             try:

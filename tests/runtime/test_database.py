@@ -59,7 +59,8 @@ def test_describe_reports_columns_keys_and_row_count(db):
     assert by_name["lead_employee_id"].references == "employees.id"
     assert by_name["name"].references is None
     assert by_name["name"].nullable is False
-    assert db.describe("time_entries").columns[-1] == Column("note", "TEXT", True, False, None)
+    note = db.describe("time_entries", with_values=False).columns[-1]
+    assert note == Column("note", "TEXT", True, False, None)
 
 
 def test_as_text_is_a_compact_describe(db):
@@ -70,7 +71,19 @@ def test_as_text_is_a_compact_describe(db):
     assert "  id INTEGER primary key" in lines
     assert "  customer_id INTEGER not null -> customers.id" in lines
     assert "  lead_employee_id INTEGER not null -> employees.id" in lines
-    assert "  note TEXT" in db.describe("time_entries").as_text().splitlines()
+    assert "  note TEXT" in db.describe("time_entries", with_values=False).as_text().splitlines()
+
+
+def test_describe_lists_the_values_of_low_cardinality_text_columns(db):
+    """A text column with at most 30 distinct values shows them (`status: ... values: a | b`),
+    sorted; a column with more (customer names), a date column and a key show none."""
+    lines = db.describe("invoices").as_text().splitlines()
+    assert "  status TEXT not null values: open | overdue | paid" in lines
+    assert "  due_on TEXT not null" in lines
+    projects = {c.name: c for c in db.describe("projects").columns}
+    assert projects["status"].values == ("active", "completed", "on_hold")
+    assert projects["name"].values == ()
+    assert {c.name: c.values for c in db.describe("customers").columns}["name"] == ()
 
 
 def test_describe_unknown_table_names_the_real_tables(db):

@@ -236,13 +236,25 @@ def test_thinker_queries_through_the_shared_db_module(graphs):
 def test_thinker_refused_query_is_reported_not_run(graphs, answer, tools, structured):
     """A write the model asks for (a native call; a `QueryArgs` object without tools; the
     TOOL line without structured output) is refused by the db module, kept as the error."""
-    result, ctx, *_ = run_node(ThinkerNode, "thinker", message="delete everyone",
+    result, ctx, *_ = run_node(ThinkerNode, "thinker", message="delete every customer",
                                llm=ScriptedModel(answer, tools=tools, structured=structured),
                                outputs={"director": {"plan": "query", "tool_calls": []}})
     purpose = {"json_schema": "tools" if tools else "decide", "off": "query"}[structured]
     assert ctx.calls[0].purpose == purpose
     assert result.output["tool_used"] is True
     assert "SELECT" in result.output["error"]
+
+
+def test_thinker_answers_a_write_for_a_message_that_names_no_data(graphs):
+    """A machine request a small model planned as a query and wrote as a write ("give me a
+    counter" -> INSERT) is not refused as a database change: it names nothing of the
+    domain, so the thinker answers it instead."""
+    model = ScriptedModel('{"sql": "INSERT INTO counters VALUES (0)"}', "Here is your counter.",
+                          tools=False, structured="json_schema")
+    result, *_ = run_node(ThinkerNode, "thinker", message="give me a counter", llm=model,
+                          outputs={"director": {"plan": "query", "tool_calls": []}})
+    assert result.output["tool_used"] is False
+    assert result.output["answer"] == "Here is your counter."
 
 
 @pytest.mark.parametrize("answer", ["SELECT COUNT(*) FROM customers",

@@ -89,8 +89,9 @@ def test_describe_first_order_from_the_trace(v4):
     hud = [(e.data["tool"], e.data["step"]) for e in events.of_type("hud")
            if e.event == HudEventType.TOOL_CALL]
     assert hud == [("describe", 1), ("query", 2)]
-    # The table the task names is described before the one plan; then the answer.
-    assert [c.purpose for c in record(result, "eras").llm_calls] == ["tools", "stream"]
+    # The table the task names is described before the one plan; then the answer, written
+    # whole and checked against the result before it is sent (not streamed).
+    assert [c.purpose for c in record(result, "eras").llm_calls] == ["tools", "answer"]
 
 
 def test_join_describes_both_tables_first(v4):

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.contracts import ExpertPlan
+from runtime.agent.linking import Linked
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.llm.contracts import Choices, ContractViolation, Tool, validate
@@ -37,6 +38,12 @@ class ExpertRun:
     """How many tool calls have been announced."""
     planned: int = 0
     """How many tool calls are known to be coming."""
+    shown: set[str] = field(default_factory=set)
+    """The tables whose schemas this run's planner is shown."""
+    link: Linked | None = None
+    """What the task names in the domain database (runtime.agent.linking)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What the run says about itself in the node's output (linking, grounding)."""
 
 
 class Expert(Node):
@@ -65,7 +72,7 @@ class Expert(Node):
         return NodeResult(
             output={"answer": answer, "task": run.task, "failed": failed,
                     "tool_calls": [r.as_dict() for r in run.results],
-                    "expert_state": run.state},
+                    "expert_state": run.state, **run.notes},
             decision=f"{len(run.results)} tool calls" + (" (failed)" if failed else ""),
             seen={"task": run.task, "state_keys": sorted(run.state)},
         )
@@ -117,7 +124,8 @@ class Expert(Node):
 
 
 async def plan_calls(ctx: NodeContext, tools: tuple[Tool, ...], user: str, *,
-                     choices: Choices, prompt: str = "prompt") -> list[ToolCall]:
+                     choices: Choices, prompt: str = "prompt",
+                     temperature: float | None = None) -> list[ToolCall]:
     """The tool calls a model plans, each checked against its tool's argument type.
 
     With native tools the model calls them (at least one); without, it answers an
@@ -127,14 +135,16 @@ async def plan_calls(ctx: NodeContext, tools: tuple[Tool, ...], user: str, *,
     by_name = {tool.name: tool for tool in tools}
     choices = {**choices, "tool": tuple(by_name)}
     if ctx.capabilities.tools:
-        use = await ctx.use_tools(tools, user, choices=choices, prompt=prompt)
+        use = await ctx.use_tools(tools, user, choices=choices, prompt=prompt,
+                                  temperature=temperature)
         if not use.calls:
             ctx.note_fallback("no plan", "; ".join(use.errors) or "no usable tool call")
         return [ToolCall(tool=name, args=dataclasses.asdict(args)) for name, args in use.calls]
     listed = "\n".join(f"- {tool.name}: {tool.description}" for tool in tools)
     decided = await ctx.decide(ExpertPlan, f"{user}\n\n{sections(tools=listed)}",
                                choices=choices, fallback=ExpertPlan(steps=[]),
-                               fallback_name="no plan", prompt=prompt, max_tokens=400)
+                               fallback_name="no plan", prompt=prompt, max_tokens=400,
+                               temperature=temperature)
     calls = []
     for step in decided.value.steps:
         try:

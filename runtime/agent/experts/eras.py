@@ -15,15 +15,25 @@ with a pid the user can cancel.
 from __future__ import annotations
 
 import asyncio
-import re
 
 from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs
 from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
+from runtime.agent.grounding import ABSTAINED, Evidence, answer_grounded, given_words
+from runtime.agent.linking import (
+    CANDIDATE_TEMPERATURE,
+    QueryChoice,
+    candidates_run,
+    candidates_wanted,
+    link_dialect,
+    linked,
+    query_misses,
+    vote,
+)
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
-from runtime.agent.speech import speak
 from runtime.domain.database import ErasDatabase, database_identity
 from runtime.domain.sqlguard import guard_sql
+from runtime.domain.values import tables_named
 from runtime.engine.node import NodeContext, sections
 from runtime.errors import DatabaseToolError, QueryCancelled
 from runtime.llm.contracts import Tool
@@ -32,22 +42,14 @@ from runtime.wire import HudEventType
 RESULT_ROWS_KEPT = 50
 
 
-def tables_named(task: str, tables: list[str]) -> list[str]:
-    """The tables a task names (`invoices` for "invoice amount", `time_entries` for "time
-    entries"), in the database's order."""
-    lowered = task.lower()
-    found = []
-    for table in tables:
-        words = table.replace("_", " ")
-        singular = words[:-3] + "y" if words.endswith("ies") else words.rstrip("s")
-        if re.search(r"\b(" + re.escape(words) + "|" + re.escape(singular) + r")\b", lowered):
-            found.append(table)
-    return found
-
-
 def described(run: ExpertRun) -> dict[str, str]:
     """The schemas described in this conversation: table -> DESCRIBE text."""
     return run.state.setdefault("schemas", {})
+
+
+def shown(run: ExpertRun) -> set[str]:
+    """The tables whose schemas this message's planner is shown."""
+    return run.shown
 
 
 class ErasExpert(Expert):
@@ -61,7 +63,12 @@ class ErasExpert(Expert):
     )
 
     async def plan(self, ctx: NodeContext, run: ExpertRun) -> list[ToolCall]:
-        """Ask for a plan; run the descriptions it needs first and ask again with them."""
+        """Ask for a plan; run the descriptions it needs first and ask again with them.
+
+        The planner sees the schemas of the tables this task needs (named by it, holding a
+        value it names, or one join away), never those of earlier questions: a small model
+        queries the first table it sees.
+        """
         db = ctx.env.database()
         identity = database_identity(db)
         if run.state.get("db") != identity:
@@ -74,8 +81,12 @@ class ErasExpert(Expert):
                                           error=str(exc)))
             return []
         run.state["tables"] = tables
-        named = [ToolCall("describe", {"table": t}) for t in tables_named(run.task, tables)
-                 if t not in described(run)]
+        link = await linked(ctx, run.task)
+        run.link = link
+        wanted = [t for t in tables if t in ((link.named + tuple(h.table for h in link.hints))
+                                             if link else tables_named(run.task, tables))]
+        run.shown.update(wanted)
+        named = [ToolCall("describe", {"table": t}) for t in wanted if t not in described(run)]
         if named:
             # The tables the task names are described before the first plan: the planner
             # then writes its query at once, instead of planning twice (and a small model
@@ -83,29 +94,75 @@ class ErasExpert(Expert):
             run.planned += len(named)
             for call in named:
                 await self.call(ctx, run, call)
+        self._show_joined(run)
         steps = await self._ask_plan(ctx, run, tables)
-        wanted = [c for c in steps if c.tool == "describe"
-                  and c.args.get("table") not in described(run)]
-        if wanted:
-            run.planned += len(wanted)
-            for call in wanted:
+        wanted_calls = [c for c in steps if c.tool == "describe"
+                        and c.args.get("table") not in shown(run)]
+        if wanted_calls:
+            run.planned += len(wanted_calls)
+            for call in wanted_calls:
+                run.shown.add(str(call.args.get("table")))
                 await self.call(ctx, run, call)
             steps = await self._ask_plan(ctx, run, tables)
         elif steps and not any(c.tool == "query" for c in steps):
             # Only descriptions of tables already described (a small model repeats the
             # first step it knows): ask once more with the query as the only tool.
             steps = await self._ask_plan(ctx, run, tables, query_only=True)
-        return [c for c in steps if c.tool == "query"]
+        queries = [c for c in steps if c.tool == "query"]
+        if queries:
+            choice = await self._best_query(ctx, run, tables, str(queries[-1].args.get("sql")))
+            run.notes["linking"] = {"hints": [h.as_text() for h in link.hints] if link else [],
+                                    **choice.as_dict()}
+            queries[-1] = ToolCall("query", {"sql": choice.sql})
+        return queries
+
+    def _show_joined(self, run: ExpertRun) -> None:
+        """Show the described tables that the shown ones reference (one join away)."""
+        for table in list(run.shown):
+            for line in described(run).get(table, "").splitlines():
+                if "-> " in line:
+                    run.shown.add(line.split("-> ")[1].split(".")[0])
+
+    async def _best_query(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
+                          sql: str) -> QueryChoice:
+        """The planned query, repaired once when it ignores what the task names; with
+        `candidates` > 1, the one whose result most candidates agree on."""
+        link = run.link
+        misses = query_misses(sql, link, link_dialect(ctx)) if link else []
+        choice = QueryChoice(sql=sql, misses=misses)
+        if misses:
+            steps = await self._ask_plan(ctx, run, tables, query_only=True, note=(
+                f"Your query was: {sql}\nIt misses: {'; '.join(misses)}. "
+                "Write the query again so that it uses these."))
+            repaired = next((str(c.args.get("sql")) for c in steps if c.tool == "query"), "")
+            if repaired:
+                choice.repaired_from, choice.sql = sql, repaired
+        wanted = candidates_wanted(ctx)
+        if wanted <= 1:
+            return choice
+        sqls = [choice.sql]
+        for _ in range(wanted - 1):
+            steps = await self._ask_plan(ctx, run, tables, query_only=True,
+                                         temperature=CANDIDATE_TEMPERATURE)
+            sqls.extend(str(c.args.get("sql")) for c in steps[-1:] if c.tool == "query")
+        choice.candidates = await candidates_run(ctx, sqls, link)
+        best = vote(choice.candidates)
+        if best is not None:
+            choice.sql = best.sql
+        return choice
 
     async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
-                        query_only: bool = False) -> list[ToolCall]:
+                        query_only: bool = False, note: str = "",
+                        temperature: float | None = None) -> list[ToolCall]:
+        schemas = [text for table, text in described(run).items() if table in shown(run)]
         return await plan_calls(ctx, self.tools[1:] if query_only else self.tools, sections(
             task=run.task,
             tables=", ".join(tables),
-            described="\n".join(described(run).values()) or "(none yet)",
-            note="The tables you need are described above: write the query now."
-            if query_only else "",
-        ), choices={"table": tuple(tables)})
+            described="\n".join(schemas) or "(none yet)",
+            hints=run.link.hint_lines() if run.link else "",
+            note=note or ("The tables you need are described above: write the query now."
+                          if query_only else ""),
+        ), choices={"table": tuple(tables)}, temperature=temperature)
 
     def step_text(self, call: ToolCall) -> str:
         """`describe customers` / `query: SELECT ...`."""
@@ -124,6 +181,7 @@ class ErasExpert(Expert):
                 return ToolResult(tool="describe", args={"table": table}, ok=False, data={},
                                   error=str(exc))
             described(run)[table] = schema.as_text()
+            run.shown.add(table)
             return ToolResult(tool="describe", args={"table": table}, ok=True,
                               data={"schema": schema.as_text(), "row_count": 0})
         return await self._query(ctx, run, db, str(call.args.get("sql", "")))
@@ -229,10 +287,14 @@ class ErasExpert(Expert):
                 tables = ", ".join(run.state.get("tables", [])) or "none"
                 answer = ("I could not work out how to answer that from the eras database. "
                           f"Its tables are: {tables}.")
+            run.notes["grounding"] = {"outcome": ABSTAINED}
             await ctx.delta(answer)
             return answer
-        answer, _ = await speak(ctx, sections(
-            question=run.task, sql=query.args.get("sql", ""), result=result_table(query.data),
-        ), prompt="execute_prompt", fallback=plain_reading(query.data, query.args.get("sql", "")),
-            fallback_on_error=True)
+        results = [r.data for r in run.results if r.tool == "query" and r.ok]
+        sql = str(query.args.get("sql", ""))
+        answer, grounding = await answer_grounded(ctx, sections(
+            question=run.task, sql=sql, result=result_table(query.data),
+        ), evidence=Evidence.of(results, given_words(ctx, run.task, sql)),
+            reading=plain_reading(query.data, sql), prompt="execute_prompt")
+        run.notes["grounding"] = grounding.as_dict()
         return answer

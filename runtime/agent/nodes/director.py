@@ -8,6 +8,7 @@ from typing import Any
 from runtime.agent import machines as m
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import MACHINE_TOOL, MACHINE_TOOLS, PLAN_TOOL, DirectorDecision
+from runtime.agent.linking import linked
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.llm.contracts import ContractViolation, validate
 from runtime.wire import HudEventType
@@ -60,6 +61,7 @@ class DirectorNode(Node):
         else:
             plan, goal, calls = await self._with_json(ctx, machines, user, rejected)
         outcome = m.apply_tool_calls(machines, calls)
+        plan, forced = await self._checked_plan(ctx, plan, bool(calls))
         for call, error in outcome.outcomes:
             if error:
                 await ctx.emit(HudEventType.ERROR, {"tool": call, "error": error})
@@ -69,12 +71,31 @@ class DirectorNode(Node):
         applied = outcome.applied
         rejected.extend(outcome.rejected)
         output = {"plan": plan, "goal": goal, "tool_calls": applied, "rejected_calls": rejected}
+        if forced:
+            output["forced"] = forced
         await ctx.emit(HudEventType.DECIDED, {"plan": plan, "goal": goal,
                                               "tools": [c.get("name") for c in applied]})
         tools = ",".join(c.get("name", "?") for c in applied)
         return NodeResult(output=output,
                           decision=f"plan={plan}" + (f" tools={tools}" if tools else ""),
                           seen={"machines": list(machines)})
+
+    async def _checked_plan(self, ctx: NodeContext, plan: str, machine_calls: bool
+                            ) -> tuple[str, str]:
+        """The model's plan, checked in code against what the message names: a question that
+        names the domain's tables or values is a query whatever the model said (a small
+        model answers "how many customers in Berlin?" from its head); a machine request
+        that names nothing of the domain is never a query. (plan, why it was changed)."""
+        if plan == "query" and not machine_calls:
+            return plan, ""
+        link = await linked(ctx, ctx.turn.message)
+        data = link is not None and link.asks_for_data
+        if plan == "answer" and data and not machine_calls:
+            named = ", ".join(link.named) or link.hints[0].as_text()
+            return "query", f"a data question (it names {named})"
+        if plan == "query" and machine_calls and not data:
+            return "answer", "a machine request, not a data question"
+        return plan, ""
 
     async def _with_tools(self, ctx: NodeContext, machines: dict, user: str, rejected: list
                           ) -> tuple[str, str, list[dict[str, Any]]]:

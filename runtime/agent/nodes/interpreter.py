@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runtime.agent.speech import speak
+from runtime.agent.grounding import Evidence, answer_grounded, given_words
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.wire import HudEventType
 
@@ -97,13 +97,14 @@ class InterpreterNode(Node):
             await ctx.emit(HudEventType.INTERPRETED, {"error": True})
             return NodeResult(output={"answer": answer, "failed": True}, decision="report-error",
                               seen={"sql": thinker.get("sql", "")})
-        answer, _ = await speak(ctx, sections(
-            question=ctx.turn.message,
-            sql=thinker.get("sql", ""),
-            result=result_table(thinker["result"]),
-        ), fallback=plain_reading(thinker["result"], thinker.get("sql", "")),
-            fallback_on_error=True)
-        await ctx.emit(HudEventType.INTERPRETED, {"chars": len(answer)})
-        return NodeResult(output={"answer": answer, "failed": False}, decision="interpreted",
-                          seen={"sql": thinker.get("sql", ""),
-                                "row_count": thinker["result"]["row_count"]})
+        result, sql = thinker["result"], thinker.get("sql", "")
+        answer, grounding = await answer_grounded(ctx, sections(
+            question=ctx.turn.message, sql=sql, result=result_table(result),
+        ), evidence=Evidence.of([result], given_words(ctx, sql)),
+            reading=plain_reading(result, sql))
+        await ctx.emit(HudEventType.INTERPRETED, {"chars": len(answer),
+                                                  "grounding": grounding.outcome})
+        return NodeResult(output={"answer": answer, "failed": False,
+                                  "grounding": grounding.as_dict()},
+                          decision=f"interpreted ({grounding.outcome})",
+                          seen={"sql": sql, "row_count": result["row_count"]})

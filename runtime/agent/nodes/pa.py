@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import NO_EXPERT, Route
+from runtime.agent.linking import linked
 from runtime.agent.memory import memory_normalize
 from runtime.agent.records import RoutingDecision
 from runtime.agent.speech import looks_internal, speak
@@ -51,6 +52,16 @@ class PANode(Node):
             fallback_name="answer myself", max_tokens=150)
         route = decided.value
         expert = "" if route.expert == NO_EXPERT else route.expert
+        if not expert and experts:
+            # A data question the model would answer itself goes to the expert: a small
+            # model states a figure with no query behind it (runtime.agent.linking).
+            link = await linked(ctx, ctx.turn.message)
+            if link is not None and link.asks_for_data:
+                expert = next(iter(experts))
+                route = Route(expert=expert, task=ctx.turn.message,
+                              reason=f"a data question (it names "
+                                     f"{', '.join(link.named) or link.hints[0].as_text()})",
+                              thinking=DEFAULT_THINKING)
         decision = RoutingDecision(expert=expert, task=route.task or ctx.turn.message,
                                    reason=route.reason)
         await ctx.emit(HudEventType.ROUTED, decision.as_dict())

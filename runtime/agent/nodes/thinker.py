@@ -10,6 +10,18 @@ from runtime.agent import machines as m
 from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
+from runtime.agent.grounding import ABSTAINED, NOT_CHECKED
+from runtime.agent.linking import (
+    CANDIDATE_TEMPERATURE,
+    Linked,
+    QueryChoice,
+    candidates_run,
+    candidates_wanted,
+    link_dialect,
+    linked,
+    query_misses,
+    vote,
+)
 from runtime.agent.memory import memory_normalize
 from runtime.agent.speech import parse_answer, speak
 from runtime.engine.node import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
@@ -20,6 +32,7 @@ _FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
 # A statement, read or write: a write still goes to the guard, which refuses it plainly.
 _BARE_SQL = re.compile(r"^(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|REPLACE|PRAGMA|"
                        r"ATTACH|TRUNCATE)\b", re.IGNORECASE)
+_READ_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 # Rows of a tool result kept in the node's output (and so in the trace).
 RESULT_ROWS_KEPT = 50
 # Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
@@ -51,29 +64,48 @@ class ThinkerNode(Node):
         machines = m.apply_tool_calls(dict(ctx.turn.ui.get("machines", {})),
                                       director.get("tool_calls", [])).machines
         tools = list(self.spec.config.get("tools", []))
-        schema = ""
+        schema, link = "", None
         if director.get("plan") == "query" and "query_db" in tools:
-            schema = await self._schema(ctx)
+            link = await linked(ctx, ctx.turn.message)
+            schema = await self._schema(ctx, link)
 
-        def prompt(plan: str, schema: str = "") -> str:
+        def prompt(plan: str) -> str:
             return sections(
                 context_summary=context_summary(ctx.turn, window=ctx.history_window),
                 memory=memory_normalize(dict(ctx.turn.memory)),
                 plan=plan,
                 goal=director.get("goal", ""),
                 machines=m.machines_summary(machines),
-                database_schema=schema,
                 message=ctx.turn.message,
             )
 
         seen = {"plan": director.get("plan"), "schema_tables": schema.count("rows)")}
         decision = "answer"
         if schema:
-            sql = await self._write_query(ctx, prompt("query", schema))
-            if sql:
-                return await self._run_tool(ctx, "query_db", sql, seen)
-            # No usable query (a small model often just answers, e.g. "what is my name?"
-            # planned as a query): answer without the database instead.
+            # The query is written from this question alone: no earlier turns, no memory,
+            # so an earlier question's table or query cannot leak into it.
+            query = await self._best_query(ctx, sections(
+                plan="query", goal=director.get("goal", ""),
+                hints=link.hint_lines() if link else "", database_schema=schema,
+                message=ctx.turn.message), link)
+            seen["hints"] = [h.as_text() for h in link.hints] if link else []
+            if query.sql and link is not None and not link.names_data \
+                    and not _READ_SQL.match(query.sql):
+                # A write for a message that names nothing of the domain ("give me a
+                # counter" planned as a query): not a database change to refuse.
+                query.sql = ""
+            if query.sql:
+                return await self._run_tool(ctx, "query_db", query.sql, seen,
+                                            linking=query.as_dict())
+            if link is None or link.asks_for_data:
+                # A data question with no query is not answered from the model's head.
+                await ctx.delta(NOT_CHECKED)
+                return NodeResult(
+                    output={"tool_used": False, "answer": NOT_CHECKED, "buttons": [],
+                            "grounding": {"outcome": ABSTAINED}, "linking": query.as_dict()},
+                    decision="abstain (no query)", seen=seen)
+            # No usable query for what is not a data question (a small model often plans
+            # "what is my name?" as a query): answer without the database instead.
             decision = "answer instead of a query"
         answer, buttons = await speak(ctx, prompt("answer" if schema else director.get(
             "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK)
@@ -83,23 +115,52 @@ class ThinkerNode(Node):
             seen=seen,
         )
 
-    async def _write_query(self, ctx: NodeContext, prompt: str) -> str:
+    async def _best_query(self, ctx: NodeContext, prompt: str, link: Linked | None
+                          ) -> QueryChoice:
+        """The query to run: the model's, repaired once when it ignores what the question
+        names; with `candidates` > 1, the one whose result most candidates agree on."""
+        first = await self._write_query(ctx, prompt)
+        dialect = link_dialect(ctx)
+        misses = query_misses(first, link, dialect) if first and link else []
+        choice = QueryChoice(sql=first, misses=misses)
+        if misses:
+            repaired = await self._write_query(ctx, f"{prompt}\n\n" + sections(
+                your_query=first, problem="; ".join(misses),
+                note="Write the query again so that it uses these."))
+            if repaired:
+                choice.repaired_from = first
+                choice.sql = repaired
+        wanted = candidates_wanted(ctx)
+        if wanted <= 1 or not choice.sql:
+            return choice
+        sqls = [choice.sql] + [await self._write_query(ctx, prompt, temperature=CANDIDATE_TEMPERATURE)
+                               for _ in range(wanted - 1)]
+        choice.candidates = await candidates_run(ctx, sqls, link)
+        best = vote(choice.candidates)
+        if best is not None:
+            choice.sql = best.sql
+        return choice
+
+    async def _write_query(self, ctx: NodeContext, prompt: str,
+                           temperature: float | None = None) -> str:
         """The SQL the model writes: a native `query_db` call; without native tools a
         `QueryArgs` object where the endpoint has structured output, else a TOOL line."""
         key = "query_prompt" if ctx.config.get("query_prompt") else "prompt"
         capabilities = ctx.capabilities
         if capabilities.tools:
-            use = await ctx.use_tools((QUERY_DB_TOOL,), prompt, prompt=key)
+            use = await ctx.use_tools((QUERY_DB_TOOL,), prompt, prompt=key,
+                                      temperature=temperature)
             if use.calls:
                 return _sql_or_nothing(ctx, use.calls[0][1].sql)
             ctx.note_fallback("no query", "; ".join(use.errors) or "no usable tool call")
             return ""
         if capabilities.structured != "off":
             decided = await ctx.decide(QueryArgs, prompt, prompt=key, fallback=QueryArgs(sql=""),
-                                       fallback_name="no query", max_tokens=DEFAULT_TOOL_TOKENS)
+                                       fallback_name="no query", max_tokens=DEFAULT_TOOL_TOKENS,
+                                       temperature=temperature)
             return _sql_or_nothing(ctx, decided.value.sql)
         request = ctx.request(prompt, prompt=key, system_extra=TEXT_PROTOCOL,
-                              max_tokens=DEFAULT_TOOL_TOKENS)
+                              max_tokens=DEFAULT_TOOL_TOKENS, temperature=temperature)
         try:
             text = (await ctx.call(request, purpose="query")).text
         except LLMError as exc:
@@ -116,18 +177,23 @@ class ThinkerNode(Node):
         ctx.note_fallback("no query", "the answer was neither a query_db line nor a query")
         return ""
 
-    async def _schema(self, ctx: NodeContext) -> str:
+    async def _schema(self, ctx: NodeContext, link: Linked | None) -> str:
+        """The DESCRIBE text of the tables this question needs (all when it names none)."""
         try:
             db = ctx.env.database()
             schemas = await asyncio.to_thread(db.describe_all)
         except DatabaseToolError as exc:
             await ctx.emit(HudEventType.ERROR, {"tool": "query_db", "error": str(exc)})
             return ""
-        return "\n".join(schema.as_text() for schema in schemas)
+        needed = set(link.needed(schemas)) if link else {s.name for s in schemas}
+        return "\n".join(schema.as_text() for schema in schemas if schema.name in needed)
 
-    async def _run_tool(self, ctx: NodeContext, name: str, sql: str, seen: dict) -> NodeResult:
+    async def _run_tool(self, ctx: NodeContext, name: str, sql: str, seen: dict,
+                        linking: dict[str, Any] | None = None) -> NodeResult:
         await ctx.emit(HudEventType.TOOL_CALL, {"tool": name, "sql": sql})
         output: dict[str, Any] = {"tool_used": True, "tool": name, "sql": sql, "answer": ""}
+        if linking:
+            output["linking"] = linking
         declined = name == "query_db" and await tool_approved(
             ctx, tool=name, args={"sql": sql}, step=f"query: {sql}", sql=sql)
         if name != "query_db":

@@ -1,0 +1,230 @@
+"""Schema linking: what a question names in the domain database, and whether a query uses it.
+
+Before a planner writes SQL it is given only the tables this question needs
+(the tables it names, the tables of the values it names, and the tables those
+reference), with the known values of their low-cardinality columns, and a hint
+for each word of the question that is a value ("'open' is a value of
+invoices.status"). After it writes a query, `query_misses` says what the
+question named that the query ignores, for one repair round. Small models may
+write several candidates (`candidates` in the node's config): each is run
+(read-only, capped) and `vote` picks the result most of them agree on.
+
+`Linked.asks_for_data` is the cheap code half of "is this a data question": a
+question that names a table or a proper-noun value of the database. When the
+model says "no query" and this says data, the message queries anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from graphs.config import graph_approval
+from runtime.domain.database import ErasDatabase, TableSchema
+from runtime.domain.sqlguard import guard_sql
+from runtime.domain.values import ValueHint, tables_named, value_index
+from runtime.errors import DatabaseToolError
+
+# A question or request, as opposed to a statement ("I love my customers").
+_ASKS = re.compile(
+    r"\?\s*$|^\s*(how|what|what's|whats|which|who|who's|whom|whose|when|where|list|show|give|"
+    r"tell|count|find|name|are|is|do|does|did|total|sum|average|get|compare|rank|top)\b",
+    re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Linked:
+    """What one question names in the domain database."""
+
+    tables: tuple[str, ...]
+    """Every table of the database."""
+    named: tuple[str, ...]
+    """The tables the question names by their words."""
+    hints: tuple[ValueHint, ...]
+    """The known values the question names."""
+    asks: bool = False
+    """The message is a question or request (not a statement)."""
+
+    @property
+    def names_data(self) -> bool:
+        """The message names a table, or a value written as a name (Germany, Design)."""
+        return bool(self.named or any(h.value[:1].isupper() for h in self.hints))
+
+    @property
+    def asks_for_data(self) -> bool:
+        """A question or request that names the domain's data (`names_data`)."""
+        return self.asks and self.names_data
+
+    def hint_lines(self) -> str:
+        """The hints as prompt lines."""
+        return "\n".join(h.as_text() for h in self.hints)
+
+    def needed(self, schemas: Sequence[TableSchema]) -> list[str]:
+        """The tables a query for this question needs: those it names or whose values it
+        names, and the tables those reference (one join away); all when it names none."""
+        wanted = set(self.named) | {h.table for h in self.hints}
+        if not wanted:
+            return list(self.tables)
+        by_name = {s.name: s for s in schemas}
+        for table in list(wanted):
+            for column in by_name[table].columns if table in by_name else ():
+                if column.references:
+                    wanted.add(column.references.split(".")[0])
+        return [t for t in self.tables if t in wanted]
+
+
+def link(question: str, db: ErasDatabase) -> Linked:
+    """What `question` names in `db` (blocking: reads the tables and the value index)."""
+    tables = db.tables()
+    return Linked(tables=tuple(tables), named=tuple(tables_named(question, tables)),
+                  hints=tuple(value_index(db).hints(question)),
+                  asks=bool(_ASKS.search(question)))
+
+
+async def linked(ctx: Any, question: str) -> Linked | None:
+    """`link` for a node, off the event loop; None when the database cannot be read."""
+    try:
+        return await asyncio.to_thread(link, question, ctx.env.database())
+    except DatabaseToolError:
+        return None
+
+
+def query_misses(sql: str, linked: Linked, dialect: str = "sqlite") -> list[str]:
+    """What the question names that `sql` does not use, as hints for a repair."""
+    try:
+        used = set(guard_sql(sql, dialect=dialect).tables)
+    except DatabaseToolError:
+        return []  # the guard's own refusal is reported elsewhere
+    lowered = sql.lower()
+    misses = [f"the question is about {table}, but the query does not use that table"
+              for table in linked.named if table not in used
+              and not any(h.table == table for h in linked.hints)]
+    for hint in linked.hints:
+        if f"'{hint.value.lower()}'" not in lowered:
+            misses.append(f"{hint.as_text()}: filter on {hint.table}.{hint.column} = "
+                          f"'{hint.value}'")
+    return misses
+
+
+@dataclass
+class Candidate:
+    """One candidate query and what running it gave."""
+
+    sql: str
+    rows: tuple[tuple, ...] | None = None
+    """Its rows (None when it failed)."""
+    error: str = ""
+    misses: list[str] = field(default_factory=list)
+    """What the question names that it ignores (`query_misses`)."""
+    written: int = 1
+    """How many of the candidates were this very query."""
+    votes: int = 0
+    """How many candidates gave its result (`vote`)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the node's output and the trace."""
+        data: dict[str, Any] = {"sql": self.sql, "votes": self.votes,
+                                "rows": None if self.rows is None else len(self.rows)}
+        if self.error:
+            data["error"] = self.error
+        if self.misses:
+            data["misses"] = self.misses
+        return data
+
+
+def result_key(rows: Sequence[Sequence[Any]]) -> tuple:
+    """Rows compared as results: numbers rounded to 6 places, column names ignored."""
+    def cell(value: Any) -> Any:
+        if isinstance(value, float | Decimal) and not isinstance(value, bool):
+            return round(float(value), 6)
+        return value
+    return tuple(tuple(cell(v) for v in row) for row in rows)
+
+
+def vote(candidates: list[Candidate]) -> Candidate | None:
+    """The candidate whose result most candidates agree on; ties go to the one that uses the
+    hinted values and tables (fewest misses), then to the earliest. None if all failed."""
+    ran = [c for c in candidates if c.rows is not None]
+    if not ran:
+        return None
+    counts: Counter = Counter()
+    for candidate in ran:
+        counts[result_key(candidate.rows or ())] += candidate.written
+    for candidate in candidates:
+        candidate.votes = counts[result_key(candidate.rows)] if candidate.rows is not None else 0
+    return min(ran, key=lambda c: (-c.votes, len(c.misses), candidates.index(c)))
+
+
+async def candidates_run(ctx: Any, sqls: Sequence[str], linked: Linked | None
+                         ) -> list[Candidate]:
+    """Run each candidate query (read-only, capped) for a vote; failures kept as such."""
+    db = ctx.env.database()
+    found = []
+    for sql, written in Counter(s for s in sqls if s).items():
+        candidate = Candidate(sql=sql, written=written,
+                              misses=query_misses(sql, linked, db.dialect) if linked else [])
+        try:
+            result = await asyncio.to_thread(db.query, sql)
+        except DatabaseToolError as exc:
+            candidate.error = str(exc)
+        else:
+            candidate.rows = result.rows
+        found.append(candidate)
+    return found
+
+
+def candidates_wanted(ctx: Any) -> int:
+    """How many candidate queries this node writes (config `candidates`, else the setting
+    AGENTSITE_QUERY_CANDIDATES, default 1); one when the graph has approval rules, since a
+    candidate runs before anyone could approve it."""
+    from django.conf import settings
+
+    if any(graph_approval(ctx.turn.graph).values()):
+        return 1
+    raw = ctx.config.get("candidates", getattr(settings, "AGENTSITE_QUERY_CANDIDATES", 1))
+    try:
+        return max(1, min(5, int(raw)))
+    except (TypeError, ValueError):
+        return 1
+
+
+CANDIDATE_TEMPERATURE = 0.7
+"""Candidates after the first are sampled this warm, so that they can differ."""
+
+
+def link_dialect(ctx: Any) -> str:
+    """The SQL dialect of the node's domain database (`sqlite` when it cannot be opened)."""
+    try:
+        return ctx.env.database().dialect
+    except DatabaseToolError:
+        return "sqlite"
+
+
+@dataclass
+class QueryChoice:
+    """How a node came to the query it runs, for its output and the trace."""
+
+    sql: str
+    """The query chosen ("" when none could be written)."""
+    misses: list[str] = field(default_factory=list)
+    """What the model's first query ignored of the question (`query_misses`)."""
+    repaired_from: str = ""
+    """The first query, when a repair replaced it."""
+    candidates: list[Candidate] = field(default_factory=list)
+    """The candidates voted on (none when the node writes one)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the node's output (and so the trace and /api/trace)."""
+        data: dict[str, Any] = {}
+        if self.misses:
+            data["misses"] = self.misses
+        if self.repaired_from:
+            data["repaired_from"] = self.repaired_from
+        if self.candidates:
+            data["candidates"] = [c.as_dict() for c in self.candidates]
+        return data
