@@ -85,8 +85,8 @@ DESTROY = re.compile(r"\b(remove|delete|destroy|close|get rid of|drop)\b", re.I)
 START_AT = re.compile(r"\b(?:start(?:ing)? (?:at|from)|from)\s+(-?\d+)", re.I)
 ITEMS = re.compile(r"\b(?:for|with|of|:)\s+(.+?)[.!?]*\s*$", re.I)
 
-DOMAIN = re.compile(r"\b(customers?|projects?|employees?|invoices?|invoice lines?|time entr(?:y|ies)|"
-                    r"departments?|hours|database|eras)\b", re.I)
+DOMAIN = re.compile(r"\b(customers?|clients?|projects?|employees?|invoices?|invoice lines?|"
+                    r"time entr(?:y|ies)|departments?|hours|database|eras)\b", re.I)
 STATUS_WORDS = ("active", "completed", "on hold", "on_hold", "open", "paid", "overdue")
 TOP_N = re.compile(r"\btop\s+(\d+)\b|\b(\d+)\s+(?:largest|biggest|highest|most)\b", re.I)
 BY_COLUMN = re.compile(r"\bby\s+(\w+(?:\s\w+)?)", re.I)
@@ -274,27 +274,140 @@ class Table:
     columns: tuple[str, ...]
     refs: tuple[tuple[str, str, str], ...] = ()
     """(column, referenced table, referenced column) for each foreign key."""
+    types: tuple[str, ...] = ()
+    """Each column's declared type, lower-case, in column order ("" where none is given)."""
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(column, its known values) for each column whose DESCRIBE line lists them."""
+
+    def type_of(self, column: str) -> str:
+        """The column's declared type, lower-case ("" when unknown)."""
+        at = self.columns.index(column) if column in self.columns else -1
+        return self.types[at] if 0 <= at < len(self.types) else ""
+
+    def values_of(self, column: str) -> tuple[str, ...]:
+        """The column's known values (none when DESCRIBE listed none)."""
+        return dict(self.values).get(column, ())
+
+    @property
+    def label(self) -> str:
+        """The column that names a row: name, description or title, else the first text."""
+        return _label_columns(self)[0]
+
+    @property
+    def flags(self) -> list[str]:
+        """Yes/no columns: integers named like an adjective (`billable`, `is_open`)."""
+        return [c for c in self.columns if self.type_of(c).startswith(("int", "bool"))
+                and not _is_key(c) and FLAG_NAME.fullmatch(c)]
+
+    @property
+    def measures(self) -> list[str]:
+        """Columns holding quantities, the usual ones first (amount before quantity)."""
+        numeric = [c for c in self.columns if self.type_of(c).startswith(NUMERIC_TYPES)
+                   and not _is_key(c) and c not in self.flags]
+        known = [c for c in AMOUNT_COLUMNS if c in self.columns]
+        return list(dict.fromkeys(known + numeric))
+
+    @property
+    def dates(self) -> list[str]:
+        """Columns holding a date (`issued_on`, `work_date`, `created_at`)."""
+        return [c for c in self.columns if DATE_NAME.search(c)
+                or self.type_of(c).startswith(("date", "timestamp"))]
+
+    def reference_to(self, other: Table) -> str:
+        """This table's foreign key column to `other` ("" when it has none)."""
+        return next((col for col, target, _ in self.refs if target == other.name), "")
+
+
+NUMERIC_TYPES = ("real", "int", "numeric", "decimal", "float", "double", "money", "bigint",
+                 "smallint")
+FLAG_NAME = re.compile(r"(?:is|has)_\w+|\w+(?:able|ible)")
+DATE_NAME = re.compile(r"(?:^|_)(?:on|at|date|day)$|^date")
+AMOUNT_COLUMNS = ("amount", "budget", "hours", "hourly_rate", "unit_price", "quantity")
+LIST_LIMIT = 20
+TOTAL_COLUMN = "total_rows"
+"""The column a capped list query carries its uncapped row count in."""
+CITY = re.compile(r"\b(?:in|from)\s+([A-Z][\w-]+(?:\s[A-Z][\w-]+)?)")
+NAMED = re.compile(r"\b(?:named|called)\s+['\"]?([^'\"?]+?)['\"]?\s*(?:\?|$)", re.I)
+# Other words a question uses for a table than its own name (what the demo's users say).
+TABLE_SYNONYMS = {
+    "customers": ("client", "clients"),
+    "employees": ("people", "person", "staff", "colleague", "colleagues", "who"),
+    "departments": ("team", "teams"),
+    "invoices": ("bill", "bills"),
+    "time_entries": ("hours", "log", "logged", "booked", "timesheet", "timesheets"),
+}
+PLURALS = frozenset({"people", "staff", "hours"})
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december")
+PERIOD = re.compile(r"\b(in|during|for|from|of|since|after|before|until)\s+(?:the\s+year\s+)?"
+                    r"(?:(" + "|".join(MONTHS) + r")\s+)?((?:19|20)\d{2})\b", re.I)
+COUNTED = re.compile(r"\b(?:how many|number of|count(?: of)?(?: the)?)\b", re.I)
+SUMMED = re.compile(r"\b(?:total|sum|add(?:s|ed)? up|how much|altogether|combined)\b", re.I)
+AVERAGED = re.compile(r"\b(?:average|mean|avg|typical)\b", re.I)
+MOST = re.compile(r"\b(?:most|largest|biggest|highest|greatest|maximum|max|top|priciest|"
+                  r"most expensive)\b", re.I)
+LEAST = re.compile(r"\b(?:least|fewest|smallest|lowest|minimum|min|cheapest)\b", re.I)
+WHICH = re.compile(r"\b(?:which|what|who)\b(?:'s)?\s*", re.I)
+NEGATED = re.compile(r"\b(?:non|not|un)[\s-]*$", re.I)
+
+
+def _is_key(column: str) -> bool:
+    return column == "id" or column.endswith("_id")
+
+
+def _words_of(name: str) -> str:
+    """A column or table name in words: `hourly_rate` -> "hourly rate"."""
+    return name.replace("_", " ")
+
+
+def _phrase(text: str) -> re.Pattern[str]:
+    """A whole-word, case-insensitive pattern for a phrase; `_` and spaces alike."""
+    words = [re.escape(w) for w in re.split(r"[\s_]+", text.strip()) if w]
+    return re.compile(r"(?<!\w)" + r"[\s_-]+".join(words) + r"(?!\w)", re.I)
 
 
 def parse_schema(text: str) -> list[Table]:
-    """Tables, column names and foreign keys from DESCRIBE text."""
+    """Tables, columns (types, foreign keys, known values) from DESCRIBE text.
+
+    A column line is `  name TYPE [primary key|not null] [-> table.column]` and may end in
+    ` values: a | b | c` (the known values of a low-cardinality text column).
+    """
     tables: list[Table] = []
-    name, columns, refs = "", [], []
+    current: dict[str, Any] | None = None
+
+    def close() -> None:
+        if current is not None:
+            tables.append(Table(current["name"], tuple(current["columns"]),
+                                tuple(current["refs"]), tuple(current["types"]),
+                                tuple(current["values"])))
+
     for line in text.splitlines():
         head = re.match(r"^(\w+)\s*\(", line)
         if head and not line.startswith((" ", "\t")):
-            if name:
-                tables.append(Table(name, tuple(columns), tuple(refs)))
-            name, columns, refs = head.group(1), [], []
+            close()
+            current = {"name": head.group(1), "columns": [], "refs": [], "types": [],
+                       "values": []}
             continue
-        col = re.match(r"^\s+(\w+)\s", line + " ")
-        if col and name:
-            columns.append(col.group(1))
-            ref = re.search(r"-> (\w+)\.(\w+)", line)
-            if ref:
-                refs.append((col.group(1), ref.group(1), ref.group(2)))
-    if name:
-        tables.append(Table(name, tuple(columns), tuple(refs)))
+        col = re.match(r"^\s+(\w+)(?:\s+(.*))?$", line)
+        if not col or current is None:
+            continue
+        name, rest = col.group(1), col.group(2) or ""
+        listed = ""
+        split = re.search(r"(?:^|\s)values:\s*", rest)
+        if split:
+            rest, listed = rest[: split.start()], rest[split.end():]
+        tokens = rest.split()
+        kind = tokens[0].lower() if tokens and tokens[0].lower() not in {
+            "primary", "not", "->"} else ""
+        current["columns"].append(name)
+        current["types"].append(kind)
+        ref = re.search(r"-> (\w+)\.(\w+)", rest)
+        if ref:
+            current["refs"].append((name, ref.group(1), ref.group(2)))
+        values = tuple(v.strip() for v in listed.split(" | ") if v.strip())
+        if values:
+            current["values"].append((name, values))
+    close()
     return tables
 
 
@@ -304,28 +417,24 @@ def _table_words(table: str) -> list[str]:
     return [words, singular]
 
 
+def _table_patterns(table: str) -> list[tuple[re.Pattern[str], bool]]:
+    """(pattern, singular) for each way a question names a table."""
+    plural, singular = _table_words(table)
+    found = [(_phrase(plural), False), (_phrase(singular), True)]
+    return found + [(_phrase(word), not word.endswith("s") and word not in PLURALS)
+                    for word in TABLE_SYNONYMS.get(table, ())]
+
+
 def tables_mentioned(message: str, names: list[str]) -> list[str]:
-    """The table names a message mentions, in the order it mentions them."""
-    lowered = message.lower()
+    """The table names a message mentions (by name or a usual other word), in the order it
+    mentions them."""
     found: list[tuple[int, str]] = []
     for name in names:
-        positions = [m.start() for word in _table_words(name)
-                     for m in re.finditer(r"\b" + re.escape(word) + r"\b", lowered)]
+        positions = [m.start() for pattern, _ in _table_patterns(name)
+                     for m in pattern.finditer(message)]
         if positions:
             found.append((min(positions), name))
     return [name for _, name in sorted(found)]
-
-
-def _find_table(message: str, tables: list[Table]) -> Table | None:
-    best: tuple[int, int, Table] | None = None
-    lowered = message.lower()
-    for table in tables:
-        for word in _table_words(table.name):
-            for match in re.finditer(r"\b" + re.escape(word) + r"\b", lowered):
-                key = (match.start(), -len(word), table)
-                if best is None or key[:2] < best[:2]:
-                    best = key
-    return best[2] if best else None
 
 
 def _column(table: Table, words: str) -> str:
@@ -345,106 +454,448 @@ def _label_columns(table: Table) -> list[str]:
         or list(table.columns[:3])
 
 
-AMOUNT_COLUMNS = ("amount", "budget", "hours", "hourly_rate", "unit_price", "quantity")
-LIST_LIMIT = 20
-TOTAL_COLUMN = "total_rows"
-"""The column a capped list query carries its uncapped row count in."""
-CITY = re.compile(r"\b(?:in|from)\s+([A-Z][\w-]+(?:\s[A-Z][\w-]+)?)")
-NAMED = re.compile(r"\b(?:named|called)\s+['\"]?([^'\"?]+?)['\"]?\s*(?:\?|$)", re.I)
-
-
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _filters(message: str, table: Table, alias: str = "") -> list[str]:
-    """WHERE conditions for values the message names: a status, a city or country, a name."""
-    prefix = f"{alias}." if alias else ""
-    lowered = message.lower()
-    conditions = []
-    if "status" in table.columns:
-        for word in STATUS_WORDS:
-            if re.search(r"\b" + word.replace("_", " ") + r"\b", lowered):
-                conditions.append(f"{prefix}status = {_quote(word.replace(' ', '_'))}")
-                break
-    place = CITY.search(message)
-    if place:
-        where = [f"{prefix}{c} = {_quote(place.group(1))}" for c in ("city", "country")
-                 if c in table.columns]
-        if where:
-            conditions.append("(" + " OR ".join(where) + ")" if len(where) > 1 else where[0])
-    named = NAMED.search(message)
-    if named and "name" in table.columns:
-        conditions.append(f"{prefix}name = {_quote(named.group(1).strip())}")
-    return conditions
+@dataclass(frozen=True)
+class Mention:
+    """A place where a question names a table, a column or a known value."""
+
+    start: int
+    end: int
+    table: str
+    column: str = ""
+    """The column named (or holding the value); empty when the table itself is named."""
+    value: str = ""
+    """The value named, as stored."""
+    singular: bool = False
+    """Named in the singular ("customer"): one row is asked for."""
 
 
-def _join_sql(message: str, first: Table, second: Table) -> str:
+@dataclass(frozen=True)
+class Condition:
+    """One WHERE condition, on the question's own table or one it joins."""
+
+    table: str
+    column: str
+    sql: str
+    """The condition with `{}` where the column's table alias goes: `{}status = 'paid'`."""
+
+
+class Reading:
+    """What a question asks of the described tables, read from its words alone: which
+    table, which measure, which conditions (known values, places, names, ids, periods,
+    yes/no columns), and how the rows are to be counted, summed or ranked."""
+
+    def __init__(self, message: str, tables: list[Table]) -> None:
+        self.message = message
+        self.tables = {t.name: t for t in tables}
+        self.mentions = self._mentions(tables)
+
+    # -- what the words name ------------------------------------------------------------
+
+    def _mentions(self, tables: list[Table]) -> list[Mention]:
+        found: list[Mention] = []
+        column_owners: dict[str, list[str]] = {}
+        for table in tables:
+            for column in table.columns:
+                column_owners.setdefault(column, []).append(table.name)
+        for table in tables:
+            for pattern, singular in _table_patterns(table.name):
+                found += [Mention(m.start(), m.end(), table.name, singular=singular)
+                          for m in pattern.finditer(self.message)]
+            for column in table.columns:
+                for value in table.values_of(column):
+                    found += [Mention(m.start(), m.end(), table.name, column, value)
+                              for m in _phrase(value).finditer(self.message)]
+                if (_is_key(column) or column in table.dates or len(column_owners[column]) > 1
+                        or column in ("name", "description", "title", "note")):
+                    continue  # a word several tables share names none of them
+                words = _words_of(column)
+                for pattern in {_phrase(words), _phrase(words + "s"),
+                                _phrase(re.sub(r"y$", "ies", words))}:
+                    found += [Mention(m.start(), m.end(), table.name, column,
+                                      singular=not m.group(0).lower().endswith("s"))
+                              for m in pattern.finditer(self.message)]
+        # A mention inside a longer one ("Consultant" in "Senior Consultant") is not one.
+        kept = [m for m in found if not any(o.start <= m.start and m.end <= o.end
+                                            and (o.end - o.start) > (m.end - m.start)
+                                            for o in found)]
+        return sorted(set(kept), key=lambda m: (m.start, -m.end, m.table, m.column))
+
+    def named_tables(self) -> list[str]:
+        """The tables the question names (itself, a column of it, a value of it), in order."""
+        return list(dict.fromkeys(m.table for m in self.mentions))
+
+    def after(self, position: int) -> Mention | None:
+        """The first mention at or after `position`; where a word names both a column and a
+        table ("hours"), the column, which says more."""
+        later = [m for m in self.mentions if m.start >= position]
+        return min(later, key=lambda m: (m.start, 2 if m.value else 0 if m.column else 1),
+                   default=None)
+
+    def main(self) -> Table | None:
+        """The table whose rows the question counts, sums or lists: the first named (by its
+        words or a column's) after "how many", else the first named at all. A value alone
+        names none: "the weather in Paris" is not a question about customers in Paris."""
+        plain = [m for m in self.mentions if not m.value]
+        counted = COUNTED.search(self.message)
+        first = self.after(counted.end()) if counted else None
+        if first is None or first.value:
+            first = self.after(plain[0].start) if plain else None
+        return self.tables[first.table] if first else None
+
+    def measure(self, table: Table) -> str:
+        """The quantity asked about: a measure column the question names, else the table's
+        usual one."""
+        named = [m.column for m in self.mentions if m.table == table.name
+                 and m.column in table.measures and not m.value]
+        return (named or table.measures or [""])[0]
+
+    # -- conditions -----------------------------------------------------------------------
+
+    def conditions(self, table: Table) -> list[Condition]:
+        """WHERE conditions for what the question names on `table` or a table it references
+        (those then need a join): known values, else a status word, a place, a name; an id,
+        a period, a yes/no column."""
+        found: list[Condition] = []
+        linked = [table] + [self.tables[target] for _, target, _ in table.refs
+                            if target in self.tables]
+        valued: dict[tuple[str, str], list[str]] = {}
+        for m in self.mentions:
+            if m.value and any(t.name == m.table for t in linked):
+                valued.setdefault((m.table, m.column), [])
+                if m.value not in valued[(m.table, m.column)]:
+                    valued[(m.table, m.column)].append(m.value)
+        for (name, column), values in valued.items():
+            test = (f"= {_quote(values[0])}" if len(values) == 1
+                    else f"IN ({', '.join(_quote(v) for v in values)})")
+            found.append(Condition(name, column, f"{{}}{column} {test}"))
+        found += self._unlisted(table, {(c.table, c.column) for c in found})
+        for other in linked[1:]:
+            found += self._unlisted(other, {(c.table, c.column) for c in found}, joined=True)
+        found += self._ids(table) + self._periods(table) + self._flags(table)
+        return found
+
+    def _unlisted(self, table: Table, taken: set[tuple[str, str]], joined: bool = False
+                  ) -> list[Condition]:
+        """Conditions DESCRIBE gave no values for: a status word, a place after in/from, a
+        name after named/called, a capitalised name before the table's or a column's word."""
+        found = []
+        lowered = self.message.lower()
+        if not joined and "status" in table.columns and (table.name, "status") not in taken \
+                and not table.values_of("status"):
+            word = next((w for w in STATUS_WORDS
+                         if re.search(r"\b" + w.replace("_", " ") + r"\b", lowered)), "")
+            if word:
+                found.append(Condition(table.name, "status",
+                                       f"{{}}status = {_quote(word.replace(' ', '_'))}"))
+        place = CITY.search(self.message)
+        places = [c for c in ("city", "country") if c in table.columns
+                  and (table.name, c) not in taken and not table.values_of(c)]
+        if place and places and not any(m.value for m in self.mentions
+                                        if place.start(1) <= m.start < place.end(1)):
+            where = [f"{{}}{c} = {_quote(place.group(1))}" for c in places]
+            found.append(Condition(table.name, places[0], "(" + " OR ".join(where) + ")"
+                                   if len(where) > 1 else where[0]))
+        named = NAMED.search(self.message)
+        if named and not joined and "name" in table.columns:
+            found.append(Condition(table.name, "name",
+                                   f"{{}}name = {_quote(named.group(1).strip())}"))
+        for column, value in self._capitalised(table):
+            if (table.name, column) not in taken:
+                found.append(Condition(table.name, column, f"{{}}{column} = {_quote(value)}"))
+        return found
+
+    def _capitalised(self, table: Table) -> list[tuple[str, str]]:
+        """"the Design department", "the Retail industry": a capitalised name right before
+        the table's word (for its label column) or a text column's word, where DESCRIBE
+        listed no values."""
+        found = []
+        words = [(table.label, w) for w in _table_words(table.name)]
+        words += [(c, _words_of(c)) for c in table.columns if not _is_key(c)
+                  and c not in table.measures and c not in table.dates and c not in table.flags]
+        for column, word in words:
+            if table.values_of(column):
+                continue
+            match = re.search(r"(?<=\s)((?:[A-Z][\w&'-]*\s+)+)" + _phrase(word).pattern,
+                              self.message)
+            if match:
+                found.append((column, match.group(1).strip()))
+        return found
+
+    def _ids(self, table: Table) -> list[Condition]:
+        """"invoice 377", "project #12": the row with that id."""
+        if "id" not in table.columns:
+            return []
+        singular = _phrase(_table_words(table.name)[1]).pattern
+        match = re.search(singular + r"\s*(?:#|no\.?\s*|number\s+)?(\d+)\b", self.message)
+        return [Condition(table.name, "id", f"{{}}id = {int(match.group(1))}")] if match else []
+
+    def _periods(self, table: Table) -> list[Condition]:
+        """"in March 2024", "from 2025", "since 2023": a range on the table's date column
+        (the one the question's verb names, `issued` -> issued_on, else the first)."""
+        match = PERIOD.search(self.message)
+        if not match or not table.dates:
+            return []
+        stems = {_stem(w) for w in re.findall(r"[a-z]+", self.message.lower())}
+        column = next((c for c in table.dates if _stem(DATE_SUFFIX.sub("", c)) in stems),
+                      table.dates[0])
+        word, month, year = match.group(1).lower(), match.group(2), int(match.group(3))
+        if month:
+            number = MONTHS.index(month.lower()) + 1
+            start = f"{year}-{number:02d}-01"
+            end = f"{year + number // 12}-{number % 12 + 1:02d}-01"
+        else:
+            start, end = f"{year}-01-01", f"{year + 1}-01-01"
+        if word in ("since", "after"):
+            test = f"{{0}}{column} >= '{start if word == 'since' else end}'"
+        elif word in ("before", "until"):
+            test = f"{{0}}{column} < '{start if word == 'before' else end}'"
+        else:
+            test = f"{{0}}{column} >= '{start}' AND {{0}}{column} < '{end}'"
+        return [Condition(table.name, column, test.replace("{0}", "{}"))]
+
+    def _flags(self, table: Table) -> list[Condition]:
+        """"billable hours" -> billable = 1; "non-billable", "not billable" -> 0."""
+        found = []
+        for column in table.flags:
+            match = _phrase(_words_of(column)).search(self.message)
+            if match:
+                negated = NEGATED.search(self.message[: match.start()]) or re.match(
+                    r"un", match.group(0), re.I)
+                found.append(Condition(table.name, column,
+                                       f"{{}}{column} = {0 if negated else 1}"))
+        return found
+
+    # -- queries ------------------------------------------------------------------------
+
+    def where(self, table: Table, conditions: list[Condition], alias: str = ""
+              ) -> tuple[str, str]:
+        """(JOIN clauses, WHERE clause) for the conditions, joining the referenced tables
+        they are on; with `alias`, the question's own table is aliased so."""
+        joins, tests = [], []
+        aliases = {table.name: alias}
+        for condition in conditions:
+            if condition.table not in aliases:
+                other = self.tables[condition.table]
+                aliases[condition.table] = _alias(other.name, set(aliases.values()) | {alias})
+                joins.append(f" JOIN {other.name} {aliases[condition.table]} ON "
+                             f"{_dot(alias or table.name)}{table.reference_to(other)} = "
+                             f"{aliases[condition.table]}.id")
+        if joins and not alias:
+            return self.where(table, conditions, _alias(table.name, set()))
+        for condition in conditions:
+            prefix = _dot(aliases[condition.table])
+            tests.append(condition.sql.replace("{}", prefix))
+        return "".join(joins), (" WHERE " + " AND ".join(tests) if tests else "")
+
+    def source(self, table: Table, conditions: list[Condition]) -> str:
+        """`FROM table [alias JOIN …] [WHERE …]`."""
+        joins, where = self.where(table, conditions)
+        alias = f" {_alias(table.name, set())}" if joins else ""
+        return f"FROM {table.name}{alias}{joins}{where}"
+
+
+DATE_SUFFIX = re.compile(r"_(?:on|at|date|day)$|^date_")
+
+
+def _stem(word: str) -> str:
+    """A word without its ending, so that "issue", "issued" and "issuing" meet."""
+    for suffix in ("ing", "ed", "es", "e", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _alias(table: str, taken: set[str]) -> str:
+    """A short alias for a table, not one of `taken`."""
+    for size in range(1, len(table) + 1):
+        candidate = table[:size]
+        if candidate not in taken:
+            return candidate
+    return table + "_"
+
+
+def _dot(alias: str) -> str:
+    return f"{alias}." if alias else ""
+
+
+def _join_sql(message: str, first: Table, second: Table, tables: list[Table] | None = None,
+              limit: int | None = None) -> str:
     """A GROUP BY over a foreign key between two mentioned tables, or empty if none links them."""
     link = next(((child, parent, col) for child, parent in ((second, first), (first, second))
                  for col, target, _ in child.refs if target == parent.name), None)
     if link is None:
         return ""
     child, parent, fk = link
-    label = _label_columns(parent)[0]
-    amount = next((c for c in AMOUNT_COLUMNS if c in child.columns
-                   and re.search(r"\b" + c.replace("_", " ") + r"\b", message.lower())), "")
-    measure = (f"SUM(c.{amount}) AS total_{amount}" if amount
-               else f"COUNT(c.id) AS {child.name}")
-    order = f"total_{amount}" if amount else child.name
+    return _grouped_sql(Reading(message, tables or [first, second]), parent, child, fk,
+                        limit=limit)
+
+
+def _grouped_sql(reading: Reading, parent: Table, child: Table, fk: str, *,
+                 limit: int | None = None, descending: bool = True) -> str:
+    """Each `parent` row with a measure over its `child` rows (a count, or a sum or an
+    average of a measure the question names), ranked."""
+    message = reading.message
+    label = parent.label
+    named = [m.column for m in reading.mentions if m.table == child.name
+             and m.column in child.measures and not m.value]
+    amount = (named[0] if named else next(
+        (c for c in AMOUNT_COLUMNS if c in child.columns
+         and re.search(r"\b" + c.replace("_", " ") + r"\b", message.lower())), ""))
+    if not amount and SUMMED.search(message) and child.measures:
+        amount = child.measures[0]
+    if amount and AVERAGED.search(message):
+        measure, order = f"AVG(c.{amount}) AS average_{amount}", f"average_{amount}"
+    elif amount:
+        measure, order = f"SUM(c.{amount}) AS total_{amount}", f"total_{amount}"
+    else:
+        measure, order = f"COUNT(c.id) AS {child.name}", child.name
     top = TOP_N.search(message)
-    limit = int(top.group(1) or top.group(2)) if top else 10
-    where = _filters(message, parent, "p") + _filters(message, child, "c")
+    count = int(top.group(1) or top.group(2)) if top else (limit or 10)
+    conditions = [c for c in reading.conditions(parent) if c.table == parent.name]
+    conditions += [c for c in reading.conditions(child) if c.table == child.name]
+    aliases = {parent.name: "p", child.name: "c"}
+    where = [c.sql.replace("{}", aliases[c.table] + ".") for c in conditions]
     return (f"SELECT p.{label}, {measure} FROM {parent.name} p JOIN {child.name} c "
             f"ON c.{fk} = p.id" + (" WHERE " + " AND ".join(where) if where else "")
-            + f" GROUP BY p.id, p.{label} ORDER BY {order} DESC LIMIT {limit}")
+            + f" GROUP BY p.id, p.{label} ORDER BY {order} {'DESC' if descending else 'ASC'}"
+            f" LIMIT {count}")
+
+
+def _ranked_sql(reading: Reading) -> str:
+    """"which customer has the most projects?", "who has the lowest hourly rate?", "which
+    country has the most customers?": the row (or column value) that comes first."""
+    message = reading.message
+    asked = WHICH.search(message)
+    most, least = MOST.search(message), LEAST.search(message)
+    if not asked or not (most or least) or TOP_N.search(message):
+        return ""
+    subject = reading.after(asked.end())
+    if subject is None or subject.start > asked.end() + 1 or subject.value:
+        return ""
+    superlative = min((m for m in (most, least) if m), key=lambda m: m.start())
+    descending = superlative is most
+    thing = reading.after(superlative.end())
+    group = reading.tables[subject.table]
+    limit = 1 if subject.singular else 10
+    order = "DESC" if descending else "ASC"
+    if thing is None:
+        return ""
+    if subject.column:
+        # "which country has the most customers": the column's values, counted.
+        table = group
+        amount = reading.measure(table) if thing.column in table.measures else ""
+        measure, alias = ((f"SUM({amount})", f"total_{amount}") if amount
+                          else ("COUNT(*)", table.name))
+        conditions = reading.conditions(table)
+        return (f"SELECT {subject.column}, {measure} AS {alias} {reading.source(table, conditions)}"
+                f" GROUP BY {subject.column} ORDER BY {alias} {order} LIMIT {limit}")
+    if thing.table == group.name and thing.column in group.measures:
+        # "which employee has the lowest hourly rate": the row, by its own column.
+        conditions = reading.conditions(group)
+        return (f"SELECT {group.label}, {thing.column} {reading.source(group, conditions)} "
+                f"ORDER BY {thing.column} {order} LIMIT {limit}")
+    child = reading.tables[thing.table]
+    fk = child.reference_to(group)
+    if child is group or not fk:
+        return ""
+    return _grouped_sql(reading, group, child, fk, limit=limit, descending=descending)
+
+
+def _aggregate_sql(reading: Reading, table: Table) -> str:
+    """A count, sum, average, maximum or minimum over the table's rows the question
+    narrows down to."""
+    message = reading.message
+    counted = COUNTED.search(message)
+    first = reading.after(counted.end()) if counted else None
+    measure = reading.measure(table)
+    if first is not None and first.column in table.measures and not first.value:
+        measure, fn = first.column, "SUM"  # "how many hours …": the hours, added up
+    elif counted:
+        fn = "COUNT"
+    elif AVERAGED.search(message):
+        fn = "AVG"
+    elif SUMMED.search(message):
+        fn = "SUM"
+    elif MOST.search(message):
+        fn = "MAX"
+    elif LEAST.search(message):
+        fn = "MIN"
+    else:
+        return ""
+    source = reading.source(table, reading.conditions(table))
+    if fn == "COUNT":
+        return f"SELECT COUNT(*) AS count {source}"
+    if not measure:
+        return ""
+    column = f"{_alias(table.name, set())}.{measure}" if " JOIN " in source else measure
+    return f"SELECT {fn}({column}) AS {fn.lower()}_{measure} {source}"
+
+
+def _lookup_sql(reading: Reading, table: Table) -> str:
+    """"what status is invoice 377 in?": a column of the row with that id."""
+    conditions = reading.conditions(table)
+    if not any(c.column == "id" for c in conditions):
+        return ""
+    asked = [c for c in table.columns if not _is_key(c) and _phrase(_words_of(c)).search(
+        reading.message)]
+    columns = asked[:1] or _label_columns(table)
+    return f"SELECT {', '.join(columns)} {reading.source(table, conditions)}"
 
 
 def sql_for(message: str, schema_text: str) -> str:
     """A read-only SQL query answering `message` over the described tables ("" if none fits)."""
     tables = parse_schema(schema_text)
-    by_name = {t.name: t for t in tables}
+    reading = Reading(message, tables)
+    by_name = reading.tables
     mentioned = [by_name[n] for n in tables_mentioned(message, list(by_name))]
-    if len(mentioned) >= 2:
-        joined = _join_sql(message, mentioned[0], mentioned[1])
+    top = TOP_N.search(message)
+    if len(mentioned) >= 2 and (top or re.search(r"\b(per|each|by)\b", message, re.I)):
+        joined = _join_sql(message, mentioned[0], mentioned[1], tables)
         if joined:
             return joined
-    table = mentioned[0] if mentioned else None
+    ranked = _ranked_sql(reading)
+    if ranked:
+        return ranked
+    table = reading.main()
     if table is None:
         return ""
-    if re.search(r"\b(per|each|by)\b", message, re.I):
+    if len(mentioned) >= 2 and not COUNTED.search(message):
+        joined = _join_sql(message, mentioned[0], mentioned[1], tables)
+        if joined and not (SUMMED.search(message) or AVERAGED.search(message)):
+            return joined
+    if re.search(r"\b(per|each|by)\b", message, re.I) and not top:
         # "total hours per employee": the measure lives in a table that references this one.
         for other in tables:
-            if other is not table and any(t == table.name for _, t, _ in other.refs):
-                joined = _join_sql(message, table, other)
+            if other is not table and other.reference_to(table):
+                joined = _join_sql(message, table, other, tables)
                 if joined and "SUM(" in joined:
                     return joined
-    conditions = _filters(message, table)
-    where = " WHERE " + " AND ".join(conditions) if conditions else ""
-    lowered = message.lower()
-    if re.search(r"\b(how many|number of|count)\b", lowered):
-        return f"SELECT COUNT(*) AS count FROM {table.name}{where}"
-    aggregate = AGGREGATE.search(message)
-    if aggregate and aggregate.group(2):
-        col = _column(table, aggregate.group(2))
-        if col:
-            fn = {"total": "SUM", "sum of": "SUM", "average": "AVG", "mean": "AVG",
-                  "maximum": "MAX", "max": "MAX", "minimum": "MIN",
-                  "min": "MIN"}[aggregate.group(1).lower()]
-            return f"SELECT {fn}({col}) AS {fn.lower()}_{col} FROM {table.name}{where}"
+    if not top:
+        found = _aggregate_sql(reading, table) or _lookup_sql(reading, table)
+        if found:
+            return found
+    conditions = reading.conditions(table)
+    source = reading.source(table, conditions)
     labels = _label_columns(table)
-    top = TOP_N.search(message)
+    if " JOIN " in source:
+        alias = _alias(table.name, set())
+        labels = [f"{alias}.{c}" for c in labels]
     by = BY_COLUMN.search(message)
     if top:
         limit = int(top.group(1) or top.group(2))
         col = _column(table, by.group(1)) if by else ""
         col = col or next((c for c in AMOUNT_COLUMNS if c in table.columns), table.columns[0])
-        return (f"SELECT {', '.join(dict.fromkeys([*labels, col]))} FROM {table.name}{where} "
+        return (f"SELECT {', '.join(dict.fromkeys([*labels, col]))} {source} "
                 f"ORDER BY {col} DESC LIMIT {limit}")
     # The list is capped, so the total comes with it (one query, every row carries it): the
     # answer can then say "120, here are the first 10" instead of taking the cap for the total.
-    return (f"SELECT {', '.join(labels)}, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM {table.name}"
-            f"{where} ORDER BY {labels[0]} LIMIT {LIST_LIMIT}")
+    return (f"SELECT {', '.join(labels)}, COUNT(*) OVER () AS {TOTAL_COLUMN} {source} "
+            f"ORDER BY {labels[0]} LIMIT {LIST_LIMIT}")
+
 
 
 # --- the eras expert's planner and fixer ---------------------------------------
@@ -484,16 +935,17 @@ def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
     task = parts.get("task", "")
     names = [t.strip() for t in parts.get("tables", "").split(",") if t.strip()]
     wanted = tables_mentioned(task, names)
-    if not wanted:
-        return {"steps": []}
-    write = write_sql(task, wanted[0])
+    write = write_sql(task, wanted[0]) if wanted else ""
     if write:
         return {"steps": [{"tool": "query", "args": {"sql": write}}]}
-    known = {t.name for t in parse_schema(parts.get("described", ""))}
+    described = parts.get("described", "")
+    known = {t.name for t in parse_schema(described)}
     missing = [name for name in wanted if name not in known]
     if missing:
         return {"steps": [{"tool": "describe", "args": {"table": name}} for name in missing]}
-    return {"steps": [{"tool": "query", "args": {"sql": sql_for(task, parts["described"])}}]}
+    # Nothing named by its table's words may still be named by a described column or value.
+    sql = sql_for(task, described) if known else ""
+    return {"steps": [{"tool": "query", "args": {"sql": sql}}] if sql else []}
 
 
 def fix_sql(parts: dict[str, str]) -> dict[str, Any]:
@@ -598,7 +1050,10 @@ def think(message: str, parts: dict[str, str], *, machines: bool = True) -> str:
             return answer
     name = memory.get("user_name")
     suffix = f", {name}" if name else ""
-    return (f"I hear you{suffix}. I am the builtin offline model, so I keep to simple things: "
+    # A question it cannot answer is said to be one: never a guess, never a figure.
+    opening = (f"I don't have an answer to that{suffix}." if perceive(message)["intent"] ==
+               "question" else f"I hear you{suffix}.")
+    return (f"{opening} I am the builtin offline model, so I keep to simple things: "
             "names, facts, moods, topics, counters, switches, checklists and questions about "
             "the eras database.")
 
@@ -695,61 +1150,182 @@ def _suggestion(message: str, memory: dict[str, Any]) -> str | None:
 # --- interpret ---------------------------------------------------------------
 
 COUNT_ASKED = re.compile(r"\b(?:how many|number of|count(?: of)?(?: the)?)\s+(.+?)[?.!]*\s*$", re.I)
-# Words of a counting question that qualify nothing ("how many customers are there in total?").
-COUNT_FILLER = frozenset((
-    "there are is were was be do does did we you i have has had got in from the a an of total "
-    "all altogether overall database eras currently now today exist exists listed stored "
-    "registered recorded any our us my your it which with at on for count number exactly "
-    "named called").split())
+# Words of a question that qualify nothing ("how many customers are there in total?", "what's
+# the largest budget any project has?").
+QUESTION_FILLER = frozenset((
+    "there are is were was be been being do does did we you i they have has had got get in "
+    "from the a an of to total all altogether overall database eras currently now today right "
+    "moment present presently exist exists existing listed stored registered recorded any our "
+    "us my your their it its which with at on for count number exactly named called based "
+    "located situated work works working ever so far yet still already will would can could "
+    "please tell me show give what whats s how many much who whose sum average mean largest "
+    "biggest highest greatest maximum max smallest lowest least minimum min most fewest "
+    "cheapest top amount value by per each one ones every kind up add adds added people "
+    "person someone anyone everyone company").split())
 SQL_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+SQL_WORD = re.compile(r"[A-Za-z]+|\d+")
 LIMIT = re.compile(r"\bLIMIT\s+(\d+)", re.I)
 ROWS_LISTED = 10
+_SQL_KEYWORDS = frozenset({"where", "join", "group", "order", "limit", "on", "inner", "left"})
+_AGGREGATE_WORDS = {"SUM": "total", "AVG": "average", "MAX": "highest", "MIN": "lowest"}
+
+
+def _query_tables(sql: str) -> tuple[str, dict[str, str]]:
+    """A query's main table (after FROM) and the table each alias stands for."""
+    aliases: dict[str, str] = {}
+    main = ""
+    for keyword, table, alias in re.findall(
+            r"\b(FROM|JOIN)\s+(\w+)(?:\s+(?:AS\s+)?(\w+))?", sql, re.I):
+        main = main or (table if keyword.upper() == "FROM" else "")
+        aliases[table] = table
+        if alias and alias.lower() not in _SQL_KEYWORDS:
+            aliases[alias] = table
+    return main, aliases
+
+
+def _period(column: str, start: str, end: str) -> str:
+    """A date range in words: "issued in 2024", "in March 2024", "from 2024-03-05 on"."""
+    verb = DATE_SUFFIX.sub("", column).replace("_", " ")
+    verb = verb + " " if verb.endswith("ed") or verb == "due" else ""
+    if start and end and start.endswith("-01") and end.endswith("-01"):
+        (y1, m1), (y2, m2) = (map(int, d.split("-")[:2]) for d in (start, end))
+        if m1 == 1 and (y2, m2) == (y1 + 1, 1) and start.endswith("-01-01"):
+            return f"{verb}in {y1}"
+        if (y2, m2) == ((y1, m1 + 1) if m1 < 12 else (y1 + 1, 1)):
+            return f"{verb}in {MONTHS[m1 - 1].capitalize()} {y1}"
+    if start and end:
+        return f"{verb}from {start} to before {end}"
+    return f"{verb}from {start} on" if start else f"{verb}before {end}"
 
 
 def _conditions(sql: str) -> tuple[list[str], list[str], bool]:
     """A query's WHERE conditions in words: (words before the noun, phrases after it,
     whether every condition could be put into words)."""
     where = re.search(r"\bWHERE\b(.+?)(?:\bGROUP BY\b|\bORDER BY\b|\bLIMIT\b|$)", sql, re.I | re.S)
+    main, aliases = _query_tables(sql)
     before: list[str] = []
     after: list[str] = []
+    ranges: dict[str, dict[str, str]] = {}
     understood = True
     for condition in re.split(r"\bAND\b", where.group(1), flags=re.I) if where else ():
-        literal = SQL_LITERAL.search(condition)
-        value = literal.group(1).replace("''", "'") if literal else ""
-        column = re.match(r"\s*\(?\s*(?:\w+\.)?(\w+)\s*=", condition)
-        name = column.group(1).lower() if column and value else ""
-        if name == "status":
+        test = re.match(r"\s*\(?\s*(?:(\w+)\.)?(\w+)\s*(>=|<=|=|<|>|\bIN\b)\s*(.*)$", condition,
+                        re.I)
+        if not test:
+            understood = False
+            continue
+        alias, name, op, rest = test.group(1), test.group(2).lower(), test.group(3), test.group(4)
+        table = aliases.get(alias or "", main)
+        literals = [v.replace("''", "'") for v in SQL_LITERAL.findall(rest)]
+        value = literals[0] if literals else rest.strip().rstrip(")").strip()
+        if op in (">=", ">", "<", "<=") and re.match(r"\d{4}-\d{2}-\d{2}", value):
+            ranges.setdefault(name, {})["start" if op.startswith(">") else "end"] = value
+        elif op.upper() == "IN" and name == "status":
+            before.append(" or ".join(v.replace("_", " ") for v in literals))
+        elif op != "=" or not value:
+            understood = False
+        elif name == "status":
             word = value.replace("_", " ")
             (after if " " in word else before).append(word)
         elif name in {"city", "country"}:
             after.append(f"in {value}")
+        elif name == "name" and table != main:
+            after.append(f"of {_table_words(table)[1]} {value}")
         elif name == "name":
             after.append(f"named {value}")
+        elif name == "id":
+            after.append(f"number {value}")
+        elif value in ("0", "1") and FLAG_NAME.fullmatch(name):
+            before.append(_words_of(name) if value == "1" else f"non-{_words_of(name)}")
+        elif literals:
+            after.append(f"with {_words_of(name)} {value}")
         else:
             understood = False
+    for column, bounds in ranges.items():
+        after.append(_period(column, bounds.get("start", ""), bounds.get("end", "")))
     return before, after, understood
+
+
+def _unsaid(question: str, sql: str, words: list[str]) -> list[str]:
+    """The words of `question` that qualify something the query did not use: neither filler
+    nor a word of the query, of its answer's phrase or another name of its tables."""
+    said = {_stem(w.lower()) for w in SQL_WORD.findall(sql + " " + " ".join(words))}
+    for table in _query_tables(sql)[1].values():
+        said |= {_stem(w) for w in TABLE_SYNONYMS.get(table, ())}
+    return [w for w in re.findall(r"[a-z0-9]+", question.lower().replace("'", " "))
+            if w not in QUESTION_FILLER and _stem(w) not in said]
 
 
 def count_sentence(question: str, sql: str, value: str) -> str:
     """A count said with exactly the qualifiers the query filtered on ("There are 157 active
-    projects."); when the question asks for more than the query filtered, it says so."""
+    projects."); when the question asks for more than the query filtered, it says so; none
+    is said as none ("The database has no invoices issued in 2031.")."""
     asked = COUNT_ASKED.search(question)
-    table = re.search(r"\bFROM\s+(\w+)", sql, re.I)
+    table = _query_tables(sql)[0]
     if not asked or not table or not re.search(r"\bCOUNT\s*\(", sql, re.I):
         return f"The answer is {value}."
-    plural, singular = _table_words(table.group(1))
+    plural, singular = _table_words(table)
     before, after, understood = _conditions(sql)
     one = value == "1"
     phrase = " ".join([*before, singular if one else plural, *after])
+    if value == "0" and understood:
+        return f"The database has no {phrase}."
     there = f"there {'is' if one else 'are'} {value} {phrase}"
     if not understood:
         return f"I counted {value} {phrase} matching your question."
-    said = set(re.findall(r"\w+", " ".join([*before, *after, plural, singular]).lower()))
-    unsaid = [w for w in re.findall(r"\w+", asked.group(1).lower())
-              if w not in COUNT_FILLER and w not in said]
-    if unsaid:
+    if _unsaid(asked.group(1), sql, [*before, *after, plural, singular]):
         return f"I could not count only the ones you asked about, but {there} in all."
     return _cap(there) + "."
+
+
+def aggregate_sentence(question: str, sql: str, value: str) -> str | None:
+    """A sum, average, maximum or minimum said with what it was taken over ("The total
+    amount of overdue invoices is 1,109,000."); None when the query is not one."""
+    found = re.search(r"^\s*SELECT\s+(SUM|AVG|MAX|MIN)\s*\(\s*(?:\w+\.)?(\w+)\s*\)", sql, re.I)
+    table = _query_tables(sql)[0]
+    if not found or not table:
+        return None
+    before, after, understood = _conditions(sql)
+    phrase = " ".join([*before, _table_words(table)[0], *after])
+    if not value:
+        return f"The database has no {phrase}." if understood else (
+            "The database has nothing matching that.")
+    said = f"the {_AGGREGATE_WORDS[found.group(1).upper()]} {_words_of(found.group(2))} of {phrase}"
+    if not understood:
+        return f"I worked out {said} matching your question: {value}."
+    if _unsaid(question, sql, [*before, *after]):
+        return f"I could not narrow it to all you asked, but {said} is {value}."
+    return f"{_cap(said)} is {value}."
+
+
+def ranked_sentence(sql: str, row: list[str]) -> str | None:
+    """The one row a ranking query kept ("Summit Broadcasting has the most projects: 7."),
+    None when the query is not one."""
+    found = re.search(r"\bORDER BY\s+(?:\w+\.)?(\w+)\s*(ASC|DESC)?\s+LIMIT\s+1\s*$", sql, re.I)
+    if not found or len(row) != 2 or not row[0]:
+        return None
+    column, descending = found.group(1), (found.group(2) or "ASC").upper() == "DESC"
+    counted = column in _query_tables(sql)[1].values() or re.search(
+        r"COUNT\([^)]*\)\s+AS\s+" + re.escape(column) + r"\b", sql, re.I)
+    if counted:
+        said = f"{'most' if descending else 'fewest'} {_words_of(column)}"
+    else:
+        said = f"{'highest' if descending else 'lowest'} {_words_of(column)}"
+    return f"{row[0]} has the {said}: {row[1]}."
+
+
+def lookup_sentence(sql: str, value: str) -> str | None:
+    """One column of the row with an id ("The status of invoice 377 is open."); None when the
+    query is not one."""
+    found = re.fullmatch(r"\s*SELECT\s+(\w+)\s+FROM\s+(\w+)\s+WHERE\s+id\s*=\s*(\d+)\s*", sql,
+                         re.I)
+    if not found:
+        return None
+    shown = value.replace("_", " ") if re.fullmatch(r"[a-z_]+", value) else value
+    if not value:
+        return f"{_cap(_table_words(found.group(2))[1])} {found.group(3)} has no " \
+               f"{_words_of(found.group(1))}."
+    return (f"The {_words_of(found.group(1))} of {_table_words(found.group(2))[1]} "
+            f"{found.group(3)} is {shown}.")
 
 
 def listing(header: list[str], rows: list[list[str]], more: int, sql: str,
@@ -790,11 +1366,19 @@ def interpret(parts: dict[str, str]) -> str:
             if not line.startswith(("... ", "(the result"))]
     more = next((int(m.group(1)) for line in lines if (m := re.match(r"\.\.\. (\d+) more", line))),
                 0)
+    question, sql = parts.get("question", ""), parts.get("sql", "")
     if not rows:
         return "The query found nothing matching that."
     if len(rows) == 1 and len(header) == 1:
-        return count_sentence(parts.get("question", ""), parts.get("sql", ""), rows[0][0])
-    return listing(header, rows, more, parts.get("sql", ""), truncated)
+        value = rows[0][0]
+        return (aggregate_sentence(question, sql, value) or lookup_sentence(sql, value)
+                or count_sentence(question, sql, value))
+    if len(rows) == 1 and not more and not truncated:
+        ranked = ranked_sentence(sql, rows[0])
+        if ranked:
+            return ranked
+    return listing(header, rows, more, sql, truncated)
+
 
 
 # --- remember ----------------------------------------------------------------
@@ -905,9 +1489,15 @@ def _call(name: str, args: dict[str, Any]) -> ModelToolCall:
 def respond(request: LLMRequest) -> str:
     """The builtin model's answer to a request."""
     system = next((m.content for m in request.messages if m.role == "system"), "")
-    user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    users = [m.content for m in request.messages if m.role == "user"]
+    user = users[-1] if users else ""
     role = _ROLE.search(system)
     parts = sections(user)
+    if not parts and len(users) > 1:
+        # A repair ("Your last answer stated …") adds a plain line after the sectioned
+        # prompt: the prompt is still what is answered (the same way, as this model only
+        # knows one).
+        parts = sections(users[-2])
     message = parts.get("message", user)
     node = role.group(1).lower() if role else ""
     if node == "input":
