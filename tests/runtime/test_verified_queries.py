@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from runtime.conversations.models import Conversation
 from runtime.conversations.turns import engine_env
@@ -31,6 +32,7 @@ from runtime.domain.verified import (
     verified_query_store,
 )
 from runtime.management.commands.loadexamples import suite_pairs
+from runtime.suites.parser import parse_suite
 from runtime.wire import discard
 from traces.models import FrameRow, MessageTrace
 
@@ -262,7 +264,9 @@ def load(testcases, *args) -> str:
 
 
 def test_suite_pairs_are_each_steps_question_and_its_first_reference_query():
-    assert [(q, s) for q, s, _ in suite_pairs(SUITE, name="figures.md")] == [
+    """A step's `> send:` question goes with the first `figure matches` query of its step."""
+    suite = parse_suite(SUITE, path="figures.md")
+    assert [(q, s) for q, s, _ in suite_pairs(suite)] == [
         ("how many customers are there?", COUNT_SQL),
         ("how many projects are there?", "SELECT COUNT(*) FROM projects"),
         ("how many unicorns?", "SELECT COUNT(*) FROM unicorns")]
@@ -310,3 +314,12 @@ def test_the_engine_env_gives_the_planners_the_stored_pair_for_a_paraphrase(db):
     assert env.examples is not None
     found = async_to_sync(env.examples)(configured_identity(), "What's the number of customers?")
     assert found == (Example("how many customers are there?", COUNT_SQL),)
+
+
+def test_an_unreadable_suite_stops_only_a_load_from_suites(db, testcases):
+    """`make setup`'s default load reads the suites only to name shared questions: a broken
+    suite is said and left out; loading from the suites refuses it."""
+    (testcases / "broken.md").write_text("# Broken\n## a step without an action\n")
+    assert "1 created" in load(testcases)
+    with pytest.raises(CommandError, match="broken.md"):
+        load(testcases, "--from-suites")

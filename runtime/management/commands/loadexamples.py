@@ -15,7 +15,6 @@ fails is skipped and said.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +26,23 @@ from runtime.domain.examples import query_of_calls, query_of_outputs
 from runtime.domain.models import VerifiedQuery
 from runtime.domain.verified import configured_identity, verified_query_store
 from runtime.suites.frozen import FORMAT
+from runtime.suites.parser import Suite, SuiteError, parse_suite
 
 Pair = tuple[str, str, str]
 """(question, SQL, where it came from) as read from a file."""
 
-# A suite's lines, read here rather than by runtime.suites.parser: it refuses a check kind
-# it does not know, and `figure matches` is a suite check of its own, not needed to load.
-_STEP = re.compile(r"^##\s+(?P<title>.*)$")
-_SEND = re.compile(r"^>\s*send\s*:\s*(?P<question>.+)$")
-_FIGURE = re.compile(r"^-\s*figure matches\s*:\s*(?P<sql>.+)$", re.I)
+FIGURE = "figure matches"
+"""The suite check whose value is a reference query (runtime.suites.parser)."""
 
 
-def suite_pairs(text: str, *, name: str) -> list[Pair]:
-    """Each step's `> send:` question with the first `- figure matches:` SQL of its step."""
+def suite_pairs(suite: Suite) -> list[Pair]:
+    """Each `send` step's question with the first `figure matches` query of its step."""
     pairs: list[Pair] = []
-    question, title = "", ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if match := _STEP.match(line):
-            question, title = "", match["title"]
-        elif match := _SEND.match(line):
-            question = match["question"].strip()
-        elif (match := _FIGURE.match(line)) and question:
-            pairs.append((question, match["sql"].strip().strip('"'), f"{name}: {title}"))
-            question = ""  # a question keeps one query: the first of its step
+    for step in suite.steps:
+        reference = next((c.values[0] for c in step.checks if c.kind == FIGURE and c.values),
+                         "")
+        if step.action == "send" and reference:
+            pairs.append((step.argument, reference, f"{Path(suite.path).name}: {step.title}"))
     return pairs
 
 
@@ -70,17 +62,27 @@ def frozen_pairs(data: Any, *, name: str) -> list[Pair]:
     return pairs
 
 
-def suite_questions(folder: Path) -> dict[str, list[str]]:
-    """Lowercased `> send:` questions of the suites in `folder` -> the suites that ask them."""
+def suite_questions(suites: list[Suite]) -> dict[str, list[str]]:
+    """Lowercased `send` questions of the suites -> the files of the suites that ask them."""
     asked: dict[str, list[str]] = {}
-    for path in sorted(folder.glob("*.md")):
-        if path.name.lower() == "readme.md":
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if match := _SEND.match(line.strip()):
-                asked.setdefault(" ".join(match["question"].lower().split()), []).append(
-                    path.name)
+    for suite in suites:
+        for step in suite.steps:
+            if step.action == "send":
+                asked.setdefault(" ".join(step.argument.lower().split()), []).append(
+                    Path(suite.path).name)
     return asked
+
+
+def suites_read(paths: list[Path]) -> list[Suite]:
+    """The suites in these files; CommandError names a missing or unreadable one."""
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise CommandError(f"no such suite: {', '.join(missing)}")
+    try:
+        return [parse_suite(path.read_text(encoding="utf-8"), path=str(path))
+                for path in paths]
+    except SuiteError as exc:
+        raise CommandError(str(exc)) from None
 
 
 class Command(BaseCommand):
@@ -102,17 +104,39 @@ class Command(BaseCommand):
         folder = Path(options["testcases"] or settings.BASE_DIR / "testcases")
         if not folder.is_dir():
             raise CommandError(f"no test cases folder at {folder}")
-        pairs = [(pair, VerifiedQuery.Source.FROZEN) for pair in self._frozen(folder)]
-        asked = suite_questions(folder)
-        for question, _, where in (pair for pair, _ in pairs):
+        frozen = self._frozen(folder)
+        names = options["from_suites"]  # None: no suite; []: every suite; else these
+        every = self._every_suite(folder, required=names == [])
+        self._note_shared(frozen, suite_questions(every))
+        if names is None:
+            loaded = []
+        elif names:
+            loaded = suites_read([folder / f"{n.removesuffix('.md')}.md" for n in names])
+        else:
+            loaded = every
+        self._store([*((pair, VerifiedQuery.Source.FROZEN) for pair in frozen),
+                     *((pair, VerifiedQuery.Source.SUITE)
+                       for suite in loaded for pair in suite_pairs(suite))])
+
+    def _every_suite(self, folder: Path, *, required: bool) -> list[Suite]:
+        """Every suite of the folder; unless they are to be loaded, one that cannot be read
+        is said and left out (it only names the questions the frozen traces share)."""
+        paths = sorted(p for p in folder.glob("*.md") if p.name.lower() != "readme.md")
+        try:
+            return suites_read(paths)
+        except CommandError as exc:
+            if required:
+                raise
+            self.stderr.write(f"the suites' questions are not compared: {exc}")
+            return []
+
+    def _note_shared(self, frozen: list[Pair], asked: dict[str, list[str]]) -> None:
+        """Say which frozen questions a suite asks too: its steps meet the answer."""
+        for question, _, where in frozen:
             if suites := asked.get(" ".join(question.lower().split())):
                 self.stdout.write(f"note: {question!r} ({where}) is also asked by "
                                   f"{', '.join(sorted(set(suites)))}: those steps will meet "
                                   "its verified query as an example")
-        if options["from_suites"] is not None:
-            pairs += [(pair, VerifiedQuery.Source.SUITE)
-                      for pair in self._suites(folder, options["from_suites"])]
-        self._store(pairs)
 
     def _frozen(self, folder: Path) -> list[Pair]:
         pairs = []
@@ -123,15 +147,6 @@ class Command(BaseCommand):
             except ValueError as exc:
                 self.stderr.write(f"skipped {path}: {exc}")
         return pairs
-
-    def _suites(self, folder: Path, names: list[str]) -> list[Pair]:
-        paths = [folder / f"{name.removesuffix('.md')}.md" for name in names] or [
-            path for path in sorted(folder.glob("*.md")) if path.name.lower() != "readme.md"]
-        missing = [str(path) for path in paths if not path.is_file()]
-        if missing:
-            raise CommandError(f"no such suite: {', '.join(missing)}")
-        return [pair for path in paths
-                for pair in suite_pairs(path.read_text(encoding="utf-8"), name=path.name)]
 
     def _store(self, pairs: list[tuple[Pair, str]]) -> None:
         database = configured_identity()
