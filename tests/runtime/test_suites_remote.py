@@ -52,9 +52,9 @@ def test_fast_suite_passes_over_the_server_and_results_reach_it(server, token):
     """The same checks pass remotely; every result was accepted by /api/test/status (202)."""
     output = runtests("fast", "--server", server.url, "--token", token)
     assert "FAIL" not in output, output
-    assert output.rstrip().endswith("10 passed, 0 failed"), output
-    # suite_start + 10 step results + suite_end, each POSTed and answered 202
-    assert f"12 results sent to {server.url}/api/test/status" in output
+    assert output.rstrip().endswith("12 passed, 0 failed"), output
+    # suite_start + 12 step results + suite_end, each POSTed and answered 202
+    assert f"14 results sent to {server.url}/api/test/status" in output
 
 
 def test_a_failing_check_is_reported_over_the_server(server, token, tmp_path):
@@ -159,5 +159,5 @@ def test_a_plain_runtests_in_another_process_is_seen_live_on_ws_test(server):
 
     events = asyncio.run(watch())
     results = [e for e in events if e["type"] == "step_result"]
-    assert [e["index"] for e in results] == list(range(1, 11))  # each check once, in order
-    assert events[0]["type"] == "suite_start" and events[-1]["score"] == "10/10"
+    assert [e["index"] for e in results] == list(range(1, 13))  # each check once, in order
+    assert events[0]["type"] == "suite_start" and events[-1]["score"] == "12/12"
