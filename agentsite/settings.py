@@ -279,6 +279,12 @@ AGENTSITE_FRAME_LIMIT = int(env.number("AGENTSITE_FRAME_LIMIT", 12))
 # (prompt + completion) spent before a call; 0 means no limit. A message over it is
 # stopped with a clear answer naming the limit; its trace says which one.
 AGENTSITE_MESSAGE_MAX_LLM_CALLS = int(env.number("AGENTSITE_MESSAGE_MAX_LLM_CALLS", 40))
+# Candidate queries a planner writes for one data question (runtime.agent.linking): each is
+# run, and the result most of them agree on is answered. 1 for a capable model; the local
+# small model's lane uses 3 (a node's config `candidates` overrides it; 1 to 5).
+AGENTSITE_QUERY_CANDIDATES = int(env.number("AGENTSITE_QUERY_CANDIDATES", 1))
+if not 1 <= AGENTSITE_QUERY_CANDIDATES <= 5:
+    raise ImproperlyConfigured("AGENTSITE_QUERY_CANDIDATES must be from 1 to 5.")
 AGENTSITE_MESSAGE_MAX_TOKENS = int(env.number("AGENTSITE_MESSAGE_MAX_TOKENS", 0))
 # Each user's quotas (runtime.conversations.quotas), across all their chats and processes
 # (an anonymous visitor's session counts as a user): messages admitted per minute,

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from graphs.config import graph_approval
-from runtime.domain.database import ErasDatabase, TableSchema
+from runtime.domain.database import ErasDatabase, TableSchema, database_identity
+from runtime.domain.examples import Example, question_terms, similarity
 from runtime.domain.sqlguard import guard_sql
 from runtime.domain.values import ValueHint, tables_named, value_index
 from runtime.errors import DatabaseToolError
@@ -186,7 +187,7 @@ def candidates_wanted(ctx: Any) -> int:
 
     if any(graph_approval(ctx.turn.graph).values()):
         return 1
-    raw = ctx.config.get("candidates", getattr(settings, "AGENTSITE_QUERY_CANDIDATES", 1))
+    raw = ctx.config.get("candidates", settings.AGENTSITE_QUERY_CANDIDATES)
     try:
         return max(1, min(5, int(raw)))
     except (TypeError, ValueError):
@@ -217,6 +218,8 @@ class QueryChoice:
     """The first query, when a repair replaced it."""
     candidates: list[Candidate] = field(default_factory=list)
     """The candidates voted on (none when the node writes one)."""
+    examples: list[str] = field(default_factory=list)
+    """The questions of the verified examples the planner was shown."""
 
     def as_dict(self) -> dict[str, Any]:
         """For the node's output (and so the trace and /api/trace)."""
@@ -227,4 +230,66 @@ class QueryChoice:
             data["repaired_from"] = self.repaired_from
         if self.candidates:
             data["candidates"] = [c.as_dict() for c in self.candidates]
+        if self.examples:
+            data["examples"] = self.examples
         return data
+
+
+EXAMPLE_TRUST = 0.75
+"""A verified example at least this alike to the question joins the vote as a candidate
+worth two (a person checked its SQL); below, it is only shown to the planner."""
+
+
+async def verified_examples(ctx: Any, question: str) -> tuple[Example, ...]:
+    """The verified question → SQL pairs most like `question` (EngineEnv.examples)."""
+    if ctx.env.examples is None:
+        return ()
+    try:
+        identity = database_identity(ctx.env.database())
+    except DatabaseToolError:
+        return ()
+    return tuple(await ctx.env.examples(identity, question))
+
+
+def examples_text(examples: Sequence[Example]) -> str:
+    """Worked examples for a planner's prompt."""
+    return "\n".join(f"Q: {e.question}\nSQL: {e.sql}" for e in examples)
+
+
+def trusted_example(question: str, examples: Sequence[Example]) -> Example | None:
+    """The example alike enough to `question` to be a candidate of its own (EXAMPLE_TRUST)."""
+    terms = question_terms(question)
+    best = max(examples, key=lambda e: similarity(terms, question_terms(e.question)),
+               default=None)
+    if best is not None and similarity(terms, question_terms(best.question)) >= EXAMPLE_TRUST:
+        return best
+    return None
+
+
+async def query_chosen(ctx: Any, first: str, *, link: Linked | None,
+                       examples: Sequence[Example], question: str,
+                       rewrite: Callable[[str, list[str]], Awaitable[str]],
+                       sample: Callable[[], Awaitable[str]]) -> QueryChoice:
+    """The query a planner runs: its first query (`first`), rewritten once (`rewrite(sql,
+    misses)`) when it ignores what the question names; with `candidates` > 1 more samples
+    (`sample()`), and a trusted verified example, voted on by their results."""
+    misses = query_misses(first, link, link_dialect(ctx)) if first and link else []
+    choice = QueryChoice(sql=first, misses=misses,
+                         examples=[e.question for e in examples])
+    if misses:
+        repaired = await rewrite(first, misses)
+        if repaired:
+            choice.repaired_from, choice.sql = first, repaired
+    sqls = [choice.sql] if choice.sql else []
+    for _ in range(candidates_wanted(ctx) - 1 if choice.sql else 0):
+        sqls.append(await sample())
+    trusted = trusted_example(question, examples)
+    if trusted is not None:
+        sqls.extend((trusted.sql, trusted.sql))
+    if len(sqls) <= 1:
+        return choice
+    choice.candidates = await candidates_run(ctx, sqls, link)
+    best = vote(choice.candidates)
+    if best is not None:
+        choice.sql = best.sql
+    return choice

@@ -199,3 +199,51 @@ def test_no_user_facing_text_can_carry_an_exception_name():
     for sentence in sentences:
         assert looks_internal(sentence) == "", sentence
         assert "127.0.0.1" not in sentence and "KeyError" not in sentence
+
+
+def test_an_answer_that_echoes_the_message_is_asked_again_and_never_shown(graphs):
+    """"I feel tired" -> "I'm feeling tired." is held, asked again once, and the reply sent."""
+    from runtime.agent.nodes.output import OutputNode
+    from tests.runtime.test_nodes import ScriptedModel, run_node
+
+    result, ctx, _, deltas = run_node(
+        OutputNode, "output", message="I feel tired",
+        llm=ScriptedModel("I'm feeling tired.", "Sorry to hear that. Maybe rest a little?"))
+    assert "".join(deltas) == "Sorry to hear that. Maybe rest a little?"
+    assert [c.purpose for c in ctx.calls] == ["stream", "echo repair"]
+    assert ctx.calls[1].request["messages"][-2]["content"] == "I'm feeling tired."
+
+
+def test_an_answer_that_echoes_twice_is_replaced_by_a_plain_reply(graphs):
+    """A second echo is not shown either: a plain reply is."""
+    from runtime.agent.nodes.output import OutputNode
+    from runtime.agent.speech import ECHO_REPLY
+    from tests.runtime.test_nodes import ScriptedModel, run_node
+
+    result, ctx, _, deltas = run_node(OutputNode, "output", message="I feel tired",
+                                      llm=ScriptedModel("I'm feeling tired.", "You feel tired."))
+    assert "".join(deltas) == ECHO_REPLY
+    assert "plain reply" in ctx.fallback
+
+
+@pytest.mark.parametrize(("message", "answer", "echo"), [
+    ("I feel tired", "I'm feeling tired.", True),
+    ("my name is Ada", "Your name is Ada.", True),
+    ("I feel tired", "Sorry to hear you are tired. Maybe take a short break?", False),
+    ("hello", "Hello!", False),
+    ("my name is Ada", "Nice to meet you, Ada!", False),
+    ("how many customers are there?", "There are 120 customers.", False),
+])
+def test_echoes_is_a_similarity_of_content_words(message, answer, echo):
+    """An echo says nothing the message did not, in about as many words; greetings are not."""
+    from runtime.agent.speech import echoes
+
+    assert echoes(message, answer) is echo
+
+
+def test_a_reply_that_is_no_echo_streams_before_it_ends():
+    """Holding back ends as soon as the answer says something new: it still streams."""
+    from runtime.agent.speech import may_echo
+
+    assert may_echo("I feel tired", "I'm feeling")
+    assert not may_echo("I feel tired", "Sorry to hear that, maybe")

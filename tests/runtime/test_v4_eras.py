@@ -268,3 +268,49 @@ def test_plan_ending_in_a_describe_is_answered_plainly(v4):
     assert eras.error == "" and [c["tool"] for c in eras.output["tool_calls"]] == ["describe"]
     assert [t["name"] for t in eras.llm_calls[1].request["tools"]] == ["query"]
     assert eras.fallback.startswith("no plan")
+
+
+def test_pa_sends_a_data_question_it_would_answer_itself_to_the_expert(v4):
+    """A model that routes "how many customers in Berlin?" to no expert is overruled: the
+    question names the domain, so the eras expert queries it (no figure from the PA's head)."""
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "none", "task": "", "reason": "I know this"}),
+        [("query", {"sql": "SELECT COUNT(*) AS count FROM customers WHERE city = 'Berlin'"})],
+        "There are 7 customers in Berlin.",
+        json.dumps({}),
+    )
+    result = send(v4.id, "how many customers are in Berlin?", llm=model)
+    pa = record(result, "pa")
+    assert pa.output["expert"] == "eras"
+    assert pa.output["reason"] == "a data question (it names customers)"
+    assert result.trace.path == "input>pa>eras>output+memorizer+ui"
+    assert result.answer == "There are 7 customers in Berlin."
+    assert record(result, "eras").output["grounding"] == {"outcome": "grounded"}
+
+
+def test_a_paraphrase_of_a_verified_question_gets_the_verified_querys_result(v4):
+    """A verified pair alike enough to the question joins the vote with two votes: the
+    planner's own reading of "past due" (all invoices) loses to the verified query."""
+    from runtime.domain.database import ErasDatabase, database_identity
+    from runtime.domain.verified import verified_query_store
+
+    db = ErasDatabase.from_settings()
+    verified_query_store(database=database_identity(db), source="admin",
+                         question="how many invoices are past due?",
+                         sql="SELECT COUNT(*) AS overdue FROM invoices WHERE status = 'overdue'")
+    (overdue,), = db.query("SELECT COUNT(*) FROM invoices WHERE status = 'overdue'").rows
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "how many invoices are past their due date?",
+                    "reason": "data"}),
+        [("query", {"sql": "SELECT COUNT(*) AS count FROM invoices"})],
+        f"{overdue} invoices are past their due date.",
+        json.dumps({}),
+    )
+    result = send(v4.id, "how many invoices are past their due date?", llm=model)
+    eras = record(result, "eras").output
+    assert eras["linking"]["examples"] == ["how many invoices are past due?"]
+    assert [c["votes"] for c in eras["linking"]["candidates"]] == [1, 2]
+    assert tool_calls(result)[-1][1].endswith("WHERE status = 'overdue'")
+    assert result.answer == f"{overdue} invoices are past their due date."

@@ -19,6 +19,7 @@ from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.contracts import ExpertPlan
 from runtime.agent.linking import Linked
 from runtime.agent.records import ToolCall, ToolResult
+from runtime.domain.examples import Example
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
 from runtime.llm.contracts import Choices, ContractViolation, Tool, validate
 from runtime.wire import HudEventType
@@ -42,6 +43,8 @@ class ExpertRun:
     """The tables whose schemas this run's planner is shown."""
     link: Linked | None = None
     """What the task names in the domain database (runtime.agent.linking)."""
+    examples: tuple[Example, ...] = ()
+    """The verified examples most like the task (runtime.domain.examples)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """What the run says about itself in the node's output (linking, grounding)."""
 

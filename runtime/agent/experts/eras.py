@@ -22,12 +22,10 @@ from runtime.agent.grounding import ABSTAINED, Evidence, answer_grounded, given_
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
     QueryChoice,
-    candidates_run,
-    candidates_wanted,
-    link_dialect,
+    examples_text,
     linked,
-    query_misses,
-    vote,
+    query_chosen,
+    verified_examples,
 )
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
@@ -83,6 +81,7 @@ class ErasExpert(Expert):
         run.state["tables"] = tables
         link = await linked(ctx, run.task)
         run.link = link
+        run.examples = await verified_examples(ctx, run.task)
         wanted = [t for t in tables if t in ((link.named + tuple(h.table for h in link.hints))
                                              if link else tables_named(run.task, tables))]
         run.shown.update(wanted)
@@ -109,11 +108,12 @@ class ErasExpert(Expert):
             # first step it knows): ask once more with the query as the only tool.
             steps = await self._ask_plan(ctx, run, tables, query_only=True)
         queries = [c for c in steps if c.tool == "query"]
-        if queries:
-            choice = await self._best_query(ctx, run, tables, str(queries[-1].args.get("sql")))
-            run.notes["linking"] = {"hints": [h.as_text() for h in link.hints] if link else [],
-                                    **choice.as_dict()}
-            queries[-1] = ToolCall("query", {"sql": choice.sql})
+        choice = await self._best_query(ctx, run, tables,
+                                        str(queries[-1].args.get("sql")) if queries else "")
+        run.notes["linking"] = {"hints": [h.as_text() for h in link.hints] if link else [],
+                                **choice.as_dict()}
+        if choice.sql:
+            queries[-1:] = [ToolCall("query", {"sql": choice.sql})]
         return queries
 
     def _show_joined(self, run: ExpertRun) -> None:
@@ -125,31 +125,22 @@ class ErasExpert(Expert):
 
     async def _best_query(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
                           sql: str) -> QueryChoice:
-        """The planned query, repaired once when it ignores what the task names; with
-        `candidates` > 1, the one whose result most candidates agree on."""
-        link = run.link
-        misses = query_misses(sql, link, link_dialect(ctx)) if link else []
-        choice = QueryChoice(sql=sql, misses=misses)
-        if misses:
-            steps = await self._ask_plan(ctx, run, tables, query_only=True, note=(
+        """The planned query as runtime.agent.linking.query_chosen settles it."""
+        async def rewrite(sql: str, misses: list[str]) -> str:
+            return await self._query_only(ctx, run, tables, note=(
                 f"Your query was: {sql}\nIt misses: {'; '.join(misses)}. "
                 "Write the query again so that it uses these."))
-            repaired = next((str(c.args.get("sql")) for c in steps if c.tool == "query"), "")
-            if repaired:
-                choice.repaired_from, choice.sql = sql, repaired
-        wanted = candidates_wanted(ctx)
-        if wanted <= 1:
-            return choice
-        sqls = [choice.sql]
-        for _ in range(wanted - 1):
-            steps = await self._ask_plan(ctx, run, tables, query_only=True,
-                                         temperature=CANDIDATE_TEMPERATURE)
-            sqls.extend(str(c.args.get("sql")) for c in steps[-1:] if c.tool == "query")
-        choice.candidates = await candidates_run(ctx, sqls, link)
-        best = vote(choice.candidates)
-        if best is not None:
-            choice.sql = best.sql
-        return choice
+
+        return await query_chosen(
+            ctx, sql, link=run.link, examples=run.examples, question=run.task,
+            rewrite=rewrite, sample=lambda: self._query_only(
+                ctx, run, tables, temperature=CANDIDATE_TEMPERATURE))
+
+    async def _query_only(self, ctx: NodeContext, run: ExpertRun, tables: list[str], *,
+                          note: str = "", temperature: float | None = None) -> str:
+        steps = await self._ask_plan(ctx, run, tables, query_only=True, note=note,
+                                     temperature=temperature)
+        return next((str(c.args.get("sql")) for c in reversed(steps) if c.tool == "query"), "")
 
     async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
                         query_only: bool = False, note: str = "",
@@ -160,6 +151,7 @@ class ErasExpert(Expert):
             tables=", ".join(tables),
             described="\n".join(schemas) or "(none yet)",
             hints=run.link.hint_lines() if run.link else "",
+            verified_examples=examples_text(run.examples),
             note=note or ("The tables you need are described above: write the query now."
                           if query_only else ""),
         ), choices={"table": tuple(tables)}, temperature=temperature)

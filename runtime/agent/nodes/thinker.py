@@ -15,12 +15,10 @@ from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
     Linked,
     QueryChoice,
-    candidates_run,
-    candidates_wanted,
-    link_dialect,
+    examples_text,
     linked,
-    query_misses,
-    vote,
+    query_chosen,
+    verified_examples,
 )
 from runtime.agent.memory import memory_normalize
 from runtime.agent.speech import parse_answer, speak
@@ -84,10 +82,7 @@ class ThinkerNode(Node):
         if schema:
             # The query is written from this question alone: no earlier turns, no memory,
             # so an earlier question's table or query cannot leak into it.
-            query = await self._best_query(ctx, sections(
-                plan="query", goal=director.get("goal", ""),
-                hints=link.hint_lines() if link else "", database_schema=schema,
-                message=ctx.turn.message), link)
+            query = await self._query(ctx, director, schema, link)
             seen["hints"] = [h.as_text() for h in link.hints] if link else []
             if query.sql and link is not None and not link.names_data \
                     and not _READ_SQL.match(query.sql):
@@ -115,31 +110,24 @@ class ThinkerNode(Node):
             seen=seen,
         )
 
-    async def _best_query(self, ctx: NodeContext, prompt: str, link: Linked | None
-                          ) -> QueryChoice:
-        """The query to run: the model's, repaired once when it ignores what the question
-        names; with `candidates` > 1, the one whose result most candidates agree on."""
-        first = await self._write_query(ctx, prompt)
-        dialect = link_dialect(ctx)
-        misses = query_misses(first, link, dialect) if first and link else []
-        choice = QueryChoice(sql=first, misses=misses)
-        if misses:
-            repaired = await self._write_query(ctx, f"{prompt}\n\n" + sections(
-                your_query=first, problem="; ".join(misses),
+    async def _query(self, ctx: NodeContext, director: dict[str, Any], schema: str,
+                     link: Linked | None) -> QueryChoice:
+        """The query to run for this question (runtime.agent.linking.query_chosen)."""
+        examples = await verified_examples(ctx, ctx.turn.message)
+        prompt = sections(plan="query", goal=director.get("goal", ""),
+                          hints=link.hint_lines() if link else "",
+                          verified_examples=examples_text(examples), database_schema=schema,
+                          message=ctx.turn.message)
+
+        async def rewrite(sql: str, misses: list[str]) -> str:
+            return await self._write_query(ctx, f"{prompt}\n\n" + sections(
+                your_query=sql, problem="; ".join(misses),
                 note="Write the query again so that it uses these."))
-            if repaired:
-                choice.repaired_from = first
-                choice.sql = repaired
-        wanted = candidates_wanted(ctx)
-        if wanted <= 1 or not choice.sql:
-            return choice
-        sqls = [choice.sql] + [await self._write_query(ctx, prompt, temperature=CANDIDATE_TEMPERATURE)
-                               for _ in range(wanted - 1)]
-        choice.candidates = await candidates_run(ctx, sqls, link)
-        best = vote(choice.candidates)
-        if best is not None:
-            choice.sql = best.sql
-        return choice
+
+        return await query_chosen(
+            ctx, await self._write_query(ctx, prompt), link=link, examples=examples,
+            question=ctx.turn.message, rewrite=rewrite,
+            sample=lambda: self._write_query(ctx, prompt, temperature=CANDIDATE_TEMPERATURE))
 
     async def _write_query(self, ctx: NodeContext, prompt: str,
                            temperature: float | None = None) -> str:

@@ -1,0 +1,176 @@
+"""Schema linking: what a question names, hints, the query check and the vote
+(runtime.agent.linking, runtime.domain.values), and the nodes that use them."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.agent.grounding import NOT_CHECKED
+from runtime.agent.linking import Candidate, Linked, link, query_misses, vote
+from runtime.agent.nodes.director import DirectorNode
+from runtime.agent.nodes.thinker import ThinkerNode
+from runtime.domain.database import ErasDatabase
+from runtime.domain.values import tables_named, value_index
+from tests.runtime.test_nodes import ScriptedModel, run_node
+
+TABLES = ["customers", "departments", "employees", "invoice_lines", "invoices", "projects",
+          "time_entries"]
+
+
+@pytest.fixture
+def eras(graphs):
+    return ErasDatabase.from_settings()
+
+
+def hints(eras, question: str) -> list[str]:
+    return [h.as_text() for h in value_index(eras).hints(question)]
+
+
+def test_value_hints_name_the_column_of_each_known_value(eras):
+    """A word that is a known value becomes a hint; `on hold` finds `on_hold`."""
+    assert hints(eras, "how many open invoices are there?") == [
+        "'open' is a value of invoices.status"]
+    assert hints(eras, "projects on hold for clients in Germany") == [
+        "'Germany' is a value of customers.country", "'on_hold' is a value of projects.status"]
+    assert hints(eras, "what is my name?") == []
+
+
+@pytest.mark.parametrize(("question", "named"), [
+    ("how many customers are there?", ["customers"]),
+    ("total of unpaid bills", ["invoices"]),
+    ("hours booked last week", ["time_entries"]),
+    ("which staff member earns most?", ["employees"]),
+    ("give me a counter", []),
+])
+def test_tables_are_named_by_their_words(question, named):
+    """A table is named by its name, singular or plural, or a usual word for it."""
+    assert tables_named(question, TABLES) == named
+
+
+@pytest.mark.parametrize(("message", "data"), [
+    ("how many customers are in Berlin?", True),
+    ("list the projects on hold", True),
+    ("how many people work in Design?", True),
+    ("what about Germany?", True),
+    ("give me a counter", False),
+    ("what is my name?", False),
+    ("I love my customers", False),  # a statement, not a question
+    ("can you open a checklist?", False),  # 'open' alone is a word, not a question of data
+])
+def test_a_data_question_names_a_table_or_a_proper_value(eras, message, data):
+    """The code half of "is this a data question"."""
+    assert link(message, eras).asks_for_data is data
+
+
+def test_query_misses_name_what_the_question_asked_for(eras):
+    """A hinted value the SQL does not filter on, or a named table it does not use, is named."""
+    linked = link("how many overdue invoices are there?", eras)
+    assert query_misses("SELECT COUNT(*) FROM invoices WHERE status = 'overdue'", linked) == []
+    (miss,) = query_misses("SELECT COUNT(*) FROM invoices WHERE due_on < CURRENT_DATE", linked)
+    assert "invoices.status = 'overdue'" in miss
+    linked = link("how many projects are there?", eras)
+    assert query_misses("SELECT COUNT(*) FROM invoices", linked) == [
+        "the question is about projects, but the query does not use that table"]
+
+
+def test_the_vote_goes_to_the_result_most_candidates_agree_on():
+    """Equal results vote together, whatever their SQL; a failed candidate has no vote."""
+    a = Candidate(sql="SELECT 1", rows=((7,),))
+    b = Candidate(sql="SELECT 2", rows=((900,),))
+    c = Candidate(sql="SELECT 3", rows=((7.0,),))
+    d = Candidate(sql="SELECT x", error="no such column")
+    assert vote([b, a, c, d]) is a
+    assert (a.votes, b.votes, c.votes, d.votes) == (2, 1, 2, 0)
+
+
+def test_a_tie_goes_to_the_candidate_that_uses_the_hints():
+    """With no majority, the candidate with the fewest misses wins, then the earliest."""
+    first = Candidate(sql="SELECT 1", rows=((900,),), misses=["'overdue' is a value ..."])
+    second = Candidate(sql="SELECT 2", rows=((67,),))
+    assert vote([first, second]) is second
+    assert vote([Candidate(sql="a", rows=((1,),)), Candidate(sql="b", rows=((2,),))]).sql == "a"
+    assert vote([Candidate(sql="x", error="bad")]) is None
+    assert vote([Candidate(sql="a", rows=((1,),), written=2),
+                 Candidate(sql="b", rows=((2,),))]).sql == "a"
+
+
+def query_plan(message: str, *answers):
+    result, ctx, _, deltas = run_node(
+        ThinkerNode, "thinker", message=message,
+        llm=ScriptedModel(*answers, tools=False, structured="json_schema"),
+        outputs={"director": {"plan": "query", "goal": "", "tool_calls": []}})
+    return result, ctx, deltas
+
+
+def test_the_thinker_sees_only_the_tables_the_question_needs(graphs):
+    """Named and hinted tables and the tables they reference; values and hints included."""
+    result, ctx, _ = query_plan("how many open invoices are there?",
+                                '{"sql": "SELECT COUNT(*) FROM invoices WHERE status = \'open\'"}')
+    prompt = ctx.calls[0].request["messages"][-1]["content"]
+    assert "invoices(900 rows)" in prompt and "customers(" in prompt and "projects(" in prompt
+    assert "employees(" not in prompt and "time_entries(" not in prompt
+    assert "status TEXT not null values: open | overdue | paid" in prompt
+    assert "'open' is a value of invoices.status" in prompt
+    assert "## Context Summary" not in prompt  # no earlier turns in a query's prompt
+    assert result.output["sql"] == "SELECT COUNT(*) FROM invoices WHERE status = 'open'"
+
+
+def test_a_query_that_ignores_a_hinted_value_is_repaired_once(graphs):
+    """The repair round shows the query and what it misses; the repaired query runs."""
+    result, ctx, _ = query_plan(
+        "how many overdue invoices are there?",
+        '{"sql": "SELECT COUNT(*) FROM invoices WHERE due_on < CURRENT_DATE"}',
+        '{"sql": "SELECT COUNT(*) FROM invoices WHERE status = \'overdue\'"}')
+    assert result.output["sql"] == "SELECT COUNT(*) FROM invoices WHERE status = 'overdue'"
+    assert result.output["linking"]["repaired_from"].endswith("due_on < CURRENT_DATE")
+    assert "invoices.status = 'overdue'" in ctx.calls[1].request["messages"][-1]["content"]
+
+
+def test_candidates_vote_by_their_results(graphs, settings):
+    """With three candidates, the result two of them give is the one run and answered."""
+    settings.AGENTSITE_QUERY_CANDIDATES = 3
+    result, ctx, _ = query_plan(
+        "how many customers are there?",
+        '{"sql": "SELECT COUNT(*) FROM customers WHERE id > 100"}',
+        '{"sql": "SELECT COUNT(id) FROM customers"}',
+        '{"sql": "SELECT COUNT(*) AS n FROM customers"}')
+    assert result.output["sql"] == "SELECT COUNT(id) FROM customers"
+    assert result.output["result"]["rows"] == [[120]]
+    votes = {c["sql"]: c["votes"] for c in result.output["linking"]["candidates"]}
+    assert votes == {"SELECT COUNT(*) FROM customers WHERE id > 100": 1,
+                     "SELECT COUNT(id) FROM customers": 2,
+                     "SELECT COUNT(*) AS n FROM customers": 2}
+    assert [c.request["temperature"] for c in ctx.calls] == [0.3, 0.7, 0.7]
+
+
+def test_a_data_question_without_a_query_abstains(graphs):
+    """No usable query for a data question: "I haven't checked", never a figure."""
+    result, _, deltas = query_plan("how many customers are in Berlin?", '{"sql": "no idea"}')
+    assert deltas == [NOT_CHECKED]
+    assert result.output["tool_used"] is False
+    assert result.output["grounding"] == {"outcome": "abstained"}
+
+
+def test_the_director_sends_a_data_question_down_the_query_path(graphs):
+    """A model that plans "answer" for a question naming the domain is overruled."""
+    model = ScriptedModel('{"goal": "answer", "plan": "answer", "machine": "none", '
+                          '"machine_action": "create", "tool_calls": []}', tools=False)
+    result, *_ = run_node(DirectorNode, "director", message="how many customers are in Berlin?",
+                          llm=model)
+    assert result.output["plan"] == "query"
+    assert result.output["forced"] == "a data question (it names customers)"
+
+
+def test_the_director_keeps_a_machine_request_off_the_database(graphs):
+    """A counter planned as a query is answered: a machine request is no database change."""
+    model = ScriptedModel('{"goal": "make a counter", "plan": "query", "machine": "counter", '
+                          '"machine_action": "create", "tool_calls": []}', tools=False)
+    result, *_ = run_node(DirectorNode, "director", message="give me a counter", llm=model)
+    assert result.output["plan"] == "answer"
+    assert [c["name"] for c in result.output["tool_calls"]]
+
+
+def test_linked_needs_are_all_tables_when_the_question_names_none(eras):
+    """A question that names nothing gets every table (the planner picks)."""
+    linked = Linked(tables=tuple(TABLES), named=(), hints=())
+    assert linked.needed(eras.describe_all()) == TABLES
