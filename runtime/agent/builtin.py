@@ -86,7 +86,8 @@ START_AT = re.compile(r"\b(?:start(?:ing)? (?:at|from)|from)\s+(-?\d+)", re.I)
 ITEMS = re.compile(r"\b(?:for|with|of|:)\s+(.+?)[.!?]*\s*$", re.I)
 
 DOMAIN = re.compile(r"\b(customers?|clients?|projects?|employees?|invoices?|invoice lines?|"
-                    r"time entr(?:y|ies)|departments?|hours|database|eras)\b", re.I)
+                    r"time entr(?:y|ies)|departments?|hours|budgets?|hourly rates?|database|"
+                    r"eras)\b", re.I)
 STATUS_WORDS = ("active", "completed", "on hold", "on_hold", "open", "paid", "overdue")
 TOP_N = re.compile(r"\btop\s+(\d+)\b|\b(\d+)\s+(?:largest|biggest|highest|most)\b", re.I)
 BY_COLUMN = re.compile(r"\bby\s+(\w+(?:\s\w+)?)", re.I)
@@ -317,6 +318,10 @@ class Table:
         """This table's foreign key column to `other` ("" when it has none)."""
         return next((col for col, target, _ in self.refs if target == other.name), "")
 
+    def referenced_by(self, other: Table) -> str:
+        """The column of `other` this table's foreign key to it points at (`id`)."""
+        return next((key for _, target, key in self.refs if target == other.name), "id")
+
 
 NUMERIC_TYPES = ("real", "int", "numeric", "decimal", "float", "double", "money", "bigint",
                  "smallint")
@@ -348,7 +353,7 @@ MOST = re.compile(r"\b(?:most|largest|biggest|highest|greatest|maximum|max|top|p
                   r"most expensive)\b", re.I)
 LEAST = re.compile(r"\b(?:least|fewest|smallest|lowest|minimum|min|cheapest)\b", re.I)
 WHICH = re.compile(r"\b(?:which|what|who)\b(?:'s)?\s*", re.I)
-NEGATED = re.compile(r"\b(?:non|not|un)[\s-]*$", re.I)
+NEGATED = re.compile(r"\b(?:non|not)[\s-]*$", re.I)
 
 
 def _is_key(column: str) -> bool:
@@ -524,10 +529,6 @@ class Reading:
                                             for o in found)]
         return sorted(set(kept), key=lambda m: (m.start, -m.end, m.table, m.column))
 
-    def named_tables(self) -> list[str]:
-        """The tables the question names (itself, a column of it, a value of it), in order."""
-        return list(dict.fromkeys(m.table for m in self.mentions))
-
     def after(self, position: int) -> Mention | None:
         """The first mention at or after `position`; where a word names both a column and a
         table ("hours"), the column, which says more."""
@@ -535,15 +536,22 @@ class Reading:
         return min(later, key=lambda m: (m.start, 2 if m.value else 0 if m.column else 1),
                    default=None)
 
-    def main(self) -> Table | None:
-        """The table whose rows the question counts, sums or lists: the first named (by its
-        words or a column's) after "how many", else the first named at all. A value alone
-        names none: "the weather in Paris" is not a question about customers in Paris."""
-        plain = [m for m in self.mentions if not m.value]
+    def counted(self) -> Mention | None:
+        """What "how many" asks about: the first table or measure named after it (not a
+        value nor a describing column: "how many non-billable hours" counts hours)."""
         counted = COUNTED.search(self.message)
-        first = self.after(counted.end()) if counted else None
-        if first is None or first.value:
-            first = self.after(plain[0].start) if plain else None
+        if not counted:
+            return None
+        return next((m for m in sorted(self.mentions, key=lambda m: (
+            m.start, 0 if m.column else 1)) if m.start >= counted.end() and not m.value and (
+            not m.column or m.column in self.tables[m.table].measures)), None)
+
+    def main(self) -> Table | None:
+        """The table whose rows the question counts, sums or lists: the one counted after
+        "how many", else the first named (by its words or a column's). A value alone names
+        none: "the weather in Paris" is not a question about customers in Paris."""
+        plain = [m for m in self.mentions if not m.value]
+        first = self.counted() or (self.after(plain[0].start) if plain else None)
         return self.tables[first.table] if first else None
 
     def measure(self, table: Table) -> str:
@@ -663,8 +671,7 @@ class Reading:
         for column in table.flags:
             match = _phrase(_words_of(column)).search(self.message)
             if match:
-                negated = NEGATED.search(self.message[: match.start()]) or re.match(
-                    r"un", match.group(0), re.I)
+                negated = NEGATED.search(self.message[: match.start()])
                 found.append(Condition(table.name, column,
                                        f"{{}}{column} = {0 if negated else 1}"))
         return found
@@ -683,7 +690,7 @@ class Reading:
                 aliases[condition.table] = _alias(other.name, set(aliases.values()) | {alias})
                 joins.append(f" JOIN {other.name} {aliases[condition.table]} ON "
                              f"{_dot(alias or table.name)}{table.reference_to(other)} = "
-                             f"{aliases[condition.table]}.id")
+                             f"{aliases[condition.table]}.{table.referenced_by(other)}")
         if joins and not alias:
             return self.where(table, conditions, _alias(table.name, set()))
         for condition in conditions:
@@ -722,16 +729,20 @@ def _dot(alias: str) -> str:
     return f"{alias}." if alias else ""
 
 
-def _join_sql(message: str, first: Table, second: Table, tables: list[Table] | None = None,
-              limit: int | None = None) -> str:
+def _qualified(table: Table, column: str, source: str) -> str:
+    """`column`, or `alias.column` when `source` joins other tables to `table`."""
+    return f"{_alias(table.name, set())}.{column}" if " JOIN " in source else column
+
+
+def _join_sql(message: str, first: Table, second: Table, tables: list[Table] | None = None
+              ) -> str:
     """A GROUP BY over a foreign key between two mentioned tables, or empty if none links them."""
     link = next(((child, parent, col) for child, parent in ((second, first), (first, second))
                  for col, target, _ in child.refs if target == parent.name), None)
     if link is None:
         return ""
     child, parent, fk = link
-    return _grouped_sql(Reading(message, tables or [first, second]), parent, child, fk,
-                        limit=limit)
+    return _grouped_sql(Reading(message, tables or [first, second]), parent, child, fk)
 
 
 def _grouped_sql(reading: Reading, parent: Table, child: Table, fk: str, *,
@@ -787,17 +798,20 @@ def _ranked_sql(reading: Reading) -> str:
     if subject.column:
         # "which country has the most customers": the column's values, counted.
         table = group
-        amount = reading.measure(table) if thing.column in table.measures else ""
-        measure, alias = ((f"SUM({amount})", f"total_{amount}") if amount
+        amount = thing.column if thing.column in table.measures else ""
+        fn, word = ("AVG", "average") if AVERAGED.search(message) else ("SUM", "total")
+        measure, alias = ((f"{fn}({amount})", f"{word}_{amount}") if amount
                           else ("COUNT(*)", table.name))
-        conditions = reading.conditions(table)
-        return (f"SELECT {subject.column}, {measure} AS {alias} {reading.source(table, conditions)}"
-                f" GROUP BY {subject.column} ORDER BY {alias} {order} LIMIT {limit}")
+        source = reading.source(table, reading.conditions(table))
+        column = _qualified(table, subject.column, source)
+        measure = measure.replace(amount, _qualified(table, amount, source)) if amount else measure
+        return (f"SELECT {column}, {measure} AS {alias} {source}"
+                f" GROUP BY {column} ORDER BY {alias} {order} LIMIT {limit}")
     if thing.table == group.name and thing.column in group.measures:
         # "which employee has the lowest hourly rate": the row, by its own column.
-        conditions = reading.conditions(group)
-        return (f"SELECT {group.label}, {thing.column} {reading.source(group, conditions)} "
-                f"ORDER BY {thing.column} {order} LIMIT {limit}")
+        source = reading.source(group, reading.conditions(group))
+        label, column = (_qualified(group, c, source) for c in (group.label, thing.column))
+        return f"SELECT {label}, {column} {source} ORDER BY {column} {order} LIMIT {limit}"
     child = reading.tables[thing.table]
     fk = child.reference_to(group)
     if child is group or not fk:
@@ -810,9 +824,9 @@ def _aggregate_sql(reading: Reading, table: Table) -> str:
     narrows down to."""
     message = reading.message
     counted = COUNTED.search(message)
-    first = reading.after(counted.end()) if counted else None
+    first = reading.counted()
     measure = reading.measure(table)
-    if first is not None and first.column in table.measures and not first.value:
+    if first is not None and first.column in table.measures:
         measure, fn = first.column, "SUM"  # "how many hours …": the hours, added up
     elif counted:
         fn = "COUNT"
@@ -831,8 +845,7 @@ def _aggregate_sql(reading: Reading, table: Table) -> str:
         return f"SELECT COUNT(*) AS count {source}"
     if not measure:
         return ""
-    column = f"{_alias(table.name, set())}.{measure}" if " JOIN " in source else measure
-    return f"SELECT {fn}({column}) AS {fn.lower()}_{measure} {source}"
+    return f"SELECT {fn}({_qualified(table, measure, source)}) AS {fn.lower()}_{measure} {source}"
 
 
 def _lookup_sql(reading: Reading, table: Table) -> str:
@@ -842,8 +855,9 @@ def _lookup_sql(reading: Reading, table: Table) -> str:
         return ""
     asked = [c for c in table.columns if not _is_key(c) and _phrase(_words_of(c)).search(
         reading.message)]
-    columns = asked[:1] or _label_columns(table)
-    return f"SELECT {', '.join(columns)} {reading.source(table, conditions)}"
+    source = reading.source(table, conditions)
+    columns = [_qualified(table, c, source) for c in asked[:1] or _label_columns(table)]
+    return f"SELECT {', '.join(columns)} {source}"
 
 
 def sql_for(message: str, schema_text: str) -> str:
@@ -943,8 +957,12 @@ def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
     missing = [name for name in wanted if name not in known]
     if missing:
         return {"steps": [{"tool": "describe", "args": {"table": name}} for name in missing]}
-    # Nothing named by its table's words may still be named by a described column or value.
+    # Nothing named by its table's words may still be named by a described column or value;
+    # words the query would leave out may name a column of a table not described yet.
     sql = sql_for(task, described) if known else ""
+    rest = [name for name in names if name not in known]
+    if rest and (not sql or _unsaid(task, sql, [])):
+        return {"steps": [{"tool": "describe", "args": {"table": name}} for name in rest]}
     return {"steps": [{"tool": "query", "args": {"sql": sql}}] if sql else []}
 
 
@@ -1161,7 +1179,8 @@ QUESTION_FILLER = frozenset((
     "please tell me show give what whats s how many much who whose sum average mean largest "
     "biggest highest greatest maximum max smallest lowest least minimum min most fewest "
     "cheapest top amount value by per each one ones every kind up add adds added people "
-    "person someone anyone everyone company").split())
+    "person someone anyone everyone company since before after until during list show "
+    "find name names see").split())
 SQL_LITERAL = re.compile(r"'((?:[^']|'')*)'")
 SQL_WORD = re.compile(r"[A-Za-z]+|\d+")
 LIMIT = re.compile(r"\bLIMIT\s+(\d+)", re.I)
@@ -1195,7 +1214,9 @@ def _period(column: str, start: str, end: str) -> str:
             return f"{verb}in {MONTHS[m1 - 1].capitalize()} {y1}"
     if start and end:
         return f"{verb}from {start} to before {end}"
-    return f"{verb}from {start} on" if start else f"{verb}before {end}"
+    if start:
+        return f"{verb}since {start[:4]}" if start.endswith("-01-01") else f"{verb}from {start} on"
+    return f"{verb}before {end[:4]}" if end.endswith("-01-01") else f"{verb}before {end}"
 
 
 def _conditions(sql: str) -> tuple[list[str], list[str], bool]:
@@ -1272,8 +1293,11 @@ def count_sentence(question: str, sql: str, value: str) -> str:
     there = f"there {'is' if one else 'are'} {value} {phrase}"
     if not understood:
         return f"I counted {value} {phrase} matching your question."
-    if _unsaid(asked.group(1), sql, [*before, *after, plural, singular]):
-        return f"I could not count only the ones you asked about, but {there} in all."
+    unsaid = _unsaid(asked.group(1), sql, [*before, *after, plural, singular])
+    if unsaid:
+        # The count is of something else than was asked: no figure, it would pass for one.
+        return (f"I could not work out how to count only the ones you asked about "
+                f"({', '.join(unsaid)}), so I have no number for that.")
     return _cap(there) + "."
 
 
@@ -1292,8 +1316,10 @@ def aggregate_sentence(question: str, sql: str, value: str) -> str | None:
     said = f"the {_AGGREGATE_WORDS[found.group(1).upper()]} {_words_of(found.group(2))} of {phrase}"
     if not understood:
         return f"I worked out {said} matching your question: {value}."
-    if _unsaid(question, sql, [*before, *after]):
-        return f"I could not narrow it to all you asked, but {said} is {value}."
+    unsaid = _unsaid(question, sql, [*before, *after])
+    if unsaid:
+        return (f"I could not work out how to take only the ones you asked about "
+                f"({', '.join(unsaid)}), so I have no number for that.")
     return f"{_cap(said)} is {value}."
 
 
@@ -1368,7 +1394,9 @@ def interpret(parts: dict[str, str]) -> str:
                 0)
     question, sql = parts.get("question", ""), parts.get("sql", "")
     if not rows:
-        return "The query found nothing matching that."
+        # A sum over no rows is one empty (NULL) cell, which the table shows as no line.
+        return ((aggregate_sentence(question, sql, "") if len(header) == 1 else None)
+                or "The query found nothing matching that.")
     if len(rows) == 1 and len(header) == 1:
         value = rows[0][0]
         return (aggregate_sentence(question, sql, value) or lookup_sentence(sql, value)

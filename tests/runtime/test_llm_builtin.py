@@ -517,13 +517,18 @@ def test_interpret_rows_and_nothing():
     ("how many customers are named O'Neil?", " WHERE name = 'O''Neil'", 1,
      "There is 1 customer named O'Neil."),
     ("how many projects are late?", "", 300,
-     "I could not count only the ones you asked about, but there are 300 projects in all."),
+     "I could not work out how to count only the ones you asked about (late), so I have no "
+     "number for that."),
+    ("how many invoices will we send in 2031?",
+     " WHERE issued_on >= '2031-01-01' AND issued_on < '2032-01-01'", 0,
+     "The database has no invoices issued in 2031."),
     ("how many customers do we have in total?", "", 120, "There are 120 customers."),
 ])
 def test_interpret_a_count_says_what_was_counted(question, where, value, answer):
-    """A count names exactly the qualifiers its query filtered on, and never passes off an
-    unfiltered count as the answer to a qualified question."""
-    table = "customers" if "customer" in question else "projects"
+    """A count names exactly the qualifiers its query filtered on, says none as none, and
+    never passes off an unfiltered count as the answer to a qualified question: it gives
+    no number then (it would be a made-up figure for what was asked)."""
+    table = next(t for t in ("customers", "invoices", "projects") if t[:-1] in question)
     result = {"columns": ["count"], "rows": [[value]], "row_count": 1, "truncated": False}
     parts = {"question": question, "sql": f"SELECT COUNT(*) AS count FROM {table}{where}",
              "result": result_table(result)}
