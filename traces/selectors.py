@@ -113,6 +113,28 @@ class FrameComparison:
 
 
 @dataclass(frozen=True)
+class TruthNote:
+    """A message's data answer's truth, as its nodes recorded it."""
+
+    nodes: tuple[str, ...]
+    """The nodes that recorded it (the planner, the answerer)."""
+    outcome: str
+    """grounded, repaired, replaced (by the result's plain reading) or abstained."""
+    ungrounded: tuple[str, ...] = ()
+    """The words the model stated that the results did not hold."""
+    hints: tuple[str, ...] = ()
+    """The value hints the planner was given."""
+    misses: tuple[str, ...] = ()
+    """What the first query ignored of the question."""
+    repaired_from: str = ""
+    """The first query, when a repair replaced it."""
+    candidates: tuple[dict, ...] = ()
+    """The candidate queries with their votes."""
+    examples: tuple[str, ...] = ()
+    """The verified examples' questions the planner was shown."""
+
+
+@dataclass(frozen=True)
 class TracePage:
     """Everything the admin's trace page shows, fetched in a constant number of queries."""
 
@@ -139,6 +161,32 @@ class TracePage:
     def ticks(self) -> tuple[tuple[int, float], ...]:
         """(percent, ms) marks for the timeline's axis: 0, a quarter, ... the whole."""
         return tuple((pct, self.scale_ms * pct / 100) for pct in (0, 25, 50, 75, 100))
+
+    @property
+    def truth(self) -> TruthNote | None:
+        """What the message's data answer says of its truth (DESIGN.md §11): the grounding
+        outcome, the hints, the candidates and their votes, the examples; None when no node
+        answered from data (v3: the thinker plans, the interpreter answers)."""
+        grounding: dict = {}
+        linking: dict = {}
+        nodes = []
+        for detail in self.frames:
+            output = detail.record.output if isinstance(detail.record.output, dict) else {}
+            for key, found in (("grounding", grounding), ("linking", linking)):
+                if isinstance(output.get(key), dict):
+                    found.clear()
+                    found.update(output[key])
+                    nodes.append(detail.record.node)
+        if not grounding and not linking:
+            return None
+        return TruthNote(
+            nodes=tuple(dict.fromkeys(nodes)), outcome=str(grounding.get("outcome", "")),
+            ungrounded=tuple(grounding.get("repaired_ungrounded")
+                             or grounding.get("ungrounded") or ()),
+            hints=tuple(linking.get("hints") or ()), misses=tuple(linking.get("misses") or ()),
+            repaired_from=str(linking.get("repaired_from") or ""),
+            candidates=tuple(c for c in linking.get("candidates") or () if isinstance(c, dict)),
+            examples=tuple(linking.get("examples") or ()))
 
     @property
     def tokens(self) -> int:

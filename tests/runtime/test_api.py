@@ -620,3 +620,15 @@ def test_a_token_never_starts_with_a_dash(ada, monkeypatch):
     monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda n: next(draws))
     _, raw = token_create(user=ada, name="cli")
     assert raw == "fine-token"
+
+
+def test_trace_carries_the_truth_of_a_data_answer(ada):
+    """/api/trace has, in the answering node's output, the grounding outcome, and in the
+    planner's, the hints (DESIGN.md §11: the trace says what happened)."""
+    client = client_for(ada)
+    message_id = post(client, "/api/send", {"text": "how many overdue invoices are there?"}
+                      ).json()["id"]
+    frames = client.get("/api/trace", {"id": message_id}).json()["frames"]
+    outputs = {f["node"]: f["output"] for f in frames}
+    assert outputs["interpreter"]["grounding"] == {"outcome": "grounded"}
+    assert outputs["thinker"]["linking"]["hints"] == ["'overdue' is a value of invoices.status"]

@@ -482,3 +482,25 @@ def test_the_trace_list_shows_the_message_and_its_failure_first(admin_client, co
     columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', header)
     assert columns[:3] == ["created", "message_text", "error_marker"], columns
     assert columns[-4:] == ["frames", "ms", "tokens", "cost_usd"]
+
+
+def test_trace_page_says_what_the_grounding_check_found(admin_client, conversation):
+    """A data answer's page shows its truth: the grounding outcome and the value hints its
+    planner was given (from the frames' outputs, as /api/trace has them)."""
+    from tests.helpers import send
+
+    result = send(conversation.id, "how many open invoices are there?")
+    trace = MessageTrace.objects.get(message_id=result.trace.message_id)
+    page = admin_client.get(page_url(trace)).content.decode()
+    truth = page.split('id="truth"', 1)[1].split("</td>", 1)[0]
+    assert "<strong>grounded</strong>" in truth
+    assert "hints: &#x27;open&#x27; is a value of invoices.status" in truth
+
+
+def test_trace_page_of_small_talk_has_no_truth_row(admin_client, conversation):
+    """A message that answered from no data has nothing to say about truth."""
+    from tests.helpers import send
+
+    result = send(conversation.id, "hello")
+    trace = MessageTrace.objects.get(message_id=result.trace.message_id)
+    assert 'id="truth"' not in admin_client.get(page_url(trace)).content.decode()

@@ -90,14 +90,15 @@ class ThinkerNode(Node):
                 # counter" planned as a query): not a database change to refuse.
                 query.sql = ""
             if query.sql:
-                return await self._run_tool(ctx, "query_db", query.sql, seen,
-                                            linking=query.as_dict())
+                return await self._run_tool(ctx, "query_db", query.sql, seen, linking={
+                    "hints": seen["hints"], **query.as_dict()})
             if link is None or link.asks_for_data:
                 # A data question with no query is not answered from the model's head.
                 await ctx.delta(NOT_CHECKED)
                 return NodeResult(
                     output={"tool_used": False, "answer": NOT_CHECKED, "buttons": [],
-                            "grounding": {"outcome": ABSTAINED}, "linking": query.as_dict()},
+                            "grounding": {"outcome": ABSTAINED},
+                            "linking": {"hints": seen["hints"], **query.as_dict()}},
                     decision="abstain (no query)", seen=seen)
             # No usable query for what is not a data question (a small model often plans
             # "what is my name?" as a query): answer without the database instead.
