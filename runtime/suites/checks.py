@@ -217,7 +217,9 @@ def figure_matches(sql: str, outcome: Outcome, *, database: ReferenceDatabase | 
     try:
         result = (database or ErasDatabase.from_settings()).query(sql)
     except AgentError as exc:
-        return False, f"the reference query failed (fix the suite): {exc} | {sql}"
+        # The suite's query is wrong, or this runner's eras database is not the agent's.
+        return False, (f"the reference query failed (check the suite's query and this "
+                       f"runner's ERAS_DATABASE_URL): {exc} | {sql}")
     row = tuple(result.rows[0]) if result.rows else ()
     cells = tuple(cell for cell in row if cell is not None)
     figures = figures_in(answer)

@@ -68,6 +68,21 @@ def test_a_failing_check_is_reported_over_the_server(server, token, tmp_path):
     assert output.rstrip().endswith("1 passed, 1 failed"), output
 
 
+def test_truth_checks_read_the_runners_own_database_over_the_server(server, token, tmp_path,
+                                                                   settings, eras_path):
+    """With --server, a `figure matches` reference runs on this runner's eras database (here
+    the same demo data as the server's), and a made-up figure is counted."""
+    settings.ERAS_DATABASE_URL = f"sqlite:///{eras_path}"
+    suite = tmp_path / "truth.md"
+    suite.write_text("# Truth\ngraph: v4-eras\n\n## Count\n> send: how many customers are there?"
+                     "\n- figure matches: SELECT COUNT(*) FROM customers\n- no figure\n",
+                     encoding="utf-8")
+    output = runtests(str(suite), "--server", server.url, "--token", token, "--fail-under", "0")
+    assert "PASS  Count › figure matches: SELECT COUNT(*) FROM customers" in output
+    assert "WRONG FIGURE: the answer states 120" in output
+    assert output.rstrip().splitlines()[-2:] == ["wrong figures: 1", "1 passed, 1 failed"]
+
+
 def test_a_bad_token_or_no_server_is_a_clear_command_error(server):
     """A refused token and an unreachable server stop the run before any suite."""
     with pytest.raises(CommandError, match=r"answered 401: .*(token|unknown)"):

@@ -125,7 +125,8 @@ def test_a_reference_query_that_fails_fails_the_check():
     """A reference that cannot run is the suite's bug: a failed check that says so, whatever
     the answer states, never a pass."""
     passed, detail = figure("SELECT COUNT(*) FROM unicorns", "There are no unicorns.")
-    assert not passed and detail.startswith("the reference query failed (fix the suite): ")
+    assert not passed and detail.startswith("the reference query failed (check the suite's "
+                                            "query and this runner's ERAS_DATABASE_URL): ")
     assert "unicorns" in detail
     refused = figure("SELECT 1; DELETE FROM customers", "1")
     assert not refused[0] and "the reference query failed" in refused[1]
