@@ -29,6 +29,7 @@ HTTP_STATUS: dict[str, int] = {
     "replay_impossible": 409,
     "replay_diverged": 409,
     "freeze_impossible": 409,
+    "nothing_to_verify": 409,
     "too_large": 413,
     # Our side failed; the message says what, the server log has the traceback.
     "internal": 500,

@@ -118,13 +118,8 @@ def evaluate(check: Check, outcome: Outcome, *, database: ReferenceDatabase | No
     """
     kind, values = check.kind, check.values
     answer = outcome.answer
-    if kind == "figure matches":
-        return figure_matches(values[0], outcome, database=database)
-    if kind in ("no figure", "abstains"):
-        return no_figure(outcome, abstain=kind == "abstains")
-    if kind == "response is not an echo":
-        echo = echoes(outcome.message, answer)
-        return not echo, f"answer: {answer!r}" + (" (it restates the message)" if echo else "")
+    if kind in TRUTH_CHECKS:
+        return evaluate_truth(check, outcome, database=database)
     if kind == "response contains":
         ok = any(v.lower() in answer.lower() for v in values)
         return ok, f"answer: {answer!r}"
@@ -174,6 +169,22 @@ def evaluate(check: Check, outcome: Outcome, *, database: ReferenceDatabase | No
 
 
 # --- truth checks --------------------------------------------------------------------------
+
+TRUTH_CHECKS = ("figure matches", "no figure", "abstains", "response is not an echo")
+"""The checks on what an answer says is true, whatever its wording."""
+
+
+def evaluate_truth(check: Check, outcome: Outcome, *, database: ReferenceDatabase | None = None
+                   ) -> tuple[bool, str]:
+    """A truth check (TRUTH_CHECKS) as `evaluate` answers it."""
+    if check.kind == "figure matches":
+        return figure_matches(check.values[0], outcome, database=database)
+    if check.kind in ("no figure", "abstains"):
+        return no_figure(outcome, abstain=check.kind == "abstains")
+    echo = echoes(outcome.message, outcome.answer)
+    return not echo, f"answer: {outcome.answer!r}" + (" (it restates the message)" if echo
+                                                      else "")
+
 
 def _show(cell: Any) -> str:
     """A reference cell as the detail shows it (a float without its noise)."""

@@ -1,6 +1,7 @@
 """The hot path's budget: what one message costs the database, counted (never timed).
 
-A message answered in this process costs three database calls on its own path:
+A message answered in this process costs three database calls on its own path (a data
+question one read more, its verified examples):
 its owner's quotas admit it in one transaction (none while every quota is off),
 it starts in one (busy flag, situation, state, graph) and ends in one (turn,
 trace, flag release, its last events). The event log's writer stores the
@@ -32,7 +33,10 @@ def test_a_message_costs_three_database_calls_and_three_write_transactions(
     with database_use() as use:
         message_id = async_to_sync(message_submit)(conversation_id=conversation.id, text=text,
                                                    inline=True).message_id
-    assert use.hops(besides=WRITER) == ["quota_admit", "turn_begin", "_persist"]
+    # A data question also reads the verified examples most like it, for its planner (one
+    # read, no write: runtime.agent.linking.verified_examples).
+    reads = ["examples_similar"] if frames == 5 else []
+    assert use.hops(besides=WRITER) == ["quota_admit", "turn_begin", *reads, "_persist"]
     assert (use.writes["quota_admit"], use.writes["turn_begin"], use.writes["_persist"]) == (
         1, 1, 1)
     # Admit (the owner's quotas, on by default): the owner and their own limits read, the
@@ -44,6 +48,7 @@ def test_a_message_costs_three_database_calls_and_three_write_transactions(
     assert use.statements["quota_admit"] == 6
     assert use.statements["turn_begin"] == 4 and use.statements["_persist"] == 6
     assert set(use.writes) <= {"quota_admit", "turn_begin", "_persist", *WRITER}
+    assert use.writes["examples_similar"] == 0
     # A message shorter than the writer's gathering time (FLUSH_S) is stored by its turn
     # alone; one on a slow machine may give the writer one batch.
     assert use.writes["chat_events_store"] <= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 from runtime.agent import machines as m
@@ -23,7 +24,7 @@ from runtime.agent.linking import (
 from runtime.agent.memory import memory_normalize
 from runtime.agent.speech import parse_answer, speak
 from runtime.engine.node import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
-from runtime.errors import DatabaseToolError, LLMError
+from runtime.errors import DatabaseToolError, LLMError, LLMTimeout
 from runtime.wire import HudEventType
 
 _FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
@@ -49,6 +50,14 @@ def _sql_or_nothing(ctx: NodeContext, sql: str) -> str:
     if bare:
         ctx.note_fallback("no query", f"the model wrote {bare[:80]!r}, not a query")
     return ""
+
+
+def _model_failure(ctx: NodeContext) -> LLMError:
+    """The error a query could not be written for: every model call failed."""
+    why = ctx.calls[-1].error or "the model failed"
+    if ctx.env.deadline is not None and time.monotonic() >= ctx.env.deadline:
+        return LLMTimeout(why)
+    return LLMError(why)
 
 
 class ThinkerNode(Node):
@@ -92,6 +101,8 @@ class ThinkerNode(Node):
             if query.sql:
                 return await self._run_tool(ctx, "query_db", query.sql, seen, linking={
                     "hints": seen["hints"], **query.as_dict()})
+            if ctx.calls and all(c.outcome == "error" for c in ctx.calls):
+                raise _model_failure(ctx)  # no model to write a query: told as such
             if link is None or link.asks_for_data:
                 # A data question with no query is not answered from the model's head.
                 await ctx.delta(NOT_CHECKED)
