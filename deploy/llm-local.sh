@@ -27,6 +27,7 @@
 #
 # Environment (all optional): LLM_LOCAL_MODEL (0.5b or 1.5b; default 0.5b), LLM_TOOLS
 # (true|false: overrides the model's tools profile, to measure the other way),
+# LLM_CANDIDATES (1..5: overrides the model's candidate queries per data question),
 # LLM_PORT (8090), LLM_HOST (127.0.0.1), LLM_CTX (4096), LLM_THREADS (2), LLM_PARALLEL (1),
 # LLM_WAIT_TIMEOUT (120, seconds, --background), LLM_DIR (var/llm), PYTHON (python3).
 set -euo pipefail
@@ -50,6 +51,9 @@ select_model() {
             MODEL_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
             MODEL_PARTS_DIR="model-parts"
             MODEL_TOOLS=false   # JSON instead of native tools: with tools it plans worse (README)
+            # Three candidate queries voted on by their results (README: Truthful answers).
+            MODEL_CANDIDATES=3
+            MODEL_DEADLINE_S=60
             ;;
         1.5b)
             # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (GGUF file type 15): 1117320768 bytes.
@@ -62,6 +66,9 @@ select_model() {
             # JSON too: native tool calls come back, but the director's required call runs
             # on (plan, then machine/add_state calls until max_tokens; README). true to try.
             MODEL_TOOLS=false
+            # Three times slower than the 0.5B: one candidate, and a longer deadline.
+            MODEL_CANDIDATES=1
+            MODEL_DEADLINE_S=120
             ;;
         *)
             die "unknown model '$1': LLM_LOCAL_MODEL (make: MODEL=) must be one of: $MODEL_CHOICES" ;;
@@ -122,6 +129,11 @@ configure() {
         true|false) MODEL_TOOLS="$LLM_TOOLS" ;;
         *) die "LLM_TOOLS must be true or false (unset: the model's profile, $MODEL_TOOLS), not '$LLM_TOOLS'" ;;
     esac
+    case "${LLM_CANDIDATES:-}" in
+        "") ;;
+        [1-5]) MODEL_CANDIDATES="$LLM_CANDIDATES" ;;
+        *) die "LLM_CANDIDATES must be 1 to 5 (unset: the model's profile, $MODEL_CANDIDATES), not '$LLM_CANDIDATES'" ;;
+    esac
     case "$PORT" in ''|*[!0-9]*) die "LLM_PORT must be a number, not '$PORT'" ;; esac
     case "$HOST" in ''|*[!A-Za-z0-9.:-]*) die "LLM_HOST must be a host name or an address, not '$HOST'" ;; esac
     MODEL_FILE="$LLM_DIR/models/$MODEL_ALIAS.gguf"
@@ -138,6 +150,8 @@ print_vars() {
     echo "LLM_API_KEY=local"
     echo "LLM_MODEL=$MODEL_ALIAS"
     echo "LLM_MODEL_CAPABILITIES='{\"$MODEL_ALIAS\": {\"tools\": $MODEL_TOOLS}}'"
+    echo "AGENTSITE_QUERY_CANDIDATES=$MODEL_CANDIDATES"
+    echo "AGENTSITE_MESSAGE_DEADLINE_S=$MODEL_DEADLINE_S"
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }

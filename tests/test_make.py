@@ -102,7 +102,8 @@ def test_setup_leaves_static_files_that_work_with_debug_off(tmp_path):
 
 ALIASES = {"0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m", "1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m"}
 DUMP_ENV = ("python3 -c 'import json, os; "
-            "print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(\"LLM_\")}))'")
+            "print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(\"LLM_\")"
+            " or k.startswith(\"AGENTSITE_\")}))'")
 
 
 def printed_vars(*args: str) -> dict[str, str]:
@@ -111,7 +112,8 @@ def printed_vars(*args: str) -> dict[str, str]:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split("=", 1)[0] for line in lines] == [
-        "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL", "LLM_MODEL_CAPABILITIES"]
+        "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL", "LLM_MODEL_CAPABILITIES",
+        "AGENTSITE_QUERY_CANDIDATES", "AGENTSITE_MESSAGE_DEADLINE_S"]
     return dict(shlex.split(line)[0].split("=", 1) for line in lines)
 
 
@@ -156,6 +158,22 @@ def test_the_0_5b_keeps_json_and_llm_tools_overrides_the_profile():
     assert json.loads(printed["LLM_MODEL_CAPABILITIES"]) == {ALIASES["0.5b"]: {"tools": True}}
     lines = make("-n", "test-real", "LLM_TOOLS=true").stdout.splitlines()
     assert environment_of(lines[recipe_line(lines, "runtests")], RUNTESTS) == printed
+
+
+def test_the_profile_sets_candidate_queries_and_the_deadline_per_model():
+    """The 0.5B votes over three candidate queries in 60 s; the 1.5B, three times slower,
+    writes one in 120 s; LLM_CANDIDATES overrides the count, in test-real too."""
+    small, large = printed_vars(), printed_vars("MODEL=1.5b")
+    assert (small["AGENTSITE_QUERY_CANDIDATES"], small["AGENTSITE_MESSAGE_DEADLINE_S"]) == (
+        "3", "60")
+    assert (large["AGENTSITE_QUERY_CANDIDATES"], large["AGENTSITE_MESSAGE_DEADLINE_S"]) == (
+        "1", "120")
+    one = printed_vars("LLM_CANDIDATES=1")
+    assert one["AGENTSITE_QUERY_CANDIDATES"] == "1"
+    lines = make("-n", "test-real", "LLM_CANDIDATES=1").stdout.splitlines()
+    assert environment_of(lines[recipe_line(lines, "runtests")], RUNTESTS) == one
+    refused = make("-s", "llm-local", "LLM_ARGS=--print-vars", "LLM_CANDIDATES=9")
+    assert refused.returncode != 0 and "LLM_CANDIDATES must be 1 to 5" in refused.stderr
 
 
 def test_model_1_5b_is_served_and_measured_as_the_1_5b():
