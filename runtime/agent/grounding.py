@@ -20,7 +20,7 @@ stated figure, present in the result, is attached to the wrong name.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,10 @@ GROUNDED, REPAIRED, REPLACED, ABSTAINED = "grounded", "repaired", "replaced", "a
 """A data answer's grounding outcomes, as the trace names them."""
 NOT_CHECKED = "I haven't checked that in the database, so I can't give you a figure for it."
 """What a data question that reached no query is answered: an honest abstention."""
+NO_EXACT_QUERY = ("I could not find a way to look up exactly that in the database, so I have "
+                  "no figure for it. Could you ask it another way?")
+"""What a data question is answered when the query it got ignores what it names (a filter,
+its table): an honest abstention instead of that query's figure."""
 REPAIR_INSTRUCTION = (
     "Your last answer stated {missing}, which the result does not contain. Answer the "
     "question again in one or two plain sentences, using only numbers and names that appear "
@@ -99,6 +103,23 @@ def given_words(ctx: NodeContext, *more: str) -> list[str]:
     remembered = [str(memory.get(k) or "") for k in ("user_name", "topic", "situation")]
     remembered.extend(str(f) for f in memory.get("facts") or ())
     return [ctx.turn.message, *remembered, *more]
+
+
+def figures_vet(ctx: NodeContext, *given: str) -> Callable[[str], str]:
+    """For an answer to a question written without a query (small talk, the user's own
+    memory, a machine): one that states a figure nothing gave (the message, memory, the
+    conversation, the machines: `given`) is replaced by NOT_CHECKED, so a figure never
+    comes from the model's head ("The company owns 10 cars.")."""
+    evidence = Evidence.of([], [*given_words(ctx), *given])
+
+    def vet(answer: str) -> str:
+        made_up = [f.text for f in figures_in(answer) if not _figure_held(f, evidence.numbers)]
+        if not made_up:
+            return answer
+        ctx.note_fallback("no figure", f"the answer stated {', '.join(made_up)} with no "
+                          "query behind it")
+        return NOT_CHECKED
+    return vet
 
 
 def _lower_words(text: str) -> set[str]:

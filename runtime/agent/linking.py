@@ -51,10 +51,16 @@ class Linked:
     asks: bool = False
     """The message is a question or request (not a statement)."""
 
+    future_years: tuple[int, ...] = ()
+    """Years the question names that have not come yet (the data cannot hold them)."""
+    machine_words: tuple[str, ...] = ()
+    """Words of the message that ask for a UI machine (counter, switch, checklist)."""
+
     @property
     def names_data(self) -> bool:
-        """The message names a table, or a value written as a name (Germany, Design)."""
-        return bool(self.named or any(h.value[:1].isupper() for h in self.hints))
+        """The message names a table of the domain (by its name or a usual word for it); a
+        value alone ("the weather in Paris") does not make it a data question."""
+        return bool(self.named)
 
     @property
     def asks_for_data(self) -> bool:
@@ -79,37 +85,80 @@ class Linked:
         return [t for t in self.tables if t in wanted]
 
 
-def link(question: str, db: ErasDatabase) -> Linked:
-    """What `question` names in `db` (blocking: reads the tables and the value index)."""
+_YEAR = re.compile(r"\b(19|20|21)\d\d\b")
+_MACHINE_WORDS = re.compile(r"\b(counter|switch|toggle|checklist|check list|to-?do list|"
+                            r"wizard|tally)\b", re.IGNORECASE)
+
+
+def asks(message: str) -> bool:
+    """Whether a message is a question or a request, not a statement."""
+    return bool(_ASKS.search(message))
+
+
+def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Linked:
+    """What `question` names in `db` (blocking: reads the tables and the value index);
+    `this_year`: the years after it are the future."""
     tables = db.tables()
-    return Linked(tables=tuple(tables), named=tuple(tables_named(question, tables)),
-                  hints=tuple(value_index(db).hints(question)),
-                  asks=bool(_ASKS.search(question)))
+    index = value_index(db)
+    years = sorted({int(m.group(0)) for m in _YEAR.finditer(question)})
+    named = set(tables_named(question, tables)) | set(index.tables_by_column(question))
+    return Linked(tables=tuple(tables), named=tuple(t for t in tables if t in named),
+                  hints=tuple(index.hints(question)), asks=asks(question),
+                  future_years=tuple(y for y in years if this_year and y > this_year),
+                  machine_words=tuple(m.group(0).lower()
+                                      for m in _MACHINE_WORDS.finditer(question)))
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
     """`link` for a node, off the event loop; None when the database cannot be read."""
     try:
-        return await asyncio.to_thread(link, question, ctx.env.database())
+        return await asyncio.to_thread(link, question, ctx.env.database(),
+                                       this_year=ctx.turn.now.year)
     except DatabaseToolError:
         return None
 
 
 def query_misses(sql: str, linked: Linked, dialect: str = "sqlite") -> list[str]:
     """What the question names that `sql` does not use, as hints for a repair."""
-    try:
-        used = set(guard_sql(sql, dialect=dialect).tables)
-    except DatabaseToolError:
+    used = _tables_used(sql, dialect)
+    if used is None:
         return []  # the guard's own refusal is reported elsewhere
-    lowered = sql.lower()
     misses = [f"the question is about {table}, but the query does not use that table"
               for table in linked.named if table not in used
               and not any(h.table == table for h in linked.hints)]
-    for hint in linked.hints:
-        if f"'{hint.value.lower()}'" not in lowered:
-            misses.append(f"{hint.as_text()}: filter on {hint.table}.{hint.column} = "
-                          f"'{hint.value}'")
-    return misses
+    return misses + _values_missed(sql, linked)
+
+
+def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> list[str]:
+    """Why `sql` cannot be the answer to the question at all: a value the question names
+    that it does not filter on ("overdue invoices" counted whole), or none of the tables the
+    question names used ("employees" counted in customers). Empty when it may be."""
+    used = _tables_used(sql, dialect)
+    if used is None:
+        return []
+    wanted = set(linked.named) | {h.table for h in linked.hints}
+    off = _values_missed(sql, linked)
+    off.extend(f"the question is about {year}, which has not come yet"
+               for year in linked.future_years)
+    if not linked.named:
+        off.append("the question names no table of the database")
+    if wanted and not used & wanted:
+        off.append(f"the query uses none of {', '.join(sorted(wanted))}")
+    return off
+
+
+def _tables_used(sql: str, dialect: str) -> set[str] | None:
+    try:
+        return set(guard_sql(sql, dialect=dialect).tables)
+    except DatabaseToolError:
+        return None
+
+
+def _values_missed(sql: str, linked: Linked) -> list[str]:
+    literals = [text.lower() for text in re.findall(r"'((?:[^']|'')*)'", sql)]
+    return [f"{hint.as_text()}: filter on {hint.table}.{hint.column} = '{hint.value}'"
+            for hint in linked.hints
+            if not any(hint.value.lower() in literal for literal in literals)]
 
 
 @dataclass
@@ -220,6 +269,9 @@ class QueryChoice:
     """The candidates voted on (none when the node writes one)."""
     examples: list[str] = field(default_factory=list)
     """The questions of the verified examples the planner was shown."""
+    off_question: list[str] = field(default_factory=list)
+    """Why the query chosen cannot answer the question (`query_off_question`): the node
+    then abstains instead of answering with its figure."""
 
     def as_dict(self) -> dict[str, Any]:
         """For the node's output (and so the trace and /api/trace)."""
@@ -232,9 +284,13 @@ class QueryChoice:
             data["candidates"] = [c.as_dict() for c in self.candidates]
         if self.examples:
             data["examples"] = self.examples
+        if self.off_question:
+            data["off_question"] = self.off_question
         return data
 
 
+EXAMPLE_SHOWN = 0.5
+"""A verified example less alike than this to the question is not shown to the planner."""
 EXAMPLE_TRUST = 0.75
 """A verified example at least this alike to the question joins the vote as a candidate
 worth two (a person checked its SQL); below, it is only shown to the planner."""
@@ -248,7 +304,11 @@ async def verified_examples(ctx: Any, question: str) -> tuple[Example, ...]:
         identity = database_identity(ctx.env.database())
     except DatabaseToolError:
         return ()
-    return tuple(await ctx.env.examples(identity, question))
+    found = await ctx.env.examples(identity, question)
+    terms = question_terms(question)
+    # A small model copies an example's SQL: only one about the same thing is shown.
+    return tuple(e for e in found
+                 if similarity(terms, question_terms(e.question)) >= EXAMPLE_SHOWN)
 
 
 def examples_text(examples: Sequence[Example]) -> str:
@@ -286,10 +346,11 @@ async def query_chosen(ctx: Any, first: str, *, link: Linked | None,
     trusted = trusted_example(question, examples)
     if trusted is not None:
         sqls.extend((trusted.sql, trusted.sql))
-    if len(sqls) <= 1:
-        return choice
-    choice.candidates = await candidates_run(ctx, sqls, link)
-    best = vote(choice.candidates)
-    if best is not None:
-        choice.sql = best.sql
+    if len(sqls) > 1:
+        choice.candidates = await candidates_run(ctx, sqls, link)
+        best = vote(choice.candidates)
+        if best is not None:
+            choice.sql = best.sql
+    if choice.sql and link is not None and not (trusted and choice.sql == trusted.sql):
+        choice.off_question = query_off_question(choice.sql, link, link_dialect(ctx))
     return choice

@@ -138,19 +138,24 @@ def parse_answer(text: str) -> tuple[str, list[dict[str, Any]], tuple[str, str] 
 
 
 async def speak(ctx: Any, prompt_text: str, *, prompt: str = "prompt", fallback: str,
-                max_tokens: int | None = None, fallback_on_error: bool = False
-                ) -> tuple[str, list[dict[str, Any]]]:
+                max_tokens: int | None = None, fallback_on_error: bool = False,
+                vet: Callable[[str], str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     """Stream a prose answer to the user through an AnswerStream; (answer, buttons).
 
     When the model's answer is not for a person (JSON, SQL, a tool line),
     `fallback` is said instead and the node records the fallback; the trace
     keeps the model's answer. A failed call raises (the message then fails with
     a clear sentence), unless `fallback_on_error` says the fallback is a real
-    answer (a result read out plainly) and nothing was shown yet.
+    answer (a result read out plainly) and nothing was shown yet. `vet`: the answer is
+    held whole and shown only as `vet(answer)` returns it (an answer to a question that
+    states a figure nothing gave is replaced: runtime.agent.grounding.figures_vet).
     """
     message = str(getattr(getattr(ctx, "turn", None), "message", "") or "")
-    stream = AnswerStream(ctx.delta, hold=(lambda text: may_echo(message, text))
-                          if message else None)
+    if vet is not None:
+        hold: Callable[[str], bool] | None = lambda text: True  # noqa: E731
+    else:
+        hold = (lambda text: may_echo(message, text)) if message else None
+    stream = AnswerStream(ctx.delta, hold=hold)
     started = False
 
     async def on_piece(piece: str) -> None:
@@ -180,6 +185,8 @@ async def speak(ctx: Any, prompt_text: str, *, prompt: str = "prompt", fallback:
     if held:
         if echoes(message, answer):
             answer, buttons = await _echo_repaired(ctx, prompt_text, prompt, answer, kwargs)
+        if vet is not None and (vetted := vet(answer)) != answer:
+            answer, buttons = vetted, []
         await ctx.delta(answer)
     return answer, buttons
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from runtime.domain.database import ErasDatabase
 
+GENERAL_COLUMNS = frozenset({"id", "name", "status", "note", "description", "type", "created_on"})
+"""Column names too general to say which table a question is about."""
 MAX_VALUES = 30
 """A text column with more distinct values than this is not indexed (names, notes)."""
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "")
@@ -59,6 +61,15 @@ class ValueIndex:
 
     values: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     """table -> column -> its distinct values, sorted."""
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """table -> the names of its columns that a question may use as words (no keys, none
+    as general as `name` or `status`)."""
+
+    def tables_by_column(self, question: str) -> list[str]:
+        """The tables whose own column words the question uses ("hourly rate", "budget")."""
+        text = " " + _words(question) + " "
+        return [table for table, columns in self.columns.items()
+                if any(f" {_words(c)} " in text for c in columns)]
 
     def of(self, table: str) -> dict[str, tuple[str, ...]]:
         """A table's indexed columns and their values."""
@@ -138,7 +149,15 @@ def build_value_index(db: ErasDatabase) -> ValueIndex:
     from runtime.domain.database import quoted
 
     values: dict[str, dict[str, tuple[str, ...]]] = {}
-    for schema in db.describe_all(with_values=False):
+    columns: dict[str, tuple[str, ...]] = {}
+    schemas = db.describe_all(with_values=False)
+    shared = {c.name for s in schemas for c in s.columns for t in schemas
+              if t is not s and c.name in {d.name for d in t.columns}}
+    for schema in schemas:
+        # A column word names its table only when no other table has that column.
+        columns[schema.name] = tuple(
+            c.name for c in schema.columns if not c.primary_key and not c.references
+            and c.name not in shared and c.name not in GENERAL_COLUMNS)
         for column in schema.columns:
             if column.primary_key or column.references:
                 continue
@@ -151,4 +170,4 @@ def build_value_index(db: ErasDatabase) -> ValueIndex:
             if not found or len(found) > MAX_VALUES or any(_DATE_LIKE.match(v) for v in found):
                 continue
             values.setdefault(schema.name, {})[column.name] = tuple(found)
-    return ValueIndex(values=values)
+    return ValueIndex(values=values, columns=columns)

@@ -51,14 +51,15 @@ def test_tables_are_named_by_their_words(question, named):
     ("how many customers are in Berlin?", True),
     ("list the projects on hold", True),
     ("how many people work in Design?", True),
-    ("what about Germany?", True),
+    ("what about Germany?", False),  # a value alone: "the weather in Paris" is no data
+    ("how many invoices will we send in 2031?", True),
     ("give me a counter", False),
     ("what is my name?", False),
     ("I love my customers", False),  # a statement, not a question
     ("can you open a checklist?", False),  # 'open' alone is a word, not a question of data
 ])
 def test_a_data_question_names_a_table_or_a_proper_value(eras, message, data):
-    """The code half of "is this a data question"."""
+    """The code half of "is this a data question": a question that names a table."""
     assert link(message, eras).asks_for_data is data
 
 
@@ -71,6 +72,25 @@ def test_query_misses_name_what_the_question_asked_for(eras):
     linked = link("how many projects are there?", eras)
     assert query_misses("SELECT COUNT(*) FROM invoices", linked) == [
         "the question is about projects, but the query does not use that table"]
+
+
+def test_a_query_is_off_the_question_when_it_cannot_be_its_answer(eras):
+    """A named value it does not filter on, none of the named tables used, or a year that
+    has not come: its figure would answer another question."""
+    from runtime.agent.linking import query_off_question
+
+    linked = link("how many projects have been completed?", eras, this_year=2026)
+    assert query_off_question("SELECT COUNT(*) FROM customers", linked) == [
+        "'completed' is a value of projects.status: filter on projects.status = 'completed'",
+        "the query uses none of projects"]
+    assert query_off_question(
+        "SELECT COUNT(*) FROM projects WHERE status LIKE '%completed%'", linked) == []
+    linked = link("how many hours were logged by people?", eras, this_year=2026)
+    assert query_off_question("SELECT SUM(hours) FROM time_entries", linked) == []
+    future = link("how many invoices will we send in 2031?", eras, this_year=2026)
+    assert query_off_question(
+        "SELECT COUNT(*) FROM invoices WHERE issued_on LIKE '2031%'", future) == [
+        "the question is about 2031, which has not come yet"]
 
 
 def test_the_vote_goes_to_the_result_most_candidates_agree_on():
@@ -174,3 +194,43 @@ def test_linked_needs_are_all_tables_when_the_question_names_none(eras):
     """A question that names nothing gets every table (the planner picks)."""
     linked = Linked(tables=tuple(TABLES), named=(), hints=())
     assert linked.needed(eras.describe_all()) == TABLES
+
+
+def test_the_director_makes_no_counter_of_a_data_question(graphs):
+    """"How many ..." read as a counter request by a small model: a question naming the
+    domain and no machine is a query, and the counter is not made."""
+    model = ScriptedModel('{"goal": "present the new counter", "plan": "answer", '
+                          '"machine": "counter", "machine_action": "create", "tool_calls": []}',
+                          tools=False)
+    result, *_ = run_node(DirectorNode, "director",
+                          message="how many customers do we have in the Public Sector?",
+                          llm=model)
+    assert result.output["plan"] == "query" and result.output["tool_calls"] == []
+
+
+def test_a_plain_answer_to_a_question_states_no_figure_from_the_models_head(graphs):
+    """A question no query answers ("how many cars ...") answered with a made-up figure is
+    held and replaced by "I haven't checked"; a figure the user gave may be said back."""
+    result, ctx, _, deltas = run_node(
+        ThinkerNode, "thinker", message="how many cars does the company own?",
+        llm=ScriptedModel("The company owns 10 cars."),
+        outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
+    assert deltas == [NOT_CHECKED] and result.output["answer"] == NOT_CHECKED
+    assert "no figure" in ctx.fallback
+    result, _, _, deltas = run_node(
+        ThinkerNode, "thinker", message="is 12 a lucky number?",
+        llm=ScriptedModel("Many people think 12 is lucky!"),
+        outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
+    assert deltas == ["Many people think 12 is lucky!"]
+
+
+def test_a_question_about_a_future_year_abstains(graphs):
+    """The data holds what has happened: a count for 2031 is no answer, whatever it is."""
+    result, _, deltas = query_plan(
+        "how many invoices will we send in 2031?",
+        '{"sql": "SELECT COUNT(*) FROM invoices WHERE issued_on LIKE \'2031%\'"}',
+        '{"sql": "SELECT COUNT(*) FROM invoices WHERE issued_on LIKE \'2031%\'"}')
+    assert result.output["tool_used"] is False
+    assert result.output["linking"]["off_question"] == [
+        "the question is about 2031, which has not come yet"]
+    assert "no figure" in deltas[0]

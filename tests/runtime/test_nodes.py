@@ -281,12 +281,23 @@ def test_thinker_never_streams_json_or_sql_as_the_answer(graphs):
         assert ctx.calls[0].answer == leak  # the trace keeps what the model said
 
 
+def test_memorizer_keeps_only_facts_the_users_message_says(graphs):
+    """A fact copied from the answer ("120 projects have been completed") is dropped: a
+    remembered figure would ground that figure in every later answer."""
+    update = {"new_facts": ["120 projects that have been completed", "sister lives in Oslo"]}
+    result, *_ = run_node(MemorizerNode, "memorizer",
+                          message="my sister lives in Oslo. how many projects are done?",
+                          llm=ScriptedModel(json.dumps(update)), memory=memory_empty())
+    assert result.output["memory"]["facts"] == ["sister lives in Oslo"]
+    assert result.output["dropped_facts"] == ["120 projects that have been completed"]
+
+
 def test_memorizer_applies_only_what_changed(graphs):
     """The memorizer's update sets non-empty fields, adds facts once and never `situation`."""
     memory = {**memory_empty(), "situation": "Tuesday", "facts": ["x"]}
     update = {"user_name": "Bo", "situation": "hacked", "new_facts": ["x", "likes tea"],
               "password": "secret"}
-    result, *_ = run_node(MemorizerNode, "memorizer", message="call me Bo",
+    result, *_ = run_node(MemorizerNode, "memorizer", message="call me Bo, I like tea",
                           llm=ScriptedModel(json.dumps(update)), memory=memory)
     merged = result.output["memory"]
     assert merged["user_name"] == "Bo"

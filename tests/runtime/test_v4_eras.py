@@ -200,7 +200,8 @@ def test_cancel_process_stops_the_query(v4, settings):
     heavy = ("SELECT COUNT(*) FROM time_entries a, time_entries b, time_entries c")
     model = ScriptedModel(
         json.dumps({"intent": "question", "route": "pa"}),
-        json.dumps({"expert": "eras", "task": "count everything", "reason": "db"}),
+        json.dumps({"expert": "eras", "task": "count the time entries crossed three times",
+                    "reason": "db"}),
         [("describe", {"table": "time_entries"})],
         [("query", {"sql": heavy})],
         json.dumps({}),
@@ -214,7 +215,7 @@ def test_cancel_process_stops_the_query(v4, settings):
             await database_sync_to_async(process_cancel)(conversation_id=v4.id, pid=event.pid)
             cancelled.append(event.pid)
 
-    result = send(v4.id, "count everything", on_event, llm=model)
+    result = send(v4.id, "count the time entries crossed three times", on_event, llm=model)
     assert result.answer == "I stopped the query, as you asked. Nothing else was changed."
     last = record(result, "eras").output["tool_calls"][-1]
     assert last["data"] == {"cancelled": True} and last["error"] == "the query was cancelled"

@@ -18,7 +18,13 @@ import asyncio
 
 from runtime.agent.contracts import DescribeArgs, FixedQuery, QueryArgs
 from runtime.agent.experts.base import Expert, ExpertRun, plan_calls
-from runtime.agent.grounding import ABSTAINED, Evidence, answer_grounded, given_words
+from runtime.agent.grounding import (
+    ABSTAINED,
+    NO_EXACT_QUERY,
+    Evidence,
+    answer_grounded,
+    given_words,
+)
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
     QueryChoice,
@@ -112,6 +118,8 @@ class ErasExpert(Expert):
                                         str(queries[-1].args.get("sql")) if queries else "")
         run.notes["linking"] = {"hints": [h.as_text() for h in link.hints] if link else [],
                                 **choice.as_dict()}
+        if choice.off_question:
+            return []  # its figure would answer another question: execute abstains
         if choice.sql:
             queries[-1:] = [ToolCall("query", {"sql": choice.sql})]
         return queries
@@ -275,6 +283,8 @@ class ErasExpert(Expert):
                 answer = f"I did not run the query: {last.error}."
             elif last is not None and not last.ok:
                 answer = database_trouble(last.error)
+            elif run.notes.get("linking", {}).get("off_question"):
+                answer = NO_EXACT_QUERY
             else:
                 tables = ", ".join(run.state.get("tables", [])) or "none"
                 answer = ("I could not work out how to answer that from the eras database. "

@@ -60,8 +60,8 @@ class DirectorNode(Node):
             plan, goal, calls = await self._with_tools(ctx, machines, user, rejected)
         else:
             plan, goal, calls = await self._with_json(ctx, machines, user, rejected)
+        plan, forced, calls = await self._checked_plan(ctx, plan, calls)
         outcome = m.apply_tool_calls(machines, calls)
-        plan, forced = await self._checked_plan(ctx, plan, bool(calls))
         for call, error in outcome.outcomes:
             if error:
                 await ctx.emit(HudEventType.ERROR, {"tool": call, "error": error})
@@ -80,22 +80,24 @@ class DirectorNode(Node):
                           decision=f"plan={plan}" + (f" tools={tools}" if tools else ""),
                           seen={"machines": list(machines)})
 
-    async def _checked_plan(self, ctx: NodeContext, plan: str, machine_calls: bool
-                            ) -> tuple[str, str]:
+    async def _checked_plan(self, ctx: NodeContext, plan: str, calls: list[dict[str, Any]]
+                            ) -> tuple[str, str, list[dict[str, Any]]]:
         """The model's plan, checked in code against what the message names: a question that
-        names the domain's tables or values is a query whatever the model said (a small
-        model answers "how many customers in Berlin?" from its head); a machine request
-        that names nothing of the domain is never a query. (plan, why it was changed)."""
-        if plan == "query" and not machine_calls:
-            return plan, ""
+        names the domain's tables and no machine is a query whatever the model said (a small
+        model answers "how many customers in Berlin?" from its head, or makes it a
+        counter); a machine request that names nothing of the domain is never a query.
+        (plan, why it was changed, the machine calls kept)."""
+        if plan == "query" and not calls:
+            return plan, "", calls
         link = await linked(ctx, ctx.turn.message)
-        data = link is not None and link.asks_for_data
-        if plan == "answer" and data and not machine_calls:
-            named = ", ".join(link.named) or link.hints[0].as_text()
-            return "query", f"a data question (it names {named})"
-        if plan == "query" and machine_calls and not data:
-            return "answer", "a machine request, not a data question"
-        return plan, ""
+        if link is None:
+            return plan, "", calls
+        if link.asks_for_data and not link.machine_words:
+            if plan == "answer" or calls:
+                return "query", f"a data question (it names {', '.join(link.named)})", []
+        if plan == "query" and calls and not link.names_data:
+            return "answer", "a machine request, not a data question", calls
+        return plan, "", calls
 
     async def _with_tools(self, ctx: NodeContext, machines: dict, user: str, rejected: list
                           ) -> tuple[str, str, list[dict[str, Any]]]:

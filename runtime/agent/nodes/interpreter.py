@@ -42,7 +42,7 @@ def plain_reading(result: dict[str, Any], sql: str = "") -> str:
     """
     rows = result.get("rows") or []
     columns = result.get("columns") or []
-    if not rows:
+    if not rows or all(value is None for row in rows for value in row):
         return "The database has nothing matching that."
     if len(rows) == 1 and len(columns) == 1:
         return f"The answer is {format_value(rows[0][0])}."

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from runtime.agent.contracts import MemoryUpdate
 from runtime.agent.memory import memory_apply, memory_normalize
 from runtime.engine.node import Node, NodeContext, NodeResult, sections
@@ -22,12 +25,32 @@ class MemorizerNode(Node):
         decided = await ctx.decide(
             MemoryUpdate, sections(memory=current, message=ctx.turn.message, answer=answer),
             fallback=MemoryUpdate(), fallback_name="memory unchanged", max_tokens=120)
-        merged = memory_apply(current, decided.value)
+        update, dropped = facts_from_message(decided.value, ctx.turn.message)
+        merged = memory_apply(current, update)
         changed = sorted(k for k in merged if merged[k] != current[k])
         await ctx.emit(HudEventType.UPDATED, {"changed": changed,
                                               **{k: merged[k] for k in changed}})
         decision = "changed " + (",".join(changed) or "nothing")
         if decided.outcome != "valid":
             decision += f" ({decided.outcome})"
-        return NodeResult(output={"memory": merged, "changed": changed}, decision=decision,
-                          seen={"memory": current})
+        output = {"memory": merged, "changed": changed}
+        if dropped:
+            output["dropped_facts"] = dropped
+        return NodeResult(output=output, decision=decision, seen={"memory": current})
+
+
+def facts_from_message(update: MemoryUpdate, message: str) -> tuple[MemoryUpdate, list[str]]:
+    """The update with only the new facts the user's message says: a small model also
+    copies the answer's ("120 projects have been completed"), and a remembered figure would
+    then ground that figure in every later answer. (update, the facts dropped)."""
+    heard = set(_words(message))
+    kept, dropped = [], []
+    for fact in update.new_facts:
+        words = _words(str(fact))
+        said = sum(1 for word in words if word in heard)
+        (kept if words and said * 2 >= len(words) else dropped).append(fact)
+    return dataclasses.replace(update, new_facts=kept), dropped
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import NO_EXPERT, Route
-from runtime.agent.linking import linked
+from runtime.agent.grounding import figures_vet
+from runtime.agent.linking import asks, linked
 from runtime.agent.memory import memory_normalize
 from runtime.agent.records import RoutingDecision
 from runtime.agent.speech import looks_internal, speak
@@ -56,11 +57,10 @@ class PANode(Node):
             # A data question the model would answer itself goes to the expert: a small
             # model states a figure with no query behind it (runtime.agent.linking).
             link = await linked(ctx, ctx.turn.message)
-            if link is not None and link.asks_for_data:
+            if link is not None and link.asks_for_data and not link.machine_words:
                 expert = next(iter(experts))
                 route = Route(expert=expert, task=ctx.turn.message,
-                              reason=f"a data question (it names "
-                                     f"{', '.join(link.named) or link.hints[0].as_text()})",
+                              reason=f"a data question (it names {', '.join(link.named)})",
                               thinking=DEFAULT_THINKING)
         decision = RoutingDecision(expert=expert, task=route.task or ctx.turn.message,
                                    reason=route.reason)
@@ -77,7 +77,8 @@ class PANode(Node):
         answer, _ = await speak(ctx, sections(
             context_summary=summary, memory=memory, mode="answer", message=ctx.turn.message,
         ), prompt="answer_prompt" if ctx.config.get("answer_prompt") else "prompt",
-            fallback=PLAIN_FALLBACK)
+            fallback=PLAIN_FALLBACK,
+            vet=figures_vet(ctx, summary) if asks(ctx.turn.message) else None)
         output["answer"] = answer
         return NodeResult(output=output, decision="answer myself"
                           + (f" ({decided.outcome})" if decided.outcome != "valid" else ""),

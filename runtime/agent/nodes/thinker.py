@@ -11,11 +11,12 @@ from runtime.agent import machines as m
 from runtime.agent.approval import declined_text, tool_approved
 from runtime.agent.context import context_summary
 from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
-from runtime.agent.grounding import ABSTAINED, NOT_CHECKED
+from runtime.agent.grounding import ABSTAINED, NO_EXACT_QUERY, NOT_CHECKED, figures_vet
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
     Linked,
     QueryChoice,
+    asks,
     examples_text,
     linked,
     query_chosen,
@@ -98,6 +99,9 @@ class ThinkerNode(Node):
                 # A write for a message that names nothing of the domain ("give me a
                 # counter" planned as a query): not a database change to refuse.
                 query.sql = ""
+            if query.sql and query.off_question:
+                # The query does not answer what was asked: its figure would be wrong.
+                return await self._abstain(ctx, NO_EXACT_QUERY, query, seen)
             if query.sql:
                 return await self._run_tool(ctx, "query_db", query.sql, seen, linking={
                     "hints": seen["hints"], **query.as_dict()})
@@ -105,22 +109,31 @@ class ThinkerNode(Node):
                 raise _model_failure(ctx)  # no model to write a query: told as such
             if link is None or link.asks_for_data:
                 # A data question with no query is not answered from the model's head.
-                await ctx.delta(NOT_CHECKED)
-                return NodeResult(
-                    output={"tool_used": False, "answer": NOT_CHECKED, "buttons": [],
-                            "grounding": {"outcome": ABSTAINED},
-                            "linking": {"hints": seen["hints"], **query.as_dict()}},
-                    decision="abstain (no query)", seen=seen)
+                return await self._abstain(ctx, NOT_CHECKED, query, seen)
             # No usable query for what is not a data question (a small model often plans
             # "what is my name?" as a query): answer without the database instead.
             decision = "answer instead of a query"
+        summary = context_summary(ctx.turn, window=ctx.history_window)
         answer, buttons = await speak(ctx, prompt("answer" if schema else director.get(
-            "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK)
+            "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK,
+            vet=figures_vet(ctx, summary, m.machines_summary(machines))
+            if asks(ctx.turn.message) else None)
         return NodeResult(
             output={"tool_used": False, "answer": answer, "buttons": buttons},
             decision=decision + (f" buttons={len(buttons)}" if buttons else ""),
             seen=seen,
         )
+
+    async def _abstain(self, ctx: NodeContext, answer: str, query: QueryChoice, seen: dict
+                       ) -> NodeResult:
+        """Say there is no figure to give, honestly; the trace keeps why."""
+        await ctx.delta(answer)
+        return NodeResult(
+            output={"tool_used": False, "answer": answer, "buttons": [],
+                    "grounding": {"outcome": ABSTAINED},
+                    "linking": {"hints": seen.get("hints", []), **query.as_dict()}},
+            decision="abstain (" + ("query off the question" if query.sql else "no query") + ")",
+            seen=seen)
 
     async def _query(self, ctx: NodeContext, director: dict[str, Any], schema: str,
                      link: Linked | None) -> QueryChoice:
