@@ -217,7 +217,8 @@ def figure_matches(sql: str, outcome: Outcome, *, database: ReferenceDatabase | 
                    ) -> tuple[bool, str]:
     """`figure matches: SELECT …`: every cell of the reference's first row is stated.
 
-    A number is stated when a figure of the answer stands for it after formatting; a text
+    A row that names something (a text cell: "which customer …") is answered by naming it:
+    its numbers must then be stated right or not at all. A number is stated when a figure of the answer stands for it after formatting; a text
     (a name, a city, a status) when the answer holds it as a whole word. A first row of
     NULLs, or no row at all, expects "none": the answer then states no figure but 0 (and
     those of the user's message) and says so (a 0, or no / none / nothing / zero / not
@@ -249,6 +250,11 @@ def figure_matches(sql: str, outcome: Outcome, *, database: ReferenceDatabase | 
     if not missing:
         return True, f"expected {expected}; answer: {answer!r}"
     stray = unfounded(figures, outcome.message, cells)
+    texts = [cell for cell in cells if as_number(cell) is None]
+    if texts and not stray and all(as_number(cell) is not None for cell in missing):
+        # "Which customer has the most projects?" asks for the name: an answer that names it
+        # and states no figure is right; one that states a wrong count is not (below).
+        return True, f"expected {expected}; the answer names it and states no figure: {answer!r}"
     if stray:
         return False, (f"{WRONG_FIGURE} expected {expected}, the answer states "
                        f"{', '.join(f.text for f in stray)}: {answer!r}")

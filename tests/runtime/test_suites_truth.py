@@ -108,6 +108,15 @@ def test_a_figure_the_answer_made_up_is_a_wrong_figure(sql, answer):
     assert not passed and detail.startswith(WRONG_FIGURE), detail
 
 
+def test_a_row_that_names_something_is_answered_by_naming_it():
+    """"Who earns least?" is answered by the name: its figure stated right, or not at all;
+    a wrong figure beside the right name is still a wrong figure."""
+    assert figure(CHEAPEST, "Sara Becker has the lowest hourly rate.", "who earns least?")[0]
+    assert figure(CHEAPEST, "Sara Becker, at 70 an hour.", "who earns least?")[0]
+    passed, detail = figure(CHEAPEST, "Sara Becker, at 75 an hour.", "who earns least?")
+    assert not passed and detail.startswith(WRONG_FIGURE), detail
+
+
 def test_misses_without_a_made_up_figure_are_plain_failures():
     """An abstention, a right figure with the name missing, or a figure from the user's own
     message: failed, but no wrong figure."""
