@@ -197,8 +197,9 @@ def result_key(rows: Sequence[Sequence[Any]]) -> tuple:
 
 
 def vote(candidates: list[Candidate]) -> Candidate | None:
-    """The candidate whose result most candidates agree on; ties go to the one that uses the
-    hinted values and tables (fewest misses), then to the earliest. None if all failed."""
+    """The candidate whose result most candidates agree on, among those that use what the
+    question names (no misses) when any does; ties go to the fewest misses, then to the
+    earliest. None if all failed."""
     ran = [c for c in candidates if c.rows is not None]
     if not ran:
         return None
@@ -207,7 +208,10 @@ def vote(candidates: list[Candidate]) -> Candidate | None:
         counts[result_key(candidate.rows or ())] += candidate.written
     for candidate in candidates:
         candidate.votes = counts[result_key(candidate.rows)] if candidate.rows is not None else 0
-    return min(ran, key=lambda c: (-c.votes, len(c.misses), candidates.index(c)))
+    # A candidate that uses what the question names beats any number that ignore it (a
+    # small model's samples often copy one unfiltered query).
+    return min(ran, key=lambda c: (bool(c.misses), -c.votes, len(c.misses),
+                                   candidates.index(c)))
 
 
 async def candidates_run(ctx: Any, sqls: Sequence[str], linked: Linked | None
@@ -245,6 +249,12 @@ def candidates_wanted(ctx: Any) -> int:
 
 CANDIDATE_TEMPERATURE = 0.7
 """Candidates after the first are sampled this warm, so that they can differ."""
+
+
+DATES_NOTE = ("Dates are text 'YYYY-MM-DD': a year is column LIKE '2024%', a month "
+              "column LIKE '2024-03%'.")
+"""What a planner is told of the demo's dates (a small model writes YEAR(), which SQLite
+lacks)."""
 
 
 def link_dialect(ctx: Any) -> str:

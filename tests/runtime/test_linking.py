@@ -103,6 +103,15 @@ def test_the_vote_goes_to_the_result_most_candidates_agree_on():
     assert (a.votes, b.votes, c.votes, d.votes) == (2, 1, 2, 0)
 
 
+def test_a_candidate_that_uses_the_hints_beats_a_majority_that_ignores_them():
+    """Two samples that copy an unfiltered query lose to the one that filters on the value."""
+    unfiltered = Candidate(sql="SELECT COUNT(*) FROM customers", rows=((120,),), written=2,
+                           misses=["'Warsaw' is a value of customers.city: ..."])
+    filtered = Candidate(sql="SELECT COUNT(*) FROM customers WHERE city = 'Warsaw'",
+                         rows=((11,),))
+    assert vote([unfiltered, filtered]) is filtered
+
+
 def test_a_tie_goes_to_the_candidate_that_uses_the_hints():
     """With no majority, the candidate with the fewest misses wins, then the earliest."""
     first = Candidate(sql="SELECT 1", rows=((900,),), misses=["'overdue' is a value ..."])

@@ -27,6 +27,7 @@ from runtime.agent.grounding import (
 )
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
+    DATES_NOTE,
     QueryChoice,
     examples_text,
     linked,
@@ -154,12 +155,16 @@ class ErasExpert(Expert):
                         query_only: bool = False, note: str = "",
                         temperature: float | None = None) -> list[ToolCall]:
         schemas = [text for table, text in described(run).items() if table in shown(run)]
+        # The tables the task names (and those one join away) when it names any: a small
+        # model takes the first table it is shown.
+        listed = [t for t in tables if t in shown(run)] if run.link and run.link.named else tables
         return await plan_calls(ctx, self.tools[1:] if query_only else self.tools, sections(
             task=run.task,
-            tables=", ".join(tables),
+            tables=", ".join(listed),
             described="\n".join(schemas) or "(none yet)",
             hints=run.link.hint_lines() if run.link else "",
             verified_examples=examples_text(run.examples),
+            dates=DATES_NOTE,
             note=note or ("The tables you need are described above: write the query now."
                           if query_only else ""),
         ), choices={"table": tuple(tables)}, temperature=temperature)

@@ -14,6 +14,7 @@ from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.agent.grounding import ABSTAINED, NO_EXACT_QUERY, NOT_CHECKED, figures_vet
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
+    DATES_NOTE,
     Linked,
     QueryChoice,
     asks,
@@ -142,6 +143,7 @@ class ThinkerNode(Node):
         prompt = sections(plan="query", goal=director.get("goal", ""),
                           hints=link.hint_lines() if link else "",
                           verified_examples=examples_text(examples), database_schema=schema,
+                          dates=DATES_NOTE,
                           message=ctx.turn.message)
 
         async def rewrite(sql: str, misses: list[str]) -> str:
