@@ -55,6 +55,9 @@ class Linked:
     """Years the question names that have not come yet (the data cannot hold them)."""
     machine_words: tuple[str, ...] = ()
     """Words of the message that ask for a UI machine (counter, switch, checklist)."""
+    numbers: tuple[str, ...] = ()
+    """The numbers the question names ("project 61", "above 10,000"), as digits: a query
+    that answers it uses each."""
 
     @property
     def names_data(self) -> bool:
@@ -85,6 +88,7 @@ class Linked:
         return [t for t in self.tables if t in wanted]
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 _YEAR = re.compile(r"\b(19|20|21)\d\d\b")
 _MACHINE_WORDS = re.compile(r"\b(counter|switch|toggle|checklist|check list|to-?do list|"
                             r"wizard|tally)\b", re.IGNORECASE)
@@ -106,7 +110,9 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   hints=tuple(index.hints(question)), asks=asks(question),
                   future_years=tuple(y for y in years if this_year and y > this_year),
                   machine_words=tuple(m.group(0).lower()
-                                      for m in _MACHINE_WORDS.finditer(question)))
+                                      for m in _MACHINE_WORDS.finditer(question)),
+                  numbers=tuple(dict.fromkeys(
+                      n.replace(",", "") for n in _NUMBER.findall(question))))
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
@@ -156,9 +162,13 @@ def _tables_used(sql: str, dialect: str) -> set[str] | None:
 
 def _values_missed(sql: str, linked: Linked) -> list[str]:
     literals = [text.lower() for text in re.findall(r"'((?:[^']|'')*)'", sql)]
-    return [f"{hint.as_text()}: filter on {hint.table}.{hint.column} = '{hint.value}'"
-            for hint in linked.hints
-            if not any(hint.value.lower() in literal for literal in literals)]
+    missed = [f"{hint.as_text()}: filter on {hint.table}.{hint.column} = '{hint.value}'"
+              for hint in linked.hints
+              if not any(hint.value.lower() in literal for literal in literals)]
+    missed.extend(f"the question names {number}, but the query does not use it"
+                  for number in linked.numbers if not re.search(
+                      r"(?<![\d.])" + re.escape(number) + r"(?![\d])", sql))
+    return missed
 
 
 @dataclass

@@ -243,3 +243,16 @@ def test_a_question_about_a_future_year_abstains(graphs):
     assert result.output["linking"]["off_question"] == [
         "the question is about 2031, which has not come yet"]
     assert "no figure" in deltas[0]
+
+
+def test_a_number_the_question_names_must_be_in_the_query(eras):
+    """"Project 61" answered by a query without 61 answers another question."""
+    from runtime.agent.linking import query_off_question
+
+    linked = link("what's the status of project 61?", eras, this_year=2026)
+    assert linked.numbers == ("61",)
+    assert query_off_question("SELECT status FROM projects WHERE status = 'active'", linked) == [
+        "the question names 61, but the query does not use it"]
+    assert query_off_question("SELECT status FROM projects WHERE id = 61", linked) == []
+    above = link("how many invoices are above 10,000?", eras, this_year=2026)
+    assert query_off_question("SELECT COUNT(*) FROM invoices WHERE amount > 10000.0", above) == []
