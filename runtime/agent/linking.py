@@ -58,6 +58,8 @@ class Linked:
     numbers: tuple[str, ...] = ()
     """The numbers the question names ("project 61", "above 10,000"), as digits: a query
     that answers it uses each."""
+    question: str = ""
+    """The question itself: a query's text filters must come from it."""
 
     @property
     def names_data(self) -> bool:
@@ -112,7 +114,8 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   machine_words=tuple(m.group(0).lower()
                                       for m in _MACHINE_WORDS.finditer(question)),
                   numbers=tuple(dict.fromkeys(
-                      n.replace(",", "") for n in _NUMBER.findall(question))))
+                      n.replace(",", "") for n in _NUMBER.findall(question))),
+                  question=question)
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
@@ -168,6 +171,14 @@ def _values_missed(sql: str, linked: Linked) -> list[str]:
     missed.extend(f"the question names {number}, but the query does not use it"
                   for number in linked.numbers if not re.search(
                       r"(?<![\d.])" + re.escape(number) + r"(?![\d])", sql))
+    if linked.question:
+        # A text filter the question never named ("hours in March" filtered on a project
+        # called 'Project Management') narrows the answer to another question.
+        asked = linked.question.lower().replace("_", " ")
+        missed.extend(f"the query filters on '{literal}', which the question does not name"
+                      for literal in dict.fromkeys(literals) if any(
+                          word not in asked for word in re.findall(r"[a-z]{3,}",
+                                                                   literal.replace("_", " "))))
     return missed
 
 
@@ -368,6 +379,9 @@ async def query_chosen(ctx: Any, first: str, *, link: Linked | None,
         sqls.extend((trusted.sql, trusted.sql))
     if len(sqls) > 1:
         choice.candidates = await candidates_run(ctx, sqls, link)
+        for candidate in choice.candidates:
+            if trusted is not None and candidate.sql == trusted.sql:
+                candidate.misses = []  # a person checked it answers this question
         best = vote(choice.candidates)
         if best is not None:
             choice.sql = best.sql

@@ -245,6 +245,21 @@ def test_a_question_about_a_future_year_abstains(graphs):
     assert "no figure" in deltas[0]
 
 
+def test_a_text_filter_the_question_never_named_is_off_the_question(eras):
+    """"Hours in March" filtered on a project the question never named answers another
+    question; a value the question names (even inside a word: "unpaid") may be filtered on."""
+    from runtime.agent.linking import query_off_question
+
+    march = link("how many hours did people log in March 2024?", eras, this_year=2026)
+    assert query_off_question(
+        "SELECT SUM(hours) FROM time_entries WHERE work_date LIKE '2024-03%' AND project_id IN "
+        "(SELECT id FROM projects WHERE name = 'Project Management')", march) == [
+        "the query filters on 'project management', which the question does not name"]
+    unpaid = link("what is the total of unpaid invoices?", eras, this_year=2026)
+    assert query_off_question("SELECT SUM(amount) FROM invoices WHERE status != 'paid'",
+                              unpaid) == []
+
+
 def test_a_number_the_question_names_must_be_in_the_query(eras):
     """"Project 61" answered by a query without 61 answers another question."""
     from runtime.agent.linking import query_off_question
@@ -252,7 +267,8 @@ def test_a_number_the_question_names_must_be_in_the_query(eras):
     linked = link("what's the status of project 61?", eras, this_year=2026)
     assert linked.numbers == ("61",)
     assert query_off_question("SELECT status FROM projects WHERE status = 'active'", linked) == [
-        "the question names 61, but the query does not use it"]
+        "the question names 61, but the query does not use it",
+        "the query filters on 'active', which the question does not name"]
     assert query_off_question("SELECT status FROM projects WHERE id = 61", linked) == []
     above = link("how many invoices are above 10,000?", eras, this_year=2026)
     assert query_off_question("SELECT COUNT(*) FROM invoices WHERE amount > 10000.0", above) == []
