@@ -290,6 +290,10 @@ def test_memorizer_keeps_only_facts_the_users_message_says(graphs):
                           llm=ScriptedModel(json.dumps(update)), memory=memory_empty())
     assert result.output["memory"]["facts"] == ["sister lives in Oslo"]
     assert result.output["dropped_facts"] == ["120 projects that have been completed"]
+    update = {"user_name": "Harbor Power", "new_facts": []}
+    result, *_ = run_node(MemorizerNode, "memorizer", message="which customer is biggest?",
+                          llm=ScriptedModel(json.dumps(update)), memory=memory_empty())
+    assert result.output["memory"]["user_name"] == ""
 
 
 def test_memorizer_applies_only_what_changed(graphs):

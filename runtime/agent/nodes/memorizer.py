@@ -40,11 +40,16 @@ class MemorizerNode(Node):
 
 
 def facts_from_message(update: MemoryUpdate, message: str) -> tuple[MemoryUpdate, list[str]]:
-    """The update with only the new facts the user's message says: a small model also
-    copies the answer's ("120 projects have been completed"), and a remembered figure would
-    then ground that figure in every later answer. (update, the facts dropped)."""
+    """The update with only the name and the new facts the user's message says: a small
+    model also copies the answer's ("120 projects have been completed", a customer's name as
+    the user's), and a remembered figure would then ground that figure in every later
+    answer. (update, what was dropped)."""
     heard = set(_words(message))
     kept, dropped = [], []
+    if update.user_name and update.user_name.lower() not in message.lower():
+        # A name from the answer ("Harbor Power is the biggest customer") is not the user's.
+        dropped.append(f"user_name: {update.user_name}")
+        update = dataclasses.replace(update, user_name="")
     for fact in update.new_facts:
         words = _words(str(fact))
         said = sum(1 for word in words if word in heard)
