@@ -60,6 +60,9 @@ class Linked:
     that answers it uses each."""
     question: str = ""
     """The question itself: a query's text filters must come from it."""
+    by_name: tuple[str, ...] = ()
+    """The tables the question names by their own name ("employees", "invoice"): a query
+    that answers it uses each."""
 
     @property
     def names_data(self) -> bool:
@@ -115,7 +118,8 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                                       for m in _MACHINE_WORDS.finditer(question)),
                   numbers=tuple(dict.fromkeys(
                       n.replace(",", "") for n in _NUMBER.findall(question))),
-                  question=question)
+                  question=question,
+                  by_name=tuple(tables_named(question, tables, by_name_only=True)))
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
@@ -153,6 +157,8 @@ def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> lis
         off.append("the question names no table of the database")
     if wanted and not used & wanted:
         off.append(f"the query uses none of {', '.join(sorted(wanted))}")
+    elif unused := [t for t in linked.by_name if t not in used]:
+        off.append(f"the question names {', '.join(unused)}, but the query does not use it")
     return off
 
 

@@ -103,14 +103,16 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") else word
 
 
-def tables_named(question: str, tables: list[str]) -> list[str]:
+def tables_named(question: str, tables: list[str], *, by_name_only: bool = False) -> list[str]:
     """The tables a question names (`invoices` for "unpaid bills", `time_entries` for "hours
-    booked"), in the database's order."""
+    booked"), in the database's order; `by_name_only`: by their own name (or its singular),
+    not by a usual word for them."""
     text = " " + _words(question) + " "
     found = []
     for table in tables:
         words = _words(table)
-        forms = {words, " ".join(_singular(w) for w in words.split()), *TABLE_WORDS.get(table, ())}
+        forms = {words, " ".join(_singular(w) for w in words.split()),
+                 *(() if by_name_only else TABLE_WORDS.get(table, ()))}
         if any(f" {form} " in text for form in forms if form):
             found.append(table)
     return found

@@ -272,3 +272,17 @@ def test_a_number_the_question_names_must_be_in_the_query(eras):
     assert query_off_question("SELECT status FROM projects WHERE id = 61", linked) == []
     above = link("how many invoices are above 10,000?", eras, this_year=2026)
     assert query_off_question("SELECT COUNT(*) FROM invoices WHERE amount > 10000.0", above) == []
+
+
+def test_a_table_the_question_names_by_name_must_be_in_the_query(eras):
+    """"How many employees does the Strategy department have?" counted in departments alone
+    answers another question; a table named only by a usual word ("people") may be left out."""
+    from runtime.agent.linking import query_off_question
+
+    strategy = link("how many employees does the Strategy department have?", eras)
+    assert query_off_question("SELECT COUNT(*) FROM departments WHERE name = 'Strategy'",
+                              strategy) == [
+        "the question names employees, but the query does not use it"]
+    people = link("how many hours did people log in March 2024?", eras)
+    assert query_off_question(
+        "SELECT SUM(hours) FROM time_entries WHERE work_date LIKE '2024-03%'", people) == []

@@ -150,6 +150,8 @@ async def plan_calls(ctx: NodeContext, tools: tuple[Tool, ...], user: str, *,
                                temperature=temperature)
     calls = []
     for step in decided.value.steps:
+        if step.tool not in by_name:
+            continue  # a tool this plan was not offered (a describe when only query was)
         try:
             args = validate(by_name[step.tool].args, step.args, choices)
         except ContractViolation:
