@@ -60,6 +60,9 @@ class Linked:
     that answers it uses each."""
     question: str = ""
     """The question itself: a query's text filters must come from it."""
+    columns: tuple[str, ...] = ()
+    """The columns the question names by their words ("billable", "hourly rate", "budget"):
+    a query that answers it uses each."""
     by_name: tuple[str, ...] = ()
     """The tables the question names by their own name ("employees", "invoice"): a query
     that answers it uses each."""
@@ -119,7 +122,8 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   numbers=tuple(dict.fromkeys(
                       n.replace(",", "") for n in _NUMBER.findall(question))),
                   question=question,
-                  by_name=tuple(tables_named(question, tables, by_name_only=True)))
+                  by_name=tuple(tables_named(question, tables, by_name_only=True)),
+                  columns=tuple(index.columns_named(question)))
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
@@ -159,6 +163,9 @@ def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> lis
         off.append(f"the query uses none of {', '.join(sorted(wanted))}")
     elif unused := [t for t in linked.by_name if t not in used]:
         off.append(f"the question names {', '.join(unused)}, but the query does not use it")
+    lowered = sql.lower()
+    off.extend(f"the question names the column {column}, but the query does not use it"
+               for column in linked.columns if column.lower() not in lowered)
     return off
 
 

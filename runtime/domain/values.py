@@ -65,6 +65,12 @@ class ValueIndex:
     """table -> the names of its columns that a question may use as words (no keys, none
     as general as `name` or `status`)."""
 
+    def columns_named(self, question: str) -> list[str]:
+        """The columns whose own words the question uses ("billable", "hourly rate")."""
+        text = " " + _words(question) + " "
+        return [c for columns in self.columns.values() for c in columns
+                if f" {_words(c)} " in text]
+
     def tables_by_column(self, question: str) -> list[str]:
         """The tables whose own column words the question uses ("hourly rate", "budget")."""
         text = " " + _words(question) + " "

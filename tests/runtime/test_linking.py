@@ -286,3 +286,14 @@ def test_a_table_the_question_names_by_name_must_be_in_the_query(eras):
     people = link("how many hours did people log in March 2024?", eras)
     assert query_off_question(
         "SELECT SUM(hours) FROM time_entries WHERE work_date LIKE '2024-03%'", people) == []
+
+
+def test_a_column_the_question_names_must_be_in_the_query(eras):
+    """"How many hours were billable?" summed over every entry answers another question."""
+    from runtime.agent.linking import query_off_question
+
+    billable = link("how many hours were billable?", eras)
+    assert query_off_question("SELECT SUM(hours) FROM time_entries", billable) == [
+        "the question names the column billable, but the query does not use it"]
+    assert query_off_question("SELECT SUM(hours) FROM time_entries WHERE billable = 1",
+                              billable) == []

@@ -315,3 +315,19 @@ def test_a_paraphrase_of_a_verified_question_gets_the_verified_querys_result(v4)
     assert [c["votes"] for c in eras["linking"]["candidates"]] == [1, 2]
     assert tool_calls(result)[-1][1].endswith("WHERE status = 'overdue'")
     assert result.answer == f"{overdue} invoices are past their due date."
+
+
+def test_a_failed_query_with_no_fix_is_told_plainly_after_fresh_descriptions(v4):
+    """A failed query, its tables described afresh, and no fix from the model: the failure is
+    told plainly (the descriptions after it do not make it look like an answer)."""
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "how many customers are there?", "reason": "db"}),
+        [("query", {"sql": "SELECT COUNT(*) FROM customers WHERE nope = 1"})],
+        [("query", {"sql": ""})],
+        json.dumps({}),
+    )
+    result = send(v4.id, "how many customers are there?", llm=model)
+    assert not result.failed, result.answer
+    assert result.answer == "I could not get that from the database. Could you ask it another way?"
+    assert record(result, "eras").output["grounding"] == {"outcome": "abstained"}

@@ -278,8 +278,10 @@ class ErasExpert(Expert):
 
     async def execute(self, ctx: NodeContext, run: ExpertRun) -> str:
         """Stream the answer from the last query's rows, or say plainly what went wrong."""
-        last = run.results[-1] if run.results else None
         query = next((r for r in reversed(run.results) if r.tool == "query"), None)
+        # A failed query may be followed by fresh descriptions (recover): its failure counts.
+        last = query if query is not None and not query.ok else (
+            run.results[-1] if run.results else None)
         if last is None or not last.ok or query is None:
             # The user reads a plain sentence; the database's own words stay in the trace.
             if last is not None and last.data.get("cancelled"):
