@@ -28,7 +28,14 @@ from graphs.config import graph_approval
 from runtime.domain.database import ErasDatabase, TableSchema, database_identity
 from runtime.domain.examples import Example, question_terms, similarity
 from runtime.domain.sqlguard import guard_sql
-from runtime.domain.values import ValueHint, tables_named, value_index
+from runtime.domain.values import (
+    ValueHint,
+    ValueIndex,
+    mentioned_at,
+    table_phrases,
+    tables_named,
+    value_index,
+)
 from runtime.errors import DatabaseToolError
 
 # A question or request, as opposed to a statement ("I love my customers").
@@ -66,6 +73,15 @@ class Linked:
     by_name: tuple[str, ...] = ()
     """The tables the question names by their own name ("employees", "invoice"): a query
     that answers it uses each."""
+    first: tuple[str, ...] = ()
+    """The tables the question names or names a value of, in the order it names them
+    ("hours logged by people" → time_entries, employees): planners are shown them in this
+    order, since a small model queries the first table it sees."""
+    years: tuple[int, ...] = ()
+    """The years the question names, "this year" and "last year" included: a query's date
+    filter may use these (and the next, as the end of a range), no other."""
+    months: tuple[str, ...] = ()
+    """The months it names with their year, as a date's start ("2024-03")."""
 
     @property
     def names_data(self) -> bool:
@@ -82,22 +98,46 @@ class Linked:
         """The hints as prompt lines."""
         return "\n".join(h.as_text() for h in self.hints)
 
+    def wanted(self) -> list[str]:
+        """The tables the question names or names a value of, the first named first."""
+        wanted = set(self.named) | {h.table for h in self.hints}
+        return [t for t in self.first if t in wanted] + [
+            t for t in self.tables if t in wanted and t not in self.first]
+
     def needed(self, schemas: Sequence[TableSchema]) -> list[str]:
         """The tables a query for this question needs: those it names or whose values it
-        names, and the tables those reference (one join away); all when it names none."""
-        wanted = set(self.named) | {h.table for h in self.hints}
+        names (`wanted`, in that order), then the tables those reference (one join away);
+        all when it names none."""
+        wanted = self.wanted()
         if not wanted:
             return list(self.tables)
         by_name = {s.name: s for s in schemas}
-        for table in list(wanted):
-            for column in by_name[table].columns if table in by_name else ():
-                if column.references:
-                    wanted.add(column.references.split(".")[0])
-        return [t for t in self.tables if t in wanted]
+        referenced = {column.references.split(".")[0] for table in wanted
+                      for column in (by_name[table].columns if table in by_name else ())
+                      if column.references}
+        return wanted + [t for t in self.tables if t in referenced and t not in wanted]
+
+    def dates_note(self) -> str:
+        """How dates are written, with the question's own dates as filters; empty when it
+        names no date (a small model copies an example date into any query)."""
+        if not self.years:
+            return ""
+        lines = ["Dates are text 'YYYY-MM-DD'."]
+        lines.extend(f"{_MONTHS[int(month[5:]) - 1].title()} {month[:4]}: a date column "
+                     f"LIKE '{month}%'" for month in self.months)
+        lines.extend(f"{year}: a date column LIKE '{year}%'" for year in self.years
+                     if not any(m.startswith(str(year)) for m in self.months))
+        return "\n".join(lines)
 
 
 _NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 _YEAR = re.compile(r"\b(19|20|21)\d\d\b")
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MONTH_YEAR = re.compile(r"\b(" + "|".join(m[:3] + f"(?:{m[3:]})?" for m in _MONTHS)
+                         + r")\.?\s+(?:of\s+)?((?:19|20|21)\d\d)\b", re.IGNORECASE)
+_YEAR_IN = re.compile(r"(?<!\d)((?:19|20|21)\d\d)(?!\d)")
+_RELATIVE_YEAR = re.compile(r"\b(this|last|previous|next)\s+year\b", re.IGNORECASE)
 _MACHINE_WORDS = re.compile(r"\b(counter|switch|toggle|checklist|check list|to-?do list|"
                             r"wizard|tally)\b", re.IGNORECASE)
 
@@ -112,10 +152,14 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
     `this_year`: the years after it are the future."""
     tables = db.tables()
     index = value_index(db)
-    years = sorted({int(m.group(0)) for m in _YEAR.finditer(question)})
+    years = sorted({int(m.group(0)) for m in _YEAR.finditer(question)} | _relative_years(
+        question, this_year))
     named = set(tables_named(question, tables)) | set(index.tables_by_column(question))
+    hints = tuple(index.hints(question))
     return Linked(tables=tuple(tables), named=tuple(t for t in tables if t in named),
-                  hints=tuple(index.hints(question)), asks=asks(question),
+                  hints=hints, asks=asks(question),
+                  first=_mention_order(question, tables, index, hints),
+                  years=tuple(years), months=_months(question),
                   future_years=tuple(y for y in years if this_year and y > this_year),
                   machine_words=tuple(m.group(0).lower()
                                       for m in _MACHINE_WORDS.finditer(question)),
@@ -124,6 +168,35 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   question=question,
                   by_name=tuple(tables_named(question, tables, by_name_only=True)),
                   columns=tuple(index.columns_named(question)))
+
+
+def _mention_order(question: str, tables: Sequence[str], index: ValueIndex,
+                   hints: Sequence[ValueHint]) -> tuple[str, ...]:
+    """The tables the question names (by a word, a column's words or a value), in the order
+    it names them."""
+    at = {}
+    for table in tables:
+        phrases = (*table_phrases(table), *index.columns.get(table, ()),
+                   *(h.value for h in hints if h.table == table))
+        where = mentioned_at(question, phrases)
+        if where is not None:
+            at[table] = where
+    return tuple(sorted(at, key=lambda t: (at[t], tables.index(t))))
+
+
+def _relative_years(question: str, this_year: int | None) -> set[int]:
+    if this_year is None:
+        return set()
+    shift = {"this": 0, "last": -1, "previous": -1, "next": 1}
+    return {this_year + shift[m.group(1).lower()] for m in _RELATIVE_YEAR.finditer(question)}
+
+
+def _months(question: str) -> tuple[str, ...]:
+    found = []
+    for match in _MONTH_YEAR.finditer(question):
+        month = next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(match.group(1)[:3].lower()))
+        found.append(f"{match.group(2)}-{month:02d}")
+    return tuple(dict.fromkeys(found))
 
 
 async def linked(ctx: Any, question: str) -> Linked | None:
@@ -184,6 +257,13 @@ def _values_missed(sql: str, linked: Linked) -> list[str]:
     missed.extend(f"the question names {number}, but the query does not use it"
                   for number in linked.numbers if not re.search(
                       r"(?<![\d.])" + re.escape(number) + r"(?![\d])", sql))
+    # A year the question never named ("the most hours" filtered on 2024) narrows the
+    # answer to another question; a named year's next one may end its range.
+    allowed = {str(y + step) for y in linked.years for step in (0, 1)} | set(linked.numbers)
+    missed.extend(f"the query filters on {year}, which the question does not name"
+                  for year in dict.fromkeys(y for literal in literals
+                                            for y in _YEAR_IN.findall(literal))
+                  if year not in allowed)
     if linked.question:
         # A text filter the question never named ("hours in March" filtered on a project
         # called 'Project Management') narrows the answer to another question.
@@ -283,12 +363,6 @@ def candidates_wanted(ctx: Any) -> int:
 
 CANDIDATE_TEMPERATURE = 0.7
 """Candidates after the first are sampled this warm, so that they can differ."""
-
-
-DATES_NOTE = ("Dates are text 'YYYY-MM-DD': a year is column LIKE '2024%', a month "
-              "column LIKE '2024-03%'.")
-"""What a planner is told of the demo's dates (a small model writes YEAR(), which SQLite
-lacks)."""
 
 
 def link_dialect(ctx: Any) -> str:

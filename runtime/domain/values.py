@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,22 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") else word
 
 
+def mentioned_at(question: str, phrases: Iterable[str]) -> int | None:
+    """Where the first of `phrases` (as words) comes in `question`, counted in words; None
+    when none does. Used to put the table a question is about first ("how many people are
+    in Design" counts employees): a small model queries the first table it is shown."""
+    text = " " + _words(question) + " "
+    found = [text.index(f" {words} ") for words in map(_words, phrases)
+             if words and f" {words} " in text]
+    return text[:min(found)].count(" ") if found else None
+
+
+def table_phrases(table: str) -> tuple[str, ...]:
+    """The words a question names `table` by: its name, its singular, its usual words."""
+    words = _words(table)
+    return (words, " ".join(_singular(w) for w in words.split()), *TABLE_WORDS.get(table, ()))
+
+
 def tables_named(question: str, tables: list[str], *, by_name_only: bool = False) -> list[str]:
     """The tables a question names (`invoices` for "unpaid bills", `time_entries` for "hours
     booked"), in the database's order; `by_name_only`: by their own name (or its singular),
@@ -116,9 +133,7 @@ def tables_named(question: str, tables: list[str], *, by_name_only: bool = False
     text = " " + _words(question) + " "
     found = []
     for table in tables:
-        words = _words(table)
-        forms = {words, " ".join(_singular(w) for w in words.split()),
-                 *(() if by_name_only else TABLE_WORDS.get(table, ()))}
+        forms = table_phrases(table)[:2] if by_name_only else table_phrases(table)
         if any(f" {form} " in text for form in forms if form):
             found.append(table)
     return found

@@ -34,6 +34,7 @@ ABSTENTIONS = (
     # and a model's usual ways of saying the same
     "can't find", "cannot find", "did not find", "didn't find", "found no", "found nothing",
     "can't answer", "could not answer", "couldn't answer", "unable to answer",
+    "can't check", "cannot check", "could not check", "couldn't check", "unable to check",
     "database has no", "no data", "no record", "no information", "don't know", "do not know",
 )
 """Phrases that say the answer could not be found or checked (case-insensitive; ’ ≙ ')."""

@@ -297,3 +297,58 @@ def test_a_column_the_question_names_must_be_in_the_query(eras):
         "the question names the column billable, but the query does not use it"]
     assert query_off_question("SELECT SUM(hours) FROM time_entries WHERE billable = 1",
                               billable) == []
+
+
+def test_a_year_the_question_never_named_is_off_the_question(eras):
+    """"Who logged the most hours?" filtered on 2024 answers another question; a named
+    year's range may end on the next year's first day."""
+    from runtime.agent.linking import query_off_question
+
+    most = link("which employee has logged the most hours?", eras, this_year=2026)
+    assert query_off_question(
+        "SELECT e.name FROM employees e JOIN time_entries t ON e.id = t.employee_id "
+        "WHERE t.work_date LIKE '2024%' GROUP BY e.id ORDER BY SUM(t.hours) DESC LIMIT 1",
+        most) == ["the query filters on 2024, which the question does not name"]
+    year = link("how many invoices did we issue in 2024?", eras, this_year=2026)
+    assert query_off_question("SELECT COUNT(*) FROM invoices WHERE issued_on >= '2024-01-01' "
+                              "AND issued_on < '2025-01-01'", year) == []
+    this = link("how many invoices did we issue this year?", eras, this_year=2026)
+    assert this.years == (2026,)
+    assert query_off_question("SELECT COUNT(*) FROM invoices WHERE issued_on LIKE '2026%'",
+                              this) == []
+
+
+def test_dates_are_explained_only_with_the_questions_own_dates(eras):
+    """No date in the question, no date note (a small model copies an example date into any
+    query); a month and a year become the filters to write."""
+    assert link("which employee has logged the most hours?", eras).dates_note() == ""
+    note = link("how many hours did people log in March 2024?", eras).dates_note()
+    assert "March 2024: a date column LIKE '2024-03%'" in note
+    assert "2024: a date column LIKE '2024%'" not in note
+    assert "2025: a date column LIKE '2025%'" in link("time entries from 2025?",
+                                                      eras).dates_note()
+
+
+@pytest.mark.parametrize(("question", "first"), [
+    ("how many hours did people log in March 2024?", ("time_entries", "employees")),
+    ("how many people are in the Design department?", ("employees", "departments")),
+    ("what's the average budget of a project?", ("projects",)),
+    ("how many overdue invoices do we have from customers in Germany?",
+     ("invoices", "customers")),
+])
+def test_tables_come_in_the_order_the_question_names_them(eras, question, first):
+    """A small model queries the first table it is shown: the one the question is about."""
+    linked = link(question, eras)
+    assert linked.wanted() == list(first)
+    assert tuple(linked.needed(eras.describe_all())[:len(first)]) == first
+
+
+def test_the_thinker_shows_the_first_named_table_first(graphs):
+    """"People in Design" shows employees before departments, whatever the database's order."""
+    _, ctx, _ = query_plan(
+        "how many people are in the Design department?",
+        '{"sql": "SELECT COUNT(*) FROM employees e JOIN departments d ON e.department_id = d.id'
+        ' WHERE d.name = \'Design\'"}')
+    prompt = ctx.calls[0].request["messages"][-1]["content"]
+    assert prompt.index("employees(") < prompt.index("departments(")
+    assert "## Dates" not in prompt

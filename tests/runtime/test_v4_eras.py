@@ -331,3 +331,21 @@ def test_a_failed_query_with_no_fix_is_told_plainly_after_fresh_descriptions(v4)
     assert not result.failed, result.answer
     assert result.answer == "I could not get that from the database. Could you ask it another way?"
     assert record(result, "eras").output["grounding"] == {"outcome": "abstained"}
+
+
+def test_the_planner_sees_the_table_the_task_names_first(v4):
+    """Customers described by an earlier question stay cached, but "the average budget of a
+    project" shows projects first (a small model queried the first table it saw)."""
+    def turn(question: str, sql: str, answer: str):
+        return send(v4.id, question, llm=ScriptedModel(
+            json.dumps({"intent": "question", "route": "pa"}),
+            json.dumps({"expert": "eras", "task": question, "reason": "db"}),
+            [("query", {"sql": sql})], answer, json.dumps({})))
+
+    turn("how many customers are there?", "SELECT COUNT(*) FROM customers", "120 customers.")
+    result = turn("what's the average budget of a project?",
+                  "SELECT AVG(budget) FROM projects", "About 202,870.")
+    prompt = record(result, "eras").llm_calls[0].request["messages"][-1]["content"]
+    tables = prompt.split("## Tables\n")[1].split("\n")[0]
+    assert tables.startswith("projects")
+    assert prompt.index("projects(") < prompt.index("customers(")

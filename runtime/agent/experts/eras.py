@@ -27,7 +27,6 @@ from runtime.agent.grounding import (
 )
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
-    DATES_NOTE,
     QueryChoice,
     examples_text,
     linked,
@@ -89,8 +88,7 @@ class ErasExpert(Expert):
         link = await linked(ctx, run.task)
         run.link = link
         run.examples = await verified_examples(ctx, run.task)
-        wanted = [t for t in tables if t in ((link.named + tuple(h.table for h in link.hints))
-                                             if link else tables_named(run.task, tables))]
+        wanted = link.wanted() if link else tables_named(run.task, tables)
         run.shown.update(wanted)
         named = [ToolCall("describe", {"table": t}) for t in wanted if t not in described(run)]
         if named:
@@ -101,7 +99,9 @@ class ErasExpert(Expert):
             for call in named:
                 await self.call(ctx, run, call)
         self._show_joined(run)
-        steps = await self._ask_plan(ctx, run, tables)
+        # When the task names its tables they are described by now: the one tool left to
+        # choose is the query (a small model asked to choose re-describes them instead).
+        steps = await self._ask_plan(ctx, run, tables, query_only=bool(link and link.named))
         wanted_calls = [c for c in steps if c.tool == "describe"
                         and c.args.get("table") not in shown(run)]
         if wanted_calls:
@@ -154,17 +154,20 @@ class ErasExpert(Expert):
     async def _ask_plan(self, ctx: NodeContext, run: ExpertRun, tables: list[str],
                         query_only: bool = False, note: str = "",
                         temperature: float | None = None) -> list[ToolCall]:
-        schemas = [text for table, text in described(run).items() if table in shown(run)]
-        # The tables the task names (and those one join away) when it names any: a small
-        # model takes the first table it is shown.
-        listed = [t for t in tables if t in shown(run)] if run.link and run.link.named else tables
+        # The tables the task names (and those one join away) when it names any, the first
+        # named first: a small model takes the first table it is shown.
+        order = run.link.wanted() if run.link else []
+        first = [t for t in order if t in shown(run)] + [t for t in tables
+                                                          if t in shown(run) and t not in order]
+        schemas = [described(run)[t] for t in first if t in described(run)]
+        listed = first if run.link and run.link.named else tables
         return await plan_calls(ctx, self.tools[1:] if query_only else self.tools, sections(
             task=run.task,
             tables=", ".join(listed),
             described="\n".join(schemas) or "(none yet)",
             hints=run.link.hint_lines() if run.link else "",
             verified_examples=examples_text(run.examples),
-            dates=DATES_NOTE,
+            dates=run.link.dates_note() if run.link else "",
             note=note or ("The tables you need are described above: write the query now."
                           if query_only else ""),
         ), choices={"table": tuple(tables)}, temperature=temperature)

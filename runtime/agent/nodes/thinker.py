@@ -14,7 +14,6 @@ from runtime.agent.contracts import QUERY_DB_TOOL, QueryArgs
 from runtime.agent.grounding import ABSTAINED, NO_EXACT_QUERY, NOT_CHECKED, figures_vet
 from runtime.agent.linking import (
     CANDIDATE_TEMPERATURE,
-    DATES_NOTE,
     Linked,
     QueryChoice,
     asks,
@@ -143,7 +142,7 @@ class ThinkerNode(Node):
         prompt = sections(plan="query", goal=director.get("goal", ""),
                           hints=link.hint_lines() if link else "",
                           verified_examples=examples_text(examples), database_schema=schema,
-                          dates=DATES_NOTE,
+                          dates=link.dates_note() if link else "",
                           message=ctx.turn.message)
 
         async def rewrite(sql: str, misses: list[str]) -> str:
@@ -200,8 +199,10 @@ class ThinkerNode(Node):
         except DatabaseToolError as exc:
             await ctx.emit(HudEventType.ERROR, {"tool": "query_db", "error": str(exc)})
             return ""
-        needed = set(link.needed(schemas)) if link else {s.name for s in schemas}
-        return "\n".join(schema.as_text() for schema in schemas if schema.name in needed)
+        by_name = {schema.name: schema for schema in schemas}
+        needed = link.needed(schemas) if link else list(by_name)
+        # In the order the question names them: a small model queries the first it sees.
+        return "\n".join(by_name[name].as_text() for name in needed if name in by_name)
 
     async def _run_tool(self, ctx: NodeContext, name: str, sql: str, seen: dict,
                         linking: dict[str, Any] | None = None) -> NodeResult:
