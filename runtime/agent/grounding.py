@@ -38,6 +38,13 @@ NO_EXACT_QUERY = ("I could not find a way to look up exactly that in the databas
                   "no figure for it. Could you ask it another way?")
 """What a data question is answered when the query it got ignores what it names (a filter,
 its table): an honest abstention instead of that query's figure."""
+NO_LIVE_FACTS = ("I don't have live information such as the weather or the news: I can only "
+                 "look things up in our database.")
+"""What a question about a live fact is answered: no tool of the agent reads one, so any
+answer the model gives is made up ("The weather in Paris today is clear")."""
+_LIVE_FACT = re.compile(
+    r"\b(weather|forecast|temperature outside|rain(ing)? (today|tomorrow)|news|headlines|"
+    r"stock price|share price|exchange rate|traffic)\b", re.IGNORECASE)
 REPAIR_INSTRUCTION = (
     "Your last answer stated {missing}, which the result does not contain. Answer the "
     "question again in one or two plain sentences, using only numbers and names that appear "
@@ -109,10 +116,16 @@ def figures_vet(ctx: NodeContext, *given: str) -> Callable[[str], str]:
     """For an answer to a question written without a query (small talk, the user's own
     memory, a machine): one that states a figure nothing gave (the message, memory, the
     conversation, the machines: `given`) is replaced by NOT_CHECKED, so a figure never
-    comes from the model's head ("The company owns 10 cars.")."""
+    comes from the model's head ("The company owns 10 cars."). A question about a live fact
+    (the weather, the news, a share price: no tool reads one) gets NO_LIVE_FACTS."""
     evidence = Evidence.of([], [*given_words(ctx), *given])
+    live = _LIVE_FACT.search(ctx.turn.message)
 
     def vet(answer: str) -> str:
+        if live:
+            ctx.note_fallback("no live facts", f"the message asks for {live.group(0)!r}, "
+                              "which no tool reads")
+            return NO_LIVE_FACTS
         made_up = [f.text for f in figures_in(answer) if not _figure_held(f, evidence.numbers)]
         if not made_up:
             return answer

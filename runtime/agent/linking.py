@@ -213,10 +213,14 @@ def query_misses(sql: str, linked: Linked, dialect: str = "sqlite") -> list[str]
     used = _tables_used(sql, dialect)
     if used is None:
         return []  # the guard's own refusal is reported elsewhere
+    wanted = set(linked.named) | {h.table for h in linked.hints}
+    # A table named only by a usual word ("people" for employees) need not be joined when
+    # the query uses another table the question names ("hours people logged").
     misses = [f"the question is about {table}, but the query does not use that table"
               for table in linked.named if table not in used
-              and not any(h.table == table for h in linked.hints)]
-    return misses + _values_missed(sql, linked)
+              and not any(h.table == table for h in linked.hints)
+              and (table in linked.by_name or not used & wanted)]
+    return misses + _values_missed(sql, linked) + _columns_missed(sql, linked)
 
 
 def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> list[str]:
@@ -236,10 +240,13 @@ def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> lis
         off.append(f"the query uses none of {', '.join(sorted(wanted))}")
     elif unused := [t for t in linked.by_name if t not in used]:
         off.append(f"the question names {', '.join(unused)}, but the query does not use it")
+    return off + _columns_missed(sql, linked)
+
+
+def _columns_missed(sql: str, linked: Linked) -> list[str]:
     lowered = sql.lower()
-    off.extend(f"the question names the column {column}, but the query does not use it"
-               for column in linked.columns if column.lower() not in lowered)
-    return off
+    return [f"the question names the column {column}, but the query does not use it"
+            for column in linked.columns if column.lower() not in lowered]
 
 
 def _tables_used(sql: str, dialect: str) -> set[str] | None:

@@ -72,6 +72,14 @@ def test_query_misses_name_what_the_question_asked_for(eras):
     linked = link("how many projects are there?", eras)
     assert query_misses("SELECT COUNT(*) FROM invoices", linked) == [
         "the question is about projects, but the query does not use that table"]
+    # The repair is told of a column the question names ("hours" counted as entries) ...
+    march = link("how many hours did people log in March 2024?", eras)
+    assert query_misses("SELECT COUNT(*) FROM time_entries WHERE work_date LIKE '2024-03%'",
+                        march) == [
+        "the question names the column hours, but the query does not use it"]
+    # ... not of a table named only by a usual word ("people") when another named one is used.
+    assert query_misses("SELECT SUM(hours) FROM time_entries WHERE work_date LIKE '2024-03%'",
+                        march) == []
 
 
 def test_a_query_is_off_the_question_when_it_cannot_be_its_answer(eras):
@@ -352,3 +360,16 @@ def test_the_thinker_shows_the_first_named_table_first(graphs):
     prompt = ctx.calls[0].request["messages"][-1]["content"]
     assert prompt.index("employees(") < prompt.index("departments(")
     assert "## Dates" not in prompt
+
+
+def test_a_question_about_a_live_fact_gets_no_made_up_answer(graphs):
+    """No tool reads the weather: "clear with a mild breeze" from the model's head is held
+    and replaced by a plain "I don't have live information"."""
+    from runtime.agent.grounding import NO_LIVE_FACTS
+
+    result, ctx, _, deltas = run_node(
+        ThinkerNode, "thinker", message="what's the weather like in Paris today?",
+        llm=ScriptedModel("The weather in Paris today is clear with a mild breeze."),
+        outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
+    assert deltas == [NO_LIVE_FACTS] and result.output["answer"] == NO_LIVE_FACTS
+    assert "no live facts" in ctx.fallback
