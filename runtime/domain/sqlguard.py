@@ -128,6 +128,7 @@ _WRITES: tuple[tuple[type[exp.Expression], str], ...] = (
 _WRITE_TYPES = tuple(cls for cls, _ in _WRITES)
 _READ_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
 _ALLOWED = "only SELECT, WITH ... SELECT, UNION and DESCRIBE <table> are allowed"
+_READ_ONLY = "only reading is allowed"
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def _refuse_writes(tree: exp.Expression) -> None:
         elif isinstance(node, (exp.Create, exp.Drop)) and node.args.get("kind"):
             word = f"{word} {str(node.args['kind']).upper()}"
         raise DatabaseToolError(
-            f"refused: the query contains {word}; only reading is allowed (send one SELECT)"
+            f"refused: the query contains {word}; {_READ_ONLY} (send one SELECT)"
         )
 
 
@@ -224,12 +225,12 @@ def _refuse_side_effects(tree: exp.Expression) -> None:
     for node in tree.walk():
         if isinstance(node, exp.Into):
             raise DatabaseToolError(
-                "refused: SELECT ... INTO creates a table; only reading is allowed"
+                f"refused: SELECT ... INTO creates a table; {_READ_ONLY}"
             )
         if isinstance(node, exp.Lock):
             clause = "FOR UPDATE" if node.args.get("update") else "FOR SHARE"
             raise DatabaseToolError(
-                f"refused: the query contains {clause}, which locks rows; only reading is allowed"
+                f"refused: the query contains {clause}, which locks rows; {_READ_ONLY}"
             )
         if isinstance(node, exp.Func):
             name = _forbidden_function(node)
@@ -292,3 +293,9 @@ def _parse_error_text(exc: ParseError) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def refused_write(error: str) -> bool:
+    """Whether `error` is the guard refusing a statement that writes (DELETE, UPDATE, a
+    lock...): the request was for a change, which no other query can answer."""
+    return error.startswith("refused:") and _READ_ONLY in error

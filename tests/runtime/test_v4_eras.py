@@ -165,6 +165,24 @@ def test_refused_write_is_reported_plainly_and_nothing_changes(v4, eras_path):
     assert "There are 120 customers." == send(v4.id, "how many customers are there?").answer
 
 
+def test_a_refused_write_is_not_fixed_into_a_read(v4, eras_path):
+    """A planner that writes DELETE for "delete all customers" gets the refusal told: the
+    fixer is not asked, so no SELECT of every customer answers a request to delete them."""
+    before = eras_path.read_bytes()
+    model = ScriptedModel(
+        json.dumps({"intent": "request", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "delete all customers", "reason": "db"}),
+        [("query", {"sql": "DELETE FROM customers"})],
+        [("query", {"sql": "SELECT * FROM customers"})],  # what a fixer would write
+        json.dumps({}),
+    )
+    result = send(v4.id, "delete all customers", llm=model)
+    assert result.answer == "I can only read the database, not change it."
+    calls = record(result, "eras").output["tool_calls"]
+    assert [(c["tool"], c["ok"]) for c in calls] == [("describe", True), ("query", False)]
+    assert eras_path.read_bytes() == before
+
+
 @pytest.mark.parametrize("message", ["change the name of project 3", "add a new customer",
                                      "please remove all invoices"])
 def test_change_requests_are_refused_plainly(v4, eras_path, message):
@@ -288,6 +306,28 @@ def test_pa_sends_a_data_question_it_would_answer_itself_to_the_expert(v4):
     assert result.trace.path == "input>pa>eras>output+memorizer+ui"
     assert result.answer == "There are 7 customers in Berlin."
     assert record(result, "eras").output["grounding"] == {"outcome": "grounded"}
+
+
+def test_pa_answers_a_statement_that_names_no_data_itself(v4):
+    """"My name is Grace" routed to the eras expert by a small model is answered by the PA;
+    a statement naming a value ("now for Germany") may still go to the expert."""
+    model = ScriptedModel(
+        json.dumps({"intent": "statement", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "my name is Grace", "reason": "db"}),
+        "Nice to meet you, Grace!",
+        json.dumps({"user_name": "Grace"}),
+    )
+    result = send(v4.id, "my name is Grace", llm=model)
+    pa = record(result, "pa")
+    assert pa.output["expert"] == "" and pa.output["reason"] == "a statement that names no data"
+    assert result.trace.path == "input>pa>output+memorizer+ui"
+    assert result.answer == "Nice to meet you, Grace!"
+    germany = send(v4.id, "now for Germany", llm=ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "customers in Germany", "reason": "db"}),
+        [("query", {"sql": "SELECT COUNT(*) FROM customers WHERE country = 'Germany'"})],
+        "21 customers are in Germany.", json.dumps({})))
+    assert record(germany, "pa").output["expert"] == "eras"
 
 
 def test_a_paraphrase_of_a_verified_question_gets_the_verified_querys_result(v4):

@@ -36,7 +36,7 @@ from runtime.agent.linking import (
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.domain.database import ErasDatabase, database_identity
-from runtime.domain.sqlguard import guard_sql
+from runtime.domain.sqlguard import guard_sql, refused_write
 from runtime.domain.values import tables_named
 from runtime.engine.node import NodeContext, sections
 from runtime.errors import DatabaseToolError, QueryCancelled
@@ -244,7 +244,9 @@ class ErasExpert(Expert):
                       failed: ToolResult) -> ToolResult:
         """Retry a failed query once: describe its tables afresh, then ask for a fix."""
         if (call.tool != "query" or failed.data.get("cancelled") or failed.data.get("declined")
-                or call.args.get("retry")):
+                or call.args.get("retry") or refused_write(failed.error)):
+            # A refused write is told as such ("delete all customers" is not answered with a
+            # listing of them).
             return failed
         db = ctx.env.database()
         try:

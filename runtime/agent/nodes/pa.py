@@ -53,15 +53,20 @@ class PANode(Node):
             fallback_name="answer myself", max_tokens=150)
         route = decided.value
         expert = "" if route.expert == NO_EXPERT else route.expert
-        if not expert and experts:
+        link = await linked(ctx, ctx.turn.message) if experts else None
+        if not expert and link is not None and link.asks_for_data and not link.machine_words:
             # A data question the model would answer itself goes to the expert: a small
             # model states a figure with no query behind it (runtime.agent.linking).
-            link = await linked(ctx, ctx.turn.message)
-            if link is not None and link.asks_for_data and not link.machine_words:
-                expert = next(iter(experts))
-                route = Route(expert=expert, task=ctx.turn.message,
-                              reason=f"a data question (it names {', '.join(link.named)})",
-                              thinking=DEFAULT_THINKING)
+            expert = next(iter(experts))
+            route = Route(expert=expert, task=ctx.turn.message,
+                          reason=f"a data question (it names {', '.join(link.named)})",
+                          thinking=DEFAULT_THINKING)
+        elif expert and link is not None and not (link.asks or link.names_data or link.hints):
+            # A statement that names nothing of the domain, not even a value ("my name is
+            # Grace", "I feel tired"), is not the data expert's: a small model sends it there.
+            expert = ""
+            route = Route(expert=NO_EXPERT, task=ctx.turn.message,
+                          reason="a statement that names no data")
         decision = RoutingDecision(expert=expert, task=route.task or ctx.turn.message,
                                    reason=route.reason)
         await ctx.emit(HudEventType.ROUTED, decision.as_dict())
