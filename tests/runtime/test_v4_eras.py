@@ -389,3 +389,24 @@ def test_the_planner_sees_the_table_the_task_names_first(v4):
     tables = prompt.split("## Tables\n")[1].split("\n")[0]
     assert tables.startswith("projects")
     assert prompt.index("projects(") < prompt.index("customers(")
+
+
+def test_a_planned_step_for_a_tool_not_offered_is_skipped(v4):
+    """Offered only the query (the task's tables are described), a JSON plan that describes
+    first keeps its query alone: the describe it was not offered is not run."""
+    model = ScriptedModel(
+        json.dumps({"intent": "question", "route": "pa"}),
+        json.dumps({"expert": "eras", "task": "how many customers are there?", "reason": "db"}),
+        json.dumps({"steps": [{"tool": "describe", "args": {"table": "customers"}},
+                              {"tool": "query", "args": {"sql": "SELECT COUNT(*) FROM customers"}}]}),
+        "There are 120 customers.",
+        json.dumps({}),
+        tools=False,
+    )
+    result = send(v4.id, "how many customers are there?", llm=model)
+    eras = record(result, "eras")
+    assert "describe" not in eras.llm_calls[0].request["messages"][-1]["content"].split(
+        "## Tools")[1]
+    assert tool_calls(result) == [("describe", "customers"),
+                                  ("query", "SELECT COUNT(*) FROM customers")]
+    assert result.answer == "There are 120 customers."
