@@ -82,6 +82,12 @@ class Linked:
     filter may use these (and the next, as the end of a range), no other."""
     months: tuple[str, ...] = ()
     """The months it names with their year, as a date's start ("2024-03")."""
+    totals: tuple[str, ...] = ()
+    """The number columns the question asks a total of ("how many hours"): a query that
+    answers it sums each, rather than counting rows."""
+    ranks_by_count: bool = False
+    """The question asks which row has the most or fewest of something ("which employee
+    logged the most hours"): a query that answers it counts or sums per row (GROUP BY)."""
 
     @property
     def names_data(self) -> bool:
@@ -136,6 +142,9 @@ _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augu
            "september", "october", "november", "december")
 _MONTH_YEAR = re.compile(r"\b(" + "|".join(m[:3] + f"(?:{m[3:]})?" for m in _MONTHS)
                          + r")\.?\s+(?:of\s+)?((?:19|20|21)\d\d)\b", re.IGNORECASE)
+_WHICH = re.compile(r"\b(which|who|what)\b", re.IGNORECASE)
+_MOST = re.compile(r"(?<!\bat )\b(most|fewest|least)\b", re.IGNORECASE)
+_PER_ROW = re.compile(r"\bgroup\s+by\b|\b(count|sum)\s*\(", re.IGNORECASE)
 _YEAR_IN = re.compile(r"(?<!\d)((?:19|20|21)\d\d)(?!\d)")
 _RELATIVE_YEAR = re.compile(r"\b(this|last|previous|next)\s+year\b", re.IGNORECASE)
 _MACHINE_WORDS = re.compile(r"\b(counter|switch|toggle|checklist|check list|to-?do list|"
@@ -160,6 +169,8 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   hints=hints, asks=asks(question),
                   first=_mention_order(question, tables, index, hints),
                   years=tuple(years), months=_months(question),
+                  totals=tuple(index.totals_asked(question)),
+                  ranks_by_count=bool(_WHICH.search(question) and _MOST.search(question)),
                   future_years=tuple(y for y in years if this_year and y > this_year),
                   machine_words=tuple(m.group(0).lower()
                                       for m in _MACHINE_WORDS.finditer(question)),
@@ -245,8 +256,15 @@ def query_off_question(sql: str, linked: Linked, dialect: str = "sqlite") -> lis
 
 def _columns_missed(sql: str, linked: Linked) -> list[str]:
     lowered = sql.lower()
-    return [f"the question names the column {column}, but the query does not use it"
-            for column in linked.columns if column.lower() not in lowered]
+    missed = [f"the question names the column {column}, but the query does not use it"
+              for column in linked.columns if column.lower() not in lowered]
+    missed.extend(f"the question asks for a total of {column}: SUM({column}), not a count"
+                  for column in linked.totals if column.lower() in lowered and not re.search(
+                      r"\bsum\s*\([^)]*\b" + re.escape(column) + r"\b", sql, re.IGNORECASE))
+    if linked.ranks_by_count and not _PER_ROW.search(sql):
+        missed.append("the question ranks by a count or a total: use COUNT or SUM with "
+                      "GROUP BY")
+    return missed
 
 
 def _tables_used(sql: str, dialect: str) -> set[str] | None:

@@ -28,6 +28,7 @@ GENERAL_COLUMNS = frozenset({"id", "name", "status", "note", "description", "typ
 MAX_VALUES = 30
 """A text column with more distinct values than this is not indexed (names, notes)."""
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "")
+_NUMBER_TYPES = ("INT", "REAL", "NUMERIC", "DECIMAL", "FLOAT", "DOUBLE")
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # Words a question uses for a table that are not its name.
 TABLE_WORDS = {
@@ -65,12 +66,31 @@ class ValueIndex:
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """table -> the names of its columns that a question may use as words (no keys, none
     as general as `name` or `status`)."""
+    measures: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """table -> those of its `columns` that hold numbers (hours, amount, budget)."""
 
     def columns_named(self, question: str) -> list[str]:
         """The columns whose own words the question uses ("billable", "hourly rate")."""
         text = " " + _words(question) + " "
         return [c for columns in self.columns.values() for c in columns
                 if f" {_words(c)} " in text]
+
+    def totals_asked(self, question: str) -> list[str]:
+        """The number columns the question asks a total of ("how many hours", "the total
+        amount", "how many billable hours": the noun, not its adjective): a count of rows
+        does not answer it."""
+        words = _words(question).split()
+        measures = [(c, _words(c).split()) for ms in self.measures.values() for c in ms]
+        found = []
+        for match in re.finditer(r"\b(how many|how much|total|number of|sum of)\b",
+                                 " ".join(words)):
+            after = len(" ".join(words)[:match.end()].split())
+            # The measure the phrase ends on, one word in at most ("billable hours").
+            ends = [(at + len(parts), column) for column, parts in measures
+                    for at in (after, after + 1) if words[at:at + len(parts)] == parts]
+            if ends:
+                found.append(max(ends)[1])
+        return list(dict.fromkeys(found))
 
     def tables_by_column(self, question: str) -> list[str]:
         """The tables whose own column words the question uses ("hourly rate", "budget")."""
@@ -173,6 +193,7 @@ def build_value_index(db: ErasDatabase) -> ValueIndex:
 
     values: dict[str, dict[str, tuple[str, ...]]] = {}
     columns: dict[str, tuple[str, ...]] = {}
+    measures: dict[str, tuple[str, ...]] = {}
     schemas = db.describe_all(with_values=False)
     shared = {c.name for s in schemas for c in s.columns for t in schemas
               if t is not s and c.name in {d.name for d in t.columns}}
@@ -181,6 +202,9 @@ def build_value_index(db: ErasDatabase) -> ValueIndex:
         columns[schema.name] = tuple(
             c.name for c in schema.columns if not c.primary_key and not c.references
             and c.name not in shared and c.name not in GENERAL_COLUMNS)
+        measures[schema.name] = tuple(
+            c.name for c in schema.columns if c.name in columns[schema.name]
+            and any(t in c.type.upper() for t in _NUMBER_TYPES))
         for column in schema.columns:
             if column.primary_key or column.references:
                 continue
@@ -193,4 +217,4 @@ def build_value_index(db: ErasDatabase) -> ValueIndex:
             if not found or len(found) > MAX_VALUES or any(_DATE_LIKE.match(v) for v in found):
                 continue
             values.setdefault(schema.name, {})[column.name] = tuple(found)
-    return ValueIndex(values=values, columns=columns)
+    return ValueIndex(values=values, columns=columns, measures=measures)

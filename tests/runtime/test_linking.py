@@ -373,3 +373,36 @@ def test_a_question_about_a_live_fact_gets_no_made_up_answer(graphs):
         outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
     assert deltas == [NO_LIVE_FACTS] and result.output["answer"] == NO_LIVE_FACTS
     assert "no live facts" in ctx.fallback
+
+
+def test_a_count_of_rows_does_not_answer_how_many_hours(eras):
+    """"How many hours" asks for SUM(hours): a count of the entries that have hours is
+    another question; the adjective of "billable hours" is not what is summed."""
+    from runtime.agent.linking import query_off_question
+
+    march = link("how many hours did people log in March 2024?", eras)
+    assert march.totals == ("hours",)
+    assert query_off_question("SELECT COUNT(id) FROM time_entries WHERE work_date LIKE "
+                              "'2024-03%' AND hours IS NOT NULL", march) == [
+        "the question asks for a total of hours: SUM(hours), not a count"]
+    assert query_off_question("SELECT SUM(t.hours) FROM time_entries t WHERE t.work_date "
+                              "LIKE '2024-03%'", march) == []
+    assert link("how many billable hours were logged?", eras).totals == ("hours",)
+    assert link("how many projects have a budget above 1000?", eras).totals == ()
+
+
+def test_a_ranking_by_a_count_needs_a_count_per_row(eras):
+    """"Which employee logged the most hours?" answered by the single longest entry (ORDER BY
+    hours without GROUP BY) is another question; by a count or sum per employee it is not."""
+    from runtime.agent.linking import query_off_question
+
+    most = link("which employee has logged the most hours?", eras)
+    assert most.ranks_by_count
+    assert query_off_question("SELECT e.name FROM employees e JOIN time_entries t ON "
+                              "e.id = t.employee_id ORDER BY t.hours DESC LIMIT 1", most) == [
+        "the question ranks by a count or a total: use COUNT or SUM with GROUP BY"]
+    assert query_off_question("SELECT e.name, SUM(t.hours) FROM employees e JOIN time_entries"
+                              " t ON e.id = t.employee_id GROUP BY e.id ORDER BY 2 DESC "
+                              "LIMIT 1", most) == []
+    assert not link("which employee has the lowest hourly rate?", eras).ranks_by_count
+    assert not link("list invoices of at least 3 lines", eras).ranks_by_count
