@@ -11,6 +11,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
+from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
@@ -27,6 +28,8 @@ from runtime.errors import AuthFailed
 
 HISTORY_ON_PAGE = 50
 """How many past messages the chat page shows when it opens."""
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+"""Stands for a message's id in the trace link the page is given (chat.js fills it in)."""
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -90,6 +93,7 @@ def chat(request: HttpRequest) -> HttpResponse:
     # starts with, and the socket creates the conversation when it connects.
     conversation = conversation_resolve(owner=owner, chat="main", create=False)
     ratings: dict[str, int] = {}
+    results: dict[str, list] = {}
     if conversation is None:
         state, history, last_seq = selectors.conversation_state_new(), [], 0
     else:
@@ -98,6 +102,10 @@ def chat(request: HttpRequest) -> HttpResponse:
                                             limit=HISTORY_ON_PAGE)
         last_seq = chat_last_seq(conversation_id=conversation.id)
         ratings = selectors.conversation_ratings(conversation_id=conversation.id)
+        # The queries the answers were read from, drawn again under them.
+        results = selectors.conversation_results(
+            conversation_id=conversation.id,
+            message_ids=[str(m.message_id) for m in history if m.role == "assistant"])
         running = busy.busy_message(conversation_id=conversation.id)
         start = running and chat_message_start(conversation_id=conversation.id,
                                                 message_id=running)
@@ -114,7 +122,11 @@ def chat(request: HttpRequest) -> HttpResponse:
         # resumes from here so nothing between render and connect is lost.
         "last_seq": last_seq,
         "history": [{"role": m.role, "text": m.text, "message_id": str(m.message_id),
-                     "rating": ratings.get(str(m.message_id), 0)} for m in history],
+                     "rating": ratings.get(str(m.message_id), 0),
+                     "results": results.get(str(m.message_id), [])} for m in history],
+        # Staff see a link to an answer's trace under "How I found this".
+        "trace_url": reverse("admin:traces_messagetrace_by_message", args=[ZERO_ID])
+                     if request.user.is_staff else "",
         "memory": state.memory,
         "machines": state.ui["machines"],
         "controls": current_controls(state.ui),

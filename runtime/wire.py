@@ -319,6 +319,47 @@ class ProgressEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ResultEvent:
+    """A query an answer was read from, as the user may look at it: before the answer's
+    `done`, one per query the answer used (runtime.domain.results decides what is shown)."""
+
+    message_id: str
+    """The message answered."""
+    node: str
+    """The node that answered from it."""
+    sql: str
+    """The query as it ran."""
+    columns: list[dict[str, str]]
+    """`{name, type}` each; type `number`, `date` or `text`."""
+    rows: list[list[Any]]
+    """The first rows (at most 100, fewer past 64 KB), cells as JSON values; a text over
+    200 characters is cut (`shortened`)."""
+    row_count: int
+    """How many rows the query gave."""
+    capped: bool
+    """The query had more rows than the database's row limit: `row_count` is that limit."""
+    cut: str
+    """Why `rows` holds fewer than `row_count`: `rows` (past 100) or `bytes` (past 64 KB);
+    empty when it holds them all."""
+    shortened: bool
+    """Some text cells were cut to 200 characters."""
+    ms: float
+    """How long the query ran."""
+    pid: str
+    """The process it ran as (cancellable while it ran); empty when it ran inline."""
+    chart: dict[str, Any]
+    """`{kind, x, y}`: kind `bar`, `line` or `none`; x the label or date column, y the
+    number columns. Decided in code from the result's shape, never by the model."""
+    check: str = ""
+    """How the answer was checked against it: grounded, repaired, replaced or abstained."""
+    type: Literal["result"] = "result"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a dict (the rows are shared, not copied)."""
+        return _shallow(self)
+
+
 async def discard(event: Event) -> None:
     """A sink that drops every event, for callers that only want the result."""
     return None

@@ -26,6 +26,7 @@ from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 from runtime.suites.frozen import FreezeImpossible, trace_freeze
 from traces.models import MessageTrace
 from traces.selectors import (
+    trace_get,
     trace_cost_total,
     trace_filter_conversation,
     trace_filter_users,
@@ -243,8 +244,19 @@ class MessageTraceAdmin(CostTotalMixin, admin.ModelAdmin):
                  name="traces_messagetrace_replay"),
             path("<int:trace_id>/freeze/", wrap(require_POST(self.freeze_view)),
                  name="traces_messagetrace_freeze"),
+            path("message/<uuid:message_id>/", wrap(self.by_message_view),
+                 name="traces_messagetrace_by_message"),
             *super().get_urls(),
         ]
+
+    def by_message_view(self, request, message_id):
+        """A message's trace page, found by the message's id (the chat page links here)."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        trace = trace_get(message_id=str(message_id))
+        if trace is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(message_id))
+        return redirect("admin:traces_messagetrace_change", trace.pk)
 
     def replay_view(self, request, trace_id: int):
         """Run the trace's message again from its recording, then show the replay."""

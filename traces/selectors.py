@@ -77,6 +77,43 @@ class TimelineFrame:
 
 
 @dataclass(frozen=True)
+class QueryTable:
+    """One query a node ran, with the rows its output keeps, for the trace page."""
+
+    sql: str
+    """The query."""
+    columns: tuple[str, ...]
+    """Its column names."""
+    rows: tuple[tuple[Any, ...], ...]
+    """The rows the node kept (at most 100)."""
+    row_count: int
+    """How many rows the query gave."""
+    truncated: bool = False
+    """It had more rows than the database's row limit."""
+
+
+def query_tables(output: Any) -> tuple[QueryTable, ...]:
+    """The queries a node's output records with their rows: the v3 thinker's `sql` and
+    `result`, an expert's successful `query` tool calls."""
+    if not isinstance(output, dict):
+        return ()
+    found = []
+    runs = [(output.get("sql"), output.get("result"))]
+    runs.extend((call.get("args", {}).get("sql"), call.get("data"))
+                for call in output.get("tool_calls") or ()
+                if isinstance(call, dict) and call.get("tool") == "query" and call.get("ok"))
+    for sql, result in runs:
+        if not sql or not isinstance(result, dict) or "columns" not in result:
+            continue
+        found.append(QueryTable(
+            sql=str(sql), columns=tuple(str(c) for c in result["columns"]),
+            rows=tuple(tuple(row) for row in result.get("rows") or ()),
+            row_count=int(result.get("row_count") or 0),
+            truncated=bool(result.get("truncated"))))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class FrameDetail:
     """One frame record with its JSON payloads ready to show."""
 
@@ -86,6 +123,11 @@ class FrameDetail:
     """The node's input, pretty-printed."""
     output_json: str
     """The node's output, pretty-printed."""
+
+    @property
+    def queries(self) -> tuple[QueryTable, ...]:
+        """The queries it ran, with their rows."""
+        return query_tables(self.record.output)
 
 
 @dataclass(frozen=True)

@@ -536,7 +536,7 @@ async def result(call: Call) -> HttpResponse:
         conversation_id=call.conversation_id, message_id=message_id)
     if position is not None:  # waits behind the message being answered (`enqueue`)
         return _json({"status": "queued", "position": position, "answer": "",
-                      "controls": [], "path": "", "frames": 0})
+                      "controls": [], "path": "", "frames": 0, "results": []})
     if await database_call(busy.busy_holds)(
             conversation_id=call.conversation_id, message_id=message_id):
         waiting = await database_call(approval_waiting)(
@@ -547,9 +547,9 @@ async def result(call: Call) -> HttpResponse:
                 await approvals_expire(conversation_id=call.conversation_id,
                                        inline=not isinstance(call.request, ASGIRequest))
             return _json({"status": "waiting", "approval": waiting, "answer": "",
-                          "controls": [], "path": "", "frames": 0})
+                          "controls": [], "path": "", "frames": 0, "results": []})
         return _json({"status": "running", "answer": "", "controls": [], "path": "",
-                      "frames": 0})
+                      "frames": 0, "results": []})
     # It may have ended between the first read and the flag's: its answer is stored in
     # the transaction that gave the flag back, so it is there now if it ever will be.
     stored = await database_call(selectors.conversation_message_result)(

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from runtime.agent.memory import memory_normalize
 from runtime.agent.nodes.ui import ui_empty, ui_normalize
-from runtime.conversations.models import Conversation, Message, Rating
+from runtime.conversations.models import ChatEvent, Conversation, Message, Rating
 from traces.models import MessageTrace
 
 
@@ -74,8 +74,24 @@ def conversation_history(*, conversation_id: int, limit: int = 50) -> list[Messa
     return list(reversed(rows))
 
 
+def conversation_results(*, conversation_id: int, message_ids: list[str]
+                         ) -> dict[str, list[dict[str, Any]]]:
+    """The `result` events of these messages (the queries their answers were read from),
+    by message id, in order: from the event log, so none once it is pruned (one query)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    if not message_ids:
+        return found
+    events = (ChatEvent.objects.filter(conversation_id=conversation_id, type="result",
+                                       payload__message_id__in=message_ids)
+              .order_by("seq").values_list("payload", flat=True))
+    for event in events:
+        found.setdefault(event["message_id"], []).append(event)
+    return found
+
+
 def conversation_message_result(*, conversation_id: int, message_id: str) -> dict[str, Any] | None:
-    """The stored answer of a message of this conversation, with its trace's path and frames.
+    """The stored answer of a message of this conversation, with its trace's path and frames
+    and the `results` its answer was read from (result events, from the event log).
     A message taken back by a newer one (double texting `rollback`) has a trace and no
     exchange: `rolled_back`, with the answer its trace keeps."""
     answer = Message.objects.filter(
@@ -90,7 +106,7 @@ def conversation_message_result(*, conversation_id: int, message_id: str) -> dic
         if trace is None:
             return None
         return {"status": "rolled_back", "answer": trace["answer"], "controls": [],
-                "path": trace["path"], "frames": trace["total_frames"]}
+                "path": trace["path"], "frames": trace["total_frames"], "results": []}
     trace = trace or {"path": "", "total_frames": 0}
     return {
         "status": "failed" if answer.status == Message.Status.ERROR else "done",
@@ -98,4 +114,6 @@ def conversation_message_result(*, conversation_id: int, message_id: str) -> dic
         "controls": answer.controls,
         "path": trace["path"],
         "frames": trace["total_frames"],
+        "results": conversation_results(conversation_id=conversation_id,
+                                        message_ids=[message_id]).get(message_id, []),
     }

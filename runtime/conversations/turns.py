@@ -80,7 +80,6 @@ from runtime.wire import (
     FrameTrace,
     HudEvent,
     HudEventType,
-    ProgressEvent,
     discard,
 )
 from traces.services import trace_store
@@ -172,26 +171,22 @@ def engine_env(
     clock: Callable[[], float] | None = None, recording: Recording | None = None,
     day: DayTokens | None = None, decisions: Decisions | None = None,
 ) -> EngineEnv:
-    """The engine's environment from settings, sending HUD events and deltas to `on_event`;
-    `day`: what the message's owner may still spend today (runtime.conversations.quotas)."""
-
-    async def on_hud(event: HudEvent) -> None:
-        await on_event(event)
+    """The engine's environment from settings, sending HUD, progress and result events and
+    deltas to `on_event`; `day`: what the message's owner may still spend today
+    (runtime.conversations.quotas)."""
 
     async def on_delta(text: str) -> None:
         await on_event(DeltaEvent(message_id=message_id, text=text))
 
-    async def on_progress(event: ProgressEvent) -> None:
-        await on_event(event)
-
     return EngineEnv(
         llm=llm or provider_from_settings(),
-        on_hud=on_hud,
+        on_hud=on_event,
         on_delta=on_delta,
         database=ErasDatabase.from_settings,
         clock=clock or time.perf_counter,
         frame_limit=settings.AGENTSITE_FRAME_LIMIT,
-        on_progress=on_progress,
+        on_progress=on_event,
+        on_result=on_event,
         deadline=time.monotonic() + settings.AGENTSITE_MESSAGE_DEADLINE_S,
         recording=recording,
         run_process=process_run,

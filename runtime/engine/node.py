@@ -45,7 +45,8 @@ from runtime.llm.contracts import (
 )
 from runtime.llm.prices import call_cost
 from runtime.llm.recorded import Recording
-from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent
+from runtime.domain.results import result_shown
+from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent, ResultEvent
 
 T = TypeVar("T")
 
@@ -119,6 +120,8 @@ class EngineEnv:
     """Frames after which a message is stopped."""
     on_progress: Callable[[ProgressEvent], Awaitable[None]] | None = None
     """Receives progress the user sees (thinking messages, tool calls, processes)."""
+    on_result: Callable[[ResultEvent], Awaitable[None]] | None = None
+    """Receives each query result an answer was read from, for the user to look at."""
     deadline: float | None = None
     """`time.monotonic()` by which the message must be answered; every model call and
     retry respects it."""
@@ -212,6 +215,21 @@ class NodeContext:
                                                 if k not in {"type", "message_id", "node"}})
         if self.env.on_progress is not None:
             await self.env.on_progress(event)
+
+    async def show_result(self, *, sql: str, result: Mapping[str, Any], pid: str = "",
+                          check: str = "") -> None:
+        """Show the user a query result the answer was read from (`result`: the node's
+        `{columns, rows, row_count, truncated, ms}`), with how the answer was checked
+        against it (runtime.domain.results decides the rows, the types and the chart)."""
+        if self.env.on_result is None:
+            return
+        shown = result_shown(sql=sql, columns=result.get("columns") or (),
+                             rows=result.get("rows") or (),
+                             row_count=int(result.get("row_count") or 0),
+                             truncated=bool(result.get("truncated")),
+                             ms=float(result.get("ms") or 0.0), pid=pid)
+        await self.env.on_result(ResultEvent(message_id=self.turn.message_id,
+                                             node=self.spec.id, check=check, **shown))
 
     def latest_answer(self) -> tuple[str, str]:
         """(node id, answer) of the most recent node that wrote an answer; ("", "") if none."""

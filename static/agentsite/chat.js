@@ -17,6 +17,7 @@
   var MEMORY_FIELDS = ["user_name", "user_mood", "topic", "topic_history", "language",
                        "style_hint", "facts", "situation"];
   var KNOWN_GRAPHS = ["v3-framed", "v4-eras"];
+  var ZERO_ID = "00000000-0000-0000-0000-000000000000";  // in boot.trace_url: a message's id
 
   var state = {
     lastSeq: boot.last_seq || 0,
@@ -156,7 +157,7 @@
     ready: onReady, accepted: onAccepted, delta: onDelta, progress: onProgress, hud: onHud,
     controls: onControls, frame_trace: onFrameTrace, done: onDone, cleared: onCleared,
     graph: onGraph, error: onError, queued: onQueued, approval: onApproval,
-    approval_decided: onApprovalDecided,
+    approval_decided: onApprovalDecided, result: onResult,
   };
 
   var DECIDED = { approve: "Approved", deny: "Denied", timeout: "Not approved in time" };
@@ -256,11 +257,14 @@
     var body = el("div", "body");
     var meta = el("div", "meta");
     var steps = el("ul", "steps");
+    var results = el("div", "results");
     bubble.appendChild(steps);
     bubble.appendChild(body);
+    bubble.appendChild(results);
     bubble.appendChild(meta);
     $("transcript").appendChild(bubble);
-    answer = { bubble: bubble, body: body, meta: meta, steps: steps, text: "", lines: {} };
+    answer = { bubble: bubble, body: body, meta: meta, steps: steps, results: results,
+               text: "", lines: {} };
     state.answers[messageId] = answer;
     return answer;
   }
@@ -270,6 +274,20 @@
     answer.text += event.text;
     md.renderInto(answer.body, answer.text);
     scrollToEnd();
+  }
+
+  /** A query the answer was read from: its table, chart and "How I found this". */
+  function onResult(event) {
+    var answer = answerFor(event.message_id);
+    showResult(answer.results, event);
+    scrollToEnd();
+  }
+
+  function showResult(box, event) {
+    box.appendChild(window.AgentResults.render(event, {
+      index: box.children.length + 1,
+      traceUrl: boot.trace_url ? boot.trace_url.replace(ZERO_ID, event.message_id) : "",
+    }));
   }
 
   function onProgress(event) {
@@ -837,6 +855,11 @@
       var body = el("div", "body");
       md.renderInto(body, m.text);
       bubble.appendChild(body);
+      if (m.results && m.results.length) {
+        var results = el("div", "results");
+        m.results.forEach(function (event) { showResult(results, event); });
+        bubble.appendChild(results);
+      }
       if (m.message_id) ratingFor(bubble, m.message_id, m.rating || 0);
       $("transcript").appendChild(bubble);
     });

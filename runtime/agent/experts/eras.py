@@ -36,14 +36,13 @@ from runtime.agent.linking import (
 from runtime.agent.nodes.interpreter import database_trouble, plain_reading, result_table
 from runtime.agent.records import ToolCall, ToolResult
 from runtime.domain.database import ErasDatabase, database_identity
+from runtime.domain.results import ROWS_SHOWN
 from runtime.domain.sqlguard import guard_sql, refused_write
 from runtime.domain.values import tables_named
 from runtime.engine.node import NodeContext, sections
 from runtime.errors import DatabaseToolError, QueryCancelled
 from runtime.llm.contracts import Tool
 from runtime.wire import HudEventType
-
-RESULT_ROWS_KEPT = 50
 
 
 def described(run: ExpertRun) -> dict[str, str]:
@@ -235,9 +234,10 @@ class ErasExpert(Expert):
                            status="done")
         return ToolResult(tool="query", args=args, ok=True, pid=pid, data={
             "columns": list(result.columns),
-            "rows": [list(row) for row in result.rows[:RESULT_ROWS_KEPT]],
+            "rows": [list(row) for row in result.rows[:ROWS_SHOWN]],
             "row_count": len(result.rows),
             "truncated": result.truncated,
+            "ms": round(result.ms, 3),
         })
 
     async def recover(self, ctx: NodeContext, run: ExpertRun, call: ToolCall,
@@ -304,11 +304,14 @@ class ErasExpert(Expert):
             run.notes["grounding"] = {"outcome": ABSTAINED}
             await ctx.delta(answer)
             return answer
-        results = [r.data for r in run.results if r.tool == "query" and r.ok]
+        used = [r for r in run.results if r.tool == "query" and r.ok]
         sql = str(query.args.get("sql", ""))
         answer, grounding = await answer_grounded(ctx, sections(
             question=run.task, sql=sql, result=result_table(query.data),
-        ), evidence=Evidence.of(results, given_words(ctx, run.task, sql)),
+        ), evidence=Evidence.of([r.data for r in used], given_words(ctx, run.task, sql)),
             reading=plain_reading(query.data, sql), prompt="execute_prompt")
         run.notes["grounding"] = grounding.as_dict()
+        for result in used:
+            await ctx.show_result(sql=str(result.args.get("sql", "")), result=result.data,
+                                  pid=result.pid, check=grounding.outcome)
         return answer

@@ -102,6 +102,7 @@ class InterpreterNode(Node):
             question=ctx.turn.message, sql=sql, result=result_table(result),
         ), evidence=Evidence.of([result], given_words(ctx, sql)),
             reading=plain_reading(result, sql))
+        await ctx.show_result(sql=sql, result=result, check=grounding.outcome)
         await ctx.emit(HudEventType.INTERPRETED, {"chars": len(answer),
                                                   "grounding": grounding.outcome})
         return NodeResult(output={"answer": answer, "failed": False,

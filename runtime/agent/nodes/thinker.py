@@ -24,6 +24,7 @@ from runtime.agent.linking import (
 )
 from runtime.agent.memory import memory_normalize
 from runtime.agent.speech import parse_answer, speak
+from runtime.domain.results import ROWS_SHOWN
 from runtime.engine.node import DEFAULT_TOOL_TOKENS, Node, NodeContext, NodeResult, sections
 from runtime.errors import DatabaseToolError, LLMError, LLMTimeout
 from runtime.wire import HudEventType
@@ -33,8 +34,6 @@ _FENCE = re.compile(r"^```(?:sql)?\s*|\s*```$", re.MULTILINE | re.IGNORECASE)
 _BARE_SQL = re.compile(r"^(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|REPLACE|PRAGMA|"
                        r"ATTACH|TRUNCATE)\b", re.IGNORECASE)
 _READ_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
-# Rows of a tool result kept in the node's output (and so in the trace).
-RESULT_ROWS_KEPT = 50
 # Said when the model's answer could not be shown (it was JSON, SQL, a tool call, nothing).
 PLAIN_FALLBACK = "Sorry, I could not put that into words just now. Could you ask it another way?"
 NO_QUERY = "I could not turn that into a database question. Could you ask it another way?"
@@ -224,7 +223,7 @@ class ThinkerNode(Node):
             else:
                 output["result"] = {
                     "columns": list(result.columns),
-                    "rows": [list(row) for row in result.rows[:RESULT_ROWS_KEPT]],
+                    "rows": [list(row) for row in result.rows[:ROWS_SHOWN]],
                     "row_count": len(result.rows),
                     "truncated": result.truncated,
                     "ms": round(result.ms, 3),
