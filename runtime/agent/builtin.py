@@ -351,6 +351,8 @@ SUMMED = re.compile(r"\b(?:total|sum|add(?:s|ed)? up|how much|altogether|combine
 AVERAGED = re.compile(r"\b(?:average|mean|avg|typical)\b", re.I)
 MOST = re.compile(r"\b(?:most|largest|biggest|highest|greatest|maximum|max|top|priciest|"
                   r"most expensive)\b", re.I)
+MONTHLY = re.compile(r"\b(?:per|each|every|by|a)\s+month\b|\bmonthly\b|\bmonth by month\b",
+                     re.I)
 LEAST = re.compile(r"\b(?:least|fewest|smallest|lowest|minimum|min|cheapest)\b", re.I)
 WHICH = re.compile(r"\b(?:which|what|who)\b(?:'s)?\s*", re.I)
 NEGATED = re.compile(r"\b(?:non|not)[\s-]*$", re.I)
@@ -645,11 +647,9 @@ class Reading:
         """"in March 2024", "from 2025", "since 2023": a range on the table's date column
         (the one the question's verb names, `issued` -> issued_on, else the first)."""
         match = PERIOD.search(self.message)
-        if not match or not table.dates:
+        column = self.date_column(table)
+        if not match or not column:
             return []
-        stems = {_stem(w) for w in re.findall(r"[a-z]+", self.message.lower())}
-        column = next((c for c in table.dates if _stem(DATE_SUFFIX.sub("", c)) in stems),
-                      table.dates[0])
         word, month, year = match.group(1).lower(), match.group(2), int(match.group(3))
         if month:
             number = MONTHS.index(month.lower()) + 1
@@ -664,6 +664,15 @@ class Reading:
         else:
             test = f"{{0}}{column} >= '{start}' AND {{0}}{column} < '{end}'"
         return [Condition(table.name, column, test.replace("{0}", "{}"))]
+
+    def date_column(self, table: Table) -> str:
+        """The table's date column the question's verb names (`issued` -> issued_on), else
+        its first ("" when it has none)."""
+        if not table.dates:
+            return ""
+        stems = {_stem(w) for w in re.findall(r"[a-z]+", self.message.lower())}
+        return next((c for c in table.dates if _stem(DATE_SUFFIX.sub("", c)) in stems),
+                    table.dates[0])
 
     def _flags(self, table: Table) -> list[Condition]:
         """"billable hours" -> billable = 1; "non-billable", "not billable" -> 0."""
@@ -848,6 +857,26 @@ def _aggregate_sql(reading: Reading, table: Table) -> str:
     return f"SELECT {fn}({_qualified(table, measure, source)}) AS {fn.lower()}_{measure} {source}"
 
 
+def _monthly_sql(reading: Reading, table: Table) -> str:
+    """"how many projects started each month in 2024?", "total hours per month": the count
+    (or the sum of the measure asked) per month of the table's date column, in month order."""
+    column = reading.date_column(table)
+    if not MONTHLY.search(reading.message) or not column:
+        return ""
+    first = reading.counted()
+    measure = reading.measure(table)
+    source = reading.source(table, reading.conditions(table))
+    month = f"substr({_qualified(table, column, source)}, 1, 7)"
+    if first is not None and first.column in table.measures:
+        value = f"SUM({_qualified(table, first.column, source)}) AS total_{first.column}"
+    elif COUNTED.search(reading.message) or not measure:
+        value = "COUNT(*) AS count"
+    else:
+        fn, word = ("AVG", "average") if AVERAGED.search(reading.message) else ("SUM", "total")
+        value = f"{fn}({_qualified(table, measure, source)}) AS {word}_{measure}"
+    return f"SELECT {month} AS month, {value} {source} GROUP BY month ORDER BY month"
+
+
 def _lookup_sql(reading: Reading, table: Table) -> str:
     """"what status is invoice 377 in?": a column of the row with that id."""
     conditions = reading.conditions(table)
@@ -877,6 +906,9 @@ def sql_for(message: str, schema_text: str) -> str:
     table = reading.main()
     if table is None:
         return ""
+    monthly = _monthly_sql(reading, table)
+    if monthly:
+        return monthly
     if len(mentioned) >= 2 and not COUNTED.search(message):
         joined = _join_sql(message, mentioned[0], mentioned[1], tables)
         if joined and not (SUMMED.search(message) or AVERAGED.search(message)):
@@ -944,8 +976,10 @@ def write_sql(message: str, table: str) -> str:
     return f"UPDATE {table} SET id = id"
 
 
-def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
-    """The eras expert's plan: describe what is not described yet, else one query."""
+def plan_steps(parts: dict[str, str], tools: tuple[str, ...] = ("describe", "query")
+               ) -> dict[str, Any]:
+    """The eras expert's plan: describe what is not described yet, else one query; offered
+    only the query (`tools`), the query however much is described."""
     task = parts.get("task", "")
     names = [t.strip() for t in parts.get("tables", "").split(",") if t.strip()]
     wanted = tables_mentioned(task, names)
@@ -954,14 +988,15 @@ def plan_steps(parts: dict[str, str]) -> dict[str, Any]:
         return {"steps": [{"tool": "query", "args": {"sql": write}}]}
     described = parts.get("described", "")
     known = {t.name for t in parse_schema(described)}
+    describe = "describe" in tools
     missing = [name for name in wanted if name not in known]
-    if missing:
+    if missing and describe:
         return {"steps": [{"tool": "describe", "args": {"table": name}} for name in missing]}
     # Nothing named by its table's words may still be named by a described column or value;
     # words the query would leave out may name a column of a table not described yet.
     sql = sql_for(task, described) if known else ""
     rest = [name for name in names if name not in known]
-    if rest and (not sql or _unsaid(task, sql, [])):
+    if rest and describe and (not sql or _unsaid(task, sql, [])):
         return {"steps": [{"tool": "describe", "args": {"table": name}} for name in rest]}
     return {"steps": [{"tool": "query", "args": {"sql": sql}}] if sql else []}
 
@@ -1536,7 +1571,9 @@ def respond(request: LLMRequest) -> str:
             return think(message, parts, machines=False)
         return json.dumps(route(message, parts))
     if node == "planner":
-        return json.dumps(plan_steps(parts))
+        offered = tuple(t.name for t in request.tools) or tuple(
+            re.findall(r"^- (\w+):", parts.get("tools", ""), re.M))
+        return json.dumps(plan_steps(parts, offered or ("describe", "query")))
     if node == "fixer":
         return json.dumps(fix_sql(parts))
     if node == "answerer":

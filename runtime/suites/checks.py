@@ -162,11 +162,30 @@ def evaluate(check: Check, outcome: Outcome, *, database: ReferenceDatabase | No
     if kind == "progress":
         kinds = [e.get("kind", "") for e in outcome.events if e.get("type") == "progress"]
         return kinds == list(values), f"progress: {', '.join(kinds) or 'none'}"
+    if kind in ("result rows", "result columns", "chart"):
+        return _result_check(kind, values, outcome)
     if kind == "sql matches":
         queries = _sql(outcome)
         ok = any(re.search(v, q, re.I) for v in values for q in queries)
         return ok, f"sql: {' | '.join(queries) or 'no query'}"
     raise ValueError(f"unknown check kind {kind!r}")
+
+
+def _result_check(kind: str, values: tuple[str, ...], outcome: Outcome) -> tuple[bool, str]:
+    """`result rows`, `result columns`, `chart`: on the last `result` event of the step (the
+    query the answer was read from)."""
+    shown = [e for e in outcome.events if e.get("type") == "result"]
+    if not shown:
+        return False, "no result: the answer was read from no query"
+    last = shown[-1]
+    if kind == "result rows":
+        return str(last.get("row_count")) in values, f"result rows: {last.get('row_count')}"
+    if kind == "result columns":
+        names = [str(c.get("name", "")) for c in last.get("columns", [])]
+        ok = [n.lower() for n in names] == [v.lower() for v in values]
+        return ok, f"result columns: {', '.join(names) or 'none'}"
+    chart = last.get("chart", {}).get("kind", "")
+    return chart in values, f"chart: {chart or 'none given'}"
 
 
 # --- truth checks --------------------------------------------------------------------------

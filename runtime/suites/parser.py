@@ -23,10 +23,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.domain.results import BAR, LINE, NONE
 from runtime.engine.approval import DECISIONS as ENGINE_DECISIONS
 from runtime.errors import AgentError
 
 ACTIONS = ("send", "click", "clear", "graph")
+CHARTS = (BAR, LINE, NONE)
+"""The values a `chart` check takes (runtime.domain.results)."""
 DECISIONS = ENGINE_DECISIONS
 """A step's decisions on the tool calls its message waits for, the ones a person may take
 (`approve`, `deny`; runtime.suites.decisions): each follows a `send` or a `click`, before
@@ -45,6 +48,11 @@ CHECK_KINDS = {
     "memory": "`memory FIELD: value`: the field equals, or for lists contains, the value",
     "progress": "the progress events' kinds, in order, are exactly these (comma-separated)",
     "sql matches": "a database query run for the message matches one of the expressions",
+    "result rows": "the query the answer was read from (its last `result` event) gave one of "
+                   "these numbers of rows",
+    "result columns": "that result's columns are exactly these, in order (comma-separated, "
+                      "any case)",
+    "chart": "that result's chart is one of these: bar, line, none",
     "figure matches": "the answer states every cell of the first row of a reference SELECT, "
                       "run on the eras database (a figure after formatting, a text as a word)",
     "no figure": "the answer states no figure but those of the user's message",
@@ -265,13 +273,17 @@ def _parse_check(line: str, lineno: int, fail) -> Check:
             raise fail(lineno, f"`{subject}` takes a reference query, `SELECT …` as written "
                        f"(unquoted), not {value!r}")
         values = (value,)
-    elif subject in ("progress", "controls match"):
+    elif subject in ("progress", "controls match", "result columns"):
         values = tuple(v.strip() for v in value.split(",") if v.strip())
     else:
         try:
             values = split_alternatives(value)
         except ValueError as exc:
             raise fail(lineno, str(exc)) from None
+    if subject == "result rows" and not all(v.isdigit() for v in values):
+        raise fail(lineno, f"`result rows` takes a number of rows, not {value!r}")
+    if subject == "chart" and not set(values) <= set(CHARTS):
+        raise fail(lineno, f"`chart` is one of {', '.join(CHARTS)}, not {value!r}")
     if subject in ("response matches", "sql matches"):
         for pattern in values:
             try:

@@ -126,12 +126,20 @@ def test_send_queues_and_result_is_polled_until_done(ada):
         "controls": result["controls"],
         "path": result["path"],
         "frames": result["frames"],
+        "results": result["results"],
     }
     assert result["frames"] >= 2 and result["path"].startswith("input")
+    # Beside the answer, the query it was read from (DESIGN.md §12).
+    [shown] = result["results"]
+    assert shown["type"] == "result" and shown["message_id"] == sent["id"]
+    assert "customers" in shown["sql"] and shown["rows"] == [[120]]
+    assert shown["row_count"] == 1 and shown["chart"]["kind"] == "none"
+    assert shown["check"] == "grounded"
     events = chat_events_after(conversation_id=conversation_of(ada).id, after_seq=0)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "".join(e["text"] for e in events if e["type"] == "delta") == result["answer"]
     assert events[-1]["type"] == "done" and events[-1]["message_id"] == sent["id"]
+    assert [e for e in events if e["type"] == "result"] == [shown]
     assert not dispatch.pipeline_tasks().tasks  # the finished task left the registry
 
 

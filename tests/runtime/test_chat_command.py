@@ -22,6 +22,31 @@ def test_one_message_prints_answer_and_summary(graphs):
     assert "[v3-framed path input>output+memorizer+ui | 2 frames |" in out
 
 
+def test_a_data_answer_prints_the_result_table_and_its_query(graphs, eras_path):
+    """Under a ranked list: its rows as an aligned table (numbers right-aligned), how many
+    there are, the chart the page would draw, and the SQL; a single figure: the SQL only."""
+    import sqlite3
+
+    with sqlite3.connect(eras_path) as db:
+        top = db.execute(
+            "SELECT c.name, COUNT(*) AS n FROM customers c JOIN projects p "
+            "ON p.customer_id = c.id GROUP BY c.id ORDER BY n DESC, c.name LIMIT 1").fetchone()
+    out = chat("which ten customers have the most projects?")
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["name", "projects"])
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    rows = lines[header + 2:header + 12]
+    assert rows[0].startswith(top[0]) and rows[0].endswith(f" {top[1]}")
+    # Right-aligned: every count ends in the same column.
+    assert len({len(row) for row in rows}) == 1
+    assert lines[header + 12] == "(10 rows; chart: bar)"
+    assert "[sql: SELECT" in out and "LIMIT 10]" in out
+
+    out = chat("how many customers are there?")
+    assert "agent> There are 120 customers." in out
+    assert "[sql: SELECT COUNT(*)" in out and "chart:" not in out
+
+
 def test_controls_are_printed(graphs):
     """Controls offered after an answer are listed with their actions."""
     out = chat("give me a counter")

@@ -33,6 +33,12 @@ def fetch_state(conversation_id: int) -> dict[str, Any]:
     """The state a client loads (as `/api/state` serves it), with the recent history."""
     state = selectors.conversation_state(conversation_id=conversation_id)
     controls = current_controls(state.ui)
+    messages = selectors.conversation_history(conversation_id=conversation_id,
+                                              limit=settings.AGENTSITE_HISTORY_WINDOW)
+    assert [{"role": m.role, "text": m.text} for m in messages] == list(state.history)
+    results = selectors.conversation_results(
+        conversation_id=conversation_id,
+        message_ids=[str(m.message_id) for m in messages if m.role == "assistant"])
     return {
         "graph": state.graph_name,
         "memory": state.memory,
@@ -40,7 +46,10 @@ def fetch_state(conversation_id: int) -> dict[str, Any]:
         "controls": controls,
         # What an offered button's click is answered with; a client knows it from `controls`.
         "bindings": state.ui["bindings"],
-        "history": list(state.history),
+        # The chat page draws each answer with the queries it was read from (§12).
+        "history": [{"role": m.role, "text": m.text, **(
+            {"results": results.get(str(m.message_id), [])} if m.role == "assistant" else {})}
+                    for m in messages],
     }
 
 
@@ -51,14 +60,18 @@ def apply_events(state: dict[str, Any], events: list[dict[str, Any]]) -> dict[st
     # memory, so its update waits for a `done` that did not fail (per message id; a late
     # event of a message already reported lost is never applied).
     pending: dict[str, dict[str, Any]] = {}
+    shown: dict[str, list[dict[str, Any]]] = {}  # a message's results, until its done
     for event in events:
         kind = event["type"]
         if kind == "hud":
             _apply_hud(state, pending, event)
         elif kind == "accepted":
             state["history"].append({"role": "user", "text": event["text"]})
+        elif kind == "result":
+            shown.setdefault(event["message_id"], []).append(event)
         elif kind == "done":
-            state["history"].append({"role": "assistant", "text": event["answer"]})
+            state["history"].append({"role": "assistant", "text": event["answer"],
+                                     "results": shown.pop(event["message_id"], [])})
             update = pending.pop(event["message_id"], {})
             if not event["failed"]:
                 state["memory"].update(update)
@@ -153,6 +166,7 @@ def test_every_state_change_is_carried_by_the_events_of_its_action(conversation)
     assert after["memory"]["user_mood"] == "happy"
     after, _, _ = verify_action(c, say(c, "how many customers are there?"))
     assert "120" in after["history"][-1]["text"]
+    assert after["history"][-1]["results"][0]["rows"] == [[120]]  # and a reload shows it
 
     situation = after["memory"]["situation"]
     after, _, _ = verify_action(c, lambda: actions.conversation_clear(conversation_id=c))

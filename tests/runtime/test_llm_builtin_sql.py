@@ -140,6 +140,36 @@ def test_the_planner_describes_the_rest_when_its_query_would_leave_words_out():
     assert [s["tool"] for s in cached] == ["query"]
 
 
+def test_offered_only_the_query_the_planner_queries_with_what_is_described():
+    """The eras expert offers only the query tool once the task's tables are described; the
+    planner then never asks for a description it cannot get (it did, and had no plan)."""
+    described = "\n".join(s.as_text() for s in ErasDatabase(
+        settings.ERAS_DATABASE_URL).describe_all() if s.name in ("customers", "projects"))
+    parts = {"task": "which ten customers have the most projects?",
+             "tables": "customers, projects, employees", "described": described}
+    assert [s["tool"] for s in plan_steps(parts)["steps"]] == ["describe"]
+    (step,) = plan_steps(parts, ("query",))["steps"]
+    assert step["tool"] == "query" and "LIMIT 10" in step["args"]["sql"]
+
+
+@pytest.mark.parametrize("question, sql", [
+    ("how many projects started each month in 2024?",
+     "SELECT substr(started_on, 1, 7) AS month, COUNT(*) AS count FROM projects WHERE "
+     "started_on >= '2024-01-01' AND started_on < '2025-01-01' GROUP BY month ORDER BY month"),
+    ("how many hours were logged per month?",
+     "SELECT substr(work_date, 1, 7) AS month, SUM(hours) AS total_hours FROM time_entries "
+     "GROUP BY month ORDER BY month"),
+    ("total invoice amount issued per month in 2024",
+     "SELECT substr(issued_on, 1, 7) AS month, SUM(amount) AS total_amount FROM invoices "
+     "WHERE issued_on >= '2024-01-01' AND issued_on < '2025-01-01' GROUP BY month "
+     "ORDER BY month"),
+])
+def test_a_per_month_question_is_grouped_by_month_in_order(question, sql):
+    """Per month: the count, or the sum of the measure asked, per month of the date column
+    the question's verb names (a line chart on the chat page)."""
+    assert sql_for(question, demo_schema(values=True)) == sql
+
+
 def test_a_question_it_cannot_answer_is_said_to_be_one():
     """Outside what it knows, a question gets "I don't have an answer", with no figure; a
     statement still gets "I hear you"."""

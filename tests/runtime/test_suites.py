@@ -82,7 +82,9 @@ OUTCOME = Outcome(
     answer="There are 120 customers.",
     events=({"type": "hud", "node": "pa", "event": "routed", "frame": 2, "data": {}},
             {"type": "progress", "kind": "thinking"}, {"type": "progress", "kind": "tool"},
-            {"type": "hud", "node": "eras", "event": "tool_call", "frame": 3, "data": {}}),
+            {"type": "hud", "node": "eras", "event": "tool_call", "frame": 3, "data": {}},
+            {"type": "result", "row_count": 1, "chart": {"kind": "none"},
+             "columns": [{"name": "count", "type": "number"}]}),
     trace=TRACE,
     controls=({"label": "+1", "action": "inc"}, {"label": "Yes", "action": "weigh_up"}),
     memory={"user_name": "Ada", "facts": ["likes tea"]},
@@ -101,7 +103,25 @@ CASES = [
     ("memory", ("likes tea",), ("likes coffee",), "facts"),
     ("progress", ("thinking", "tool"), ("tool", "thinking"), ""),
     ("sql matches", (r"count\(\*\)",), (r"DELETE",), ""),
+    ("result rows", ("1",), ("10",), ""),
+    ("result columns", ("COUNT",), ("count", "name"), ""),
+    ("chart", ("none", "bar"), ("bar",), ""),
 ]
+
+
+@pytest.mark.parametrize("kind", ["result rows", "result columns", "chart"])
+def test_result_checks_fail_when_the_answer_was_read_from_no_query(kind):
+    passed, detail = evaluate(Check(kind, ("none",), "t", 1), Outcome(answer="Hello!"))
+    assert passed is False and detail.startswith("no result")
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("- result rows: ten", "takes a number of rows"),
+    ("- chart: pie", "`chart` is one of bar, line, none"),
+])
+def test_result_checks_refuse_values_they_cannot_mean(line, reason):
+    with pytest.raises(SuiteError, match=reason):
+        parse_suite(f"# T\n## s\n> send: hi\n{line}\n", path="t.md")
 
 
 @pytest.mark.parametrize(("kind", "good", "bad", "field"), CASES)

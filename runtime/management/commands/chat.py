@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from runtime.agent.machines import render_text
+from runtime.agent.nodes.interpreter import format_value
 from runtime.agent.nodes.ui import current_controls
 from runtime.conversations import actions, selectors
 from runtime.conversations.answering import approval_submit
@@ -14,7 +15,7 @@ from runtime.conversations.owners import Owner, conversation_resolve
 from runtime.conversations.turns import turn_run
 from runtime.engine.approval import APPROVE, DENY
 from runtime.errors import AgentError, ControlNotFound, ConversationBusy, GraphError
-from runtime.wire import ApprovalEvent, DeltaEvent, Event
+from runtime.wire import ApprovalEvent, DeltaEvent, Event, ResultEvent
 
 HELP_TEXT = """Type a message and press Enter. Commands:
   /click ACTION     click a control (machine button or offered button) by its action or label
@@ -22,6 +23,35 @@ HELP_TEXT = """Type a message and press Enter. Commands:
   /clear            forget history and memory (the situation stays)
   /graph NAME       switch graph
   /quit             leave (or Ctrl-D)"""
+TABLE_ROWS = 10
+"""Rows of a result printed under its answer."""
+CELL_WIDTH = 40
+"""A wider cell is cut to this many characters in the printed table."""
+
+
+def result_table(event: ResultEvent, *, rows: int = TABLE_ROWS) -> str:
+    """A result as an aligned text table (its first `rows` rows; numbers right-aligned and
+    written as the answers write them), with a line saying how many rows there are."""
+    def cell(value) -> str:
+        text = "" if value is None else format_value(value)
+        return text if len(text) <= CELL_WIDTH else text[:CELL_WIDTH - 1] + "…"
+
+    names = [c["name"] for c in event.columns]
+    numeric = [c["type"] == "number" for c in event.columns]
+    body = [[cell(v) for v in row] for row in event.rows[:rows]]
+    widths = [max([len(n), *(len(r[i]) for r in body)]) for i, n in enumerate(names)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w)
+                         for c, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
+
+    lines = [line(names), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
+    total = f"{event.row_count} row{'s' if event.row_count != 1 else ''}"
+    if event.capped:
+        total = f"more than {total}"
+    if len(body) < event.row_count:
+        total += f", the first {len(body)} shown"
+    return "\n".join(lines) + f"\n({total}; chart: {event.chart['kind']})"
 
 
 class Command(BaseCommand):
@@ -84,10 +114,14 @@ class Command(BaseCommand):
     def _send(self, text: str) -> bool:
         self.stdout.write("agent> ", ending="")
 
+        results: list[ResultEvent] = []
+
         async def on_event(event: Event) -> None:
             if isinstance(event, DeltaEvent):
                 self.stdout.write(event.text, ending="")
                 self.stdout.flush()
+            elif isinstance(event, ResultEvent):
+                results.append(event)
 
         try:
             # async_to_sync keeps the ORM on this thread (and its connection), unlike asyncio.run.
@@ -105,6 +139,12 @@ class Command(BaseCommand):
             # A failure's explanation (or an answer not streamed) is printed whole.
             self.stdout.write("\n" + result.answer, ending="")
         self.stdout.write("")
+        for shown in results:
+            # The query the answer was read from, under it (single values too: the SQL
+            # and its figure are the evidence).
+            if shown.rows and (len(shown.rows) > 1 or len(shown.columns) > 1):
+                self.stdout.write("\n" + result_table(shown))
+            self.stdout.write(self.style.HTTP_INFO(f"[sql: {shown.sql}]"))
         self._print_controls(result.controls)
         trace = result.trace
         status = "FAILED " if result.failed else ""
