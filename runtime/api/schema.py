@@ -78,6 +78,8 @@ class Operation:
     """Parameters in the path (`{name}`), each required."""
     content_type: str = "application/json"
     """The media type of its success response."""
+    answer: dict[str, Any] | None = None
+    """The JSON Schema of its success response's body, where documented."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,62 @@ class Route:
     """The URL name (for `reverse`)."""
     operations: dict[str, Operation] = field(default_factory=dict)
     """Operations by HTTP method (upper case)."""
+
+
+RESULT_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A query a data answer was read from (chat event `result`, before the "
+                   "answer's `done`; runtime.wire.ResultEvent). What is shown is decided in "
+                   "code (runtime.domain.results), never by the model.",
+    "required": ["type", "message_id", "node", "sql", "columns", "rows", "row_count",
+                 "capped", "cut", "shortened", "ms", "pid", "chart", "check"],
+    "properties": {
+        "type": {"const": "result"},
+        "seq": {"type": "integer", "description": "Its number in the conversation's log."},
+        "message_id": {"type": "string", "format": "uuid", "description": "The message."},
+        "node": {"type": "string", "description": "The node that answered from it."},
+        "sql": {"type": "string", "description": "The query as it ran."},
+        "columns": {"type": "array", "items": {
+            "type": "object", "required": ["name", "type"],
+            "properties": {"name": {"type": "string"},
+                           "type": {"enum": ["number", "date", "text"]}}}},
+        "rows": {"type": "array", "maxItems": 100, "items": {"type": "array"},
+                 "description": "The first rows (at most 100, fewer past 64 KB); a text "
+                                "over 200 characters is cut."},
+        "row_count": {"type": "integer", "description": "How many rows the query gave."},
+        "capped": {"type": "boolean", "description": "The query had more rows than the "
+                   "database's row limit: `row_count` is that limit."},
+        "cut": {"enum": ["", "rows", "bytes"], "description": "Why `rows` holds fewer than "
+                "`row_count`: past 100 rows, or past 64 KB."},
+        "shortened": {"type": "boolean", "description": "Some text cells were cut."},
+        "ms": {"type": "number", "description": "How long the query ran."},
+        "pid": {"type": "string", "description": "The process it ran as (empty: inline)."},
+        "chart": {"type": "object", "required": ["kind", "x", "y"], "properties": {
+            "kind": {"enum": ["bar", "line", "none"]},
+            "x": {"type": "string", "description": "The label or date column."},
+            "y": {"type": "array", "items": {"type": "string"},
+                  "description": "The number columns."}}},
+        "check": {"enum": ["", "grounded", "repaired", "replaced", "abstained"],
+                  "description": "How the answer was checked against it."},
+    },
+}
+"""The `result` chat event (runtime.wire.ResultEvent), as the OpenAPI document names it."""
+MESSAGE_RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "answer", "controls", "path", "frames", "results"],
+    "properties": {
+        "status": {"enum": ["running", "queued", "waiting", "done", "failed",
+                            "rolled_back"]},
+        "answer": {"type": "string"},
+        "controls": {"type": "array", "items": {"type": "object"}},
+        "path": {"type": "string"},
+        "frames": {"type": "integer"},
+        "position": {"type": "integer", "description": "`queued`: its place in the queue."},
+        "approval": {"type": "object", "description": "`waiting`: the tool call that waits."},
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"},
+                    "description": "The queries the answer was read from."},
+    },
+}
 
 
 CHAT = Param("chat", "string", 'The conversation (default "main").', default="main",
@@ -282,9 +340,11 @@ ROUTES: tuple[Route, ...] = (
                 "A message's status (running, queued with its `position`, waiting with "
                 "the `approval` `{id, tool, step, reason, expires_at}` a tool call waits "
                 "for, done, failed, rolled_back: taken back by a newer message) and, once "
-                "done, its answer, controls, path, frames.",
+                "done, its answer, controls, path, frames and the `results` (queries) it "
+                "was read from.",
                 {200: "The result", **COMMON, 404: "No such message in this conversation"},
                 params=(MESSAGE_ID,),
+                answer=MESSAGE_RESULT_SCHEMA,
             )
         },
     ),
@@ -429,7 +489,8 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 "events",
-                "The conversation's events as Server-Sent Events (`id: <seq>`).",
+                "The conversation's events as Server-Sent Events (`id: <seq>`); a data "
+                "answer's `result` events are `#/components/schemas/Result`.",
                 {200: "An event stream", **COMMON},
                 content_type="text/event-stream",
                 params=(AFTER_SEQ, SSE_TIMEOUT),
@@ -575,6 +636,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                         "schema": ERROR_SCHEMA
                     }
                     if code >= 400
+                    else {"schema": op.answer} if op.answer is not None and code < 300
                     else {}
                 },
                 **({"headers": RETRY_AFTER} if code == 429 else {}),
@@ -624,7 +686,7 @@ def openapi_document() -> dict[str, Any]:
                     "description": "Django session; POSTs need X-CSRFToken.",
                 },
             },
-            "schemas": {"Error": ERROR_SCHEMA},
+            "schemas": {"Error": ERROR_SCHEMA, "Result": RESULT_EVENT_SCHEMA},
         },
         "security": [{"bearer": []}, {"session": []}],
         "paths": {

@@ -108,6 +108,31 @@ def test_chat_page_of_a_returning_user_shows_the_stored_conversation(client, gra
     assert boot["last_seq"] == 1
 
 
+def test_a_reloaded_chat_page_draws_each_answer_with_its_results(client, graphs, user):
+    """An answer read from a query boots with that query's result event (the page draws its
+    table again); the link to the trace is given to staff only."""
+    from asgiref.sync import async_to_sync
+
+    from runtime.conversations.answering import message_submit
+
+    conversation = conversation_resolve(owner=Owner(user=user))
+    for text in ("hello", "how many customers are there?"):
+        async_to_sync(message_submit)(conversation_id=conversation.id, text=text, inline=True)
+    client.force_login(user)
+    boot = client.get("/").context["boot"]
+    answers = [m for m in boot["history"] if m["role"] == "assistant"]
+    assert answers[0]["results"] == []
+    [result] = answers[1]["results"]
+    assert result["type"] == "result" and result["rows"] == [[120]]
+    assert result["message_id"] == answers[1]["message_id"]
+    assert boot["trace_url"] == ""
+    user.is_staff = True
+    user.save()
+    boot = client.get("/").context["boot"]
+    assert boot["trace_url"] == (
+        "/admin/traces/messagetrace/message/00000000-0000-0000-0000-000000000000/")
+
+
 def test_tests_page_is_staff_only(client, graphs):
     """/tests redirects anonymous and non-staff users to the login; staff get the page."""
     assert client.get("/tests").status_code == 302

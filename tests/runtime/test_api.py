@@ -16,7 +16,7 @@ from django.test import AsyncClient, Client
 from runtime.api import urls as api_urls
 from runtime.api import views as api
 from runtime.api.auth import token_create
-from runtime.api.schema import ROUTES
+from runtime.api.schema import RESULT_EVENT_SCHEMA, ROUTES
 from runtime.conversations import answering as dispatch
 from runtime.conversations import busy
 from runtime.conversations.eventlog import chat_events_after
@@ -132,6 +132,7 @@ def test_send_queues_and_result_is_polled_until_done(ada):
     # Beside the answer, the query it was read from (DESIGN.md §12).
     [shown] = result["results"]
     assert shown["type"] == "result" and shown["message_id"] == sent["id"]
+    assert set(shown) == set(RESULT_EVENT_SCHEMA["properties"])
     assert "customers" in shown["sql"] and shown["rows"] == [[120]]
     assert shown["row_count"] == 1 and shown["chart"]["kind"] == "none"
     assert shown["check"] == "grounded"
@@ -509,6 +510,17 @@ def test_openapi_document_matches_the_routes():
     assert doc["paths"]["/api/send"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
     ]["required"] == ["text"]
+    # The result event is documented field for field, and /api/result refers to it.
+    from dataclasses import fields
+
+    from runtime.wire import ResultEvent
+
+    result = doc["components"]["schemas"]["Result"]
+    assert set(result["properties"]) == {f.name for f in fields(ResultEvent)} | {"seq"}
+    assert set(result["required"]) == {f.name for f in fields(ResultEvent)}
+    ok = doc["paths"]["/api/result"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["properties"]["results"]["items"] == {
+        "$ref": "#/components/schemas/Result"}
 
 
 # --- hostile input -----------------------------------------------------------------------

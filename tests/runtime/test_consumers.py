@@ -302,6 +302,38 @@ def test_second_tab_of_the_same_conversation_sees_the_answer(ada):
     assert theirs[0]["type"] == "accepted" and theirs[0]["text"] == "hello"  # the question
 
 
+def test_a_data_answer_carries_its_result_to_every_tab_and_on_resume(ada):
+    """The query a ranked list was read from reaches the socket before the answer's `done`
+    (its rows, a bar chart), a second tab gets the same event, and a socket that resumes
+    from before it gets it again from the log."""
+    async def scenario():
+        one, _ = await open_chat(ada)
+        two, _ = await open_chat(ada)
+        await one.send_json_to({"type": "message",
+                                "text": "which ten customers have the most projects?"})
+        mine = await receive_until(one, "done")
+        theirs = await receive_until(two, "done")
+        await one.disconnect()
+        await two.disconnect()
+        accepted = mine[0]["seq"]
+        late = communicator(f"/ws?after_seq={accepted}", user=ada)
+        assert (await late.connect())[0]
+        await late.receive_json_from()  # ready
+        resumed = await receive_until(late, "done")
+        await late.disconnect()
+        return mine, theirs, resumed
+
+    mine, theirs, resumed = run(scenario)
+    kinds = [e["type"] for e in mine]
+    assert kinds.count("result") == 1 and kinds.index("result") < kinds.index("done")
+    result = next(e for e in mine if e["type"] == "result")
+    assert result["row_count"] == 10 and len(result["rows"]) == 10
+    assert result["chart"] == {"kind": "bar", "x": "name", "y": ["projects"]}
+    assert result["check"] == "grounded" and "LIMIT 10" in result["sql"]
+    assert [e for e in theirs if e["type"] == "result"] == [result]
+    assert [e for e in resumed if e["type"] == "result"] == [result]
+
+
 def test_socket_survives_a_graph_switch(ada):
     """Switching the conversation's graph applies to the next message on the same socket."""
     async def scenario():

@@ -504,3 +504,22 @@ def test_trace_page_of_small_talk_has_no_truth_row(admin_client, conversation):
     result = send(conversation.id, "hello")
     trace = MessageTrace.objects.get(message_id=result.trace.message_id)
     assert 'id="truth"' not in admin_client.get(page_url(trace)).content.decode()
+
+
+def test_trace_page_shows_each_query_with_its_rows(admin_client, conversation):
+    """Under the node that ran it, each query with the rows it gave (as the chat page's
+    table has them), cells as text; the chat page's link by message id lands here."""
+    from tests.helpers import send
+
+    result = send(conversation.id, "which ten customers have the most projects?")
+    trace = MessageTrace.objects.get(message_id=result.trace.message_id)
+    page = admin_client.get(page_url(trace)).content.decode()
+    table = page.split('class="query-result"', 1)[1].split("</details>", 1)[0]
+    assert "query 1: 10 rows" in table and "LIMIT 10" in table
+    assert re.findall(r"<th scope=\"col\">(\w+)</th>", table) == ["name", "projects"]
+    assert table.count("<tr>") == 11  # the header and ten rows
+    assert "<td>Summit Broadcasting</td><td>7</td>" in table
+    by_id = admin_client.get(f"/admin/traces/messagetrace/message/{trace.message_id}/")
+    assert by_id.status_code == 302 and by_id["Location"] == page_url(trace)
+    missing = admin_client.get(f"/admin/traces/messagetrace/message/{uuid.uuid4()}/")
+    assert missing.status_code == 302 and missing["Location"] == "/admin/"
