@@ -94,7 +94,7 @@
   /** Lines over the rows in their order (the server sends dates; the table sorts them). */
   function lines(spec) {
     var labels = spec.labels, series = spec.series, format = spec.format;
-    var left = 64, right = 16, top = 10, bottom = 40 + (series.length > 1 ? 18 : 0);
+    var left = 64, right = 32, top = 10, bottom = 40 + (series.length > 1 ? 18 : 0);
     var plot = { w: WIDTH - left - right, h: LINE_HEIGHT - top - bottom };
     var range = extent(series);
     var x = function (i) { return left + (labels.length < 2 ? plot.w / 2
@@ -111,7 +111,7 @@
     });
     var every = Math.max(1, Math.ceil(labels.length / 6));
     labels.forEach(function (label, i) {
-      if (i % every && i !== labels.length - 1) return;
+      if (i % every) return;  // every few, so that none overlaps the next
       svg.appendChild(node("text", { x: x(i).toFixed(1), y: top + plot.h + 16, "class": "label",
                                      "text-anchor": "middle" }, short(label)));
     });

@@ -257,7 +257,7 @@
     var body = el("div", "body");
     var meta = el("div", "meta");
     var steps = el("ul", "steps");
-    var results = el("div", "results");
+    var results = el("div", "answer-results");
     bubble.appendChild(steps);
     bubble.appendChild(body);
     bubble.appendChild(results);
@@ -856,7 +856,7 @@
       md.renderInto(body, m.text);
       bubble.appendChild(body);
       if (m.results && m.results.length) {
-        var results = el("div", "results");
+        var results = el("div", "answer-results");
         m.results.forEach(function (event) { showResult(results, event); });
         bubble.appendChild(results);
       }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,9 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path("/tmp/chat.png")
 XSS = "<img src=x onerror=alert(1)>"
+TOP_CUSTOMER = "Summit Broadcasting"
+"""The demo's customer with the most projects (7; the next have 6)."""
+RESULT_SCREENSHOT = Path("/tmp/chat-results.png")
 STREAMING = re.compile(r"\bstreaming\b")
 VISITED = re.compile(r"\bvisited\b")
 
@@ -38,15 +43,21 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def site_server(tmp_path_factory, eras_path) -> Iterator[LiveServer]:
-    """A daphne server on a free port with a fresh database, graphs and a user."""
+    """A daphne server on a free port with a fresh database, graphs and a user; its eras
+    database is the demo's with the customer that has the most projects renamed to XSS (a
+    cell a table must show as text)."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("the playwright package is missing (pip install -e '.[dev]')")
-    with live_daphne(tmp_path_factory.mktemp("live"),
-                     ERAS_DATABASE_URL=f"sqlite:///{eras_path}") as server:
+    folder = tmp_path_factory.mktemp("live")
+    eras = folder / "eras.sqlite3"
+    shutil.copy(eras_path, eras)
+    with sqlite3.connect(eras) as db:
+        db.execute("UPDATE customers SET name = ? WHERE name = ?", (XSS, TOP_CUSTOMER))
+    with live_daphne(folder, ERAS_DATABASE_URL=f"sqlite:///{eras}") as server:
         yield server
 
 
@@ -266,6 +277,87 @@ def test_chat_page_in_a_real_browser(browser, live_server_url):
     page.wait_for_url(live_server_url + "/login/")
     expect(page.locator(".notice")).to_have_text("You have signed out.")
     assert console_errors == []
+
+
+def test_a_data_answer_shows_its_table_chart_csv_and_query(browser, live_server_url):
+    """A ranked list: a table of its rows and a bar chart (one bar a row), sortable, as CSV,
+    a cell that looks like HTML shown as text, and still there after a reload; a single
+    count: no chart, and "How I found this" shows its SQL and links staff to the trace."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, live_server_url)
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    page.click("#clear-button")
+
+    page.fill("#message", "which ten customers have the most projects?")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer).not_to_have_class(STREAMING)
+    result = answer.locator(".result")
+    expect(result).to_have_attribute("data-chart", "bar")
+    expect(result.locator(".result-count")).to_have_text("10 rows")
+    # The chart first (its shape calls for one): one bar per row, in SVG.
+    expect(result.locator(".result-chart")).to_be_visible()
+    expect(result.locator(".result-chart svg rect.mark")).to_have_count(10)
+    expect(result.locator(".result-chart svg text.label").first).to_have_text(
+        XSS[:21] + "…")  # a long label is cut; the table has it whole
+    # The table: ten rows, the count right-aligned; the HTML-looking name is text.
+    result.locator("button.view-table").click()
+    table = result.locator(".result-table")
+    expect(table).to_be_visible()
+    expect(result.locator(".result-chart")).to_be_hidden()
+    expect(table.locator("tbody tr")).to_have_count(10)
+    expect(table.locator("thead th")).to_have_text(["name", "projects"])
+    first = table.locator("tbody tr").first.locator("td")
+    expect(first).to_have_text([XSS, "7"])
+    expect(first.nth(1)).to_have_class(re.compile(r"\bnum\b"))
+    assert answer.locator("img").count() == 0 and dialogs == []
+    # Sorting: by projects ascending (the fewest first), again for descending, by name.
+    table.locator("thead button", has_text="projects").click()
+    expect(table.locator("thead th").nth(1)).to_have_attribute("aria-sort", "ascending")
+    expect(table.locator("tbody tr").first.locator("td").nth(1)).to_have_text("5")
+    table.locator("thead button", has_text="projects").click()
+    expect(table.locator("tbody tr").first.locator("td").nth(1)).to_have_text("7")
+    table.locator("thead button", has_text="name").click()
+    names = table.locator("tbody td:first-child").all_text_contents()
+    assert names[0] == XSS and names[1:] == sorted(names[1:], key=str.casefold), names
+    # The CSV: the header and the ten rows the event carries, in the query's order.
+    with page.expect_download() as download:
+        result.locator("button.csv").click()
+    csv = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert csv[0] == "name,projects" and len(csv) == 11
+    assert csv[1] == f"{XSS},7"
+    page.screenshot(path=str(RESULT_SCREENSHOT))
+
+    # A reload draws the answer again with its result, from the stored events.
+    page.reload()
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    again = page.locator(".msg.assistant").last.locator(".result")
+    expect(again.locator(".result-table tbody tr")).to_have_count(10)
+    expect(again.locator(".result-chart svg rect.mark")).to_have_count(10)
+
+    # A single count: the figure is the answer, so no chart; the query is one click away.
+    page.fill("#message", "how many customers are there?")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body")).to_have_text("There are 120 customers.")
+    result = answer.locator(".result")
+    expect(result).to_have_attribute("data-chart", "none")
+    expect(result.locator(".result-chart")).to_have_count(0)
+    expect(result.locator(".found pre.sql")).to_be_hidden()
+    result.locator(".found summary").click()
+    expect(result.locator(".found pre.sql")).to_have_text(re.compile(r"^SELECT COUNT\(\*\)"))
+    expect(result.locator(".found .check")).to_contain_text("grounded")
+    result.locator(".found a.trace-link").click()
+    page.wait_for_url(re.compile(r"/admin/traces/messagetrace/\d+/change/$"))
+    expect(page.locator(".query-result pre.query-sql")).to_contain_text("SELECT COUNT(*)")
+    assert console_errors == [], "no Content-Security-Policy violation"
+    assert dialogs == []
 
 
 @pytest.fixture(scope="module")
