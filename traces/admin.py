@@ -26,10 +26,10 @@ from runtime.conversations.replay import Edits, ReplayImpossible, trace_replay
 from runtime.suites.frozen import FreezeImpossible, trace_freeze
 from traces.models import MessageTrace
 from traces.selectors import (
-    trace_get,
     trace_cost_total,
     trace_filter_conversation,
     trace_filter_users,
+    trace_get,
     trace_page,
 )
 

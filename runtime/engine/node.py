@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from graphs.spec import GraphSpec, NodeSpec
+from runtime.domain.results import result_shown
 from runtime.engine.approval import ApprovalNeeded, Decisions
 from runtime.engine.budget import MessageBudget
 from runtime.errors import LLMError
@@ -45,7 +46,6 @@ from runtime.llm.contracts import (
 )
 from runtime.llm.prices import call_cost
 from runtime.llm.recorded import Recording
-from runtime.domain.results import result_shown
 from runtime.wire import HudEvent, HudEventType, LLMCallRecord, ProgressEvent, ResultEvent
 
 T = TypeVar("T")
