@@ -77,6 +77,20 @@ def _graph_pictures() -> list[dict[str, str]]:
             for name in graph_names()]
 
 
+def _history_on_page(conversation_id: int) -> list[dict[str, Any]]:
+    """The last messages as the page draws them: each answer with its rating and the
+    queries it was read from (its `result` events)."""
+    history = selectors.conversation_history(conversation_id=conversation_id,
+                                             limit=HISTORY_ON_PAGE)
+    ratings = selectors.conversation_ratings(conversation_id=conversation_id)
+    results = selectors.conversation_results(
+        conversation_id=conversation_id,
+        message_ids=[str(m.message_id) for m in history if m.role == "assistant"])
+    return [{"role": m.role, "text": m.text, "message_id": str(m.message_id),
+             "rating": ratings.get(str(m.message_id), 0),
+             "results": results.get(str(m.message_id), [])} for m in history]
+
+
 @require_GET
 @ensure_csrf_cookie
 def chat(request: HttpRequest) -> HttpResponse:
@@ -92,20 +106,12 @@ def chat(request: HttpRequest) -> HttpResponse:
     # Looking creates nothing: a first visit is drawn from the state a conversation
     # starts with, and the socket creates the conversation when it connects.
     conversation = conversation_resolve(owner=owner, chat="main", create=False)
-    ratings: dict[str, int] = {}
-    results: dict[str, list] = {}
     if conversation is None:
         state, history, last_seq = selectors.conversation_state_new(), [], 0
     else:
         state = selectors.conversation_state(conversation_id=conversation.id)
-        history = selectors.conversation_history(conversation_id=conversation.id,
-                                            limit=HISTORY_ON_PAGE)
+        history = _history_on_page(conversation.id)
         last_seq = chat_last_seq(conversation_id=conversation.id)
-        ratings = selectors.conversation_ratings(conversation_id=conversation.id)
-        # The queries the answers were read from, drawn again under them.
-        results = selectors.conversation_results(
-            conversation_id=conversation.id,
-            message_ids=[str(m.message_id) for m in history if m.role == "assistant"])
         running = busy.busy_message(conversation_id=conversation.id)
         start = running and chat_message_start(conversation_id=conversation.id,
                                                 message_id=running)
@@ -121,9 +127,7 @@ def chat(request: HttpRequest) -> HttpResponse:
         # Events after this number happened after the page was drawn: the socket
         # resumes from here so nothing between render and connect is lost.
         "last_seq": last_seq,
-        "history": [{"role": m.role, "text": m.text, "message_id": str(m.message_id),
-                     "rating": ratings.get(str(m.message_id), 0),
-                     "results": results.get(str(m.message_id), [])} for m in history],
+        "history": history,
         # Staff see a link to an answer's trace under "How I found this".
         "trace_url": reverse("admin:traces_messagetrace_by_message", args=[ZERO_ID])
                      if request.user.is_staff else "",

@@ -25,8 +25,9 @@ def test_streamed_deltas_join_to_the_answer(conversation):
     result = send(conversation.id, "how many customers are there?", events)
     assert events.text() == result.answer == "There are 120 customers."
     kinds = [e.type for e in events.items if e.type != "hud"]
-    assert kinds[-3:] == ["controls", "frame_trace", "done"]
-    assert set(kinds[:-3]) == {"delta"}
+    # The query it was read from comes after the answer, before the turn's last events.
+    assert kinds[-4:] == ["result", "controls", "frame_trace", "done"]
+    assert set(kinds[:-4]) == {"delta"}
 
 
 def test_reflex_streams_its_answer(conversation):
