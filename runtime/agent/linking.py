@@ -82,6 +82,10 @@ class Linked:
     filter may use these (and the next, as the end of a range), no other."""
     months: tuple[str, ...] = ()
     """The months it names with their year, as a date's start ("2024-03")."""
+    per_month: str = ""
+    """When the question asks for something per month ("each month", "monthly"): the date
+    column to group by (`projects.started_on`), so the planner is told how a month is read
+    from it (a small model writes MySQL's MONTH(), or copies a placeholder)."""
     totals: tuple[str, ...] = ()
     """The number columns the question asks a total of ("how many hours"): a query that
     answers it sums each, rather than counting rows."""
@@ -124,11 +128,15 @@ class Linked:
         return wanted + [t for t in self.tables if t in referenced and t not in wanted]
 
     def dates_note(self) -> str:
-        """How dates are written, with the question's own dates as filters; empty when it
-        names no date (a small model copies an example date into any query)."""
-        if not self.years:
+        """How dates are written, with the question's own dates as filters, and how a month
+        is grouped when it asks per month; empty when it names no date and asks for nothing
+        per month (a small model copies an example date into any query)."""
+        if not self.years and not self.per_month:
             return ""
         lines = ["Dates are text 'YYYY-MM-DD'."]
+        if self.per_month:
+            lines.append(f"Per month: GROUP BY substr({self.per_month}, 1, 7), the month "
+                         "as 'YYYY-MM'")
         lines.extend(f"{_MONTHS[int(month[5:]) - 1].title()} {month[:4]}: a date column "
                      f"LIKE '{month}%'" for month in self.months)
         lines.extend(f"{year}: a date column LIKE '{year}%'" for year in self.years
@@ -146,6 +154,9 @@ _WHICH = re.compile(r"\b(which|who|what)\b", re.IGNORECASE)
 _MOST = re.compile(r"(?<!\bat )\b(most|fewest|least)\b", re.IGNORECASE)
 _PER_ROW = re.compile(r"\bgroup\s+by\b|\b(count|sum)\s*\(", re.IGNORECASE)
 _YEAR_IN = re.compile(r"(?<!\d)((?:19|20|21)\d\d)(?!\d)")
+_PER_MONTH = re.compile(r"\b(per|each|every|by|a)\s+month\b|\bmonthly\b|\bmonth by month\b",
+                        re.IGNORECASE)
+_DATE_COLUMN = re.compile(r"(^|_)(on|at|date|day)$|^date", re.IGNORECASE)
 _RELATIVE_YEAR = re.compile(r"\b(this|last|previous|next)\s+year\b", re.IGNORECASE)
 _MACHINE_WORDS = re.compile(r"\b(counter|switch|toggle|checklist|check list|to-?do list|"
                             r"wizard|tally)\b", re.IGNORECASE)
@@ -165,10 +176,11 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
         question, this_year))
     named = set(tables_named(question, tables)) | set(index.tables_by_column(question))
     hints = tuple(index.hints(question))
+    first = _mention_order(question, tables, index, hints)
     return Linked(tables=tuple(tables), named=tuple(t for t in tables if t in named),
-                  hints=hints, asks=asks(question),
-                  first=_mention_order(question, tables, index, hints),
+                  hints=hints, asks=asks(question), first=first,
                   years=tuple(years), months=_months(question),
+                  per_month=_month_column(question, first, index),
                   totals=tuple(index.totals_asked(question)),
                   ranks_by_count=bool(_WHICH.search(question) and _MOST.search(question)),
                   future_years=tuple(y for y in years if this_year and y > this_year),
@@ -179,6 +191,21 @@ def link(question: str, db: ErasDatabase, *, this_year: int | None = None) -> Li
                   question=question,
                   by_name=tuple(tables_named(question, tables, by_name_only=True)),
                   columns=tuple(index.columns_named(question)))
+
+
+def _month_column(question: str, first: Sequence[str], index: ValueIndex) -> str:
+    """For a question asking per month: `table.column`, the date column of the first table
+    it names that the question's verb names (`started` -> started_on), else that table's
+    first date column; "" otherwise."""
+    if not _PER_MONTH.search(question):
+        return ""
+    words = {w[:5] for w in re.findall(r"[a-z]+", question.lower()) if len(w) >= 3}
+    for table in first:
+        dates = [c for c in index.columns.get(table, ()) if _DATE_COLUMN.search(c)]
+        if dates:
+            named = [c for c in dates if c.split("_")[0][:5] in words]
+            return f"{table}.{(named or dates)[0]}"
+    return ""
 
 
 def _mention_order(question: str, tables: Sequence[str], index: ValueIndex,

@@ -335,6 +335,13 @@ def test_dates_are_explained_only_with_the_questions_own_dates(eras):
     assert "2024: a date column LIKE '2024%'" not in note
     assert "2025: a date column LIKE '2025%'" in link("time entries from 2025?",
                                                       eras).dates_note()
+    # Per month: how a month is read from a text date (a small model wrote MySQL's MONTH()).
+    monthly = link("how many projects started each month?", eras).dates_note()
+    assert "Per month: GROUP BY substr(projects.started_on, 1, 7)" in monthly
+    assert "substr(invoices.due_on, 1, 7)" in link("the amount of invoices due per month",
+                                                   eras).dates_note()
+    assert "LIKE" not in monthly
+    assert "Per month" not in link("how many projects started in 2024?", eras).dates_note()
 
 
 @pytest.mark.parametrize(("question", "first"), [
