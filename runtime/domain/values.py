@@ -77,13 +77,13 @@ class ValueIndex:
 
     def totals_asked(self, question: str) -> list[str]:
         """The number columns the question asks a total of ("how many hours", "the total
-        amount", "how many billable hours": the noun, not its adjective): a count of rows
-        does not answer it."""
+        amount", "how many billable hours", "the most hours": the noun, not its adjective): a
+        count of rows does not answer it."""
         words = _words(question).split()
         measures = [(c, _words(c).split()) for ms in self.measures.values() for c in ms]
         found = []
-        for match in re.finditer(r"\b(how many|how much|total|number of|sum of)\b",
-                                 " ".join(words)):
+        for match in re.finditer(r"\b(how many|how much|total|number of|sum of)\b"
+                                 r"|(?<!\bat )\b(most|fewest|least)\b", " ".join(words)):
             after = len(" ".join(words)[:match.end()].split())
             # The measure the phrase ends on, one word in at most ("billable hours").
             ends = [(at + len(parts), column) for column, parts in measures

@@ -404,10 +404,19 @@ def test_a_ranking_by_a_count_needs_a_count_per_row(eras):
     from runtime.agent.linking import query_off_question
 
     most = link("which employee has logged the most hours?", eras)
-    assert most.ranks_by_count
+    assert most.ranks_by_count and most.totals == ("hours",)
     assert query_off_question("SELECT e.name FROM employees e JOIN time_entries t ON "
                               "e.id = t.employee_id ORDER BY t.hours DESC LIMIT 1", most) == [
+        "the question asks for a total of hours: SUM(hours), not a count",
         "the question ranks by a count or a total: use COUNT or SUM with GROUP BY"]
+    # "The most hours" is the hours added up: the number of entries is another figure (the
+    # 0.5B answered "Karin Quinn, with 192 hours", her 192 entries).
+    assert query_off_question("SELECT e.name, COUNT(e.id) AS hours_logged FROM employees e "
+                              "JOIN time_entries te ON e.id = te.employee_id GROUP BY e.id "
+                              "ORDER BY hours_logged DESC LIMIT 1", most) == [
+        "the question asks for a total of hours: SUM(hours), not a count"]
+    assert link("which customer has the most projects?", eras).totals == ()
+    assert link("list the time entries of at most 2 hours", eras).totals == ()
     assert query_off_question("SELECT e.name, SUM(t.hours) FROM employees e JOIN time_entries"
                               " t ON e.id = t.employee_id GROUP BY e.id ORDER BY 2 DESC "
                               "LIMIT 1", most) == []
