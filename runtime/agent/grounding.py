@@ -45,6 +45,8 @@ answer the model gives is made up ("The weather in Paris today is clear")."""
 _LIVE_FACT = re.compile(
     r"\b(weather|forecast|temperature outside|rain(ing)? (today|tomorrow)|news|headlines|"
     r"stock price|share price|exchange rate|traffic)\b", re.IGNORECASE)
+_AMOUNT = re.compile(r"\b(how many|how much|number of|count of|sum of|total|average)\b",
+                     re.IGNORECASE)
 REPAIR_INSTRUCTION = (
     "Your last answer stated {missing}, which the result does not contain. Answer the "
     "question again in one or two plain sentences, using only numbers and names that appear "
@@ -112,13 +114,24 @@ def given_words(ctx: NodeContext, *more: str) -> list[str]:
     return [ctx.turn.message, *remembered, *more]
 
 
-def figures_vet(ctx: NodeContext, *given: str) -> Callable[[str], str]:
+def figures_vet(ctx: NodeContext, *, conversation: str, machines: str = ""
+                ) -> Callable[[str], str]:
     """For an answer to a question written without a query (small talk, the user's own
     memory, a machine): one that states a figure nothing gave (the message, memory, the
-    conversation, the machines: `given`) is replaced by NOT_CHECKED, so a figure never
-    comes from the model's head ("The company owns 10 cars."). A question about a live fact
-    (the weather, the news, a share price: no tool reads one) gets NO_LIVE_FACTS."""
-    evidence = Evidence.of([], [*given_words(ctx), *given])
+    `conversation`, the `machines`) is replaced by NOT_CHECKED, so a figure never comes from
+    the model's head ("The company owns 10 cars."). A question for an amount ("how many
+    cars …") may take its figure from the user's own words only: not from the clock of the
+    situation nor from earlier answers (the 0.5B answered "2 cars" with a 2 of the time).
+    A question about a live fact (the weather, the news, a share price: no tool reads one)
+    gets NO_LIVE_FACTS."""
+    if _AMOUNT.search(ctx.turn.message):
+        memory = ctx.turn.memory
+        given = [ctx.turn.message, str(memory.get("user_name") or ""),
+                 *(str(f) for f in memory.get("facts") or ()),
+                 *(m["text"] for m in ctx.turn.history if m.get("role") == "user"), machines]
+    else:
+        given = [*given_words(ctx), conversation, machines]
+    evidence = Evidence.of([], given)
     live = _LIVE_FACT.search(ctx.turn.message)
 
     def vet(answer: str) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from runtime.agent.grounding import NOT_CHECKED
 from runtime.agent.linking import Candidate, Linked, link, query_misses, vote
+from runtime.agent.memory import memory_empty
 from runtime.agent.nodes.director import DirectorNode
 from runtime.agent.nodes.thinker import ThinkerNode
 from runtime.domain.database import ErasDatabase
@@ -234,6 +235,22 @@ def test_a_plain_answer_to_a_question_states_no_figure_from_the_models_head(grap
         outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
     assert deltas == [NOT_CHECKED] and result.output["answer"] == NOT_CHECKED
     assert "no figure" in ctx.fallback
+    # A question for an amount takes no figure from the clock of the situation, nor from an
+    # earlier answer (the 0.5B said "2 cars" at 02:22); the user's own words still count.
+    earlier = [{"role": "user", "text": "we bought 3 vans"},
+               {"role": "assistant", "text": "Noted: 2 of them are new."}]
+    for said in ("The company owns 2 cars.", "The company owns 22 cars."):
+        _, _, _, deltas = run_node(
+            ThinkerNode, "thinker", message="how many cars does the company own?",
+            llm=ScriptedModel(said), history=earlier,
+            memory={**memory_empty(), "situation": "Tuesday 08 December 2026, 02:22 UTC"},
+            outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
+        assert deltas == [NOT_CHECKED]
+    _, _, _, deltas = run_node(
+        ThinkerNode, "thinker", message="how many vans did we buy?",
+        llm=ScriptedModel("You bought 3 vans."), history=earlier,
+        outputs={"director": {"plan": "answer", "goal": "", "tool_calls": []}})
+    assert deltas == ["You bought 3 vans."]
     result, _, _, deltas = run_node(
         ThinkerNode, "thinker", message="is 12 a lucky number?",
         llm=ScriptedModel("Many people think 12 is lucky!"),

@@ -83,7 +83,7 @@ class PANode(Node):
             context_summary=summary, memory=memory, mode="answer", message=ctx.turn.message,
         ), prompt="answer_prompt" if ctx.config.get("answer_prompt") else "prompt",
             fallback=PLAIN_FALLBACK,
-            vet=figures_vet(ctx, summary) if asks(ctx.turn.message) else None)
+            vet=figures_vet(ctx, conversation=summary) if asks(ctx.turn.message) else None)
         output["answer"] = answer
         return NodeResult(output=output, decision="answer myself"
                           + (f" ({decided.outcome})" if decided.outcome != "valid" else ""),

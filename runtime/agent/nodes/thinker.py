@@ -115,7 +115,8 @@ class ThinkerNode(Node):
         summary = context_summary(ctx.turn, window=ctx.history_window)
         answer, buttons = await speak(ctx, prompt("answer" if schema else director.get(
             "plan", "answer")), fallback=NO_QUERY if schema else PLAIN_FALLBACK,
-            vet=figures_vet(ctx, summary, m.machines_summary(machines))
+            vet=figures_vet(ctx, conversation=summary,
+                            machines=m.machines_summary(machines))
             if asks(ctx.turn.message) else None)
         return NodeResult(
             output={"tool_used": False, "answer": answer, "buttons": buttons},
