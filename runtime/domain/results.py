@@ -139,8 +139,7 @@ def result_shown(*, sql: str, columns: Sequence[str], rows: Sequence[Sequence[An
     }
     budget = EVENT_BYTES - len(json.dumps(head, ensure_ascii=False).encode()) - 200
     shown: list[list[Any]] = []
-    shortened = False
-    cut = "rows" if row_count > ROWS_SHOWN else ""
+    shortened, cut = False, ""
     for row in rows[:ROWS_SHOWN]:
         cells = [_shown_cell(v) for v in row]
         line = [c for c, _ in cells]
@@ -150,7 +149,7 @@ def result_shown(*, sql: str, columns: Sequence[str], rows: Sequence[Sequence[An
             break
         shortened = shortened or any(was_cut for _, was_cut in cells)
         shown.append(line)
-    if len(shown) < min(row_count, len(rows)) and not cut:
+    if not cut and len(shown) < row_count:
         cut = "rows"
     if cut:
         # A chart of some of the rows would show a part as if it were the whole.

@@ -241,23 +241,23 @@
     tools.appendChild(el("span", "result-count", countText(event)));
     var tableBox = event.rows.length ? table(event, view) : null;
     var chartBox = event.chart.kind !== "none" && event.rows.length ? chart(event) : null;
+    var more = event.rows.length > TABLE_ROWS
+      ? button("Show all " + event.rows.length, "show-all") : null;
+    var toTable = button("Table", "view-table");
+    var toChart = button("Chart", "view-chart");
+    function show(which) {
+      tableBox.hidden = which !== "table";
+      chartBox.hidden = which !== "chart";
+      toTable.setAttribute("aria-pressed", String(which === "table"));
+      toChart.setAttribute("aria-pressed", String(which === "chart"));
+      if (more) more.hidden = which !== "table";
+    }
     if (chartBox && tableBox) {
-      var toTable = button("Table", "view-table");
-      var toChart = button("Chart", "view-chart");
-      var show = function (which) {
-        tableBox.hidden = which !== "table";
-        chartBox.hidden = which !== "chart";
-        toTable.setAttribute("aria-pressed", String(which === "table"));
-        toChart.setAttribute("aria-pressed", String(which === "chart"));
-        if (more) more.hidden = which !== "table" || !moreNeeded;
-      };
       toTable.addEventListener("click", function () { show("table"); });
       toChart.addEventListener("click", function () { show("chart"); });
       tools.appendChild(toTable);
       tools.appendChild(toChart);
     }
-    var moreNeeded = event.rows.length > TABLE_ROWS;
-    var more = moreNeeded ? button("Show all " + event.rows.length, "show-all") : null;
     if (more) {
       more.addEventListener("click", function () {
         view.all = !view.all;

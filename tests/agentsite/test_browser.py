@@ -334,6 +334,32 @@ def test_a_data_answer_shows_its_table_chart_csv_and_query(browser, live_server_
     assert csv[1] == f"{XSS},7"
     page.screenshot(path=str(RESULT_SCREENSHOT))
 
+    # A longer, capped result (drawn by the page's own code): the first 10 rows, "Show all"
+    # expands, a line for a month column, the CSV's first line says it was capped, and the
+    # numbers are written as the answers write them.
+    drawn = page.evaluate("""() => {
+        const rows = Array.from({length: 15}, (_, i) =>
+          ['2024-' + String(i % 12 + 1).padStart(2, '0'), 12345.678 + i]);
+        const event = {message_id: 'm', sql: 'SELECT 1', rows: rows, row_count: 200,
+          capped: true, cut: 'rows', shortened: false, ms: 1, pid: '', check: '',
+          columns: [{name: 'month', type: 'date'}, {name: 'total', type: 'number'}],
+          chart: {kind: 'line', x: 'month', y: ['total']}};
+        const box = window.AgentResults.render(event, {});
+        document.body.appendChild(box);
+        const before = box.querySelectorAll('.result-table tbody tr').length;
+        box.querySelector('button.show-all').click();
+        return {before: before, after: box.querySelectorAll('.result-table tbody tr').length,
+                line: box.querySelectorAll('.result-chart polyline').length,
+                count: box.querySelector('.result-count').textContent,
+                cell: box.querySelector('.result-table tbody td.num').textContent,
+                csv: window.AgentResults.csv(event).split('\\r\\n').slice(0, 3)};
+    }""")
+    assert drawn["before"] == 10 and drawn["after"] == 15 and drawn["line"] == 1
+    assert drawn["count"] == "more than 200 rows (the first 15 shown)"
+    assert drawn["cell"] == "12,345.68"
+    assert drawn["csv"] == ["# the query had more than 200 rows; this file holds the first 15",
+                            "month,total", "2024-01,12345.678"]
+
     # A reload draws the answer again with its result, from the stored events.
     page.reload()
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")

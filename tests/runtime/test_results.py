@@ -79,6 +79,8 @@ def test_at_most_100_rows_are_carried_and_the_cut_is_said():
     assert len(result["rows"]) == ROWS_SHOWN and result["row_count"] == 150
     assert result["cut"] == "rows"
     assert shown(["n"], [[1], [2]])["cut"] == ""
+    # Fewer rows kept than the query gave (a trace of older code kept 50): said as cut too.
+    assert shown(["n"], [[i] for i in range(50)], row_count=80)["cut"] == "rows"
 
 
 def test_long_texts_are_cut_to_200_characters_and_the_event_stays_under_64_kb():
