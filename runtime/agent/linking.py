@@ -29,6 +29,7 @@ from runtime.domain.database import ErasDatabase, TableSchema, database_identity
 from runtime.domain.examples import Example, question_terms, similarity
 from runtime.domain.sqlguard import guard_sql
 from runtime.domain.values import (
+    RANKING_WORDS,
     ValueHint,
     ValueIndex,
     mentioned_at,
@@ -151,7 +152,7 @@ _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augu
 _MONTH_YEAR = re.compile(r"\b(" + "|".join(m[:3] + f"(?:{m[3:]})?" for m in _MONTHS)
                          + r")\.?\s+(?:of\s+)?((?:19|20|21)\d\d)\b", re.IGNORECASE)
 _WHICH = re.compile(r"\b(which|who|what)\b", re.IGNORECASE)
-_MOST = re.compile(r"(?<!\bat )\b(most|fewest|least)\b", re.IGNORECASE)
+_MOST = re.compile(RANKING_WORDS, re.IGNORECASE)
 _PER_ROW = re.compile(r"\bgroup\s+by\b|\b(count|sum)\s*\(", re.IGNORECASE)
 _YEAR_IN = re.compile(r"(?<!\d)((?:19|20|21)\d\d)(?!\d)")
 _PER_MONTH = re.compile(r"\b(per|each|every|by|a)\s+month\b|\bmonthly\b|\bmonth by month\b",

@@ -28,6 +28,8 @@ GENERAL_COLUMNS = frozenset({"id", "name", "status", "note", "description", "typ
 MAX_VALUES = 30
 """A text column with more distinct values than this is not indexed (names, notes)."""
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "")
+RANKING_WORDS = r"(?<!\bat )\b(most|fewest|least)\b"
+"""The words that rank rows by an amount ("the most hours"; "at most" is a bound)."""
 _NUMBER_TYPES = ("INT", "REAL", "NUMERIC", "DECIMAL", "FLOAT", "DOUBLE")
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # Words a question uses for a table that are not its name.
@@ -82,8 +84,8 @@ class ValueIndex:
         words = _words(question).split()
         measures = [(c, _words(c).split()) for ms in self.measures.values() for c in ms]
         found = []
-        for match in re.finditer(r"\b(how many|how much|total|number of|sum of)\b"
-                                 r"|(?<!\bat )\b(most|fewest|least)\b", " ".join(words)):
+        for match in re.finditer(r"\b(how many|how much|total|number of|sum of)\b|"
+                                 + RANKING_WORDS, " ".join(words)):
             after = len(" ".join(words)[:match.end()].split())
             # The measure the phrase ends on, one word in at most ("billable hours").
             ends = [(at + len(parts), column) for column, parts in measures
